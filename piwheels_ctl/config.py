@@ -1,0 +1,130 @@
+"""Settings: a TOML file (``--config`` or ``PIWHEELS_CONFIG``) overridden by ``PIWHEELS_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older controllers only
+    import tomli as tomllib
+
+ENV_PREFIX = "PIWHEELS_"
+# Variables of ours that are not settings: where the config file is.
+ENV_NOT_SETTINGS = frozenset({"PIWHEELS_CONFIG"})
+
+
+class Settings(BaseModel):
+    """Every setting of the controller, validated; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default=Path("piwheels-data"))
+    database_url: Optional[str] = None
+    upstream: str = PYPI_SIMPLE_ENDPOINT
+    build_index_url: Optional[str] = None
+    find_links: list[str] = Field(default_factory=list)
+    pythons: list[str] = Field(default_factory=lambda: [sys.executable])
+    slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    build_timeout: float = Field(default=3600.0, gt=0)
+    build_memory_mb: int = Field(default=4096, ge=0)
+    log_max_kb: int = Field(default=1024, ge=1)
+    ccache: bool = True
+    ccache_dir: Optional[Path] = None
+    ccache_max_size: str = "5G"
+    http_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("upstream", "build_index_url")
+    @classmethod
+    def _index_location(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        if value.startswith(("http://", "https://")):
+            return value if value.endswith("/") else value + "/"
+        path = Path(value.removeprefix("file://")).expanduser()
+        return str(path.resolve())
+
+    @field_validator("pythons")
+    @classmethod
+    def _some_python(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one interpreter is needed")
+        return value
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL of the database: SQLite in the data folder unless configured."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.resolve() / 'piwheels.db'}"
+
+    @property
+    def upstream_is_local(self) -> bool:
+        """True when the upstream is a folder of sdists rather than an index URL."""
+        return not self.upstream.startswith(("http://", "https://"))
+
+    @property
+    def www_dir(self) -> Path:
+        return self.data_dir / "www"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def ccache_path(self) -> Path:
+        return self.ccache_dir or self.data_dir / "ccache"
+
+
+def _env_value(key: str, raw: str) -> Any:
+    """Turn an environment string into what the field expects (lists are comma separated)."""
+    if key in ("find_links", "pythons"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def load_settings(path: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Read the TOML file (if any), apply ``PIWHEELS_*`` overrides and validate the result."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if path is None and env.get("PIWHEELS_CONFIG"):
+        path = Path(env["PIWHEELS_CONFIG"])
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                values.update(tomllib.load(f))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in Settings.model_fields:
+            raise ConfigError(f"{name}: unknown setting (environment)")
+        values[key] = _env_value(key, raw)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        where = f"PIWHEELS_{key.upper()}" if f"PIWHEELS_{key.upper()}" in env else f"{source}: {key}"
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"{where}: unknown setting") from None
+        raise ConfigError(f"{where}: {error['msg']} (got {error.get('input')!r})") from None

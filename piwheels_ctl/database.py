@@ -1,0 +1,111 @@
+"""Engine, sessions and schema migrations (Alembic); the only place that opens a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import DatabaseError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        engine = create_engine(url, future=True)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise DatabaseError(f"database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def schema_state(engine: Engine) -> tuple[str | None, str]:
+    """The database's schema revision (None when empty) and this code's newest revision."""
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    assert head is not None
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open database {engine.url!r}: {exc.orig}") from None
+    return current, head
+
+
+def _check_known(engine: Engine, current: str | None) -> None:
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise DatabaseError(
+            f"the database schema ({current}) is newer than this piwheels-ctl knows; "
+            "upgrade piwheels-ctl"
+        )
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Create or upgrade the schema to this code's head; refuse a schema from newer code."""
+    current, head = schema_state(engine)
+    _check_known(engine, current)
+    if current != head:
+        command.upgrade(_alembic_config(engine), "head")
+    return current, head
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to work on a database that ``init`` has not brought to this code's schema."""
+    current, head = schema_state(engine)
+    _check_known(engine, current)
+    if current is None:
+        raise DatabaseError(f"database {engine.url!r} is not initialised: run 'piwheels-ctl init'")
+    if current != head:
+        raise DatabaseError(
+            f"database schema {current} is older than this piwheels-ctl ({head}): "
+            "run 'piwheels-ctl init' to upgrade"
+        )
+
+
+class Database:
+    """An engine plus a session factory; ``session()`` is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,232 @@
+"""The database schema: SQLAlchemy 2.0 declarative models (every change is an Alembic migration)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect: Dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: Optional[datetime], dialect: Dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class BuildStatus(enum.Enum):
+    BUILDING = "building"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Project(Base):
+    """A project of the upstream index; ``watched`` ones have their versions synced and built."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # canonical (PEP 503)
+    display_name: Mapped[str] = mapped_column(String(255))
+    watched: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    skip_reason: Mapped[Optional[str]] = mapped_column(Text)
+    etag: Mapped[Optional[str]] = mapped_column(String(255))
+    synced_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # Set whenever something the index shows changes; cleared by the publisher.
+    dirty: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+
+    versions: Mapped[list[Version]] = relationship(
+        back_populates="project", cascade="all, delete-orphan"
+    )
+
+
+class Version(Base):
+    """One release of a project, with the sdist the builders compile."""
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("project_id", "version"),
+        Index("ix_versions_queue_order", "priority", "release_time"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(128))  # normalized by packaging
+    release_time: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    yanked: Mapped[bool] = mapped_column(Boolean, default=False)
+    yanked_reason: Mapped[Optional[str]] = mapped_column(Text)
+    skip_reason: Mapped[Optional[str]] = mapped_column(Text)
+    sdist_filename: Mapped[Optional[str]] = mapped_column(String(255))
+    sdist_url: Mapped[Optional[str]] = mapped_column(Text)
+    sdist_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    requires_python: Mapped[Optional[str]] = mapped_column(String(255))
+    # Explicitly requested versions (add NAME==V, rebuild) are built before everything else.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+
+    project: Mapped[Project] = relationship(back_populates="versions")
+    builds: Mapped[list[Build]] = relationship(back_populates="version", cascade="all, delete-orphan")
+    files: Mapped[list[File]] = relationship(back_populates="version", cascade="all, delete-orphan")
+
+
+class Abi(Base):
+    """A Python ABI a builder can build for: interpreter tag, ABI tag and platform tag."""
+
+    __tablename__ = "abis"
+    __table_args__ = (UniqueConstraint("tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128))  # e.g. cp311-cp311-linux_x86_64
+    python_tag: Mapped[str] = mapped_column(String(32))
+    abi_tag: Mapped[str] = mapped_column(String(32))
+    platform_tag: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Builder(Base):
+    """A machine that builds: ``local`` (this one) or reached over SSH."""
+
+    __tablename__ = "builders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    host: Mapped[Optional[str]] = mapped_column(String(255))  # None: the local builder
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    user: Mapped[Optional[str]] = mapped_column(String(64))
+    key_file: Mapped[Optional[str]] = mapped_column(Text)
+    host_key: Mapped[Optional[str]] = mapped_column(Text)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    retry_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    pythons: Mapped[list[BuilderPython]] = relationship(
+        back_populates="builder", cascade="all, delete-orphan"
+    )
+
+
+class BuilderPython(Base):
+    """An interpreter on a builder and the ABI it builds for."""
+
+    __tablename__ = "builder_pythons"
+    __table_args__ = (UniqueConstraint("builder_id", "abi_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    builder_id: Mapped[int] = mapped_column(ForeignKey("builders.id", ondelete="CASCADE"))
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id"))
+    path: Mapped[str] = mapped_column(Text)
+
+    builder: Mapped[Builder] = relationship(back_populates="pythons")
+    abi: Mapped[Abi] = relationship()
+
+
+class Build(Base):
+    """One attempt to build one version for one ABI, and how it ended."""
+
+    __tablename__ = "builds"
+    __table_args__ = (Index("ix_builds_version_abi", "version_id", "abi_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id"))
+    builder_id: Mapped[Optional[int]] = mapped_column(ForeignKey("builders.id", ondelete="SET NULL"))
+    status: Mapped[BuildStatus] = mapped_column(
+        Enum(BuildStatus, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16)
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration: Mapped[Optional[float]] = mapped_column(Float)
+    lease_expires: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    log_path: Mapped[Optional[str]] = mapped_column(Text)
+    failure_reason: Mapped[Optional[str]] = mapped_column(String(64))
+    failure_detail: Mapped[Optional[str]] = mapped_column(Text)
+
+    version: Mapped[Version] = relationship(back_populates="builds")
+    abi: Mapped[Abi] = relationship()
+    builder: Mapped[Optional[Builder]] = relationship()
+    files: Mapped[list[File]] = relationship(back_populates="build")
+
+
+class File(Base):
+    """A wheel in the repository: what the index lists, with hashes taken at verification."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255), unique=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
+    build_id: Mapped[Optional[int]] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    python_tag: Mapped[str] = mapped_column(String(64))
+    abi_tag: Mapped[str] = mapped_column(String(64))
+    platform_tag: Mapped[str] = mapped_column(String(255))
+    requires_python: Mapped[Optional[str]] = mapped_column(String(255))
+    metadata_sha256: Mapped[str] = mapped_column(String(64))
+    core_metadata: Mapped[str] = mapped_column(Text)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    version: Mapped[Version] = relationship(back_populates="files")
+    build: Mapped[Optional[Build]] = relationship(back_populates="files")
+
+
+class Coverage(Base):
+    """That (version, ABI) needs no build: a file of the version installs on that ABI."""
+
+    __tablename__ = "coverage"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
