@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
@@ -29,9 +29,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data_dir: Path = Field(default=Path("piwheels-data"))
-    database_url: Optional[str] = None
+    database_url: str | None = None
     upstream: str = PYPI_SIMPLE_ENDPOINT
-    build_index_url: Optional[str] = None
+    build_index_url: str | None = None
     find_links: list[str] = Field(default_factory=list)
     pythons: list[str] = Field(default_factory=lambda: [sys.executable])
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
@@ -39,13 +39,13 @@ class Settings(BaseModel):
     build_memory_mb: int = Field(default=4096, ge=0)
     log_max_kb: int = Field(default=1024, ge=1)
     ccache: bool = True
-    ccache_dir: Optional[Path] = None
-    ccache_max_size: str = "5G"
+    ccache_dir: Path | None = None
+    ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")
     http_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("upstream", "build_index_url")
     @classmethod
-    def _index_location(cls, value: Optional[str]) -> Optional[str]:
+    def _index_location(cls, value: str | None) -> str | None:
         if value is None:
             return None
         if value.startswith(("http://", "https://")):
@@ -96,7 +96,7 @@ def _env_value(key: str, raw: str) -> Any:
     return raw
 
 
-def load_settings(path: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any), apply ``PIWHEELS_*`` overrides and validate the result."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}

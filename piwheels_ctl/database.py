@@ -67,8 +67,7 @@ def _check_known(engine: Engine, current: str | None) -> None:
     script = ScriptDirectory.from_config(_alembic_config(engine))
     if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
         raise DatabaseError(
-            f"the database schema ({current}) is newer than this piwheels-ctl knows; "
-            "upgrade piwheels-ctl"
+            f"the database schema ({current}) is newer than this piwheels-ctl knows; upgrade piwheels-ctl"
         )
 
 

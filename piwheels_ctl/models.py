@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -36,14 +36,14 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: Optional[datetime], dialect: Dialect) -> Optional[datetime]:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(timezone.utc)
 
-    def process_result_value(self, value: Optional[datetime], dialect: Dialect) -> Optional[datetime]:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -79,15 +79,13 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)  # canonical (PEP 503)
     display_name: Mapped[str] = mapped_column(String(255))
     watched: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
-    skip_reason: Mapped[Optional[str]] = mapped_column(Text)
-    etag: Mapped[Optional[str]] = mapped_column(String(255))
-    synced_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(255))
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set whenever something the index shows changes; cleared by the publisher.
     dirty: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
 
-    versions: Mapped[list[Version]] = relationship(
-        back_populates="project", cascade="all, delete-orphan"
-    )
+    versions: Mapped[list[Version]] = relationship(back_populates="project", cascade="all, delete-orphan")
 
 
 class Version(Base):
@@ -102,14 +100,14 @@ class Version(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(128))  # normalized by packaging
-    release_time: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    release_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
-    yanked_reason: Mapped[Optional[str]] = mapped_column(Text)
-    skip_reason: Mapped[Optional[str]] = mapped_column(Text)
-    sdist_filename: Mapped[Optional[str]] = mapped_column(String(255))
-    sdist_url: Mapped[Optional[str]] = mapped_column(Text)
-    sdist_sha256: Mapped[Optional[str]] = mapped_column(String(64))
-    requires_python: Mapped[Optional[str]] = mapped_column(String(255))
+    yanked_reason: Mapped[str | None] = mapped_column(Text)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    sdist_filename: Mapped[str | None] = mapped_column(String(255))
+    sdist_url: Mapped[str | None] = mapped_column(Text)
+    sdist_sha256: Mapped[str | None] = mapped_column(String(64))
+    requires_python: Mapped[str | None] = mapped_column(String(255))
     # Explicitly requested versions (add NAME==V, rebuild) are built before everything else.
     priority: Mapped[int] = mapped_column(Integer, default=0)
 
@@ -139,14 +137,14 @@ class Builder(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    host: Mapped[Optional[str]] = mapped_column(String(255))  # None: the local builder
+    host: Mapped[str | None] = mapped_column(String(255))  # None: the local builder
     port: Mapped[int] = mapped_column(Integer, default=22)
-    user: Mapped[Optional[str]] = mapped_column(String(64))
-    key_file: Mapped[Optional[str]] = mapped_column(Text)
-    host_key: Mapped[Optional[str]] = mapped_column(Text)
+    user: Mapped[str | None] = mapped_column(String(64))
+    key_file: Mapped[str | None] = mapped_column(Text)
+    host_key: Mapped[str | None] = mapped_column(Text)
     slots: Mapped[int] = mapped_column(Integer, default=1)
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
-    retry_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     pythons: Mapped[list[BuilderPython]] = relationship(
@@ -178,20 +176,26 @@ class Build(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
     abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id"))
-    builder_id: Mapped[Optional[int]] = mapped_column(ForeignKey("builders.id", ondelete="SET NULL"))
+    builder_id: Mapped[int | None] = mapped_column(ForeignKey("builders.id", ondelete="SET NULL"))
     status: Mapped[BuildStatus] = mapped_column(
-        Enum(BuildStatus, values_callable=lambda e: [m.value for m in e], native_enum=False, length=16)
+        Enum(
+            BuildStatus,
+            values_callable=lambda e: [m.value for m in e],
+            native_enum=False,
+            length=16,
+        )
     )
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    duration: Mapped[Optional[float]] = mapped_column(Float)
-    lease_expires: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
-    log_path: Mapped[Optional[str]] = mapped_column(Text)
-    failure_reason: Mapped[Optional[str]] = mapped_column(String(64))
-    failure_detail: Mapped[Optional[str]] = mapped_column(Text)
+    duration: Mapped[float | None] = mapped_column(Float)
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))  # "host:pid" of the controller
+    log_path: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    failure_detail: Mapped[str | None] = mapped_column(Text)
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()
-    builder: Mapped[Optional[Builder]] = relationship()
+    builder: Mapped[Builder | None] = relationship()
     files: Mapped[list[File]] = relationship(back_populates="build")
 
 
@@ -203,19 +207,19 @@ class File(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     filename: Mapped[str] = mapped_column(String(255), unique=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
-    build_id: Mapped[Optional[int]] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     python_tag: Mapped[str] = mapped_column(String(64))
     abi_tag: Mapped[str] = mapped_column(String(64))
     platform_tag: Mapped[str] = mapped_column(String(255))
-    requires_python: Mapped[Optional[str]] = mapped_column(String(255))
+    requires_python: Mapped[str | None] = mapped_column(String(255))
     metadata_sha256: Mapped[str] = mapped_column(String(64))
     core_metadata: Mapped[str] = mapped_column(Text)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     version: Mapped[Version] = relationship(back_populates="files")
-    build: Mapped[Optional[Build]] = relationship(back_populates="files")
+    build: Mapped[Build | None] = relationship(back_populates="files")
 
 
 class Coverage(Base):
@@ -223,9 +227,7 @@ class Coverage(Base):
 
     __tablename__ = "coverage"
 
-    version_id: Mapped[int] = mapped_column(
-        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
-    )
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
     abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
     file_id: Mapped[int] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, index=True

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 22:38:10.175339
+Create Date: 2026-11-22
 """
 
 import sqlalchemy as sa
@@ -119,6 +119,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("duration", sa.Float(), nullable=True),
         sa.Column("lease_expires", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=255), nullable=True),
         sa.Column("log_path", sa.Text(), nullable=True),
         sa.Column("failure_reason", sa.String(length=64), nullable=True),
         sa.Column("failure_detail", sa.Text(), nullable=True),

@@ -1,0 +1,301 @@
+"""The static index (PEP 503 HTML, PEP 691 JSON, PEP 658 metadata), written from the database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from packaging.version import InvalidVersion, Version
+from sqlalchemy import Exists, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from .models import File, Project
+from .models import Version as VersionRow
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.1"
+# Keeps every IN (...) list below SQLite's oldest limit of 999 bound parameters.
+CHUNK = 500
+_CANONICAL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+_templates = Environment(
+    loader=PackageLoader("piwheels_ctl", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass
+class PublishResult:
+    """What one ``publish()`` did: projects whose pages were regenerated or removed, and
+    whether the root index content changed."""
+
+    projects_written: int
+    root_written: bool
+
+
+@dataclass(frozen=True)
+class _IndexFile:
+    """One wheel as the index shows it."""
+
+    file_id: int
+    filename: str
+    version: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    metadata_sha256: str
+    uploaded_at: datetime
+
+
+def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishResult:
+    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones),
+    clear their ``dirty`` flag and refresh the root index if its listing changed."""
+    simple = www_dir / "simple"
+    chosen = or_(Project.dirty, _has_files()) if full else Project.dirty
+    # FOR UPDATE (PostgreSQL) makes a concurrent recorder that marks one of these projects
+    # dirty wait for our commit, so its change is never cleared unpublished.
+    projects = session.execute(
+        select(Project.id, Project.name, Project.display_name)
+        .where(chosen)
+        .order_by(Project.name)
+        .with_for_update()
+    ).all()
+    published: set[str] = set()
+    emptied: set[str] = set()
+    for chunk in _chunks(projects):
+        ids = [row.id for row in chunk]
+        # Cleared before reading the files, under the lock taken above: whatever a
+        # recorder commits later marks the project dirty again for the next run.
+        session.execute(update(Project).where(Project.id.in_(ids)).values(dirty=False))
+        files = _load_files(session, ids)
+        written = []
+        for row in chunk:
+            if not _CANONICAL.match(row.name):
+                log.warning("not publishing project %r: not a canonical name", row.name)
+            elif files.get(row.id):
+                written.append((simple / row.name, row.display_name, files[row.id]))
+                published.add(row.name)
+            else:
+                emptied.add(row.name)
+        missing = [
+            f
+            for project_dir, _, project_files in written
+            for f in project_files
+            if _sha256_of(project_dir / f"{f.filename}.metadata") != f.metadata_sha256
+        ]
+        texts = _load_metadata(session, missing)
+        for project_dir, display_name, project_files in written:
+            _write_project(project_dir, display_name, project_files, texts)
+    # New pages exist before the root links to them; gone ones vanish after it stops.
+    root_written = False
+    if projects or full or not (simple / "index.html").exists():
+        root_written = _write_root(session, simple)
+    if full:
+        # Also the pages of projects the database does not hold any more at all.
+        emptied.update(d.name for d in simple.iterdir() if d.is_dir() and d.name not in published)
+    for name in sorted(emptied):
+        _remove_project(simple / name)
+    return PublishResult(projects_written=len(projects), root_written=root_written)
+
+
+def _has_files() -> Exists:
+    return exists().where(VersionRow.project_id == Project.id, File.version_id == VersionRow.id)
+
+
+def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(rows), CHUNK):
+        yield rows[start : start + CHUNK]
+
+
+def _load_files(session: Session, project_ids: list[int]) -> dict[int, list[_IndexFile]]:
+    """Every file of these projects, in index order, without the (large) metadata text."""
+    rows = session.execute(
+        select(
+            VersionRow.project_id,
+            VersionRow.version,
+            VersionRow.yanked,
+            VersionRow.yanked_reason,
+            File.id,
+            File.filename,
+            File.sha256,
+            File.size,
+            File.requires_python,
+            File.metadata_sha256,
+            File.uploaded_at,
+        )
+        .join(File.version)
+        .where(VersionRow.project_id.in_(project_ids))
+    )
+    result: dict[int, list[_IndexFile]] = {}
+    for row in rows:
+        if not _safe_filename(row.filename):
+            continue
+        result.setdefault(row.project_id, []).append(
+            _IndexFile(
+                file_id=row.id,
+                filename=row.filename,
+                version=row.version,
+                sha256=row.sha256,
+                size=row.size,
+                requires_python=row.requires_python or None,
+                yanked=row.yanked,
+                yanked_reason=row.yanked_reason,
+                metadata_sha256=row.metadata_sha256,
+                uploaded_at=row.uploaded_at,
+            )
+        )
+    for files in result.values():
+        files.sort(key=lambda f: (_version_key(f.version), f.filename))
+    return result
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        # Legacy version strings sort before every valid one rather than failing the run.
+        return (0, version)
+
+
+def _write_project(
+    project_dir: Path, display_name: str, files: list[_IndexFile], metadata: dict[int, bytes]
+) -> None:
+    """Write a project's pages, and the ``.metadata`` files of ``metadata`` (by file id)."""
+    project_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.file_id in metadata:
+            _write_if_changed(project_dir / f"{f.filename}.metadata", metadata[f.file_id])
+    html = _templates.get_template("simple_project.html.j2").render(
+        api_version=API_VERSION, display_name=display_name, files=files
+    )
+    _write_if_changed(project_dir / "index.json", _dumps(_project_json(project_dir.name, files)))
+    _write_if_changed(project_dir / "index.html", html.encode("utf-8"))
+    published = {f"{f.filename}.metadata" for f in files}
+    for stale in project_dir.glob("*.metadata"):
+        if stale.name not in published:
+            stale.unlink()
+
+
+def _safe_filename(filename: str) -> bool:
+    if "/" in filename or "\\" in filename or filename.startswith(".") or "\0" in filename:
+        log.warning("not publishing file %r: not a plain file name", filename)
+        return False
+    return True
+
+
+def _project_json(name: str, files: list[_IndexFile]) -> dict[str, Any]:
+    versions = sorted({f.version for f in files}, key=_version_key)
+    return {
+        "meta": {"api-version": API_VERSION},
+        "name": name,
+        "files": [
+            {
+                "filename": f.filename,
+                "url": f.filename,
+                "hashes": {"sha256": f.sha256},
+                "requires-python": f.requires_python,
+                "yanked": (f.yanked_reason or True) if f.yanked else False,
+                "size": f.size,
+                "upload-time": f.uploaded_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "core-metadata": {"sha256": f.metadata_sha256},
+                "dist-info-metadata": {"sha256": f.metadata_sha256},
+            }
+            for f in files
+        ],
+        "versions": versions,
+    }
+
+
+def _load_metadata(session: Session, files: list[_IndexFile]) -> dict[int, bytes]:
+    """The PEP 658 metadata file contents of ``files``, by file id."""
+    result: dict[int, bytes] = {}
+    for chunk in _chunks(files):
+        by_id = {f.file_id: f for f in chunk}
+        texts = session.execute(select(File.id, File.core_metadata).where(File.id.in_(list(by_id))))
+        for file_id, text in texts:
+            data = text.encode("utf-8")
+            if hashlib.sha256(data).hexdigest() != by_id[file_id].metadata_sha256:
+                # pip rejects metadata whose hash differs from the one the index advertises.
+                log.warning("stored metadata of %s does not match its sha256", by_id[file_id].filename)
+            result[file_id] = data
+    return result
+
+
+def _sha256_of(path: Path) -> str | None:
+    try:
+        # Metadata files are a few kilobytes: reading one whole is cheaper than streaming it.
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _write_root(session: Session, simple: Path) -> bool:
+    """Rewrite the root index (HTML and JSON) if the listing changed; whether it did."""
+    listed = session.execute(
+        select(Project.name, Project.display_name).where(_has_files()).order_by(Project.name)
+    ).all()
+    projects = [row for row in listed if _CANONICAL.match(row.name)]
+    html = _templates.get_template("simple_root.html.j2").render(api_version=API_VERSION, projects=projects)
+    root_json = {
+        "meta": {"api-version": API_VERSION},
+        "projects": [{"name": row.display_name} for row in projects],
+    }
+    simple.mkdir(parents=True, exist_ok=True)
+    json_written = _write_if_changed(simple / "index.json", _dumps(root_json))
+    html_written = _write_if_changed(simple / "index.html", html.encode("utf-8"))
+    return json_written or html_written
+
+
+def _remove_project(project_dir: Path) -> None:
+    """Remove a project's pages and metadata files, leaving its wheels (the recorder's) alone."""
+    if not project_dir.is_dir():
+        return
+    for page in [project_dir / "index.html", project_dir / "index.json"]:
+        page.unlink(missing_ok=True)
+    for metadata in project_dir.glob("*.metadata"):
+        metadata.unlink()
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace ``path`` with ``data`` unless it already holds exactly that; whether it
+    wrote."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            # A crash must not leave a renamed but empty page behind.
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files; the web server runs as another user.
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True

@@ -1,0 +1,159 @@
+"""The build queue: which (version, ABI) pairs still need a build, in what order, and claiming them."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from sqlalchemy import Select, and_, delete, exists, false, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from .abi import AbiTags
+from .models import Abi, Build, BuildStatus, Coverage, Project, Version, utcnow
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (version, ABI) pair to build."""
+
+    version_id: int
+    abi_id: int
+    name: str
+    version: str
+    abi: str
+    priority: int
+
+
+def _runs_on(requires_python: str | None, abi: AbiTags) -> bool:
+    if not requires_python:
+        return True
+    try:
+        spec = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True  # pip ignores a broken Requires-Python as well; let the build decide
+    major, minor = abi.version
+    # The ABI knows its minor version only: stand for the newest patch release of it.
+    return spec.contains(f"{major}.{minor}.999", prereleases=True)
+
+
+def pending_query(
+    *, abi_ids: Collection[int] | None = None, claimable: bool = False
+) -> Select[Any]:
+    """The pending pairs, highest priority and newest release first.
+
+    With ``claimable``, versions that are being built for another ABI wait: their wheel may
+    turn out to cover this ABI too (a pure-Python project is built once).
+    """
+    other = aliased(Build)
+    query: Select[Any] = (
+        select(
+            Version.id,
+            Abi.id,
+            Project.name,
+            Version.version,
+            Abi.tag,
+            Version.priority,
+            Version.requires_python,
+            Abi.python_tag,
+            Abi.abi_tag,
+            Abi.platform_tag,
+        )
+        .join(Project, Version.project_id == Project.id)
+        .join(Abi, Abi.active)
+        .where(
+            or_(Project.watched, Version.priority > 0),
+            Project.skip_reason.is_(None),
+            Version.skip_reason.is_(None),
+            Version.sdist_url.is_not(None),
+            or_(Version.yanked == false(), Version.priority > 0),
+            ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
+            ~exists().where(Build.version_id == Version.id, Build.abi_id == Abi.id),
+        )
+        .order_by(
+            Version.priority.desc(),
+            Version.release_time.desc().nulls_last(),
+            Version.id.desc(),
+            Abi.id,
+        )
+    )
+    if abi_ids is not None:
+        query = query.where(Abi.id.in_(list(abi_ids)))
+    if claimable:
+        query = query.where(
+            ~exists().where(and_(other.version_id == Version.id, other.status == BuildStatus.BUILDING))
+        )
+    return query
+
+
+def pending(
+    session: Session,
+    *,
+    abi_ids: Collection[int] | None = None,
+    claimable: bool = False,
+    limit: int | None = None,
+) -> Iterator[Job]:
+    """Pending jobs in queue order, leaving out ABIs a version's Requires-Python excludes."""
+    count = 0
+    query = pending_query(abi_ids=abi_ids, claimable=claimable)
+    for row in session.execute(query.execution_options(yield_per=500)):
+        version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
+        if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+            continue
+        yield Job(version_id, abi_id, name, version, tag, priority)
+        count += 1
+        if limit is not None and count >= limit:
+            return
+
+
+def lease_owner() -> str:
+    """Who holds a lease: this controller process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(session: Session, job: Job, builder_id: int | None, lease: timedelta) -> Build:
+    """Record that ``builder_id`` builds ``job`` until the lease expires."""
+    now = utcnow()
+    build = Build(
+        version_id=job.version_id,
+        abi_id=job.abi_id,
+        builder_id=builder_id,
+        status=BuildStatus.BUILDING,
+        started_at=now,
+        lease_expires=now + lease,
+        lease_owner=lease_owner(),
+    )
+    session.add(build)
+    session.flush()
+    return build
+
+
+def _owner_alive(owner: str | None) -> bool:
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's controller: only its lease expiry can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim(session: Session, now: datetime | None = None) -> int:
+    """Hand back builds whose lease expired or whose controller on this host is gone."""
+    now = now or utcnow()
+    stale = [
+        build.id
+        for build in session.scalars(select(Build).where(Build.status == BuildStatus.BUILDING))
+        if (build.lease_expires is not None and build.lease_expires < now)
+        or not _owner_alive(build.lease_owner)
+    ]
+    if stale:
+        session.execute(delete(Build).where(Build.id.in_(stale)))
+    return len(stale)

@@ -1,0 +1,65 @@
+"""Running the real ``piwheels-ctl`` command and looking at what it left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+PIWHEELS = Path(sys.executable).with_name("piwheels-ctl")
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without our own variables, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIWHEELS_")}
+    env.update(settings)
+    return env
+
+
+def piwheels(
+    env: Mapping[str, str], *args: str, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``piwheels-ctl`` with ``args``; fail the test on a non-zero exit if ``check``."""
+    proc = subprocess.run(
+        [str(PIWHEELS), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"piwheels-ctl {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tree_snapshot(folder: Path) -> dict[str, str]:
+    """Every file below ``folder`` with the sha256 of its content."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def sqlite_dump(path: Path) -> list[str]:
+    """The SQL text of a SQLite database, to compare its state before and after."""
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()

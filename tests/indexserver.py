@@ -1,0 +1,213 @@
+"""A simple index (PEP 691 JSON and PEP 503 HTML) over HTTP on loopback, made from a folder."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import json as jsonlib
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from packaging.utils import canonicalize_name
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+
+
+def split_filename(filename: str) -> tuple[str, str] | None:
+    """The project name and version of an sdist or wheel filename as spelled; unvalidated."""
+    if filename.endswith(".whl"):
+        name, _, rest = filename.partition("-")
+        return name, rest.partition("-")[0]
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            name, _, version = filename[: -len(suffix)].rpartition("-")
+            return name, version
+    return None
+
+
+class IndexServer:
+    """Serves ``folder``'s sdists and wheels as a simple index, pages made afresh on each request.
+
+    Tests may set ``yanked`` (filename -> reason), ``requires_python`` (filename -> specifier)
+    and ``canned`` (path -> (status, content type, body), served instead of anything else).
+    """
+
+    def __init__(self, folder: Path, *, json: bool = True, html: bool = True) -> None:
+        self.folder = folder
+        self.json = json
+        self.html = html
+        self.yanked: dict[str, str] = {}
+        self.requires_python: dict[str, str] = {}
+        self.canned: dict[str, tuple[int, str, bytes]] = {}
+        self.requests: list[tuple[str, str, int]] = []
+        self.url = ""  # set once serving
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> IndexServer:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, index=self))
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/simple/"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._httpd is not None and self._thread is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def record(self, method: str, path: str, status: int) -> None:
+        """Note one request and the status it was answered with."""
+        with self._lock:
+            self.requests.append((method, path, status))
+
+    def projects(self) -> dict[str, tuple[str, list[tuple[Path, str]]]]:
+        """Canonical name -> (name as first spelled, [(file, version)]), from the folder now."""
+        found: dict[str, tuple[str, list[tuple[Path, str]]]] = {}
+        for path in sorted(self.folder.iterdir()):
+            parts = split_filename(path.name)
+            if parts is not None:
+                name, version = parts
+                found.setdefault(canonicalize_name(name), (name, []))[1].append((path, version))
+        return dict(sorted(found.items()))
+
+    def negotiate(self, accept: str) -> str:
+        """The content type to answer with: the one enabled that the client prefers most."""
+        offered = ([JSON_TYPE] if self.json else []) + ([HTML_TYPE, "text/html"] if self.html else [])
+        chosen, best = offered[-1], -1.0
+        for item in accept.split(","):
+            media, *params = (part.strip() for part in item.split(";"))
+            q = next((float(p[2:]) for p in params if p.startswith("q=")), 1.0)
+            # A wildcard gets the legacy default, HTML; an exact match wins ties with it.
+            candidate = offered[-1] if media == "*/*" else media
+            if candidate in offered and q > best and q > 0:
+                chosen, best = candidate, q
+        return chosen
+
+    def root_page(self, content_type: str) -> bytes:
+        """The list of projects."""
+        projects = self.projects()
+        if content_type == JSON_TYPE:
+            names = [{"name": display} for display, _ in projects.values()]
+            return _json({"meta": {"api-version": "1.1"}, "projects": names})
+        links = "".join(
+            f'<a href="/simple/{canonical}/">{html.escape(display)}</a><br>\n'
+            for canonical, (display, _) in projects.items()
+        )
+        return _html("Simple index", links)
+
+    def project_page(self, content_type: str, display: str, files: list[tuple[Path, str]]) -> bytes:
+        """One project's page."""
+        if content_type == JSON_TYPE:
+            return _json(
+                {
+                    "meta": {"api-version": "1.1"},
+                    "name": display,
+                    "files": [self._json_file(path) for path, _ in files],
+                    "versions": sorted({version for _, version in files}),
+                }
+            )
+        links = "".join(self._html_link(path) for path, _ in files)
+        return _html(f"Links for {display}", links)
+
+    def _json_file(self, path: Path) -> dict[str, Any]:
+        stat = path.stat()
+        uploaded = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+        entry: dict[str, Any] = {
+            "filename": path.name,
+            "url": f"/files/{path.name}",
+            "hashes": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+            "size": stat.st_size,
+            "upload-time": uploaded.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "yanked": self.yanked.get(path.name, False),
+        }
+        if path.name in self.requires_python:
+            entry["requires-python"] = self.requires_python[path.name]
+        return entry
+
+    def _html_link(self, path: Path) -> str:
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        attrs = ""
+        if path.name in self.requires_python:
+            attrs += f' data-requires-python="{html.escape(self.requires_python[path.name])}"'
+        if path.name in self.yanked:
+            attrs += f' data-yanked="{html.escape(self.yanked[path.name])}"'
+        return f'<a href="/files/{path.name}#sha256={sha256}"{attrs}>{path.name}</a><br>\n'
+
+
+def _json(data: object) -> bytes:
+    return jsonlib.dumps(data).encode()
+
+
+def _html(title: str, body: str) -> bytes:
+    return (
+        '<!DOCTYPE html>\n<html><head><meta name="pypi:repository-version" content="1.0">'
+        f"<title>{html.escape(title)}</title></head>\n<body>\n{body}</body></html>\n"
+    ).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers one request from the IndexServer's folder."""
+
+    def __init__(self, *args: Any, index: IndexServer, **kwargs: Any) -> None:
+        self.index = index  # set first: the base class handles the request in __init__
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        path = unquote(self.path.split("?", 1)[0])
+        if path in self.index.canned:
+            status, content_type, body = self.index.canned[path]
+            self._send(status, content_type, body)
+        elif path.startswith("/files/"):
+            file = self.index.folder / path[len("/files/") :]
+            if "/" in path[len("/files/") :] or not file.is_file():
+                self.send_error(404)
+            else:
+                self._send(200, "application/octet-stream", file.read_bytes())
+        elif path == "/simple/":
+            content_type = self.index.negotiate(self.headers.get("Accept", ""))
+            self._send_page(content_type, self.index.root_page(content_type))
+        elif path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3:
+            project = self.index.projects().get(canonicalize_name(path.split("/")[2]))
+            if project is None:
+                self.send_error(404)
+                return
+            content_type = self.index.negotiate(self.headers.get("Accept", ""))
+            self._send_page(content_type, self.index.project_page(content_type, *project))
+        else:
+            self.send_error(404)
+
+    def _send_page(self, content_type: str, body: bytes) -> None:
+        """Send a page, or 304 when the client already holds this very page."""
+        etag = '"' + hashlib.sha256(content_type.encode() + body).hexdigest()[:32] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+        else:
+            self._send(200, content_type, body, {"ETag": etag, "Vary": "Accept"})
+
+    def _send(
+        self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.index.record(self.command, self.path, int(code))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output clean: requests are recorded in IndexServer.requests instead."""
