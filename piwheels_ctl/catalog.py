@@ -39,7 +39,8 @@ def parse_wanted(text: str, source: str) -> Wanted:
     try:
         req = Requirement(text.strip())
     except InvalidRequirement as exc:
-        raise InputError(f"{source}: {text.strip()!r} is not a valid requirement: {exc}") from None
+        reason = str(exc).splitlines()[0]  # packaging adds the text and a caret below
+        raise InputError(f"{source}: {text.strip()!r} is not a valid requirement: {reason}") from None
     if req.url:
         raise InputError(f"{source}: {text.strip()!r}: URL requirements cannot be built from the upstream")
     return Wanted(req.name, req.specifier if str(req.specifier) else None, source)

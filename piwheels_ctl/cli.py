@@ -107,7 +107,7 @@ def init(app: App) -> None:
 @pass_app
 def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> None:
     """Watch projects: NAME builds every version, NAME==VERSION that version."""
-    wanted = [catalog.parse_wanted(spec, "argument") for spec in specs]
+    wanted = [catalog.parse_wanted(spec, "add") for spec in specs]
     for path in requirements:
         wanted += catalog.read_requirements(path)
     if not wanted:
@@ -146,7 +146,7 @@ def sync(app: App, everything: bool) -> None:
 
 def _parse_name(spec: str) -> tuple[str, str | None]:
     name, _, version = spec.partition("==")
-    catalog.parse_wanted(name, "argument")
+    catalog.parse_wanted(name, spec)
     return name.strip(), version.strip() or None
 
 
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="piwheels-ctl", standalone_mode=False)
     except PiwheelsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Abort:
         err.print("interrupted")
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except OperationalError as exc:
-        err.print(f"[bold red]error:[/] database: {escape(str(exc.orig))}", highlight=False)
+        err.print(f"[bold red]error:[/] database: {escape(str(exc.orig))}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

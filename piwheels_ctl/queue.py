@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from sqlalchemy import Select, and_, delete, exists, false, or_, select
+from sqlalchemy import Select, and_, delete, exists, false, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from .abi import AbiTags
@@ -63,8 +63,8 @@ def pending_query(
             Abi.abi_tag,
             Abi.platform_tag,
         )
-        .join(Project, Version.project_id == Project.id)
-        .join(Abi, Abi.active)
+        .join_from(Version, Project, Version.project_id == Project.id)
+        .join_from(Version, Abi, Abi.active == true())
         .where(
             or_(Project.watched, Version.priority > 0),
             Project.skip_reason.is_(None),
@@ -100,14 +100,18 @@ def pending(
     """Pending jobs in queue order, leaving out ABIs a version's Requires-Python excludes."""
     count = 0
     query = pending_query(abi_ids=abi_ids, claimable=claimable)
-    for row in session.execute(query.execution_options(yield_per=500)):
-        version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
-        if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
-            continue
-        yield Job(version_id, abi_id, name, version, tag, priority)
-        count += 1
-        if limit is not None and count >= limit:
-            return
+    result = session.execute(query.execution_options(yield_per=500))
+    try:
+        for row in result:
+            version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
+            if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+                continue
+            yield Job(version_id, abi_id, name, version, tag, priority)
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL: close it even if not read to the end
 
 
 def lease_owner() -> str:

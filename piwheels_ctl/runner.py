@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 
 from . import agent
 from .builders import ensure_local
-from .classifier import Failure, classify
+from .classifier import INVALID_WHEEL, Failure, classify
 from .collector import Wheel, inspect_wheel
 from .config import Settings
 from .database import Database
@@ -29,7 +29,6 @@ from .recorder import record_failure, record_success
 
 # A lease outlives the build's own time limit by this much before another controller may take it.
 LEASE_MARGIN = timedelta(minutes=5)
-INVALID_WHEEL = "invalid-wheel"
 
 
 @dataclass

@@ -1,0 +1,154 @@
+"""Fixtures shared by the test modules: fixture sdists, build requirements, and real databases."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from packaging.version import Version
+from psycopg import sql
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+from piwheels_ctl.database import Database, upgrade
+
+from helpers import free_port
+from sdists import fixture_projects, make_sdist, pip_env, project_name_version
+
+# Debian's PyPy 3.9 is the oldest interpreter the tests build with; the build requirements
+# downloaded for it work on every later Python too.
+OLDEST_BUILD_PYTHON = "3.9"
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def fixture_sdists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every project of ``tests/packages`` as an sdist, by project name."""
+    dest = tmp_path_factory.mktemp("sdists")
+    return {project_name_version(p)[0]: make_sdist(p, dest) for p in fixture_projects()}
+
+
+@pytest.fixture(scope="session")
+def build_deps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of setuptools and wheel wheels (and their dependencies) for isolated builds."""
+    dest = tmp_path_factory.mktemp("build-deps")
+    command = [
+        sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
+        "--python-version", OLDEST_BUILD_PYTHON, "--dest", str(dest),
+        "--index-url", PYPI_SIMPLE_ENDPOINT, "setuptools", "wheel",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command,
+        env=pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"downloading setuptools and wheel failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return dest
+
+
+def _postgres_bindir() -> Path:
+    initdbs = list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdbs:
+        pytest.fail(
+            "PostgreSQL server programs not found in /usr/lib/postgresql/*/bin: "
+            "install Debian's postgresql package to run the PostgreSQL tests",
+            pytrace=False,
+        )
+    return max(initdbs, key=lambda p: Version(p.parent.parent.name)).parent
+
+
+def _run(command: list[str]) -> None:
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}", pytrace=False
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server of its own on 127.0.0.1, trusting loopback; its URL without a database."""
+    bindir = _postgres_bindir()
+    # PostgreSQL refuses to run as root: then it runs as Debian's postgres user, in a folder
+    # of its own outside pytest's temp folders, which only root can enter.
+    as_postgres: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="piwheels-postgres-"))
+    try:
+        if os.geteuid() == 0:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("running as root needs the 'postgres' user of Debian's postgresql", pytrace=False)
+            shutil.chown(root, "postgres", "postgres")
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        data, log = root / "data", root / "server.log"
+        port = free_port()
+        _run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+              "-E", "UTF8", "--locale=C", "--no-sync"])  # fmt: skip
+        # The socket goes to our folder: the system's /var/run/postgresql may be missing or taken.
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
+            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+        )
+        pg_ctl = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
+        proc = subprocess.run(
+            [*pg_ctl, "-l", str(log), "-w", "-t", "60", "-o", options, "start"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            server_log = log.read_text() if log.exists() else ""
+            pytest.fail(f"PostgreSQL did not start:\n{proc.stdout}{proc.stderr}{server_log}", pytrace=False)
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/"
+        finally:
+            _run([*pg_ctl, "-m", "fast", "-w", "stop"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres, id="postgresql")],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file, or a database of its own on the session's server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'piwheels.db'}"
+        return
+    base: str = request.getfixturevalue("postgres_server")
+    admin = base.replace("postgresql+psycopg://", "postgresql://", 1) + "postgres"
+    name = f"test_{next(_database_numbers)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield base + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            # FORCE ends the connections a test left open, which would block the drop.
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A ``Database`` on ``database_url`` with the schema created, disposed of afterwards."""
+    database = Database(database_url)
+    try:
+        upgrade(database.engine)
+        yield database
+    finally:
+        database.dispose()

@@ -1,0 +1,3 @@
+"""The module of the hangs fixture project."""
+
+VALUE = 1

@@ -1,0 +1,5 @@
+from setuptools import setup
+
+print "hello"
+
+setup()

@@ -1,0 +1,3 @@
+"""The module of the writes-home fixture project."""
+
+VALUE = 1

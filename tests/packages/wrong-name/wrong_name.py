@@ -1,0 +1,3 @@
+"""The module of the wrong-name fixture project."""
+
+VALUE = 1

@@ -1,0 +1,170 @@
+"""Failure reasons read from build logs: real pip builds of the fixture sdists, and real excerpts."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from piwheels_ctl.classifier import REASONS, TAIL_LINES, Failure, classify
+
+from sdists import pip_wheel
+
+
+def _interpreters() -> list[str]:
+    pypy = shutil.which("pypy3")
+    return [sys.executable, pypy or "pypy3 (missing: apt-get install pypy3 pypy3-dev)"]
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("python", _interpreters(), ids=["cpython", "pypy"])
+@pytest.mark.parametrize(
+    ("project", "expected"),
+    [
+        ("fails-header", Failure("missing-header", "no_such_header_xyz.h")),
+        ("py2-only", Failure("python2-only", None)),
+    ],
+    ids=["fails-header", "py2-only"],
+)
+def test_real_pip_logs(
+    python: str,
+    project: str,
+    expected: Failure,
+    fixture_sdists: dict[str, Path],
+    build_deps: Path,
+    tmp_path: Path,
+) -> None:
+    assert Path(python).is_file(), python
+    proc = pip_wheel(python, fixture_sdists[project], tmp_path / "wheels", build_deps, home=tmp_path)
+    assert proc.returncode != 0
+    assert classify(proc.stdout + proc.stderr) == expected
+
+
+# Excerpts of real logs, as pip prints a build's output (indented by six spaces).
+CARGO_MISSING = """\
+      running build_rust
+      error: can't find Rust compiler
+
+      If you are using an outdated pip version, it is possible a prebuilt wheel is available for
+      this package but pip is not able to install from it.
+      [end of output]
+"""
+CARGO_FAILED = """\
+      error: `cargo rustc --lib --message-format=json-render-diagnostics --manifest-path Cargo.toml \
+--release -v --features pyo3/extension-module --crate-type cdylib --` failed with code 101
+      [end of output]
+"""
+MATURIN = """\
+      Cargo, the Rust package manager, is not installed or is not on PATH.
+      This package requires Rust and Cargo to compile extensions.
+
+      Checking for Rust toolchain....
+"""
+LD = """\
+      x86_64-linux-gnu-gcc -shared build/temp.linux-x86_64-cpython-311/foo.o -lxml2 -o build/foo.so
+      /usr/bin/ld: cannot find -lxml2: No such file or directory
+      collect2: error: ld returned 1 exit status
+      error: command '/usr/bin/x86_64-linux-gnu-gcc' failed with exit code 1
+"""
+LD_OLD = "      /usr/bin/ld: cannot find -lssl\n      collect2: error: ld returned 1 exit status\n"
+PKG_CONFIG = """\
+      Package libffi was not found in the pkg-config search path.
+      Perhaps you should add the directory containing `libffi.pc'
+      to the PKG_CONFIG_PATH environment variable
+      No package 'libffi' found
+"""
+OOM_CC1 = """\
+      c++: fatal error: Killed signal terminated program cc1plus
+      compilation terminated.
+      error: command '/usr/bin/c++' failed with exit code 1
+"""
+REQUIRES_PYTHON = """\
+  Preparing metadata (pyproject.toml): finished with status 'done'
+ERROR: Package 'pure-ok' requires a different Python: 3.11.7 not in '<3'
+"""
+IGNORED_VERSIONS = """\
+ERROR: Ignored the following versions that require a different python version: 1.0 Requires-Python >=3.12
+ERROR: Could not find a version that satisfies the requirement pure-ok==1.0 (from versions: none)
+ERROR: No matching distribution found for pure-ok==1.0
+"""
+EXCEPT_COMMA_PYPY = """\
+        File "setup.py", line 3
+          except Exception, e:
+                 ^
+      SyntaxError: exception group must be parenthesized
+"""
+CLANG_HEADER = "foo.c:1:10: fatal error: 'ffi.h' file not found\n#include <ffi.h>\n"
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        (CARGO_MISSING, Failure("needs-rust", None)),
+        (CARGO_FAILED, Failure("needs-rust", None)),
+        (MATURIN, Failure("needs-rust", None)),
+        (LD, Failure("missing-library", "xml2")),
+        (LD_OLD, Failure("missing-library", "ssl")),
+        (PKG_CONFIG, Failure("missing-library", "libffi")),
+        (OOM_CC1, Failure("out-of-memory", "cc1plus")),
+        ("      MemoryError\n", Failure("out-of-memory", None)),
+        (
+            "cc1: out of memory allocating 65536 bytes\nvirtual memory exhausted\n",
+            Failure("out-of-memory", None),
+        ),
+        ("OSError: [Errno 12] Cannot allocate memory\n", Failure("out-of-memory", None)),
+        (REQUIRES_PYTHON, Failure("unsupported-python", "<3")),
+        (IGNORED_VERSIONS, Failure("unsupported-python", ">=3.12")),
+        (EXCEPT_COMMA_PYPY, Failure("python2-only", None)),
+        ("SyntaxError: multiple exception types must be parenthesized\n", Failure("python2-only", None)),
+        ("ModuleNotFoundError: No module named 'urllib2'\n", Failure("python2-only", None)),
+        (CLANG_HEADER, Failure("missing-header", "ffi.h")),
+        ("error: subprocess-exited-with-error\nERROR: Failed building wheel for x\n", Failure("other", None)),
+        ("", Failure("other", None)),
+    ],
+    ids=[
+        "setuptools-rust",
+        "cargo-failed",
+        "maturin",
+        "ld",
+        "ld-old-binutils",
+        "pkg-config",
+        "oom-killer",
+        "memory-error",
+        "virtual-memory",
+        "enomem",
+        "requires-python",
+        "ignored-versions",
+        "except-comma",
+        "except-comma-cpython",
+        "py2-module",
+        "clang-header",
+        "unknown",
+        "empty",
+    ],
+)
+def test_log_excerpts(log: str, expected: Failure) -> None:
+    failure = classify(log)
+    assert failure == expected
+    assert failure.reason in REASONS
+
+
+def test_flags_win_over_the_log() -> None:
+    assert classify(LD, timed_out=True) == Failure("timeout", None)
+    assert classify(LD, memory_exceeded=True) == Failure("out-of-memory", None)
+    assert classify("", timed_out=True, memory_exceeded=True).reason == "timeout"
+
+
+def test_first_error_of_the_tail_wins() -> None:
+    header = "foo.c:2:10: fatal error: foo.h: No such file or directory\n"
+    assert classify(header + LD) == Failure("missing-header", "foo.h")
+    assert classify(LD + header) == Failure("missing-library", "xml2")
+
+
+def test_the_tail_wins_over_probes_at_the_start() -> None:
+    probe = "conftest.c:1:10: fatal error: optional.h: No such file or directory\n"
+    noise = "      copying src/module.py -> build/lib\n" * TAIL_LINES
+    assert classify(probe + noise + LD) == Failure("missing-library", "xml2")
+    # With nothing known in the tail, an error further up still counts.
+    assert classify(probe + noise) == Failure("missing-header", "optional.h")

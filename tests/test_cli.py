@@ -1,0 +1,160 @@
+"""The CLI on real input: import, publish, serve and install; bad input changes nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import clean_env, free_port, piwheels, sqlite_dump, tree_snapshot
+from indexserver import IndexServer
+from wheels import make_wheel
+
+from piwheels_ctl.server import make_server
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A data dir with a database and two published versions of ``pick``."""
+    empty = tmp_path / "upstream"
+    empty.mkdir()
+    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=str(empty))
+    piwheels(env, "init")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    old = make_wheel(dist, "pick", "1.0")
+    new = make_wheel(dist, "pick", "2.0", requires=("no-such-dependency-xyz>=1",))
+    piwheels(env, "import", str(old), str(new))
+    piwheels(env, "publish")
+    return env
+
+
+@pytest.fixture
+def served(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+    """The published index on a real server, and the paths it was asked for."""
+    paths: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            paths.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("piwheels_ctl.server")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    server = make_server(Path(env["PIWHEELS_DATA_DIR"]) / "www", "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/", paths
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        logger.removeHandler(handler)
+
+
+def test_pip_resolves_with_metadata_files_and_downloads_only_what_it_installs(
+    tmp_path: Path, served: tuple[str, list[str]]
+) -> None:
+    url, requests = served
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--index-url", url, "pick"],
+        env=clean_env(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Successfully installed pick-1.0" in proc.stdout
+    log = "\n".join(requests)
+    # pick 2.0 was looked at through its .metadata file only: its dependency does not exist.
+    assert "pick-2.0-py3-none-any.whl.metadata" in log
+    assert [line for line in requests if "pick-2.0-py3-none-any.whl " in line + " " and ".metadata" not in line] == []
+    assert "pick-1.0-py3-none-any.whl" in log
+
+
+def test_status_json_counts_imported_files(env: dict[str, str]) -> None:
+    status = json.loads(piwheels(env, "status", "--json").stdout)
+    assert status["files"] == 2
+    assert status["projects"] == 1
+
+
+def _state(env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    data = Path(env["PIWHEELS_DATA_DIR"])
+    return sqlite_dump(data / "piwheels.db"), tree_snapshot(data / "www")
+
+
+def _closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/simple/"
+
+
+@pytest.mark.parametrize(
+    ("args", "overrides", "expected"),
+    [
+        (["add", "foo>>=1"], {}, "'foo>>=1' is not a valid requirement"),
+        (["add", "pick==not-a-version!"], {}, "not a valid requirement"),
+        (["add", "no-such-project"], {}, "no-such-project: the upstream"),
+        (["status"], {"PIWHEELS_SLOTZ": "3"}, "PIWHEELS_SLOTZ: unknown setting"),
+        (["status"], {"PIWHEELS_SLOTS": "many"}, "PIWHEELS_SLOTS"),
+        (["add", "pick"], {"PIWHEELS_UPSTREAM": "CLOSED"}, "127.0.0.1"),
+        (["logs", "pick", "9.9"], {}, "no version 9.9"),
+        (["rebuild", "nothing-here"], {}, "nothing-here: not a known project"),
+        (["import", "BROKEN"], {}, "not a valid wheel archive"),
+        (["import", "/no/such/file.whl"], {}, "/no/such/file.whl: no such file"),
+    ],
+    ids=[
+        "malformed-requirement",
+        "bad-version",
+        "unknown-project",
+        "unknown-config-key",
+        "bad-config-value",
+        "unreachable-upstream",
+        "unknown-version",
+        "unknown-project-rebuild",
+        "not-a-zip",
+        "missing-wheel",
+    ],
+)
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    env: dict[str, str], tmp_path: Path, args: list[str], overrides: dict[str, str], expected: str
+) -> None:
+    before = _state(env)
+    overrides = {k: (_closed_port_url() if v == "CLOSED" else v) for k, v in overrides.items()}
+    if args == ["import", "BROKEN"]:
+        broken = tmp_path / "broken-1.0-py3-none-any.whl"
+        broken.write_bytes(b"this is not a zip file")
+        args = ["import", str(broken)]
+    proc = piwheels({**env, **overrides}, *args, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert _state(env) == before
+
+
+def test_config_file_with_unknown_key_names_file_and_key(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "piwheels.toml"
+    config.write_text('data_dir = "x"\nbuild_timout = 5\n')
+    proc = piwheels({**env, "PIWHEELS_CONFIG": str(config)}, "status", check=False)
+    assert proc.returncode == 2
+    assert f"{config}: build_timout: unknown setting" in proc.stderr
+
+
+def test_upstream_page_that_is_garbage_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    with IndexServer(folder) as index:
+        index.canned["/simple/pick/"] = (200, "application/vnd.pypi.simple.v1+json", b"{not json")
+        before = _state(env)
+        proc = piwheels({**env, "PIWHEELS_UPSTREAM": index.url}, "add", "pick", check=False)
+    assert proc.returncode != 0
+    assert "/simple/pick/" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _state(env) == before
