@@ -209,11 +209,19 @@ def build(
     find_links=(),  # type: Any
     ccache_dir=None,  # type: Optional[str]
     on_start=None,  # type: Any
+    min_free_mb=0,  # type: int
 ):
     # type: (...) -> Dict[str, Any]
-    """Build NAME==VERSION with ``python`` into ``outbox``; return the result the controller reads."""
+    """Build NAME==VERSION with ``python`` into ``outbox``; return the result the controller reads.
+
+    ``on_start`` is called with the pid of the build's process group. A result with status
+    "error" is the builder's fault (too little disk), not the project's: build it elsewhere.
+    """
     _makedirs(work_root)
     _makedirs(outbox)
+    free_mb = free_space_mb(work_root)
+    if free_mb < min_free_mb:
+        return builder_error("disk full: %d MB free in %s, %d MB needed" % (free_mb, work_root, min_free_mb))
     work = tempfile.mkdtemp(prefix="build-", dir=work_root)
     wheels = os.path.join(work, "wheels")
     for sub in ("home", "tmp", wheels):
@@ -258,6 +266,8 @@ def build(
                         "sha256": sha256_file(target),
                     }
                 )
+        if not files and _disk_full(log_path):
+            return builder_error("disk full: No space left on device during the build")
         return {
             "status": "success" if files else "failed",
             "returncode": proc.returncode,
@@ -268,6 +278,23 @@ def build(
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def free_space_mb(path):
+    # type: (str) -> int
+    st = os.statvfs(path)
+    return int(st.f_bavail * st.f_frsize // (1024 * 1024))
+
+
+def builder_error(message):
+    # type: (str) -> Dict[str, Any]
+    return {"status": "error", "error": message, "files": [], "duration": 0.0, "timed_out": False}
+
+
+def _disk_full(log_path):
+    # type: (str) -> bool
+    with open(log_path, "rb") as f:
+        return b"No space left on device" in f.read()
 
 
 def main(argv=None):
@@ -288,6 +315,7 @@ def main(argv=None):
     b.add_argument("--index-url")
     b.add_argument("--find-links", action="append", default=[])
     b.add_argument("--ccache-dir")
+    b.add_argument("--min-free-mb", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
@@ -305,6 +333,7 @@ def main(argv=None):
             index_url=args.index_url,
             find_links=args.find_links,
             ccache_dir=args.ccache_dir,
+            min_free_mb=args.min_free_mb,
         )
     else:
         parser.print_usage(sys.stderr)
@@ -314,4 +343,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as exc:  # the controller reads one JSON line whatever happens
+        sys.stdout.write(json.dumps(builder_error("agent: %r" % (exc,))) + "\n")
+        sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,12 +14,14 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from . import agent
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .models import Abi, Builder, BuilderPython, File
 from .recorder import add_coverage
 
 AGENT = Path(agent.__file__)
 LOCAL = "local"
+BUILDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PYTHON_PATH = re.compile(r"^/?[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
 
 
 def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -111,3 +114,72 @@ def ensure_local(session: Session, pythons: list[str], slots: int) -> Builder:
         seen[tag] = python
     set_pythons(session, builder, probes)
     return builder
+
+
+def check_name(name: str) -> str:
+    """A builder name: it names folders on the controller, so letters, digits and ._- only."""
+    if not BUILDER_NAME.match(name):
+        raise InputError(f"{name!r}: a builder name is letters, digits, '.', '_' and '-' (at most 64)")
+    return name
+
+
+def check_python(path: str) -> str:
+    """An interpreter on a builder: a command name or an absolute path, nothing a shell would read."""
+    if not PYTHON_PATH.match(path):
+        raise InputError(f"--python {path!r}: not a plain command name or absolute path")
+    return path
+
+
+def register_remote(
+    session: Session,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    user: str | None,
+    key_file: str | None,
+    host_key: str,
+    slots: int,
+    info: dict[str, Any],
+    probes: dict[str, dict[str, Any]],
+) -> str:
+    """Add or update an SSH builder with its probed interpreters: "added", "updated" or "unchanged"."""
+    builder = session.scalar(select(Builder).where(Builder.name == name))
+    wanted = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "key_file": key_file,
+        "host_key": host_key,
+        "slots": slots,
+    }
+    if builder is None:
+        builder = Builder(name=name, healthy=True, info={}, **wanted)
+        session.add(builder)
+        state = "added"
+    else:
+        old = {key: getattr(builder, key) for key in wanted}
+        old_pythons = sorted((p.path, p.abi_id) for p in builder.pythons)
+        state = "unchanged" if old == wanted else "updated"
+        for key, value in wanted.items():
+            setattr(builder, key, value)
+    builder.info = {**builder.info, **info}
+    builder.healthy = True
+    builder.retry_at = None
+    set_pythons(session, builder, probes)
+    if state == "unchanged" and sorted((p.path, p.abi_id) for p in builder.pythons) != old_pythons:
+        state = "updated"
+    return state
+
+
+def remove_builder(session: Session, name: str) -> None:
+    builder = session.scalar(select(Builder).where(Builder.name == name))
+    if builder is None:
+        raise InputError(f"{name}: no such builder")
+    session.delete(builder)
+    session.flush()
+    refresh_active(session)
+
+
+def list_builders(session: Session) -> list[Builder]:
+    return list(session.scalars(select(Builder).order_by(Builder.name)))

@@ -42,6 +42,11 @@ class Settings(BaseModel):
     ccache_dir: Path | None = None
     ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")
     http_timeout: float = Field(default=30.0, gt=0)
+    local_builder: bool = True
+    min_free_mb: int = Field(default=500, ge=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    command_timeout: float = Field(default=120.0, gt=0)
+    sync_interval: float = Field(default=600.0, gt=0)
 
     @field_validator("upstream", "build_index_url")
     @classmethod

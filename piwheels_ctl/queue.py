@@ -41,9 +41,7 @@ def _runs_on(requires_python: str | None, abi: AbiTags) -> bool:
     return spec.contains(f"{major}.{minor}.999", prereleases=True)
 
 
-def pending_query(
-    *, abi_ids: Collection[int] | None = None, claimable: bool = False
-) -> Select[Any]:
+def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = False) -> Select[Any]:
     """The pending pairs, highest priority and newest release first.
 
     With ``claimable``, versions that are being built for another ABI wait: their wheel may
@@ -149,15 +147,20 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
-def reclaim(session: Session, now: datetime | None = None) -> int:
-    """Hand back builds whose lease expired or whose controller on this host is gone."""
+def stale_builds(session: Session, now: datetime | None = None) -> list[Build]:
+    """Builds in progress whose lease expired or whose controller on this host is gone."""
     now = now or utcnow()
-    stale = [
-        build.id
+    return [
+        build
         for build in session.scalars(select(Build).where(Build.status == BuildStatus.BUILDING))
         if (build.lease_expires is not None and build.lease_expires < now)
         or not _owner_alive(build.lease_owner)
     ]
+
+
+def reclaim(session: Session, now: datetime | None = None) -> int:
+    """Hand back stale builds: their jobs are pending again."""
+    stale = [build.id for build in stale_builds(session, now)]
     if stale:
         session.execute(delete(Build).where(Build.id.in_(stale)))
     return len(stale)

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
+import logging
 import threading
-from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from . import agent
-from .builders import ensure_local
 from .classifier import INVALID_WHEEL, Failure, classify
 from .collector import Wheel, inspect_wheel
 from .config import Settings
 from .database import Database
 from .errors import VerifyError
-from .models import Build, BuildStatus
+from .executors import BuilderError, Executor, Outcome, mark_failed
+from .models import Build, Builder, BuildStatus, utcnow
 from .queue import Job, claim, pending, pending_query, reclaim
 from .recorder import record_failure, record_success
 
+log = logging.getLogger(__name__)
+
 # A lease outlives the build's own time limit by this much before another controller may take it.
 LEASE_MARGIN = timedelta(minutes=5)
+# How long to wait for a build before looking again at builders that were in back-off.
+POLL = 5.0
 
 
 @dataclass
@@ -37,9 +36,11 @@ class RunReport:
 
     built: int = 0
     failed: int = 0
+    handed_back: int = 0  # jobs returned to the queue because their builder failed
     lost: int = 0  # outcomes not recorded because the lease was handed back meanwhile
     remaining: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (job, reason, detail)
+    builder_errors: list[str] = field(default_factory=list)
 
 
 class Progress:
@@ -52,86 +53,16 @@ class Progress:
         """One job ended (built or failed)."""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    job: Job
-    build_id: int
-    result: dict[str, Any]
-    outbox: Path
-    log: Path
-
-
-class LocalBuilder:
-    """This machine as a builder: runs the agent's build step in-process, one thread a slot."""
-
-    def __init__(self, settings: Settings, pythons: dict[int, str]) -> None:
-        self.settings = settings
-        self.pythons = pythons
-        self._pids: set[int] = set()
-        self._lock = threading.Lock()
-        self.ccache_dir = self.prepare_ccache()
-
-    def prepare_ccache(self) -> str | None:
-        """The ccache folder, its size limit and its settings written to its ccache.conf."""
-        if not self.settings.ccache:
-            return None
-        folder = self.settings.ccache_path.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        conf = folder / "ccache.conf"
-        text = f"max_size = {self.settings.ccache_max_size}\nhash_dir = false\n"
-        if not conf.exists() or conf.read_text() != text:
-            conf.write_text(text)
-        return str(folder)
-
-    def pip_sources(self) -> tuple[str | None, list[str]]:
-        """The index URL and find-links a build's pip uses."""
-        s = self.settings
-        if s.upstream_is_local:
-            return s.build_index_url, [s.upstream, *s.find_links]
-        return s.build_index_url or s.upstream, list(s.find_links)
-
-    def build(self, job: Job, build_id: int) -> Outcome:
-        work = self.settings.work_dir.resolve()
-        outbox = work / "outbox" / str(build_id)
-        log = work / "logs" / f"{build_id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        index_url, find_links = self.pip_sources()
-        result = agent.build(
-            self.pythons[job.abi_id],
-            job.name,
-            job.version,
-            str(outbox),
-            str(log),
-            str(work / "builds"),
-            timeout=self.settings.build_timeout,
-            memory_mb=self.settings.build_memory_mb,
-            log_max_bytes=self.settings.log_max_kb * 1024,
-            index_url=index_url,
-            find_links=find_links,
-            ccache_dir=self.ccache_dir,
-            on_start=self._started,
-        )
-        return Outcome(job, build_id, result, outbox, log)
-
-    def _started(self, pid: int) -> None:
-        with self._lock:
-            self._pids.add(pid)
-
-    def kill_all(self) -> None:
-        """Kill every running build's process group (the run is being stopped)."""
-        with self._lock:
-            for pid in self._pids:
-                with contextlib.suppress(OSError):  # already gone
-                    os.killpg(pid, signal.SIGKILL)
-
-
 def _verify(outcome: Outcome) -> list[Wheel]:
+    """The wheels the agent reported, each proven against the job and the agent's hashes."""
     wheels = []
-    for entry in outcome.result["files"]:
+    for entry in outcome.result.get("files", []):
         name = str(entry["name"])
-        path = outcome.outbox / os.path.basename(name)
-        if os.path.basename(name) != name:
+        if Path(name).name != name or name in ("", ".", ".."):
             raise VerifyError(f"{name!r}: a wheel name with path parts")
+        path = outcome.outbox / name
+        if path.is_symlink() or not path.is_file():
+            raise VerifyError(f"{name}: not a regular file in the outbox")
         wheels.append(
             inspect_wheel(
                 path,
@@ -151,19 +82,36 @@ def _read_log(path: Path) -> str:
         return ""
 
 
-class Runner:
-    """Builds until the queue is empty (or ``limit`` jobs were claimed) on the local builder."""
+def count_pending(db: Database) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(pending_query().subquery())) or 0
 
-    def __init__(self, db: Database, settings: Settings, progress: Progress | None = None) -> None:
+
+class Runner:
+    """Builds until the queue is empty (or ``limit`` jobs were claimed) on every available builder."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        executors: Sequence[Executor],
+        progress: Progress | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.executors = list(executors)
         self.progress = progress or Progress()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Claim nothing more; the running builds finish and are recorded (SIGTERM)."""
+        self.stopping.set()
 
     def record(self, outcome: Outcome, report: RunReport) -> bool:
         """Verify and record one outcome; True when it was a success."""
         s = self.settings
         result = outcome.result
-        ok = False
+        duration = float(result.get("duration", 0.0))
         failure: Failure | None = None
         if result["status"] == "success":
             try:
@@ -171,103 +119,118 @@ class Runner:
             except VerifyError as exc:
                 failure = Failure(INVALID_WHEEL, str(exc))
             else:
-                stored = record_success(
-                    self.db, s.www_dir, s.logs_dir, outcome.build_id, wheels,
-                    float(result["duration"]), outcome.log,
-                )  # fmt: skip
-                ok = True
-                if not stored:
+                if not record_success(
+                    self.db, s.www_dir, s.logs_dir, outcome.build_id, wheels, duration, outcome.log
+                ):
                     report.lost += 1
+                return True
         else:
-            failure = classify(_read_log(outcome.log), timed_out=bool(result["timed_out"]))
-        if failure is not None:
-            if not record_failure(
-                self.db,
-                s.logs_dir,
-                outcome.build_id,
-                failure,
-                float(result["duration"]),
-                outcome.log,
-            ):
-                report.lost += 1
-            report.failures.append(
-                (f"{outcome.job.name}=={outcome.job.version} ({outcome.job.abi})",
-                 failure.reason, failure.detail or "")
-            )  # fmt: skip
-        shutil.rmtree(outcome.outbox, ignore_errors=True)
-        outcome.log.unlink(missing_ok=True)
-        return ok
+            failure = classify(_read_log(outcome.log), timed_out=bool(result.get("timed_out")))
+        if not record_failure(self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log):
+            report.lost += 1
+        job = outcome.job
+        report.failures.append(
+            (f"{job.name}=={job.version} ({job.abi})", failure.reason, failure.detail or "")
+        )
+        return False
 
-    def _candidates(self, abi_ids: list[int], building: set[int], count: int) -> deque[Job]:
+    def _next_job(self, executor: Executor) -> Job | None:
         with self.db.session() as session:
-            jobs = pending(session, abi_ids=abi_ids, claimable=True, limit=count + len(building))
-            return deque(j for j in jobs if j.version_id not in building)
+            return next(pending(session, abi_ids=list(executor.pythons), claimable=True, limit=1), None)
+
+    def _available(self, executor: Executor) -> bool:
+        return executor.retry_at is None or utcnow() >= executor.retry_at
+
+    def _set_health(self, executor: Executor, healthy: bool, error: str | None = None) -> None:
+        with self.db.session() as session:
+            builder = session.get(Builder, executor.builder_id)
+            if builder is not None:
+                builder.healthy = healthy
+                builder.retry_at = executor.retry_at if not healthy else None
+                if error:
+                    builder.info = {**builder.info, "last_error": error}
 
     def run(self, limit: int | None = None) -> RunReport:
-        s = self.settings
         report = RunReport()
         with self.db.session() as session:
             reclaim(session)
-            builder = ensure_local(session, s.pythons, s.slots)
-            builder_id, slots = builder.id, builder.slots
-            pythons = {p.abi_id: p.path for p in builder.pythons}
-            total = session.scalar(select(func.count()).select_from(pending_query().subquery())) or 0
+        total = count_pending(self.db)
         self.progress.start(total if limit is None else min(total, limit))
-        local = LocalBuilder(s, pythons)
-        lease = timedelta(seconds=s.build_timeout) + LEASE_MARGIN
+        lease = timedelta(seconds=self.settings.build_timeout) + LEASE_MARGIN
         claimed = 0
-        running: dict[Future[Outcome], Job] = {}
-        candidates: deque[Job] = deque()
-        refill = True
+        running: dict[Future[Outcome], tuple[Executor, Job, int]] = {}
+        busy = {id(e): 0 for e in self.executors}
+        slots = sum(e.slots for e in self.executors) or 1
         with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
             try:
                 while True:
-                    while len(running) < slots and (limit is None or claimed < limit):
-                        building = {job.version_id for job in running.values()}
-                        if not candidates and refill:
-                            candidates = self._candidates(list(pythons), building, slots * 4)
-                            refill = bool(candidates)
-                        job = next((j for j in candidates if j.version_id not in building), None)
-                        if job is None:
-                            break
-                        candidates.remove(job)
-                        with self.db.session() as session:
-                            build_id = claim(session, job, builder_id, lease).id
-                        running[pool.submit(local.build, job, build_id)] = job
-                        claimed += 1
+                    waiting_for_retry = False
+                    for executor in self.executors:
+                        if not self._available(executor):
+                            waiting_for_retry = True
+                            continue
+                        while (
+                            busy[id(executor)] < executor.slots
+                            and (limit is None or claimed < limit)
+                            and not self.stopping.is_set()
+                        ):
+                            job = self._next_job(executor)
+                            if job is None:
+                                break
+                            with self.db.session() as session:
+                                build_id = claim(session, job, executor.builder_id, lease).id
+                            future = pool.submit(executor.build, job, build_id)
+                            running[future] = (executor, job, build_id)
+                            busy[id(executor)] += 1
+                            claimed += 1
                     if not running:
                         break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    done, _ = wait(running, timeout=POLL if waiting_for_retry else None,
+                                   return_when=FIRST_COMPLETED)  # fmt: skip
                     for future in done:
-                        job = running.pop(future)
-                        ok = self.record(future.result(), report)
-                        report.built += ok
-                        report.failed += not ok
-                        self.progress.finished(job, ok, report)
-                    # What finished may cover other candidates (a pure wheel covers every ABI).
-                    candidates.clear()
-                    refill = True
+                        executor, job, build_id = running.pop(future)
+                        busy[id(executor)] -= 1
+                        self._complete(future, executor, job, build_id, report)
             except BaseException:
-                local.kill_all()
-                self._hand_back(list(running.values()), builder_id)
+                for executor in self.executors:
+                    executor.kill_all()
+                self._hand_back([build_id for _e, _j, build_id in running.values()])
                 raise
-        with self.db.session() as session:
-            report.remaining = (
-                session.scalar(select(func.count()).select_from(pending_query().subquery())) or 0
-            )
+            finally:
+                for executor in self.executors:
+                    executor.close()
+        report.remaining = count_pending(self.db)
         return report
 
-    def _hand_back(self, jobs: list[Job], builder_id: int) -> None:
-        """Return interrupted jobs to the queue."""
-        if not jobs:
+    def _complete(
+        self, future: Future[Outcome], executor: Executor, job: Job, build_id: int, report: RunReport
+    ) -> None:
+        try:
+            outcome = future.result()
+        except BuilderError as exc:
+            mark_failed(executor)
+            self._set_health(executor, False, str(exc))
+            self._hand_back([build_id])
+            report.handed_back += 1
+            report.builder_errors.append(str(exc))
+            log.warning("%s; %s %s goes back to the queue", exc, job.name, job.version)
             return
-        with self.db.session() as session:
-            for job in jobs:
+        if executor.failures:
+            executor.failures = 0
+            executor.retry_at = None
+            self._set_health(executor, True)
+        try:
+            ok = self.record(outcome, report)
+        finally:
+            executor.finish(outcome)
+        report.built += ok
+        report.failed += not ok
+        self.progress.finished(job, ok, report)
+
+    def _hand_back(self, build_ids: list[int]) -> None:
+        """Return jobs to the queue: their builds never happened."""
+        if build_ids:
+            with self.db.session() as session:
                 session.execute(
-                    delete(Build).where(
-                        Build.version_id == job.version_id,
-                        Build.abi_id == job.abi_id,
-                        Build.builder_id == builder_id,
-                        Build.status == BuildStatus.BUILDING,
-                    )
+                    delete(Build).where(Build.id.in_(build_ids), Build.status == BuildStatus.BUILDING)
                 )

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from piwheels_ctl.server import make_server
+
 from helpers import clean_env, free_port, piwheels, sqlite_dump, tree_snapshot
 from indexserver import IndexServer
 from wheels import make_wheel
-
-from piwheels_ctl.server import make_server
 
 
 @pytest.fixture
@@ -76,7 +77,9 @@ def test_pip_resolves_with_metadata_files_and_downloads_only_what_it_installs(
     log = "\n".join(requests)
     # pick 2.0 was looked at through its .metadata file only: its dependency does not exist.
     assert "pick-2.0-py3-none-any.whl.metadata" in log
-    assert [line for line in requests if "pick-2.0-py3-none-any.whl " in line + " " and ".metadata" not in line] == []
+    assert [
+        line for line in requests if "pick-2.0-py3-none-any.whl " in line + " " and ".metadata" not in line
+    ] == []
     assert "pick-1.0-py3-none-any.whl" in log
 
 

@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
 
 from piwheels_ctl.errors import InputError, UpstreamError
 from piwheels_ctl.upstream import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream
+
+from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
 
 # Each file's modification time: the index reports it as its upload time.
 FILES = {

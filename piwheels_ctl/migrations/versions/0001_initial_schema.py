@@ -65,9 +65,7 @@ def upgrade() -> None:
         sa.Column("builder_id", sa.Integer(), nullable=False),
         sa.Column("abi_id", sa.Integer(), nullable=False),
         sa.Column("path", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["abi_id"], ["abis.id"], name=op.f("fk_builder_pythons_abi_id_abis")
-        ),
+        sa.ForeignKeyConstraint(["abi_id"], ["abis.id"], name=op.f("fk_builder_pythons_abi_id_abis")),
         sa.ForeignKeyConstraint(
             ["builder_id"],
             ["builders.id"],
@@ -111,9 +109,7 @@ def upgrade() -> None:
         sa.Column("builder_id", sa.Integer(), nullable=True),
         sa.Column(
             "status",
-            sa.Enum(
-                "building", "success", "failed", name="buildstatus", native_enum=False, length=16
-            ),
+            sa.Enum("building", "success", "failed", name="buildstatus", native_enum=False, length=16),
             nullable=False,
         ),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),

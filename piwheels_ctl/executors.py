@@ -1,0 +1,346 @@
+"""How one job runs on one builder: in-process on this machine, or through the agent over SSH."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from . import agent
+from .builders import ensure_local
+from .config import Settings
+from .database import Database
+from .errors import PiwheelsError
+from .models import Builder, utcnow
+from .queue import Job
+from .transport import Connection, Endpoint, TransportError, rsync_pull, write_known_hosts
+
+AGENT_SOURCE = Path(agent.__file__).read_bytes()
+# What a remote path or interpreter may look like: no shell syntax even before quoting.
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
+PROBE_KEYS = frozenset({"python_tag", "abi_tag", "platform_tag"})
+BACKOFF_FIRST = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(minutes=15)
+
+
+class BuilderError(PiwheelsError):
+    """The builder, not the project, is at fault: the job goes back to the queue."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished build: the agent's result and where its wheels and log are on this machine."""
+
+    job: Job
+    build_id: int
+    result: dict[str, Any]
+    outbox: Path
+    log: Path
+
+
+class Executor(Protocol):
+    """A builder as the runner sees it."""
+
+    builder_id: int
+    name: str
+    slots: int
+    pythons: dict[int, str]  # ABI id -> interpreter
+    retry_at: datetime | None
+    failures: int
+
+    def build(self, job: Job, build_id: int) -> Outcome: ...
+
+    def finish(self, outcome: Outcome) -> None: ...
+
+    def kill_all(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
+    """The index URL and find-links a build's pip uses."""
+    if settings.upstream_is_local:
+        return settings.build_index_url, [settings.upstream, *settings.find_links]
+    return settings.build_index_url or settings.upstream, list(settings.find_links)
+
+
+def mark_failed(executor: Executor) -> None:
+    """Keep a failing builder out of the rotation, for longer after each failure in a row."""
+    executor.failures += 1
+    delay = min(BACKOFF_FIRST * (2 ** (executor.failures - 1)), BACKOFF_MAX)
+    executor.retry_at = utcnow() + delay
+
+
+class LocalExecutor:
+    """This machine as a builder: runs the agent's build step in-process, one thread a slot."""
+
+    def __init__(self, settings: Settings, builder_id: int, slots: int, pythons: dict[int, str]) -> None:
+        self.settings = settings
+        self.builder_id = builder_id
+        self.name = "local"
+        self.slots = slots
+        self.pythons = pythons
+        self.retry_at: datetime | None = None
+        self.failures = 0
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()
+        self.ccache_dir = self._prepare_ccache()
+
+    def _prepare_ccache(self) -> str | None:
+        """The ccache folder, with its size limit and settings in its ccache.conf."""
+        if not self.settings.ccache:
+            return None
+        folder = self.settings.ccache_path.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = folder / "ccache.conf"
+        text = f"max_size = {self.settings.ccache_max_size}\nhash_dir = false\n"
+        if not conf.exists() or conf.read_text() != text:
+            conf.write_text(text)
+        return str(folder)
+
+    def build(self, job: Job, build_id: int) -> Outcome:
+        s = self.settings
+        work = s.work_dir.resolve()
+        outbox = work / "outbox" / str(build_id)
+        log = work / "logs" / f"{build_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        index_url, find_links = pip_sources(s)
+        result = agent.build(
+            self.pythons[job.abi_id],
+            job.name,
+            job.version,
+            str(outbox),
+            str(log),
+            str(work / "builds"),
+            timeout=s.build_timeout,
+            memory_mb=s.build_memory_mb,
+            log_max_bytes=s.log_max_kb * 1024,
+            index_url=index_url,
+            find_links=find_links,
+            ccache_dir=self.ccache_dir,
+            on_start=self._started,
+            min_free_mb=s.min_free_mb,
+        )
+        if result["status"] == "error":
+            raise BuilderError(f"local: {result['error']}")
+        return Outcome(job, build_id, result, outbox, log)
+
+    def _started(self, pid: int) -> None:
+        with self._lock:
+            self._pids.add(pid)
+
+    def finish(self, outcome: Outcome) -> None:
+        shutil.rmtree(outcome.outbox, ignore_errors=True)
+        outcome.log.unlink(missing_ok=True)
+
+    def kill_all(self) -> None:
+        with self._lock:
+            for pid in self._pids:
+                with contextlib.suppress(OSError):  # already gone
+                    os.killpg(pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Nothing to close: no connection."""
+
+
+@dataclass(frozen=True)
+class RemoteBuilder:
+    """What the controller knows of a builder reached over SSH."""
+
+    builder_id: int
+    name: str
+    endpoint: Endpoint
+    root: str  # absolute folder on the builder for the agent, outboxes, work and ccache
+    slots: int
+    pythons: dict[int, str]
+
+
+def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
+    """The agent's answer: one JSON object on the last line of its output, with ``keys``."""
+    lines = stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict) or not keys <= set(result):
+        raise BuilderError(f"{who}: the agent gave no answer: {stdout[-300:]!r}")
+    return result
+
+
+class RemoteExecutor:
+    """A builder over SSH: one connection reused across its jobs, wheels brought home by rsync."""
+
+    def __init__(self, settings: Settings, builder: RemoteBuilder, known_hosts: Path) -> None:
+        self.settings = settings
+        self.builder = builder
+        self.builder_id = builder.builder_id
+        self.name = builder.name
+        self.slots = builder.slots
+        self.pythons = builder.pythons
+        self.retry_at: datetime | None = None
+        self.failures = 0
+        self.known_hosts = known_hosts
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    def connection(self) -> Connection:
+        """The builder's connection, opened (and the agent sent) on first use."""
+        with self._lock:
+            if self._conn is None:
+                conn = Connection(self.builder.endpoint, connect_timeout=self.settings.connect_timeout)
+                try:
+                    root = self.builder.root
+                    conn.run(["mkdir", "-p", root], timeout=self.settings.command_timeout)
+                    conn.put(AGENT_SOURCE, f"{root}/agent.py")
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn = conn
+            return self._conn
+
+    def build(self, job: Job, build_id: int) -> Outcome:
+        s = self.settings
+        root = self.builder.root
+        python = self.pythons[job.abi_id]
+        outbox = f"{root}/outbox/{build_id}"
+        index_url, find_links = pip_sources(s)
+        argv = [
+            python, f"{root}/agent.py", "build", "--python", python,
+            "--name", job.name, "--version", job.version,
+            "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{root}/work",
+            "--timeout", str(s.build_timeout), "--memory-mb", str(s.build_memory_mb),
+            "--log-max-bytes", str(s.log_max_kb * 1024), "--min-free-mb", str(s.min_free_mb),
+        ]  # fmt: skip
+        if s.ccache:
+            argv += ["--ccache-dir", f"{root}/ccache"]
+        if index_url:
+            argv += ["--index-url", index_url]
+        for link in find_links:
+            argv += ["--find-links", link]
+        try:
+            done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
+            result = parse_result(done.stdout, self.name)
+            if result["status"] == "error":
+                raise BuilderError(f"{self.name}: {result.get('error')}")
+            incoming = s.data_dir.resolve() / "incoming" / self.name / str(build_id)
+            incoming.mkdir(parents=True, exist_ok=True)
+            rsync_pull(
+                self.builder.endpoint,
+                outbox,
+                incoming,
+                timeout=s.command_timeout + s.build_timeout / 10,
+                known_hosts=self.known_hosts,
+            )
+        except TransportError as exc:
+            self.reset()
+            raise BuilderError(f"{self.name}: {exc}") from exc
+        return Outcome(job, build_id, result, incoming, incoming / "build.log")
+
+    def finish(self, outcome: Outcome) -> None:
+        """Remove the build's outbox on the builder, once its outcome is recorded, then ours."""
+        outbox = f"{self.builder.root}/outbox/{outcome.build_id}"
+        try:
+            self.connection().run(["rm", "-rf", "--", outbox], timeout=self.settings.command_timeout)
+        except TransportError:
+            self.reset()  # the outbox stays; the next check of the builder reports it
+        shutil.rmtree(outcome.outbox, ignore_errors=True)
+
+    def reset(self) -> None:
+        """Drop the connection: the next job opens a new one."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def kill_all(self) -> None:
+        """Closing the connection ends the agents; their builds hit their own time limits."""
+        self.reset()
+
+    def close(self) -> None:
+        self.reset()
+
+
+def open_executors(db: Database, settings: Settings) -> list[Executor]:
+    """An executor for the local builder (if enabled) and for every registered SSH builder."""
+    executors: list[Executor] = []
+    known_hosts = settings.data_dir.resolve() / "known_hosts"
+    with db.session() as session:
+        if settings.local_builder:
+            local = ensure_local(session, settings.pythons, settings.slots)
+            pythons = {p.abi_id: p.path for p in local.pythons}
+            executors.append(LocalExecutor(settings, local.id, local.slots, pythons))
+        remotes = [
+            remote_builder(b) for b in session.scalars(select(Builder).where(Builder.host.is_not(None)))
+        ]
+    write_known_hosts(known_hosts, [r.endpoint for r in remotes])
+    executors += [RemoteExecutor(settings, r, known_hosts) for r in remotes if r.pythons]
+    return executors
+
+
+def remote_builder(builder: Builder) -> RemoteBuilder:
+    """The connection details and interpreters of a registered SSH builder."""
+    assert builder.host is not None
+    return RemoteBuilder(
+        builder_id=builder.id,
+        name=builder.name,
+        endpoint=Endpoint(
+            host=builder.host,
+            port=builder.port,
+            user=builder.user,
+            key_file=builder.key_file,
+            host_key=builder.host_key,
+        ),
+        root=str(builder.info.get("root", "")),
+        slots=builder.slots,
+        pythons={p.abi_id: p.path for p in builder.pythons},
+    )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What ``builders check`` learns on a builder, on the builder itself."""
+
+    root: str
+    pythons: dict[str, dict[str, Any]]  # interpreter -> the agent's probe (tags)
+    info: dict[str, Any]
+
+
+def probe_remote(settings: Settings, endpoint: Endpoint, pythons: Sequence[str]) -> Probe:
+    """Connect, send the agent, and ask each interpreter for its tags; also disk, load and ccache."""
+    timeout = settings.command_timeout
+    with Connection(endpoint, connect_timeout=settings.connect_timeout) as conn:
+        home = conn.run(["sh", "-c", 'echo "$HOME"'], timeout=timeout).stdout.strip()
+        if not SAFE_PATH.match(home + "/"):
+            raise BuilderError(f"{endpoint.host}: unusable home folder {home!r}")
+        root = f"{home.rstrip('/')}/piwheels"
+        conn.run(["mkdir", "-p", f"{root}/outbox", f"{root}/work", f"{root}/ccache"], timeout=timeout)
+        conn.put(AGENT_SOURCE, f"{root}/agent.py")
+        probes = {}
+        for python in pythons:
+            done = conn.run([python, f"{root}/agent.py", "probe"], timeout=timeout)
+            who = f"{endpoint.host}: {python}"
+            if done.exit_code != 0:
+                raise BuilderError(f"{who} cannot run the agent: {done.stderr.strip()[-300:]}")
+            probes[python] = parse_result(done.stdout, who, PROBE_KEYS)
+        df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
+        load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()
+        stats = conn.run(["env", f"CCACHE_DIR={root}/ccache", "ccache", "-s"], timeout=timeout)
+    info = {
+        "root": root,
+        "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
+        "load": float(load[0]) if load else None,
+        "ccache": stats.stdout.strip() if stats.exit_code == 0 else "ccache not installed",
+        "checked_at": utcnow().isoformat(),
+    }
+    return Probe(root, probes, info)
