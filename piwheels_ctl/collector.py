@@ -16,7 +16,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import VerifyError
+from .errors import IntegrityError, VerifyError
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
 _METADATA = re.compile(r"^([^/]+)\.dist-info/METADATA$")
@@ -96,9 +96,9 @@ def inspect_wheel(
         raise VerifyError(f"{filename}: built as version {file_version}, expected {version}")
     actual_size, actual_sha = sha256_of(path)
     if size is not None and actual_size != size:
-        raise VerifyError(f"{filename}: {actual_size} bytes, the builder reported {size}")
+        raise IntegrityError(f"{filename}: {actual_size} bytes, the builder reported {size}")
     if sha256 is not None and actual_sha != sha256:
-        raise VerifyError(f"{filename}: sha256 {actual_sha} differs from the builder's {sha256}")
+        raise IntegrityError(f"{filename}: sha256 {actual_sha} differs from the builder's {sha256}")
     raw = _read_metadata(path, file_name)
     try:
         text = raw.decode("utf-8")

@@ -29,3 +29,7 @@ class DatabaseError(PiwheelsError):
 
 class VerifyError(PiwheelsError):
     """A wheel is not what its build said it is."""
+
+
+class IntegrityError(VerifyError):
+    """A wheel did not arrive as the builder reported it: the builder, not the project, is at fault."""

@@ -16,7 +16,7 @@ from .classifier import INVALID_WHEEL, Failure, classify
 from .collector import Wheel, inspect_wheel
 from .config import Settings
 from .database import Database
-from .errors import VerifyError
+from .errors import IntegrityError, VerifyError
 from .executors import BuilderError, Executor, Outcome, mark_failed
 from .models import Build, Builder, BuildStatus, utcnow
 from .queue import Job, claim, pending, pending_query, reclaim
@@ -59,10 +59,10 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     for entry in outcome.result.get("files", []):
         name = str(entry["name"])
         if Path(name).name != name or name in ("", ".", ".."):
-            raise VerifyError(f"{name!r}: a wheel name with path parts")
+            raise IntegrityError(f"{name!r}: a wheel name with path parts")
         path = outcome.outbox / name
         if path.is_symlink() or not path.is_file():
-            raise VerifyError(f"{name}: not a regular file in the outbox")
+            raise IntegrityError(f"{name!r}: not a regular file in the outbox")
         wheels.append(
             inspect_wheel(
                 path,
@@ -116,6 +116,8 @@ class Runner:
         if result["status"] == "success":
             try:
                 wheels = _verify(outcome)
+            except IntegrityError:
+                raise  # the builder's fault, not the project's: the caller hands the job back
             except VerifyError as exc:
                 failure = Failure(INVALID_WHEEL, str(exc))
             else:
@@ -208,24 +210,33 @@ class Runner:
         try:
             outcome = future.result()
         except BuilderError as exc:
-            mark_failed(executor)
-            self._set_health(executor, False, str(exc))
-            self._hand_back([build_id])
-            report.handed_back += 1
-            report.builder_errors.append(str(exc))
-            log.warning("%s; %s %s goes back to the queue", exc, job.name, job.version)
+            self._builder_failed(executor, job, build_id, str(exc), report)
             return
+        try:
+            ok = self.record(outcome, report)
+        except IntegrityError as exc:
+            self._builder_failed(executor, job, build_id, f"{executor.name}: {exc}", report)
+            return
+        finally:
+            executor.finish(outcome)
         if executor.failures:
             executor.failures = 0
             executor.retry_at = None
             self._set_health(executor, True)
-        try:
-            ok = self.record(outcome, report)
-        finally:
-            executor.finish(outcome)
         report.built += ok
         report.failed += not ok
         self.progress.finished(job, ok, report)
+
+    def _builder_failed(
+        self, executor: Executor, job: Job, build_id: int, error: str, report: RunReport
+    ) -> None:
+        """The builder let the job down: rest the builder, put the job back in the queue."""
+        mark_failed(executor)
+        self._set_health(executor, False, error)
+        self._hand_back([build_id])
+        report.handed_back += 1
+        report.builder_errors.append(error)
+        log.warning("%s; %s %s goes back to the queue", error, job.name, job.version)
 
     def _hand_back(self, build_ids: list[int]) -> None:
         """Return jobs to the queue: their builds never happened."""

@@ -1,0 +1,1 @@
+VALUE = "slow but fine"
