@@ -12,19 +12,21 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import PIWHEELS, clean_env, piwheels
-from indexserver import IndexServer
 from sqlalchemy import select
-from sshd import SshHost, start_ssh_host
 
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Build, Project, Version
+
+from helpers import PIWHEELS, clean_env, piwheels
+from indexserver import IndexServer
+from sshd import SshHost, start_ssh_host
 
 pytestmark = pytest.mark.build
 
@@ -33,14 +35,16 @@ ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SshHost]]:
-    root = tmp_path_factory.mktemp("hosts")
+def hosts() -> Iterator[list[SshHost]]:
+    # Not under pytest's temp folder: that is private to root, and the builders' users need in.
+    root = Path(tempfile.mkdtemp(prefix="piwheels-hosts-"))
     started = [start_ssh_host(root, address, f"pwfarm{n}") for n, address in enumerate(ADDRESSES, 1)]
     try:
         yield started
     finally:
         for host in started:
             host.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +132,9 @@ def test_a_batch_is_built_across_three_builders_and_installs(controller: Control
         capture_output=True,
         env=clean_env(PIP_CONFIG_FILE="/dev/null"),
     )
-    subprocess.run([str(venv / "bin" / "python"), "-c", "import c_ext; assert c_ext.add(2, 2) == 4"], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import c_ext; assert c_ext.add(2, 2) == 4"], check=True
+    )
 
 
 def test_unknown_host_key_is_refused_without_trust(controller: Controller, hosts: list[SshHost]) -> None:
@@ -174,13 +180,15 @@ def _wait_for_building(controller: Controller, timeout: float = 60) -> list[tupl
     raise AssertionError("no build started")
 
 
-def test_builder_killed_mid_build_hands_the_job_to_another(controller: Controller, hosts: list[SshHost]) -> None:
+def test_builder_killed_mid_build_hands_the_job_to_another(
+    controller: Controller, hosts: list[SshHost]
+) -> None:
     controller.cli("add", "slow-ok")
     run = subprocess.Popen(
         [str(PIWHEELS), "run"], env=controller.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        (_status, builder), = _wait_for_building(controller)
+        ((_status, builder),) = _wait_for_building(controller)
         victim = hosts[int(builder[1:]) - 1]  # type: ignore[index]
         time.sleep(1)
         _kill_ssh_sessions(victim)
@@ -295,4 +303,3 @@ def test_builder_with_full_disk_is_reported_and_the_job_retried(
     finally:
         subprocess.run(["umount", str(work)], check=True)
     controller.assert_consistent()
-
