@@ -65,11 +65,13 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
                 found.append(Disagreement("stray-temp-file", str(path), "left by an interrupted write"))
             elif path.suffix == ".whl" and path.name not in known:
                 found.append(Disagreement("file-without-row", str(path), "on disk but not recorded"))
+        if dirty.get(folder.name, False):
+            continue  # changed since the last publish: its page is due to be rewritten anyway
         published = _published_files(folder / "index.json")
         if published is None:
             if known:
                 found.append(Disagreement("unpublished", folder.name, "project has no readable index page"))
-        elif not dirty.get(folder.name, False) and published != set(known):
+        elif published != set(known):
             extra, missing = sorted(published - set(known)), sorted(set(known) - published)
             found.append(
                 Disagreement("index-stale", folder.name, f"page lists {extra} not recorded, lacks {missing}")
