@@ -233,7 +233,9 @@ CORRUPT = f"""#!/bin/sh
 # Runs the agent, then flips bytes in every wheel of the outbox before the controller fetches it.
 if [ "$2" = "build" ]; then
     out=$({SYSTEM_PYTHON} "$@")
-    for whl in $(find "$HOME/piwheels/outbox" -name '*.whl'); do printf 'garbage' | dd of="$whl" bs=1 seek=100 conv=notrunc 2>/dev/null; done
+    for whl in $(find "$HOME/piwheels/outbox" -name '*.whl'); do
+        printf 'garbage' | dd of="$whl" bs=1 seek=100 conv=notrunc 2>/dev/null
+    done
     echo "$out"
 else
     exec {SYSTEM_PYTHON} "$@"
