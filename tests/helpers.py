@@ -8,8 +8,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+
+from piwheels_ctl.server import make_server
 
 PIWHEELS = Path(sys.executable).with_name("piwheels-ctl")
 
@@ -63,3 +67,18 @@ def sqlite_dump(path: Path) -> list[str]:
         return list(conn.iterdump())
     finally:
         conn.close()
+
+
+@contextmanager
+def serving(www: Path) -> Iterator[str]:
+    """``piwheels-ctl serve``'s server on ``www`` in a thread; its base URL (no trailing slash)."""
+    server = make_server(www, "127.0.0.1", 0)
+    # A short poll interval keeps shutdown() (and so each test's teardown) quick.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -6,15 +6,12 @@ import json
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.server import make_server
-
-from helpers import clean_env, free_port, piwheels, sqlite_dump, tree_snapshot
+from helpers import clean_env, free_port, piwheels, serving, sqlite_dump, tree_snapshot
 from indexserver import IndexServer
 from wheels import make_wheel
 
@@ -48,15 +45,10 @@ def served(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
     logger = logging.getLogger("piwheels_ctl.server")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    server = make_server(Path(env["PIWHEELS_DATA_DIR"]) / "www", "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/", paths
+        with serving(Path(env["PIWHEELS_DATA_DIR"]) / "www") as base:
+            yield f"{base}/simple/", paths
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
         logger.removeHandler(handler)
 
 

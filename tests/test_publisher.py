@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,20 +20,13 @@ from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, IndexPage, ProjectPa
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl.database import Database, upgrade
+from piwheels_ctl.database import Database
 from piwheels_ctl.models import File, Project, Version
 from piwheels_ctl.publisher import publish
-from piwheels_ctl.server import make_server
+
+from helpers import serving
 
 OLD = 1_000_000_000  # an mtime far in the past: a rewrite shows as a newer one
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'piwheels.db'}")
-    upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -45,14 +37,8 @@ def www(tmp_path: Path) -> Path:
 @pytest.fixture
 def index_url(www: Path) -> Iterator[str]:
     www.mkdir(exist_ok=True)
-    server = make_server(www, "127.0.0.1", 0)
-    # A short poll interval keeps shutdown() (and so each test's teardown) quick.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(www) as base:
+        yield f"{base}/simple/"
 
 
 def metadata_text(name: str, version: str) -> str:

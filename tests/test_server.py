@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -20,6 +19,8 @@ from pypi_simple import ACCEPT_ANY, ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, ACCEPT_J
 
 from piwheels_ctl.errors import ConfigError, InputError
 from piwheels_ctl.server import HTML_V1, JSON_V1, make_server, negotiate, parse_range
+
+from helpers import serving
 
 WHEEL = "foo-1.0-py3-none-any.whl"
 WHEEL_DATA = bytes(range(256)) * 1000  # 256000 bytes, every offset identifiable
@@ -58,14 +59,8 @@ def www(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def base(www: Path) -> Iterator[str]:
-    server = make_server(www, "127.0.0.1", 0)
-    # A short poll interval keeps shutdown() (and so each test's teardown) quick.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(www) as url:
+        yield url
 
 
 def get(url: str, **headers: str) -> requests.Response:
@@ -359,6 +354,8 @@ def test_serve_until_interrupted(www: Path) -> None:
         assert first.startswith(f"serving {www} on http://127.0.0.1:"), first
         url = first.split(" on ")[1].strip()
         assert requests.get(url + "simple/", timeout=10).content == ROOT_HTML
+        # The log line is written after the response is sent: wait for it before stopping.
+        assert '"GET /simple/" 200' in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     finally:
@@ -367,4 +364,3 @@ def test_serve_until_interrupted(www: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert '"GET /simple/" 200' in out
