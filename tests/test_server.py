@@ -357,7 +357,7 @@ def test_serve_until_interrupted(www: Path) -> None:
         # The log line is written after the response is sent: wait for it before stopping.
         assert '"GET /simple/" 200' in proc.stdout.readline()
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        _out, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
