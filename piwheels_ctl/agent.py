@@ -135,6 +135,8 @@ def build_env(work, work_root, ccache_dir, index_url, find_links):
         # files: without these two every rebuild misses the cache.
         env["CCACHE_NOHASHDIR"] = "1"
         env["CCACHE_BASEDIR"] = work_root
+        # Depend mode never runs the preprocessor: a miss costs little more than no ccache.
+        env["CCACHE_DEPEND"] = "1"
     return env
 
 

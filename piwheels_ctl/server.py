@@ -129,6 +129,9 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
     server: _IndexServer
     protocol_version = "HTTP/1.1"
     server_version = f"piwheels-ctl/{__version__}"
+    # Headers and body go out in separate writes: with Nagle's algorithm the body waits for
+    # the client's delayed ACK, ~40 ms on every response of a keep-alive connection.
+    disable_nagle_algorithm = True
     # Idle keep-alive connections give their thread back after this many seconds.
     timeout = 30
 

@@ -153,3 +153,35 @@ def test_upstream_page_that_is_garbage_is_refused(env: dict[str, str], tmp_path:
     assert "/simple/pick/" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _state(env) == before
+
+
+def test_sync_costs_one_304_per_unchanged_project_and_picks_up_new_versions(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    make_wheel(folder, "binonly", "1.0")  # a version with no sdist: skipped as binary only
+    (folder / "demo-1.0.tar.gz").write_bytes(b"sdist")
+    with IndexServer(folder) as index:
+        env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=index.url)
+        piwheels(env, "init")
+        piwheels(env, "add", "demo", "binonly")
+        index.requests.clear()
+        assert "0 project(s) changed" in piwheels(env, "sync").stdout
+        assert sorted(status for _m, _p, status in index.requests) == [304, 304]
+        (folder / "demo-2.0.tar.gz").write_bytes(b"newer sdist")
+        assert "1 project(s) changed, 1 new version(s)" in piwheels(env, "sync").stdout
+        queue = json.loads(piwheels(env, "queue", "--json").stdout)
+    assert [(j["name"], j["version"]) for j in queue] == [("demo", "2.0"), ("demo", "1.0")]
+
+
+def test_sync_all_records_every_name_once(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    for name in ("alpha", "Beta_Two", "gamma"):
+        (folder / f"{name}-1.0.tar.gz").write_bytes(b"sdist")
+    with IndexServer(folder) as index:
+        env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=index.url)
+        piwheels(env, "init")
+        assert "3 new project name(s)" in piwheels(env, "sync", "--all").stdout
+        assert "0 new project name(s)" in piwheels(env, "sync", "--all").stdout
+    status = json.loads(piwheels(env, "status", "--json").stdout)
+    assert status["projects"] == 3 and status["watched"] == 0 and status["pending"] == 0

@@ -1,0 +1,110 @@
+"""The ``piwheels-ctl`` command: each subcommand a thin call into the parts."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from .. import __version__
+from ..builders import ensure_local
+from ..config import Settings, load_settings
+from ..database import Database, check_schema
+from ..errors import PiwheelsError
+from ..upstream import Upstream
+
+err = Console(stderr=True)
+out = Console()
+
+
+class App:
+    """Settings and the database, opened on first use."""
+
+    def __init__(self, config: Path | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+        self._db: Database | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+    def database(self, *, checked: bool = True) -> Database:
+        if self._db is None:
+            self._db = Database(self.settings.database)
+            if checked:
+                check_schema(self._db.engine)
+        return self._db
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.database().session() as session:
+            yield session
+
+    def refresh_local_builder(self) -> None:
+        """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
+        if self.settings.local_builder:
+            with self.session() as session:
+                ensure_local(session, self.settings.pythons, self.settings.slots)
+
+    def upstream(self) -> Upstream:
+        return Upstream(self.settings.upstream, timeout=self.settings.http_timeout)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML settings file (default: $PIWHEELS_CONFIG).",
+)
+@click.version_option(__version__, prog_name="piwheels-ctl")
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Build wheels from sdists and serve them as a pip index."""
+    app = App(config)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; errors become one line on stderr and a non-zero exit code."""
+    try:
+        cli.main(args=argv, prog_name="piwheels-ctl", standalone_mode=False)
+    except PiwheelsError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except OperationalError as exc:
+        err.print(f"[bold red]error:[/] database: {escape(str(exc.orig))}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+from . import building, farm, projects  # noqa: E402, F401 - importing them registers their commands
+
+if __name__ == "__main__":
+    sys.exit(main())

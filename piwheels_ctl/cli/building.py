@@ -1,0 +1,115 @@
+"""The `run` command: build with a progress bar, once or forever."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as Bar
+
+from .. import catalog
+from ..errors import PiwheelsError
+from ..executors import open_executors
+from ..publisher import publish as publish_index
+from ..queue import Job
+from ..runner import Progress, Runner, RunReport
+from . import App, cli, err, out, pass_app
+
+
+class BarProgress(Progress):
+    """A rich progress bar showing built / failed / remaining."""
+
+    def __init__(self) -> None:
+        self.bar = Bar(
+            TextColumn("[bold]building"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("built {task.fields[built]} · failed {task.fields[failed]}"),
+            TextColumn("{task.fields[current]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task = self.bar.add_task("build", total=0, built=0, failed=0, current="")
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+        self.bar.start()
+
+    def finished(self, job: Job, ok: bool, report: RunReport) -> None:
+        total = max(self.bar.tasks[0].total or 0, report.built + report.failed)
+        self.bar.update(
+            self.task,
+            total=total,
+            advance=1,
+            built=report.built,
+            failed=report.failed,
+            current=f"{job.name} {job.version}",
+        )
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _print_report(report: RunReport) -> None:
+    for job, reason, detail in report.failures:
+        err.print(f"[red]failed[/] {escape(job)}: {reason}" + (f" ({escape(detail)})" if detail else ""))
+    for error in report.builder_errors:
+        err.print(f"[yellow]builder[/] {escape(error)}")
+    out.print(
+        f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
+        + (f", {report.handed_back} handed back" if report.handed_back else "")
+        + (f", {report.lost} lost to another controller" if report.lost else "")
+    )
+
+
+def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress: Progress) -> RunReport:
+    db = app.database()
+    runner = Runner(db, app.settings, open_executors(db, app.settings), progress)
+    runner_box[:] = [runner]
+    return runner.run(limit=limit)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many builds.")
+@click.option("--forever", is_flag=True, help="Keep going: sync every sync_interval seconds, build, publish.")
+@pass_app
+def run(app: App, limit: int | None, forever: bool) -> None:
+    """Build until the queue is empty (or --limit builds); SIGTERM finishes the running builds."""
+    stop = threading.Event()
+    runner_box: list[Runner] = []
+
+    def terminate(_signum: int, _frame: object) -> None:
+        stop.set()
+        for runner in runner_box:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, terminate)
+    if not forever:
+        progress = BarProgress()
+        try:
+            report = _build_once(app, limit, runner_box, progress)
+        finally:
+            progress.stop()
+        _print_report(report)
+        return
+    next_sync = 0.0
+    while not stop.is_set():
+        if time.monotonic() >= next_sync:
+            with app.upstream() as upstream, app.session() as session:
+                try:
+                    changed, new = catalog.sync(session, upstream)
+                    err.print(f"synced: {changed} project(s) changed, {new} new version(s)")
+                except PiwheelsError as exc:  # an upstream hiccup must not stop the farm
+                    err.print(f"[yellow]sync failed:[/] {escape(str(exc))}")
+            next_sync = time.monotonic() + app.settings.sync_interval
+        report = _build_once(app, limit, runner_box, Progress())
+        _print_report(report)
+        with app.session() as session:
+            publish_index(session, app.settings.www_dir)
+        if report.built + report.failed == 0:
+            stop.wait(min(60.0, max(1.0, next_sync - time.monotonic())))

@@ -1,0 +1,194 @@
+"""Commands of a farm: the builders over SSH, and audit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import select
+
+from ..audit import audit as audit_check
+from ..audit import fix as audit_fix
+from ..builders import check_name, check_python, list_builders, register_remote, remove_builder, set_pythons
+from ..errors import InputError, PiwheelsError
+from ..executors import probe_remote, remote_builder
+from ..models import Builder
+from ..publisher import publish as publish_index
+from ..transport import Endpoint, fingerprint, scan_host_key
+from . import App, cli, out, pass_app
+
+
+@cli.command()
+@click.option("--fix", "repair", is_flag=True, help="Repair what the database can tell, then publish.")
+@click.option("--deep", is_flag=True, help="Also re-hash every wheel.")
+@pass_app
+def audit(app: App, repair: bool, deep: bool) -> None:
+    """Check that the database, the wheels on disk and the published index agree."""
+    www = app.settings.www_dir
+    with app.session() as session:
+        found = audit_check(session, www, deep=deep)
+        for problem in found:
+            out.print(f"{problem.kind}: {escape(problem.where)}: {escape(problem.detail)}")
+        if not found:
+            out.print("no disagreement")
+            return
+        if not repair:
+            raise PiwheelsError(f"{len(found)} disagreement(s); 'piwheels-ctl audit --fix' repairs them")
+        for action in audit_fix(session, www, app.settings.data_dir, found):
+            out.print(f"fixed: {escape(action)}")
+    with app.session() as session:
+        publish_index(session, www)
+        left = audit_check(session, www, deep=deep)
+    if left:
+        raise PiwheelsError(f"{len(left)} disagreement(s) left after --fix")
+    out.print("no disagreement left")
+
+
+@cli.group()
+def builders() -> None:
+    """The builder hosts reached over SSH."""
+
+
+def _host_key(app: App, name: str, endpoint: Endpoint, host_key: str | None, trust: bool) -> str:
+    """The key the builder must present: given, recorded before, or scanned now with --trust-host-key."""
+    if host_key:
+        return host_key.strip()
+    with app.session() as session:
+        known = session.scalar(select(Builder.host_key).where(Builder.name == name))
+    if known:
+        return known
+    offered = scan_host_key(endpoint.host, endpoint.port, timeout=app.settings.connect_timeout)
+    if not trust:
+        raise InputError(
+            f"{endpoint.host}:{endpoint.port}: host key unknown ({fingerprint(offered)}); "
+            "check it and pass --trust-host-key to record it, or give it with --host-key"
+        )
+    return offered
+
+
+@builders.command(name="add")
+@click.argument("name")
+@click.option("--host", required=True, help="Address of the builder.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--user", help="SSH user (default: the controller's user).")
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False), help="SSH private key.")
+@click.option("--python", "pythons", multiple=True, required=True, help="An interpreter on the builder.")
+@click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True)
+@click.option("--host-key", help='The builder\'s public host key, "TYPE BASE64".')
+@click.option("--trust-host-key", is_flag=True, help="Record the key the builder offers (first use).")
+@pass_app
+def builders_add(
+    app: App,
+    name: str,
+    host: str,
+    port: int,
+    user: str | None,
+    key_file: Path | None,
+    pythons: tuple[str, ...],
+    slots: int,
+    host_key: str | None,
+    trust_host_key: bool,
+) -> None:
+    """Register (or update) a builder: its interpreters' ABIs are probed on the builder."""
+    check_name(name)
+    for python in pythons:
+        check_python(python)
+    key = str(key_file.resolve()) if key_file else None
+    endpoint = Endpoint(host=host, port=port, user=user, key_file=key)
+    endpoint = dataclasses.replace(
+        endpoint, host_key=_host_key(app, name, endpoint, host_key, trust_host_key)
+    )
+    probe = probe_remote(app.settings, endpoint, pythons)
+    with app.session() as session:
+        state = register_remote(
+            session, name=name, host=host, port=port, user=user, key_file=key,
+            host_key=endpoint.host_key or "", slots=slots, info=probe.info, probes=probe.pythons,
+        )  # fmt: skip
+    tags = ", ".join(f"{p['python_tag']}-{p['abi_tag']}-{p['platform_tag']}" for p in probe.pythons.values())
+    out.print(f"{state} {name}: {tags}")
+
+
+def _builder_dict(builder: Builder) -> dict[str, Any]:
+    return {
+        "name": builder.name,
+        "host": builder.host,
+        "port": builder.port,
+        "user": builder.user,
+        "slots": builder.slots,
+        "healthy": builder.healthy,
+        "abis": sorted(p.abi.tag for p in builder.pythons),
+        "pythons": sorted(p.path for p in builder.pythons),
+        "free_mb": builder.info.get("free_mb"),
+        "load": builder.info.get("load"),
+        "checked_at": builder.info.get("checked_at"),
+        "last_error": builder.info.get("last_error"),
+    }
+
+
+@builders.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def builders_list(app: App, as_json: bool) -> None:
+    """Show the builders, their ABIs and health."""
+    with app.session() as session:
+        rows = [_builder_dict(b) for b in list_builders(session)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "address", "slots", "ABIs", "healthy", "free MB", "load")
+    for row in rows:
+        user = f"{row['user']}@" if row["user"] else ""
+        address = "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}"
+        health = "yes" if row["healthy"] else "no"
+        free, load = str(row["free_mb"] or "-"), str(row["load"] or "-")
+        table.add_row(row["name"], address, str(row["slots"]), ", ".join(row["abis"]), health, free, load)
+    out.print(table)
+
+
+@builders.command(name="remove")
+@click.argument("name")
+@pass_app
+def builders_remove(app: App, name: str) -> None:
+    """Forget a builder (its past builds stay recorded)."""
+    with app.session() as session:
+        remove_builder(session, name)
+    out.print(f"removed {name}")
+
+
+@builders.command(name="check")
+@click.argument("name", required=False)
+@pass_app
+def builders_check(app: App, name: str | None) -> None:
+    """Probe builders over SSH: ABIs, free disk, load, ccache; an unreachable one is reported."""
+    with app.session() as session:
+        targets = [
+            (remote_builder(b), sorted({p.path for p in b.pythons}))
+            for b in list_builders(session)
+            if b.host is not None and name in (None, b.name)
+        ]
+    if name is not None and not targets:
+        raise InputError(f"{name}: no such SSH builder")
+    for builder, pythons in targets:
+        try:
+            probe = probe_remote(app.settings, builder.endpoint, pythons)
+        except PiwheelsError as exc:
+            with app.session() as session:
+                row = session.get(Builder, builder.builder_id)
+                if row is not None:
+                    row.healthy = False
+                    row.info = {**row.info, "last_error": str(exc)}
+            out.print(f"[red]{builder.name}: unreachable[/]: {escape(str(exc))}")
+            continue
+        with app.session() as session:
+            row = session.get(Builder, builder.builder_id)
+            assert row is not None
+            row.info = {**row.info, **probe.info, "last_error": None}
+            row.healthy = True
+            row.retry_at = None
+            set_pythons(session, row, probe.pythons)
+        out.print(f"{builder.name}: ok, {probe.info['free_mb']} MB free, load {probe.info['load']}")

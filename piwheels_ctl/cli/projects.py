@@ -1,0 +1,245 @@
+"""Commands on the projects, the queue and the index: init, add, sync, status, publish, serve, ..."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .. import catalog
+from ..collector import inspect_wheel
+from ..database import upgrade
+from ..errors import InputError
+from ..models import Abi, Build, BuildStatus, File, Project, Version
+from ..publisher import publish as publish_index
+from ..queue import Job, pending
+from ..recorder import import_wheel
+from . import App, cli, err, out, pass_app
+
+
+@cli.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database, or upgrade it to this version's schema."""
+    db = app.database(checked=False)
+    before, head = upgrade(db.engine)
+    for folder in (app.settings.www_dir, app.settings.logs_dir, app.settings.work_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    state = "created" if before is None else ("upgraded" if before != head else "up to date")
+    out.print(f"database {state} (schema {head}) at {db.engine.url.render_as_string()}")
+
+
+@cli.command()
+@click.argument("specs", nargs=-1)
+@click.option("-r", "--requirement", "requirements", multiple=True, type=click.Path(path_type=Path),
+              help="Add the requirements of a pip requirements file (newest matching version).")  # fmt: skip
+@pass_app
+def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> None:
+    """Watch projects: NAME builds every version, NAME==VERSION that version."""
+    wanted = [catalog.parse_wanted(spec, "add") for spec in specs]
+    for path in requirements:
+        wanted += catalog.read_requirements(path)
+    if not wanted:
+        raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
+    with app.upstream() as upstream, app.session() as session:
+        added = catalog.add(session, upstream, wanted)
+    for name, versions in added:
+        out.print(f"{name}: " + (", ".join(versions) if versions else "all versions"))
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_app
+def remove(app: App, names: tuple[str, ...]) -> None:
+    """Stop building projects (their published wheels stay)."""
+    with app.session() as session:
+        for name in names:
+            catalog.remove(session, name)
+    out.print(f"removed {len(names)} project(s)")
+
+
+@cli.command()
+@click.option("--all", "everything", is_flag=True, help="Record every project name of the upstream.")
+@pass_app
+def sync(app: App, everything: bool) -> None:
+    """Refresh the versions of watched projects from the upstream."""
+    with app.upstream() as upstream:
+        if everything:
+            with app.session() as session:
+                added = catalog.sync_all(session, upstream)
+            out.print(f"{added} new project name(s) recorded")
+        with app.session() as session, err.status("syncing") as status:
+            changed, new = catalog.sync(session, upstream, lambda name: status.update(f"syncing {name}"))
+    out.print(f"{changed} project(s) changed, {new} new version(s)")
+
+
+def _parse_name(spec: str) -> tuple[str, str | None]:
+    name, _, version = spec.partition("==")
+    catalog.parse_wanted(name, spec)
+    return name.strip(), version.strip() or None
+
+
+@cli.command()
+@click.argument("spec")
+@pass_app
+def rebuild(app: App, spec: str) -> None:
+    """Build NAME[==VERSION] again, before everything else."""
+    name, version = _parse_name(spec)
+    with app.session() as session:
+        count = catalog.rebuild(session, name, version)
+    out.print(f"{count} version(s) of {name} queued for a rebuild")
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--reason", required=True, help="Why it must not be built (shown in status).")
+@pass_app
+def skip(app: App, spec: str, reason: str) -> None:
+    """Never build NAME[==VERSION]."""
+    name, version = _parse_name(spec)
+    with app.session() as session:
+        count = catalog.skip(session, name, version, reason)
+    out.print(f"skipping {name}" + (f"=={version}" if version else f" ({count} version(s))"))
+
+
+def _job_dict(job: Job) -> dict[str, Any]:
+    return {"name": job.name, "version": job.version, "abi": job.abi, "priority": job.priority}
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def queue(app: App, limit: int, as_json: bool) -> None:
+    """Show what still needs a build, in build order."""
+    app.refresh_local_builder()
+    with app.session() as session:
+        jobs = list(pending(session, limit=limit))
+    if as_json:
+        click.echo(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return
+    table = Table("project", "version", "ABI", "priority")
+    for job in jobs:
+        table.add_row(job.name, job.version, job.abi, str(job.priority))
+    out.print(table if jobs else "the queue is empty")
+
+
+def _status(session: Session) -> dict[str, Any]:
+    def count(query: Any) -> int:
+        return int(session.scalar(query) or 0)
+
+    builds = dict(session.execute(select(Build.status, func.count()).group_by(Build.status)).tuples().all())
+    reasons = dict(
+        session.execute(
+            select(Build.failure_reason, func.count())
+            .where(Build.status == BuildStatus.FAILED)
+            .group_by(Build.failure_reason)
+        )
+        .tuples()
+        .all()
+    )
+    return {
+        "projects": count(select(func.count()).select_from(Project)),
+        "watched": count(select(func.count()).where(Project.watched)),
+        "versions": count(select(func.count()).select_from(Version)),
+        "abis": [a.tag for a in session.scalars(select(Abi).where(Abi.active).order_by(Abi.tag))],
+        "builds": {status.value: builds.get(status, 0) for status in BuildStatus},
+        "failures": {str(k): v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
+        "files": count(select(func.count()).select_from(File)),
+        "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
+        "pending": sum(1 for _ in pending(session)),
+    }
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_app
+def status(app: App, as_json: bool) -> None:
+    """Counts of projects, versions, builds, files and the queue."""
+    app.refresh_local_builder()
+    with app.session() as session:
+        info = _status(session)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version")
+@pass_app
+def logs(app: App, name: str, version: str) -> None:
+    """Print the logs of the builds of NAME VERSION, newest first."""
+    with app.session() as session:
+        _project, versions = catalog.find(session, name, version)
+        builds = sorted(versions[0].builds, key=lambda b: (b.started_at, b.id), reverse=True)
+        entries = [(b.abi.tag, b.status.value, b.failure_reason, b.log_path) for b in builds]
+    if not entries:
+        raise InputError(f"{name} {version}: no builds yet")
+    for tag, state, reason, path in entries:
+        click.echo(f"==> {name} {version} {tag}: {state}" + (f" ({reason})" if reason else ""))
+        if path is None:
+            click.echo("(no log)")
+            continue
+        with gzip.open(app.settings.logs_dir / path, "rt", encoding="utf-8", errors="replace") as f:
+            sys.stdout.write(f.read())
+
+
+@cli.command(name="import")
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@pass_app
+def import_(app: App, wheels: tuple[Path, ...]) -> None:
+    """Add wheels built elsewhere to the index (checked first, all or nothing per wheel)."""
+    verified = []
+    for path in wheels:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        verified.append(inspect_wheel(path))
+    db = app.database()
+    for wheel in verified:
+        import_wheel(db, app.settings.www_dir, wheel)
+        out.print(f"imported {wheel.filename}")
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Rewrite every page, not only what changed.")
+@pass_app
+def publish(app: App, full: bool) -> None:
+    """Write the static index under <data dir>/www from the database."""
+    with app.session() as session:
+        result = publish_index(session, app.settings.www_dir, full=full)
+    out.print(
+        f"published {result.projects_written} project page(s)"
+        + (", root index rewritten" if result.root_written else "")
+        + f" in {app.settings.www_dir}"
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Serve the index (for one machine; a farm uses nginx)."""
+    from ..server import serve as serve_index
+
+    www = app.settings.www_dir
+    if not (www / "simple").is_dir():
+        raise InputError(f"{www}: nothing published yet (run 'piwheels-ctl publish')")
+    err.print(f"serving {www} on http://{host}:{port}/simple/")
+    serve_index(www, host, port)
