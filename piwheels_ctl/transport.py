@@ -16,6 +16,7 @@ import select
 import shlex
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,7 +210,9 @@ class Connection:
                     out.append(chan.recv(1 << 16))
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(1 << 16))
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                # The exit status may come before the last output: wait for the end of the data too.
+                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+                if chan.exit_status_ready() and chan.eof_received and drained:
                     break
                 if not self.transport.is_active() or (chan.closed and not chan.exit_status_ready()):
                     raise TransportError(f"{label}: connection dropped during {argv[0]!r}")
@@ -248,6 +251,15 @@ def write_known_hosts(path: Path, endpoints: Iterable[Endpoint]) -> None:
     temp.replace(path)
 
 
+def _control_dir() -> Path:
+    """A folder only this user can enter, short enough for the sockets of ssh's master connections."""
+    folder = Path(tempfile.gettempdir()) / f"piwheels-ssh-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+        raise TransportError(f"{folder}: not a private folder of this user; remove it")
+    return folder
+
+
 def rsync_pull(
     endpoint: Endpoint, remote_dir: str, local_dir: Path, *, timeout: float, known_hosts: Path
 ) -> None:
@@ -260,7 +272,11 @@ def rsync_pull(
         raise TransportError(f"{endpoint.label}: refusing remote folder {remote_dir!r}")
     ssh = ["ssh", "-p", str(endpoint.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
-           "-o", f"ConnectTimeout={max(1, int(timeout))}"]  # fmt: skip
+           "-o", f"ConnectTimeout={max(1, int(timeout))}",
+           # One master connection per builder, kept for a minute: a transfer then costs no
+           # key exchange, which is most of the controller's work per job.
+           "-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir()}/%C",
+           "-o", "ControlPersist=60"]  # fmt: skip
     if endpoint.key_file:
         ssh += ["-i", endpoint.key_file, "-o", "IdentitiesOnly=yes"]
     target = f"{endpoint.user}@{endpoint.host}" if endpoint.user else endpoint.host
