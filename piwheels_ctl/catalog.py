@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -16,7 +17,9 @@ from sqlalchemy.orm import Session
 from .errors import InputError
 from .models import Build, Coverage, Project, utcnow
 from .models import Version as VersionRow
-from .upstream import ProjectPage, Upstream
+
+if TYPE_CHECKING:
+    from .upstream import ProjectPage, Upstream
 
 BINARY_ONLY = "binary only"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from .errors import ConfigError
 
@@ -19,6 +18,7 @@ else:  # pragma: no cover - exercised on older controllers only
     import tomli as tomllib
 
 ENV_PREFIX = "PIWHEELS_"
+PYPI = "pypi"  # the upstream named, not spelled out: PyPI's simple index
 # Variables of ours that are not settings: where the config file is.
 ENV_NOT_SETTINGS = frozenset({"PIWHEELS_CONFIG"})
 
@@ -30,7 +30,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(default=Path("piwheels-data"))
     database_url: str | None = None
-    upstream: str = PYPI_SIMPLE_ENDPOINT
+    upstream: str = PYPI  # or any PEP 691/503 index URL, or a folder of sdists
     build_index_url: str | None = None
     find_links: list[str] = Field(default_factory=list)
     pythons: list[str] = Field(default_factory=lambda: [sys.executable])
@@ -51,8 +51,8 @@ class Settings(BaseModel):
     @field_validator("upstream", "build_index_url")
     @classmethod
     def _index_location(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+        if value is None or value == PYPI:
+            return value
         if value.startswith(("http://", "https://")):
             return value if value.endswith("/") else value + "/"
         path = Path(value.removeprefix("file://")).expanduser()
@@ -73,9 +73,18 @@ class Settings(BaseModel):
         return f"sqlite:///{self.data_dir.resolve() / 'piwheels.db'}"
 
     @property
+    def upstream_url(self) -> str:
+        """The upstream index URL (or folder); "pypi" stands for PyPI's simple index."""
+        if self.upstream == PYPI:
+            from pypi_simple import PYPI_SIMPLE_ENDPOINT  # a heavy import: only when needed
+
+            return PYPI_SIMPLE_ENDPOINT
+        return self.upstream
+
+    @property
     def upstream_is_local(self) -> bool:
         """True when the upstream is a folder of sdists rather than an index URL."""
-        return not self.upstream.startswith(("http://", "https://"))
+        return not self.upstream_url.startswith(("http://", "https://"))
 
     @property
     def www_dir(self) -> Path:

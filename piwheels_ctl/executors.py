@@ -71,8 +71,8 @@ class Executor(Protocol):
 def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
     """The index URL and find-links a build's pip uses."""
     if settings.upstream_is_local:
-        return settings.build_index_url, [settings.upstream, *settings.find_links]
-    return settings.build_index_url or settings.upstream, list(settings.find_links)
+        return settings.build_index_url, [settings.upstream_url, *settings.find_links]
+    return settings.build_index_url or settings.upstream_url, list(settings.find_links)
 
 
 def mark_failed(executor: Executor) -> None:

@@ -23,8 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-import paramiko
+if TYPE_CHECKING:
+    import paramiko
 
 from .errors import PiwheelsError
 
@@ -88,6 +90,8 @@ def _socket(endpoint: Endpoint, timeout: float) -> socket.socket:
 
 def scan_host_key(host: str, port: int, *, timeout: float = 10.0) -> str:
     """The host key a server offers, "TYPE BASE64", for trust on first use."""
+    import paramiko  # on first use: a farm of only the local builder never pays for it
+
     endpoint = Endpoint(host, port)
     transport = paramiko.Transport(_socket(endpoint, timeout))
     try:
@@ -100,6 +104,8 @@ def scan_host_key(host: str, port: int, *, timeout: float = 10.0) -> str:
 
 
 def _expected_key(endpoint: Endpoint) -> paramiko.PKey:
+    import paramiko
+
     if not endpoint.host_key:
         raise HostKeyError(f"{endpoint.label}: host key unknown: use --trust-host-key or --host-key")
     try:
@@ -118,6 +124,8 @@ class Connection:
     """
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 10.0) -> None:
+        import paramiko
+
         self.endpoint = endpoint
         expected = _expected_key(endpoint)
         sock = _socket(endpoint, connect_timeout)
@@ -192,6 +200,8 @@ class Connection:
         stdin: bytes | None = None,
     ) -> CommandResult:
         """Run ``argv`` on the builder; TransportError if the connection fails or time runs out."""
+        import paramiko
+
         label = self.endpoint.label
         deadline = time.monotonic() + timeout
         try:
@@ -231,6 +241,8 @@ class Connection:
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
         """Write ``data`` to ``remote_path`` on the builder, under a temp name first, then renamed."""
+        import paramiko
+
         temp = f"{remote_path}.tmp-{os.getpid()}-{threading.get_ident()}"
         try:
             with self._sftp_lock, self.client.open_sftp() as sftp:

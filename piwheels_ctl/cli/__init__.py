@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -18,7 +19,9 @@ from ..builders import ensure_local
 from ..config import Settings, load_settings
 from ..database import Database, check_schema
 from ..errors import PiwheelsError
-from ..upstream import Upstream
+
+if TYPE_CHECKING:
+    from ..upstream import Upstream
 
 err = Console(stderr=True)
 out = Console()
@@ -57,7 +60,9 @@ class App:
                 ensure_local(session, self.settings.pythons, self.settings.slots)
 
     def upstream(self) -> Upstream:
-        return Upstream(self.settings.upstream, timeout=self.settings.http_timeout)
+        from ..upstream import Upstream  # pulls in the HTML/JSON parsers: only when needed
+
+        return Upstream(self.settings.upstream_url, timeout=self.settings.http_timeout)
 
     def close(self) -> None:
         if self._db is not None:
