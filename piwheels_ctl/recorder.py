@@ -131,13 +131,9 @@ def record_success(
     """Record a successful build; False if the build was handed back meanwhile (lease lost)."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
-        build = session.get(Build, build_id)
-        if build is None or build.status is not BuildStatus.BUILDING:
+        build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log)
+        if build is None:
             raise _LeaseLost
-        build.status = BuildStatus.SUCCESS
-        build.duration = duration
-        build.lease_expires = None
-        build.log_path = store_log(logs_dir, build, log)
         return build.version, build
 
     try:
@@ -157,16 +153,26 @@ def record_failure(
 ) -> bool:
     """Record a failed build with its reason; False if the build was handed back meanwhile."""
     with db.session() as session:
-        build = session.get(Build, build_id)
-        if build is None or build.status is not BuildStatus.BUILDING:
+        build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log)
+        if build is None:
             return False
-        build.status = BuildStatus.FAILED
-        build.duration = duration
-        build.lease_expires = None
         build.failure_reason = failure.reason
         build.failure_detail = failure.detail
-        build.log_path = store_log(logs_dir, build, log)
     return True
+
+
+def _finish(
+    session: Session, build_id: int, status: BuildStatus, duration: float, logs_dir: Path, log: Path | None
+) -> Build | None:
+    """End a build still ours (None if it was handed back meanwhile), storing its log."""
+    build = session.get(Build, build_id)
+    if build is None or build.status is not BuildStatus.BUILDING:
+        return None
+    build.status = status
+    build.duration = duration
+    build.lease_expires = None
+    build.log_path = store_log(logs_dir, build, log)
+    return build
 
 
 class _LeaseLost(Exception):
