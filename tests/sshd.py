@@ -112,8 +112,12 @@ class SshHost:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-def start_ssh_host(root: Path, address: str, user: str) -> SshHost:
-    """A new sshd host for ``user`` on ``address`` (any 127.x.y.z), started and ready."""
+def start_ssh_host(root: Path, address: str, user: str, *, admit_root: bool = False) -> SshHost:
+    """A new sshd host for ``user`` on ``address`` (any 127.x.y.z), started and ready.
+
+    With ``admit_root``, root may log in too with the same client key (Ansible converges as
+    root), and ``user`` also with the keys in its own ``~/.ssh/authorized_keys``.
+    """
     folder = root / f"sshd-{address}"
     folder.mkdir(parents=True, exist_ok=True)
     home = root / "home" / user
@@ -126,21 +130,23 @@ def start_ssh_host(root: Path, address: str, user: str) -> SshHost:
     public = _keygen(client_key, f"client of {address}")
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(public + "\n")
-    for path in (ssh_dir, ssh_dir / "authorized_keys"):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    keys = folder / "keys"
+    keys.mkdir(exist_ok=True)
+    for who in (user, "root"):
+        (keys / who).write_text(public + "\n")
+    os.chown(ssh_dir, entry.pw_uid, entry.pw_gid)
     port = _free_port(address)
     (folder / "sshd_config").write_text(
         f"""ListenAddress {address}:{port}
 HostKey {folder / "host_key"}
 PidFile {folder / "sshd.pid"}
-AuthorizedKeysFile {ssh_dir / "authorized_keys"}
+AuthorizedKeysFile {keys}/%u .ssh/authorized_keys
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-AllowUsers {user}
-PermitRootLogin no
+AllowUsers {user}{" root" if admit_root else ""}
+PermitRootLogin {"prohibit-password" if admit_root else "no"}
 MaxSessions 100
 MaxStartups 100
 Subsystem sftp internal-sftp
