@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -118,7 +119,7 @@ def _inventory(root: Path, hosts: dict[str, SshHost], upstream: str, http_port: 
             "builder_home": str(host.home),
             "builder_build_deps": [],
             "builder_host_key_file": str(host.folder / "host_key.pub"),
-            "builder_slots": 2,
+            "builder_slots": 1,  # so that two jobs need two builders
             "builder_controller": controller,
             "builder_controller_key": f"{master_home}/.ssh/id_ed25519",
         }
@@ -203,6 +204,13 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
     assert site.controller("add", "pure-ok", "c-ext").returncode == 0
     run = site.controller("run")
     assert "built 2, failed 0" in run.stdout, run.stdout + run.stderr
+    db = sqlite3.connect(site.root / "data" / "piwheels.db")
+    try:
+        query = "SELECT b.name FROM builds JOIN builders b ON b.id = builder_id"
+        used = {name for (name,) in db.execute(query)}
+    finally:
+        db.close()
+    assert len(used) == 2, used
     assert site.controller("publish").returncode == 0
     port = yaml.safe_load(site.inventory.read_text())["all"]["children"]["master"]["hosts"]["master1"][
         "master_http_port"
