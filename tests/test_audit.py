@@ -46,3 +46,24 @@ def test_audit_reports_each_kind_and_fix_repairs_them(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "quarantine" / "two" / orphan.name).exists()
     assert "no disagreement" in piwheels(env, "audit").stdout
     assert [f["filename"] for f in json.loads(page.read_text())["files"]] == ["two-1.0-py3-none-any.whl"]
+
+
+def test_the_cli_works_the_same_on_both_databases(tmp_path: Path, database_url: str) -> None:
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    env = clean_env(
+        PIWHEELS_DATA_DIR=str(tmp_path / "data"),
+        PIWHEELS_UPSTREAM=str(upstream),
+        PIWHEELS_DATABASE_URL=database_url,
+    )
+    assert "database created" in piwheels(env, "init").stdout
+    assert "up to date" in piwheels(env, "init").stdout
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    piwheels(env, "import", str(make_wheel(dist, "one", "1.0")), str(make_wheel(dist, "one", "2.0")))
+    assert "published 1 project page(s)" in piwheels(env, "publish").stdout
+    assert "no disagreement" in piwheels(env, "audit", "--deep").stdout
+    status = json.loads(piwheels(env, "status", "--json").stdout)
+    assert (status["projects"], status["versions"], status["files"]) == (1, 2, 2)
+    page = json.loads((tmp_path / "data" / "www" / "simple" / "one" / "index.json").read_text())
+    assert page["versions"] == ["1.0", "2.0"]
