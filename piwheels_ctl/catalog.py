@@ -11,11 +11,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .errors import InputError
-from .models import Build, Coverage, Project, utcnow
+from .models import Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
 
 if TYPE_CHECKING:
@@ -229,11 +229,15 @@ def skip(session: Session, name: str, version: str | None, reason: str) -> int:
 
 
 def rebuild(session: Session, name: str, version: str | None) -> int:
-    """Put versions back in the queue, first: their builds are forgotten, their wheels stay served."""
+    """Put versions back in the queue, first; their finished builds stay as history, their wheels served."""
     _project_row, versions = find(session, name, version)
     ids = [v.id for v in versions if v.sdist_url]
     session.execute(delete(Coverage).where(Coverage.version_id.in_(ids)))
-    session.execute(delete(Build).where(Build.version_id.in_(ids)))
+    session.execute(
+        update(Build)
+        .where(Build.version_id.in_(ids), Build.status != BuildStatus.BUILDING)
+        .values(superseded=True)
+    )
     for row in versions:
         if row.id in ids:
             row.priority = max(row.priority, 1)

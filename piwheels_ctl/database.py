@@ -44,7 +44,8 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _alembic_config(engine: Engine) -> AlembicConfig:
+def alembic_config(engine: Engine) -> AlembicConfig:
+    """Alembic settings for running this package's migrations on ``engine``."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -53,7 +54,7 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:
     """The database's schema revision (None when empty) and this code's newest revision."""
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     assert head is not None
     try:
         with engine.connect() as conn:
@@ -64,7 +65,7 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
 
 
 def _check_known(engine: Engine, current: str | None) -> None:
-    script = ScriptDirectory.from_config(_alembic_config(engine))
+    script = ScriptDirectory.from_config(alembic_config(engine))
     if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
         raise DatabaseError(
             f"the database schema ({current}) is newer than this piwheels-ctl knows; upgrade piwheels-ctl"
@@ -76,7 +77,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     current, head = schema_state(engine)
     _check_known(engine, current)
     if current != head:
-        command.upgrade(_alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine), "head")
     return current, head
 
 

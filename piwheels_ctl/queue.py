@@ -70,7 +70,9 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
             Version.sdist_url.is_not(None),
             or_(Version.yanked == false(), Version.priority > 0),
             ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
-            ~exists().where(Build.version_id == Version.id, Build.abi_id == Abi.id),
+            ~exists().where(
+                Build.version_id == Version.id, Build.abi_id == Abi.id, Build.superseded == false()
+            ),
         )
         .order_by(
             Version.priority.desc(),

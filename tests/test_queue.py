@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from piwheels_ctl import catalog
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, Version
 from piwheels_ctl.queue import claim, pending, reclaim
@@ -132,3 +133,19 @@ def test_reclaim_hands_back_expired_and_orphaned_leases(db: Database) -> None:
         assert reclaim(session) == 2
         assert session.scalars(select(Build.id)).all() == [live.id]
         assert live.status is BuildStatus.BUILDING
+
+
+def test_rebuild_queues_again_and_keeps_the_old_build(db: Database) -> None:
+    with db.session() as session:
+        _project, versions, _abis = _setup(session)
+        for job in list(pending(session)):
+            build = claim(session, job, builder_id=None, lease=timedelta(hours=1))
+            build.status = BuildStatus.SUCCESS
+        session.flush()
+        assert _pairs(session) == []
+        assert catalog.rebuild(session, "demo", "2.0") == 1
+        session.flush()
+        assert _pairs(session) == [("2.0", "cp311"), ("2.0", "pp39")]
+        assert versions["2.0"].priority == 1
+        old = session.scalars(select(Build).where(Build.version_id == versions["2.0"].id)).all()
+        assert len(old) == 2 and all(b.superseded for b in old)

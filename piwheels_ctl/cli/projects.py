@@ -188,7 +188,7 @@ def logs(app: App, name: str, version: str) -> None:
     with app.session() as session:
         _project, versions = catalog.find(session, name, version)
         builds = sorted(versions[0].builds, key=lambda b: (b.started_at, b.id), reverse=True)
-        entries = [(b.abi.tag, b.status.value, b.failure_reason, b.log_path) for b in builds]
+        entries = [(b.abi.tag, _state(b), b.failure_reason, b.log_path) for b in builds]
     if not entries:
         raise InputError(f"{name} {version}: no builds yet")
     for tag, state, reason, path in entries:
@@ -198,6 +198,10 @@ def logs(app: App, name: str, version: str) -> None:
             continue
         with gzip.open(app.settings.logs_dir / path, "rt", encoding="utf-8", errors="replace") as f:
             sys.stdout.write(f.read())
+
+
+def _state(build: Build) -> str:
+    return f"{build.status.value}, superseded" if build.superseded else build.status.value
 
 
 @cli.command(name="import")

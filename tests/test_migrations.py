@@ -1,0 +1,40 @@
+"""Every schema change is a migration: the migrated schema is the models' schema, and old data survives."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from piwheels_ctl.database import Database, alembic_config
+from piwheels_ctl.models import Base
+
+FIRST_SCHEMA_ROWS = [
+    "INSERT INTO projects (id, name, display_name, watched, dirty) VALUES (1, 'a', 'a', true, false)",
+    "INSERT INTO versions (id, project_id, version, yanked, priority) VALUES (1, 1, '1.0', false, 0)",
+    "INSERT INTO abis (id, tag, python_tag, abi_tag, platform_tag, active)"
+    " VALUES (1, 't', 'cp311', 'cp311', 'linux_x86_64', true)",
+    "INSERT INTO builds (id, version_id, abi_id, status, started_at)"
+    " VALUES (1, 1, 1, 'success', CURRENT_TIMESTAMP)",
+]
+
+
+def test_migrations_build_exactly_the_models_schema(db: Database) -> None:
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_from_the_first_schema_keeps_builds(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        command.upgrade(alembic_config(database.engine), "0001")
+        with database.engine.begin() as conn:
+            for statement in FIRST_SCHEMA_ROWS:
+                conn.execute(text(statement))
+        command.upgrade(alembic_config(database.engine), "head")
+        with database.engine.connect() as conn:
+            assert conn.execute(text("SELECT id, superseded FROM builds")).all() == [(1, False)]
+    finally:
+        database.dispose()
