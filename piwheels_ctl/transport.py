@@ -1,9 +1,10 @@
 """The only code that speaks SSH (paramiko) or runs rsync: connections to builders, checked keys.
 
-paramiko is used directly rather than through Fabric: a build farm needs exactly one thing from
-SSH, many short commands on one kept-open connection from several threads, and paramiko's
-channels give that with an explicit socket (TCP_NODELAY), an explicit host key and no shell
-quoting done behind our back.
+paramiko is used directly because Fabric gets in the way of each thing a farm needs from SSH:
+``fabric.Connection`` trusts any host key (``AutoAddPolicy``) and reads ``~/.ssh/config``; its
+``env=`` values reach the remote shell unquoted; and every ``run()`` goes through invoke's
+runner, with threads per command, 10 ms polling and our own stdin read by default. Many short
+commands on one kept-open connection, from several threads, is what paramiko's channels give.
 """
 
 from __future__ import annotations
@@ -118,9 +119,10 @@ def _expected_key(endpoint: Endpoint) -> paramiko.PKey:
 class Connection:
     """One SSH connection to a builder, reused across jobs.
 
-    Thread-safe: several jobs may run commands at once, each on its own channel. A command
-    past its time limit has its channel closed; the agent kills its own build's process group
-    at the build's time limit, so nothing outlives it for long.
+    Thread-safe: several jobs may run commands at once, each on its own channel (sshd's
+    MaxSessions, 10 by default, must allow a builder's slots). A command past its time limit has
+    its channel closed; one that keeps writing then dies, a silent one may run on: the agent
+    kills its own build's process group at the build's time limit, so none outlives that.
     """
 
     def __init__(self, endpoint: Endpoint, *, connect_timeout: float = 10.0) -> None:
@@ -155,10 +157,6 @@ class Connection:
             ) from None
         except paramiko.SSHException as exc:
             client.close()
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(
-                    f"{endpoint.label}: offers a host key of another type than recorded"
-                ) from None
             raise TransportError(f"{endpoint.label}: SSH failed: {exc}") from None
         except (OSError, EOFError) as exc:
             client.close()
@@ -168,7 +166,6 @@ class Connection:
         assert transport is not None
         transport.set_keepalive(15)
         self.transport = transport
-        self._sftp_lock = threading.Lock()
 
     def __enter__(self) -> Connection:
         return self
@@ -213,7 +210,9 @@ class Connection:
         try:
             chan.exec_command(self.command_line(argv, env))
             if stdin:
+                chan.settimeout(max(0.1, deadline - time.monotonic()))  # a stalled reader cannot hold us
                 chan.sendall(stdin)
+                chan.settimeout(None)
             chan.shutdown_write()
             while True:
                 while chan.recv_ready():
@@ -245,7 +244,7 @@ class Connection:
 
         temp = f"{remote_path}.tmp-{os.getpid()}-{threading.get_ident()}"
         try:
-            with self._sftp_lock, self.client.open_sftp() as sftp:
+            with self.client.open_sftp() as sftp:
                 with sftp.open(temp, "wb") as f:
                     f.write(data)
                 sftp.chmod(temp, mode)
@@ -282,12 +281,15 @@ def rsync_pull(
     """
     if not REMOTE_DIR.match(remote_dir) or "/../" in f"{remote_dir}/" or "/./" in f"{remote_dir}/":
         raise TransportError(f"{endpoint.label}: refusing remote folder {remote_dir!r}")
+    # %C covers host, port and user; the key and the known_hosts file must match too, or a
+    # second controller would ride on a connection whose host key it never checked itself.
+    scope = hashlib.sha256(f"{known_hosts}\0{endpoint.key_file}".encode()).hexdigest()[:12]
     ssh = ["ssh", "-p", str(endpoint.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
            "-o", f"ConnectTimeout={max(1, int(timeout))}",
            # One master connection per builder, kept for a minute: a transfer then costs no
            # key exchange, which is most of the controller's work per job.
-           "-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir()}/%C",
+           "-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir()}/{scope}-%C",
            "-o", "ControlPersist=60"]  # fmt: skip
     if endpoint.key_file:
         ssh += ["-i", endpoint.key_file, "-o", "IdentitiesOnly=yes"]
