@@ -11,20 +11,26 @@ today's Python: no f-strings, no annotations (type comments only), no pathlib.
 from __future__ import absolute_import, division, print_function
 
 import argparse
-import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import platform
+import re
 import shutil
-import signal
+import stat
 import struct
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
+
+if __package__:  # the local builder: imported as part of piwheels_ctl
+    from . import buildnet, sandbox
+else:  # on a builder: the files sent beside this one
+    import buildnet  # type: ignore[import-not-found, no-redef]
+    import sandbox  # type: ignore[import-not-found, no-redef]
 
 try:
     from typing import Any, Dict, List, Optional  # noqa: F401 - used in type comments
@@ -47,7 +53,11 @@ PASS_ENV = (
     "REQUESTS_CA_BUNDLE",
     "PIP_CERT",
 )
-KILL_GRACE = 5.0
+# Project names and versions as the controller sends them (canonical names, PEP 440 versions):
+# nothing a shell or a path could misread, checked again here.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+# The files the controller sends to a builder: this one and the modules it imports.
+MODULES = ("agent.py", "sandbox.py", "buildnet.py")
 
 
 def probe():
@@ -102,15 +112,15 @@ def _makedirs(path):
             raise
 
 
-def build_env(work, work_root, ccache_dir, index_url, find_links):
-    # type: (str, str, Optional[str], Optional[str], List[str]) -> Dict[str, str]
+def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
+    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str]) -> Dict[str, str]
     """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit."""
     env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
         {
-            "HOME": os.path.join(work, "home"),
-            "TMPDIR": os.path.join(work, "tmp"),
+            "HOME": os.path.join(box, "home"),
+            "TMPDIR": os.path.join(box, "tmp"),
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
             # The builder's own pip settings must not change what gets built or from where.
@@ -126,11 +136,14 @@ def build_env(work, work_root, ccache_dir, index_url, find_links):
         env["PIP_NO_INDEX"] = "1"
     if find_links:
         env["PIP_FIND_LINKS"] = " ".join(find_links)
-    if ccache_dir:
+    if ccache_dir and project_cache:
         masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
         if masquerade:
             env["PATH"] = masquerade[0] + os.pathsep + env["PATH"]
-        env["CCACHE_DIR"] = ccache_dir
+        env["CCACHE_DIR"] = project_cache
+        conf = os.path.join(ccache_dir, "ccache.conf")
+        if os.path.exists(conf):
+            env["CCACHE_CONFIGPATH"] = conf  # the size limit the controller set, read-only
         # pip builds in a randomly named folder and -g puts the folder into the object
         # files: without these two every rebuild misses the cache.
         env["CCACHE_NOHASHDIR"] = "1"
@@ -140,61 +153,49 @@ def build_env(work, work_root, ccache_dir, index_url, find_links):
     return env
 
 
-def _limit(memory_mb):
-    # type: (int) -> Any
-    def preexec():
-        # type: () -> None
-        os.setsid()  # its own process group, so a time-out kills everything it started
-        if memory_mb > 0:
-            import resource
-
-            limit = memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return preexec
-
-
-def _kill_group(pid):
-    # type: (int) -> None
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass  # the group is gone already
+def _allowed_hosts(urls):
+    # type: (List[str]) -> List[str]
+    """ "host:port" of every URL a build's pip is told to use: the proxy lets these through."""
+    hosts = []
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            continue
+        hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if ":" not in hostport.rsplit("]", 1)[-1]:
+            hostport += ":443" if scheme == "https" else ":80"
+        hosts.append(hostport.replace("[", "").replace("]", "") if hostport.count(":") > 1 else hostport)
+    return hosts
 
 
-def _wait(proc, timeout):
-    # type: (subprocess.Popen[bytes], float) -> bool
-    """Wait for ``proc`` at most ``timeout`` seconds; True if it had to be killed."""
-    deadline = time.time() + timeout
-    while proc.poll() is None:
-        if time.time() >= deadline:
-            with contextlib.suppress(OSError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            grace = time.time() + KILL_GRACE
-            while proc.poll() is None and time.time() < grace:
-                time.sleep(0.05)
-            _kill_group(proc.pid)
-            proc.wait()
-            return True
-        time.sleep(0.02)
-    return False
+def _sweep(work_root):
+    # type: (str) -> None
+    """Remove the folders of builds whose agent is gone (killed): nobody holds their lock."""
+    for entry in os.listdir(work_root):
+        folder = os.path.join(work_root, entry)
+        if not entry.startswith("build-") or not os.path.isdir(folder):
+            continue
+        try:
+            with open(os.path.join(folder, ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            continue  # a build in progress
+        sandbox.remove_tree(folder)
 
 
-def cap_log(path, max_bytes):
-    # type: (str, int) -> None
-    """Keep the head and the tail of a log larger than ``max_bytes`` (the cause is at the end)."""
-    size = os.path.getsize(path)
-    if size <= max_bytes:
-        return
-    head_size = max_bytes // 4
-    tail_size = max_bytes - head_size
-    with open(path, "rb") as f:
-        head = f.read(head_size)
-        f.seek(size - tail_size)
-        tail = f.read()
-    marker = ("\n[... %d bytes cut by piwheels-ctl ...]\n" % (size - head_size - tail_size)).encode()
-    with open(path, "wb") as f:
-        f.write(head + marker + tail)
+def _collect(wheels, outbox):
+    # type: (str, str) -> List[Dict[str, Any]]
+    """Move the wheels a build left into the outbox: regular files only, never a link."""
+    files = []
+    for filename in sorted(os.listdir(wheels)):
+        source = os.path.join(wheels, filename)
+        st = os.lstat(source)
+        if not filename.endswith(".whl") or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            continue
+        target = os.path.join(outbox, filename)
+        shutil.copyfile(source, target)
+        files.append({"name": filename, "size": os.path.getsize(target), "sha256": sha256_file(target)})
+    return files
 
 
 def build(
@@ -212,74 +213,125 @@ def build(
     ccache_dir=None,  # type: Optional[str]
     on_start=None,  # type: Any
     min_free_mb=0,  # type: int
+    sandbox_kind="auto",  # type: str
+    build_user=None,  # type: Optional[str]
+    max_procs=1024,  # type: int
 ):
     # type: (...) -> Dict[str, Any]
-    """Build NAME==VERSION with ``python`` into ``outbox``; return the result the controller reads.
+    """Build NAME==VERSION with ``python`` in a sandbox into ``outbox``; return the controller's result.
 
     ``on_start`` is called with the pid of the build's process group. A result with status
-    "error" is the builder's fault (too little disk), not the project's: build it elsewhere.
+    "error" is the builder's fault (no sandbox, too little disk), not the project's: build it
+    elsewhere.
     """
+    if not SAFE_NAME.match(name) or not SAFE_NAME.match(version):
+        return builder_error("refused: %r %r is not a project name and version" % (name, version))
     _makedirs(work_root)
     _makedirs(outbox)
     free_mb = free_space_mb(work_root)
     if free_mb < min_free_mb:
         return builder_error("disk full: %d MB free in %s, %d MB needed" % (free_mb, work_root, min_free_mb))
+    try:
+        kind = sandbox.choose(sandbox_kind, build_user)[0]
+        user = sandbox.build_user_entry(build_user) if os.geteuid() == 0 else None
+    except sandbox.SandboxError as exc:
+        return builder_error("sandbox: %s" % (exc,))
+    _sweep(work_root)
     work = tempfile.mkdtemp(prefix="build-", dir=work_root)
-    wheels = os.path.join(work, "wheels")
-    for sub in ("home", "tmp", wheels):
-        _makedirs(os.path.join(work, sub))
-    env = build_env(work, work_root, ccache_dir, index_url, list(find_links))
+    # Held while the build runs: a later agent removes the folders whose lock nobody holds.
+    with open(os.path.join(work, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # Builds of the "user" kind take turns: ending one ends every process of the build user.
+        with open(os.path.join(work_root, ".user-kind.lock"), "a") as turn:
+            if kind == "user":
+                fcntl.flock(turn, fcntl.LOCK_EX)
+            try:
+                return _build(python, name, version, outbox, log_path, work, work_root, timeout,
+                              memory_mb, log_max_bytes, index_url, list(find_links), ccache_dir,
+                              on_start, min_free_mb, kind, user, max_procs)  # fmt: skip
+            finally:
+                sandbox.remove_tree(work)
+
+
+def _build(python, name, version, outbox, log_path, work, work_root, timeout, memory_mb, log_max_bytes,
+           index_url, find_links, ccache_dir, on_start, min_free_mb, kind, user, max_procs):  # fmt: skip
+    # type: (str, str, str, str, str, str, str, float, int, int, Optional[str], List[str], Optional[str], Any, int, str, Any, int) -> Dict[str, Any]
+    box = os.path.join(work, "build")  # the only folder the build may write to
+    wheels = os.path.join(box, "wheels")
+    for sub in (box, os.path.join(box, "home"), os.path.join(box, "tmp"), wheels):
+        _makedirs(sub)
+    os.chmod(work, 0o711)  # noqa: S103 - a build user passes through to its own folder, sees nothing else here
+    project_cache = None
+    if ccache_dir:
+        # One cache per project: a build can poison only its own project's cached objects.
+        project_cache = os.path.join(ccache_dir, "projects", name.lower())
+        _makedirs(project_cache)
+    if user is not None:  # the agent is root: the build user owns the build's folders
+        for folder in [box, project_cache] + [os.path.join(box, d) for d in os.listdir(box)]:
+            if folder:
+                os.lchown(folder, user.pw_uid, user.pw_gid)
+    env = build_env(box, work_root, ccache_dir, project_cache, index_url, find_links)
     command = [
         python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
         "--no-binary", name, "--wheel-dir", wheels, "%s==%s" % (name, version),
     ]  # fmt: skip
+    proxy = None
+    if kind == "bwrap":
+        proxy = buildnet.Proxy(
+            os.path.join(work, "proxy.sock"), _allowed_hosts([index_url or ""] + find_links)
+        )
+        env.update(buildnet.proxy_env())
+        read_only = sandbox.interpreter_dirs(python) + sandbox.interpreter_dirs(sys.executable)
+        read_only += [link for link in find_links if link.startswith("/")]
+        if ccache_dir:
+            read_only.append(os.path.join(ccache_dir, "ccache.conf"))
+        argv = sandbox.bwrap_command(
+            buildnet.relay_command(sys.executable, command, max_procs + sandbox.NPROC_MARGIN),
+            box,
+            [box] + ([project_cache] if project_cache else []),
+            read_only,
+            [(proxy.path, buildnet.PROXY_SOCKET)],
+            user,
+        )
+    else:
+        argv = command
     started = time.time()
     try:
-        with open(log_path, "wb") as log, open(os.devnull, "rb") as devnull:
+        with open(log_path, "wb") as log:
             log.write(("$ %s\n" % " ".join(command)).encode())
-            log.flush()
-            proc = subprocess.Popen(
-                command,
-                stdin=devnull,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=work,
-                env=env,
-                preexec_fn=_limit(memory_mb),
-                close_fds=True,
-            )
-            if on_start is not None:
-                on_start(proc.pid)  # lets a controller kill the build's process group
-            timed_out = _wait(proc, timeout)
-            _kill_group(proc.pid)  # daemons a setup.py left behind
-        duration = time.time() - started
-        cap_log(log_path, log_max_bytes)
-        files = []
-        if proc.returncode == 0 and not timed_out:
-            for filename in sorted(os.listdir(wheels)):
-                if not filename.endswith(".whl"):
-                    continue
-                target = os.path.join(outbox, filename)
-                shutil.move(os.path.join(wheels, filename), target)
-                files.append(
-                    {
-                        "name": filename,
-                        "size": os.path.getsize(target),
-                        "sha256": sha256_file(target),
-                    }
-                )
-        if not files and _disk_full(log_path):
-            return builder_error("disk full: No space left on device during the build")
-        return {
-            "status": "success" if files else "failed",
-            "returncode": proc.returncode,
-            "timed_out": timed_out,
-            "duration": duration,
-            "files": files,
-            "log": log_path,
-        }
+            finished = sandbox.run(
+                argv, env, box, log, timeout, memory_mb, max_procs, log_max_bytes,
+                user_kind_uid=user.pw_uid if kind == "user" else None,
+                build_user=user if kind == "user" else None,
+                on_start=on_start,
+            )  # fmt: skip
+    except OSError as exc:  # the sandbox or the interpreter could not be started
+        return builder_error("cannot start the build: %s" % (exc,))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if proxy is not None:
+            proxy.close()
+    duration = time.time() - started
+    files = []  # type: List[Dict[str, Any]]
+    if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
+        files = _collect(wheels, outbox)
+    result = {
+        "status": "success" if files else "failed",
+        "returncode": finished.returncode,
+        "timed_out": finished.timed_out,
+        "limit": finished.limit,
+        "network": proxy.attempts if proxy is not None else [],
+        "sandbox": kind,
+        "duration": duration,
+        "files": files,
+        "log": log_path,
+    }  # type: Dict[str, Any]
+    if not files:
+        # The agent's own check, never the log's text: is the disk full without this build?
+        sandbox.remove_tree(box)
+        free_mb = free_space_mb(work_root)
+        if free_mb < max(min_free_mb, 1):
+            return builder_error("disk full: %d MB free in %s after the build" % (free_mb, work_root))
+    return result
 
 
 def free_space_mb(path):
@@ -293,17 +345,13 @@ def builder_error(message):
     return {"status": "error", "error": message, "files": [], "duration": 0.0, "timed_out": False}
 
 
-def _disk_full(log_path):
-    # type: (str) -> bool
-    with open(log_path, "rb") as f:
-        return b"No space left on device" in f.read()
-
-
 def main(argv=None):
     # type: (Optional[List[str]]) -> int
     parser = argparse.ArgumentParser(prog="agent.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("probe", help="print this interpreter's wheel tags as JSON")
+    p = sub.add_parser("probe", help="print this interpreter's wheel tags and the sandbox as JSON")
+    p.add_argument("--sandbox", choices=("auto",) + sandbox.KINDS, default="auto")
+    p.add_argument("--build-user")
     b = sub.add_parser("build", help="build one sdist and print the result as JSON")
     b.add_argument("--python", required=True)
     b.add_argument("--name", required=True)
@@ -318,9 +366,16 @@ def main(argv=None):
     b.add_argument("--find-links", action="append", default=[])
     b.add_argument("--ccache-dir")
     b.add_argument("--min-free-mb", type=int, default=0)
+    b.add_argument("--sandbox", choices=("auto",) + sandbox.KINDS, default="auto")
+    b.add_argument("--build-user")
+    b.add_argument("--max-procs", type=int, default=1024)
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
+        try:
+            result["sandbox"] = sandbox.choose(args.sandbox, args.build_user)[1]
+        except sandbox.SandboxError as exc:
+            result["sandbox"] = "none: %s" % (exc,)
     elif args.command == "build":
         result = build(
             args.python,
@@ -336,6 +391,9 @@ def main(argv=None):
             find_links=args.find_links,
             ccache_dir=args.ccache_dir,
             min_free_mb=args.min_free_mb,
+            sandbox_kind=args.sandbox,
+            build_user=args.build_user,
+            max_procs=args.max_procs,
         )
     else:
         parser.print_usage(sys.stderr)

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from . import agent
+from . import agent, sandbox
+from .config import Settings
 from .errors import ConfigError, InputError
 from .models import Abi, Builder, BuilderPython, File
 from .recorder import add_coverage
@@ -98,8 +99,9 @@ def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, 
     return probes
 
 
-def ensure_local(session: Session, pythons: list[str], slots: int) -> Builder:
-    """The builder that is this machine, with the configured interpreters and slots."""
+def ensure_local(session: Session, settings: Settings) -> Builder:
+    """The builder that is this machine, with the configured interpreters, slots and sandbox."""
+    pythons, slots = settings.pythons, settings.slots
     builder = session.scalar(select(Builder).where(Builder.name == LOCAL))
     if builder is None:
         builder = Builder(name=LOCAL, host=None, slots=slots, healthy=True, info={})
@@ -113,6 +115,12 @@ def ensure_local(session: Session, pythons: list[str], slots: int) -> Builder:
             raise ConfigError(f"pythons: {python!r} and {seen[tag]!r} are the same ABI ({tag})")
         seen[tag] = python
     set_pythons(session, builder, probes)
+    try:
+        walls = sandbox.choose(settings.sandbox, settings.build_user)[1]
+    except sandbox.SandboxError as exc:
+        walls = f"none: {exc}"
+    if builder.info.get("sandbox") != walls:
+        builder.info = {**builder.info, "sandbox": walls}
     return builder
 
 

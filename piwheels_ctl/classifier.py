@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 REASONS = (
@@ -13,6 +14,8 @@ REASONS = (
     "unsupported-python",
     "timeout",
     "out-of-memory",
+    "too-many-processes",
+    "needs-network",  # it tried to reach a host its sandbox does not let it reach
     "invalid-wheel",  # the build "succeeded" but its wheel is not what was asked for
     "other",
 )
@@ -91,15 +94,26 @@ def _earliest(text: str) -> Failure | None:
     return found[1] if found is not None else None
 
 
-def classify(log: str, *, timed_out: bool = False, memory_exceeded: bool = False) -> Failure:
-    """The reason a build failed: the flags if set, else the first known error near the log's end."""
+def classify(
+    log: str, *, timed_out: bool = False, limit: str | None = None, network: Sequence[str] = ()
+) -> Failure:
+    """The reason a build failed: the agent's own findings if any, else the first known error
+    near the log's end.
+
+    ``limit`` is the limit the agent ended the build at ("memory", "processes"); ``network``
+    the connections its sandbox refused, the first of which is the detail.
+    """
     if timed_out:
         return Failure("timeout", None)
-    if memory_exceeded:
-        return Failure("out-of-memory", None)
+    if limit == "memory":
+        return Failure("out-of-memory", "the whole build's memory limit")
+    if limit == "processes":
+        return Failure("too-many-processes", None)
     lines = log.splitlines(keepends=True)
     tail = "".join(lines[-TAIL_LINES:])
     failure = _earliest(tail)
     if failure is None and len(lines) > TAIL_LINES:
         failure = _earliest(log)
+    if failure is None and network:
+        failure = Failure("needs-network", network[0])
     return failure if failure is not None else Failure("other", None)

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +38,9 @@ class Settings(BaseModel):
     build_timeout: float = Field(default=3600.0, gt=0)
     build_memory_mb: int = Field(default=4096, ge=0)
     log_max_kb: int = Field(default=1024, ge=1)
+    build_max_procs: int = Field(default=1024, ge=16)
+    sandbox: Literal["auto", "bwrap", "user"] = "auto"
+    build_user: str = Field(default="piwheels-build", pattern=r"^[a-z_][a-z0-9_-]*$")
     ccache: bool = True
     ccache_dir: Path | None = None
     ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")

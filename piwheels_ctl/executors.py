@@ -26,7 +26,8 @@ from .models import Builder, utcnow
 from .queue import Job
 from .transport import Connection, Endpoint, TransportError, rsync_pull, write_known_hosts
 
-AGENT_SOURCE = Path(agent.__file__).read_bytes()
+# The agent and the modules it imports, sent to every builder.
+AGENT_FILES = {name: (Path(agent.__file__).parent / name).read_bytes() for name in agent.MODULES}
 # What a remote path or interpreter may look like: no shell syntax even before quoting.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 PROBE_KEYS = frozenset({"python_tag", "abi_tag", "platform_tag"})
@@ -66,6 +67,12 @@ class Executor(Protocol):
     def kill_all(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def send_agent(conn: Connection, root: str) -> None:
+    """Put the agent and its modules into ``root`` on the builder."""
+    for name, source in AGENT_FILES.items():
+        conn.put(source, f"{root}/{name}")
 
 
 def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
@@ -131,6 +138,9 @@ class LocalExecutor:
             ccache_dir=self.ccache_dir,
             on_start=self._started,
             min_free_mb=s.min_free_mb,
+            sandbox_kind=s.sandbox,
+            build_user=s.build_user,
+            max_procs=s.build_max_procs,
         )
         if result["status"] == "error":
             raise BuilderError(f"local: {result['error']}")
@@ -202,7 +212,7 @@ class RemoteExecutor:
                 try:
                     root = self.builder.root
                     conn.run(["mkdir", "-p", root], timeout=self.settings.command_timeout)
-                    conn.put(AGENT_SOURCE, f"{root}/agent.py")
+                    send_agent(conn, root)
                 except BaseException:
                     conn.close()
                     raise
@@ -221,6 +231,7 @@ class RemoteExecutor:
             "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{root}/work",
             "--timeout", str(s.build_timeout), "--memory-mb", str(s.build_memory_mb),
             "--log-max-bytes", str(s.log_max_kb * 1024), "--min-free-mb", str(s.min_free_mb),
+            "--sandbox", s.sandbox, "--build-user", s.build_user, "--max-procs", str(s.build_max_procs),
         ]  # fmt: skip
         if s.ccache:
             argv += ["--ccache-dir", f"{root}/ccache"]
@@ -277,7 +288,7 @@ def open_executors(db: Database, settings: Settings) -> list[Executor]:
     known_hosts = settings.data_dir.resolve() / "known_hosts"
     with db.session() as session:
         if settings.local_builder:
-            local = ensure_local(session, settings.pythons, settings.slots)
+            local = ensure_local(session, settings)
             pythons = {p.abi_id: p.path for p in local.pythons}
             executors.append(LocalExecutor(settings, local.id, local.slots, pythons))
         remotes = [
@@ -325,10 +336,14 @@ def probe_remote(settings: Settings, endpoint: Endpoint, pythons: Sequence[str])
             raise BuilderError(f"{endpoint.host}: unusable home folder {home!r}")
         root = f"{home.rstrip('/')}/piwheels"
         conn.run(["mkdir", "-p", f"{root}/outbox", f"{root}/work", f"{root}/ccache"], timeout=timeout)
-        conn.put(AGENT_SOURCE, f"{root}/agent.py")
+        send_agent(conn, root)
         probes = {}
         for python in pythons:
-            done = conn.run([python, f"{root}/agent.py", "probe"], timeout=timeout)
+            done = conn.run(
+                [python, f"{root}/agent.py", "probe", "--sandbox", settings.sandbox, "--build-user",
+                 settings.build_user],
+                timeout=timeout,
+            )  # fmt: skip
             who = f"{endpoint.host}: {python}"
             if done.exit_code != 0:
                 raise BuilderError(f"{who} cannot run the agent: {done.stderr.strip()[-300:]}")
@@ -338,6 +353,7 @@ def probe_remote(settings: Settings, endpoint: Endpoint, pythons: Sequence[str])
         stats = conn.run(["env", f"CCACHE_DIR={root}/ccache", "ccache", "-s"], timeout=timeout)
     info = {
         "root": root,
+        "sandbox": next(iter(probes.values()), {}).get("sandbox", "unknown"),
         "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
         "load": float(load[0]) if load else None,
         "ccache": stats.stdout.strip() if stats.exit_code == 0 else "ccache not installed",

@@ -127,7 +127,12 @@ class Runner:
                     report.lost += 1
                 return True
         else:
-            failure = classify(_read_log(outcome.log), timed_out=bool(result.get("timed_out")))
+            failure = classify(
+                _read_log(outcome.log),
+                timed_out=bool(result.get("timed_out")),
+                limit=result.get("limit"),
+                network=[str(n) for n in result.get("network") or ()],
+            )
         if not record_failure(self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log):
             report.lost += 1
         job = outcome.job

@@ -150,10 +150,17 @@ def test_log_excerpts(log: str, expected: Failure) -> None:
     assert failure.reason in REASONS
 
 
-def test_flags_win_over_the_log() -> None:
+def test_the_agents_findings_win_over_the_log() -> None:
     assert classify(LD, timed_out=True) == Failure("timeout", None)
-    assert classify(LD, memory_exceeded=True) == Failure("out-of-memory", None)
-    assert classify("", timed_out=True, memory_exceeded=True).reason == "timeout"
+    assert classify(LD, limit="memory").reason == "out-of-memory"
+    assert classify(LD, limit="processes") == Failure("too-many-processes", None)
+    assert classify("", timed_out=True, limit="memory").reason == "timeout"
+
+
+def test_a_refused_connection_names_the_host_when_the_log_says_nothing_known() -> None:
+    refused = ["pypi.invalid:443: cannot resolve the name", "10.0.0.1:5432: refused"]
+    assert classify("ERROR: whatever\n", network=refused) == Failure("needs-network", refused[0])
+    assert classify(LD, network=refused).reason == "missing-library"
 
 
 def test_first_error_of_the_tail_wins() -> None:

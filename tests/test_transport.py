@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.executors import AGENT_SOURCE
+from piwheels_ctl.executors import AGENT_FILES
 from piwheels_ctl.transport import (
     Connection,
     HostKeyError,
@@ -86,7 +86,7 @@ def test_socket_has_tcp_nodelay(conn: Connection) -> None:
 
 def test_put_sends_the_agent_and_it_runs_there(conn: Connection, host: SshHost) -> None:
     target = f"{host.home}/agent-test.py"
-    conn.put(AGENT_SOURCE, target)
+    conn.put(AGENT_FILES["agent.py"], target)
     done = conn.run(["python3", target, "probe"], timeout=30)
     assert '"python_tag": "cp3' in done.stdout
 

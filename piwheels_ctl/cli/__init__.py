@@ -57,7 +57,7 @@ class App:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
         if self.settings.local_builder:
             with self.session() as session:
-                ensure_local(session, self.settings.pythons, self.settings.slots)
+                ensure_local(session, self.settings)
 
     def upstream(self) -> Upstream:
         from ..upstream import Upstream  # pulls in the HTML/JSON parsers: only when needed

@@ -125,6 +125,7 @@ def _builder_dict(builder: Builder) -> dict[str, Any]:
         "pythons": sorted(p.path for p in builder.pythons),
         "free_mb": builder.info.get("free_mb"),
         "load": builder.info.get("load"),
+        "sandbox": builder.info.get("sandbox"),
         "checked_at": builder.info.get("checked_at"),
         "last_error": builder.info.get("last_error"),
     }
@@ -140,13 +141,22 @@ def builders_list(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "address", "slots", "ABIs", "healthy", "free MB", "load")
+    table = Table("name", "address", "slots", "ABIs", "sandbox", "healthy", "free MB", "load")
     for row in rows:
         user = f"{row['user']}@" if row["user"] else ""
         address = "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}"
         health = "yes" if row["healthy"] else "no"
         free, load = str(row["free_mb"] or "-"), str(row["load"] or "-")
-        table.add_row(row["name"], address, str(row["slots"]), ", ".join(row["abis"]), health, free, load)
+        table.add_row(
+            row["name"],
+            address,
+            str(row["slots"]),
+            ", ".join(row["abis"]),
+            row["sandbox"] or "-",
+            health,
+            free,
+            load,
+        )
     out.print(table)
 
 

@@ -1,0 +1,285 @@
+"""A build's network: an HTTP proxy outside the sandbox, the only way out, and a relay inside.
+
+A build runs in a network namespace of its own with nothing but loopback. A small relay, the
+sandbox's first process, listens on that loopback and passes each connection through a Unix
+socket to the agent's proxy, which decides where the build may go: the configured index and
+find-links hosts, and otherwise only public addresses, never this machine's loopback or a
+private network (the farm's database, ``serve``, the master). What it refused is reported.
+
+Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import socket
+import threading
+
+try:
+    from typing import Dict, List, Optional, Tuple  # noqa: F401 - used in type comments
+except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
+    pass
+
+PROXY_PORT = 3128  # where the relay listens, inside the build's own network namespace
+PROXY_SOCKET = "/run/piwheels-proxy.sock"  # the agent's proxy, as the build sees it
+
+
+# Runs inside the sandbox as its first process, with the build's own interpreter: listens on the
+# sandbox's loopback and relays each connection to the agent's proxy through a Unix socket, sets
+# the process limit, then runs the build as its child and exits with the build's status.
+RELAY = r"""
+import os, resource, socket, sys, threading
+path, port, nproc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def pipe(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except Exception:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except Exception:
+            pass
+def serve(listener):
+    while True:
+        client = listener.accept()[0]
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(path)
+        except Exception:
+            client.close()
+            upstream.close()
+            continue
+        for a, b in ((client, upstream), (upstream, client)):
+            t = threading.Thread(target=pipe, args=(a, b))
+            t.daemon = True
+            t.start()
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(64)
+if nproc > 0:
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+t = threading.Thread(target=serve, args=(listener,))
+t.daemon = True
+t.start()
+pid = os.fork()
+if pid == 0:
+    listener.close()
+    try:
+        os.execvp(sys.argv[4], sys.argv[4:])
+    finally:
+        os._exit(127)
+status = os.waitpid(pid, 0)[1]
+sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+"""
+
+
+def relay_command(python, command, max_procs):
+    # type: (str, List[str], int) -> List[str]
+    return [python, "-E", "-s", "-c", RELAY, PROXY_SOCKET, str(PROXY_PORT), str(max_procs)] + command
+
+
+def proxy_env():
+    # type: () -> Dict[str, str]
+    """The variables that send a build's pip (and anything else that honours them) to the relay."""
+    url = "http://127.0.0.1:%d" % PROXY_PORT
+    return {"http_proxy": url, "https_proxy": url, "HTTP_PROXY": url, "HTTPS_PROXY": url,
+            "no_proxy": "", "NO_PROXY": ""}  # fmt: skip
+
+
+def _ipv4_public(octets):
+    # type: (List[int]) -> bool
+    a, b = octets[0], octets[1]
+    return not (
+        a in (0, 10, 127)
+        or a >= 224
+        or (a == 100 and 64 <= b < 128)
+        or (a == 169 and b == 254)
+        or (a == 172 and 16 <= b < 32)
+        or (a == 192 and b == 168)
+    )
+
+
+def is_public(address):
+    # type: (str) -> bool
+    """True if ``address`` is a public IP address: not loopback, private, link-local or multicast."""
+    try:
+        return _ipv4_public(list(bytearray(socket.inet_pton(socket.AF_INET, address))))
+    except (socket.error, ValueError):
+        pass
+    try:
+        packed = bytearray(socket.inet_pton(socket.AF_INET6, address.split("%")[0]))
+    except (socket.error, ValueError):
+        return False
+    if packed[:12] == bytearray(10) + bytearray(b"\xff\xff"):  # ::ffff:a.b.c.d
+        return _ipv4_public(list(packed[12:]))
+    if packed[:15] == bytearray(15):  # :: and ::1
+        return False
+    return not (packed[0] in (0xFC, 0xFD, 0xFF) or (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80))
+
+
+class _Denied(Exception):
+    pass
+
+
+class Proxy(object):
+    """An HTTP proxy on a Unix socket: the build's only way out.
+
+    Hosts in ``allowed`` ("host:port", the configured index and find-links) are reached
+    wherever they are; any other host only at public addresses, never on this machine's
+    loopback or a private network (the farm's database, ``serve``, the master). Every refused
+    or failed connection is kept in ``attempts`` for the build's result.
+    """
+
+    def __init__(self, path, allowed):
+        # type: (str, List[str]) -> None
+        self.path = path
+        self.allowed = set(a.lower() for a in allowed)
+        self.attempts = []  # type: List[str]
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        os.chmod(path, 0o666)  # noqa: S103 - a build running as the build user must be able to connect
+        self._listener.listen(64)
+        thread = threading.Thread(target=self._serve)
+        thread.daemon = True
+        thread.start()
+
+    def close(self):
+        # type: () -> None
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except socket.error:
+            pass
+        self._listener.close()
+
+    def _serve(self):
+        # type: () -> None
+        while True:
+            try:
+                client = self._listener.accept()[0]
+            except socket.error:
+                return  # closed
+            thread = threading.Thread(target=self._handle, args=(client,))
+            thread.daemon = True
+            thread.start()
+
+    def _handle(self, client):
+        # type: (socket.socket) -> None
+        client.settimeout(60)
+        try:
+            head, rest = _read_head(client)
+            method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                path = None  # type: Optional[str]
+            elif target.startswith("http://"):
+                hostport, _, path = target[len("http://") :].partition("/")
+                host, _, port = hostport.rpartition(":") if ":" in hostport.rsplit("]", 1)[-1] else (
+                    hostport, "", "80")  # fmt: skip
+                path = "/" + path
+            else:
+                raise _Denied("not a proxy request: %r" % target[:100])
+            host = host.strip("[]")
+            upstream = self._connect(host, int(port))
+        except _Denied as exc:
+            self.attempts.append(str(exc))
+            _send_error(client, "403 Forbidden", str(exc))
+            client.close()
+            return
+        except (socket.error, ValueError) as exc:
+            _send_error(client, "400 Bad Request", "piwheels-ctl proxy: %s" % (exc,))
+            client.close()
+            return
+        if path is None:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            upstream.sendall(_origin_head(head, method, path, version) + rest)
+        client.settimeout(600)
+        upstream.settimeout(600)
+        back = threading.Thread(target=_pipe, args=(upstream, client))
+        back.daemon = True
+        back.start()
+        _pipe(client, upstream)
+        back.join()
+        upstream.close()
+        client.close()
+
+    def _connect(self, host, port):
+        # type: (str, int) -> socket.socket
+        where = "%s:%d" % (host, port)
+        try:
+            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise _Denied("%s: cannot resolve the name (%s)" % (where, exc))
+        if where.lower() not in self.allowed:
+            for info in infos:
+                if not is_public(str(info[4][0])):
+                    raise _Denied("%s: refused, %s is not a public address" % (where, info[4][0]))
+        error = None  # type: Optional[Exception]
+        for family, kind, proto, _name, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(30)
+            try:
+                sock.connect(address)  # the address checked above, not the name again
+                return sock
+            except socket.error as exc:
+                sock.close()
+                error = exc
+        raise _Denied("%s: cannot connect (%s)" % (where, error))
+
+
+def _read_head(sock):
+    # type: (socket.socket) -> Tuple[bytes, bytes]
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(8192)
+        if not chunk or len(data) > 65536:
+            raise ValueError("incomplete request head")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
+def _origin_head(head, method, path, version):
+    # type: (bytes, str, str, str) -> bytes
+    """The request as the server wants it: origin-form, one request per connection."""
+    lines = [("%s %s %s" % (method, path, version)).encode("latin-1")]
+    for line in head.split(b"\r\n")[1:]:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization"):
+            continue
+        lines.append(line)
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _send_error(sock, status, message):
+    # type: (socket.socket, str, str) -> None
+    body = (message + "\n").encode("utf-8", "replace")
+    try:
+        head = "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        sock.sendall((head % (status, len(body))).encode("latin-1") + body)
+    except socket.error:
+        pass
+
+
+def _pipe(a, b):
+    # type: (socket.socket, socket.socket) -> None
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            b.sendall(data)
+    except socket.error:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except socket.error:
+            pass

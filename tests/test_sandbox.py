@@ -1,0 +1,302 @@
+"""Every wall of a build's sandbox, climbed for real by a hostile build.
+
+The "build" here is a shell script standing in for ``python -m pip wheel`` (a fake interpreter,
+named as such): it runs inside the real sandbox exactly as a setup.py would, so each test is the
+attack itself. Real pip builds of hostile sdists run in ``test_pipeline.py`` and ``test_hostile.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.server
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from piwheels_ctl import agent, sandbox
+
+AGENT = Path(agent.__file__)
+BUILD_USER = "piwheels-build"
+
+
+def _fake_python(tmp_path: Path, body: str) -> str:
+    """A fake interpreter (a shell script) whose ``-m pip wheel ...`` runs ``body`` instead."""
+    script = tmp_path / "fake" / "bin" / "python"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def _build(tmp_path: Path, python: str, **kwargs: object) -> dict[str, object]:
+    kwargs.setdefault("build_user", BUILD_USER)
+    return agent.build(
+        python, "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"), str(tmp_path / "work"),
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _log(tmp_path: Path) -> str:
+    return (tmp_path / "build.log").read_text(errors="replace")
+
+
+def _running(token: str) -> list[str]:
+    """Command lines of live processes that contain ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if token in cmdline and state != "Z" and entry.name != str(os.getpid()):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def _wait_gone(token: str, timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := _running(token)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _build_user() -> None:
+    try:
+        pwd.getpwnam(BUILD_USER)
+    except KeyError:
+        pytest.fail(f"the build user {BUILD_USER} is needed: .ci/setup creates it", pytrace=False)
+
+
+def test_this_machine_has_the_bubblewrap_sandbox() -> None:
+    kind, why = sandbox.choose("auto", BUILD_USER)
+    assert kind == "bwrap", why
+
+
+def test_a_build_sees_nothing_of_the_farm_and_writes_only_its_own_folder(tmp_path: Path) -> None:
+    farm = tmp_path / "farm"
+    secrets = {
+        farm / "piwheels.db": "the database",
+        farm / "www" / "simple" / "other" / "other-1.0-py3-none-any.whl": "another project's wheel",
+        farm / "keys" / "id_ed25519": "the controller's key",
+        tmp_path / "work" / "build-someone-else" / "build" / "secret": "another build's folder",
+    }
+    for path, text in secrets.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    other_build = open(tmp_path / "work" / "build-someone-else" / ".lock", "w")  # noqa: SIM115
+    fcntl.flock(other_build, fcntl.LOCK_EX)  # a build in progress: not swept away
+    # Writes are tried on the test's own files only: a broken sandbox must not harm the machine.
+    unreadable = [*secrets, AGENT, Path("/root/.bashrc"), Path("/etc/shadow"), Path("/etc/ssh")]
+    probes = "\n".join(
+        [
+            f'if cat "{t}" >/dev/null 2>&1 || ls "{t}" >/dev/null 2>&1; then echo "READ {t}"; fi'
+            for t in unreadable
+        ]
+        + [f'if echo owned >> "{t}" 2>/dev/null; then echo "WROTE {t}"; fi' for t in secrets]
+    )
+    body = f'{probes}\necho ok > "$HOME/mine" && echo "HOME WRITABLE"\nid -u'
+    result = _build(tmp_path, _fake_python(tmp_path, body))
+    log = _log(tmp_path)
+    assert "READ" not in log and "WROTE" not in log, log
+    assert "HOME WRITABLE" in log, log
+    assert str(pwd.getpwnam(BUILD_USER).pw_uid) in log.split(), f"not the build user: {log}"
+    for path, text in secrets.items():
+        assert path.read_text() == text, f"{path} changed"
+    other_build.close()
+    assert result["sandbox"] == "bwrap"
+
+
+def test_nothing_outlives_a_build_daemons_and_signal_ignorers_included(tmp_path: Path) -> None:
+    token = "1000.0417"
+    body = (
+        f"setsid sh -c 'sleep {token} & sleep {token}' &\n"  # double fork, own session
+        f"sh -c 'trap \"\" TERM HUP; sleep {token}' &\n"
+        "exit 0"
+    )
+    result = _build(tmp_path, _fake_python(tmp_path, body))
+    assert result["status"] == "failed"  # no wheel
+    assert _wait_gone(token) == []
+    assert list((tmp_path / "work").glob("build-*")) == [], "the work folder was not removed"
+
+
+def test_the_time_limit_ends_a_build_that_ignores_sigterm(tmp_path: Path) -> None:
+    token = "1000.0923"
+    body = f"trap '' TERM; sleep {token} & wait; sleep {token}"
+    started = time.monotonic()
+    result = _build(tmp_path, _fake_python(tmp_path, body), timeout=2.0)
+    assert result["timed_out"] is True, result
+    assert time.monotonic() - started < 60
+    assert _wait_gone(token) == []
+
+
+def test_a_killed_agent_leaves_no_process_and_its_folder_is_swept(tmp_path: Path) -> None:
+    token = "1000.1311"
+    python = _fake_python(tmp_path, f"setsid sh -c 'sleep {token}' & echo started; sleep {token}")
+    work = tmp_path / "work"
+    agent_proc = subprocess.Popen(
+        [sys.executable, str(AGENT), "build", "--python", python, "--name", "demo", "--version", "1.0",
+         "--outbox", str(tmp_path / "outbox"), "--log", str(tmp_path / "build.log"),
+         "--work-root", str(work), "--build-user", BUILD_USER],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "started" not in (_log(tmp_path) if (tmp_path / "build.log").exists() else ""):
+        assert time.monotonic() < deadline and agent_proc.poll() is None, "the build never started"
+        time.sleep(0.05)
+    assert _running(token), "the build's processes should run now"
+    agent_proc.send_signal(signal.SIGKILL)
+    agent_proc.wait()
+    assert _wait_gone(token) == [], "the build outlived its agent"
+    assert list(work.glob("build-*")), "the killed agent's folder is there until the next build"
+    _build(tmp_path, _fake_python(tmp_path, "exit 1"))
+    assert list(work.glob("build-*")) == [], "the next build did not sweep the dead build's folder"
+
+
+def test_memory_is_limited_for_the_whole_process_tree(tmp_path: Path) -> None:
+    # Four children of 300 MB each: every one is under the 1000 MB limit, together they are not.
+    child = f"{sys.executable} -c 'import time; x = bytearray(300 * 1024 * 1024); time.sleep(60)'"
+    body = "\n".join([f"{child} &"] * 4) + "\nwait"
+    result = _build(tmp_path, _fake_python(tmp_path, body), memory_mb=1000)
+    assert result["limit"] == "memory", (result, _log(tmp_path))
+    assert "more than its 1000 MB" in _log(tmp_path)
+    assert _wait_gone("import time; x = bytearray") == []
+
+
+def test_a_fork_bomb_ends_as_a_failure(tmp_path: Path) -> None:
+    body = "bomb() { bomb | bomb & }; bomb; sleep 30"
+    started = time.monotonic()
+    result = _build(tmp_path, _fake_python(tmp_path, body), max_procs=64, timeout=120)
+    assert result["status"] == "failed" and result["limit"] == "processes", (result, _log(tmp_path)[-500:])
+    assert time.monotonic() - started < 100
+    uid = pwd.getpwnam(BUILD_USER).pw_uid
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid]
+    assert left == [], f"processes of the build user are left: {left}"
+
+
+def _owner(proc: Path) -> int | None:
+    try:
+        return proc.stat().st_uid
+    except OSError:
+        return None
+
+
+def test_the_log_is_cut_while_it_is_written(tmp_path: Path) -> None:
+    log_max = 100_000
+    body = "echo FIRST-LINE; head -c 50000000 /dev/zero | tr '\\0' x; echo; echo LAST-LINE"
+    biggest = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal biggest
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                biggest = max(biggest, (tmp_path / "build.log").stat().st_size)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        _build(tmp_path, _fake_python(tmp_path, body), log_max_bytes=log_max)
+    finally:
+        stop.set()
+        watcher.join()
+    log = _log(tmp_path)
+    assert biggest <= log_max + 1000, f"the log reached {biggest} bytes on disk"
+    assert "FIRST-LINE" in log and "LAST-LINE" in log and "bytes cut by piwheels-ctl" in log
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[str, str]]:
+    """Two HTTP servers on this machine's loopback: the build's index, and something else."""
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        yield tuple(f"http://127.0.0.1:{s.server_address[1]}/" for s in servers)  # type: ignore[misc]
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+def test_a_build_reaches_its_index_and_nothing_else_on_this_machine(
+    tmp_path: Path, two_servers: tuple[str, str]
+) -> None:
+    index, other = two_servers
+    port = other.rsplit(":", 1)[1].strip("/")
+    fetch = (
+        f"{sys.executable} -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read())'"
+    )
+    direct = f"{sys.executable} -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}))'"
+    body = (
+        f'{fetch} "{index}" && echo INDEX-OK\n'
+        f'{fetch} "{other}" && echo OTHER-REACHED\n'
+        f"{direct} 2>/dev/null && echo DIRECT-REACHED\n"
+        "exit 1"
+    )
+    result = _build(tmp_path, _fake_python(tmp_path, body), index_url=index)
+    log = _log(tmp_path)
+    assert "INDEX-OK" in log and "hello from the host" in log, log
+    assert "OTHER-REACHED" not in log and "DIRECT-REACHED" not in log, log
+    assert result["network"] == [f"127.0.0.1:{port}: refused, 127.0.0.1 is not a public address"], result
+
+
+def test_the_build_user_fallback_is_a_sandbox_too(tmp_path: Path) -> None:
+    secret = tmp_path / "farm" / "piwheels.db"
+    secret.parent.mkdir()
+    secret.write_text("the database")
+    # The fallback has no mount namespace: the build user must be able to reach its folder and
+    # interpreter, and the farm's folders are private (pytest's own temp folders are root's only).
+    public = Path(tempfile.mkdtemp(prefix="piwheels-user-kind-"))
+    public.chmod(0o711)
+    token = "1000.2027"
+    body = f'cat "{secret}" && echo READ\nid -u\nsetsid sh -c "sleep {token}" &\nexit 0'
+    try:
+        result = _build(public, _fake_python(public, body), sandbox_kind="user")
+        log = _log(public)
+    finally:
+        shutil.rmtree(public)
+    assert result["sandbox"] == "user"
+    assert "READ" not in log and str(pwd.getpwnam(BUILD_USER).pw_uid) in log.split(), log
+    assert _wait_gone(token) == []
+
+
+def test_the_agent_refuses_to_build_without_a_sandbox(tmp_path: Path) -> None:
+    result = _build(
+        tmp_path, _fake_python(tmp_path, "exit 0"), sandbox_kind="user", build_user="no-such-user"
+    )
+    assert result["status"] == "error" and "no-such-user" in str(result["error"]), result
+
+
+def test_probe_names_the_sandbox() -> None:
+    out = subprocess.run(
+        [sys.executable, str(AGENT), "probe", "--build-user", BUILD_USER], capture_output=True, check=True
+    ).stdout
+    assert json.loads(out)["sandbox"].startswith("bubblewrap namespaces")
