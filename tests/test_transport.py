@@ -85,10 +85,14 @@ def test_socket_has_tcp_nodelay(conn: Connection) -> None:
 
 
 def test_put_sends_the_agent_and_it_runs_there(conn: Connection, host: SshHost) -> None:
-    target = f"{host.home}/agent-test.py"
-    conn.put(AGENT_FILES["agent.py"], target)
-    done = conn.run(["python3", target, "probe"], timeout=30)
-    assert '"python_tag": "cp3' in done.stdout
+    folder = f"{host.home}/agent-test"
+    conn.run(["mkdir", "-p", folder], timeout=30)
+    for name, source in AGENT_FILES.items():
+        conn.put(source, f"{folder}/{name}")
+    done = conn.run(["python3", f"{folder}/agent.py", "probe"], timeout=30)
+    assert '"python_tag": "cp3' in done.stdout, done
+    # An unprivileged agent gets the bubblewrap sandbox in a user namespace of its own.
+    assert '"sandbox": "bubblewrap namespaces (user namespace)"' in done.stdout, done
 
 
 def test_unknown_and_changed_host_keys_are_refused(host: SshHost) -> None:
