@@ -85,8 +85,9 @@ def _name_taken(session: Session, target: Path, sha256: str) -> bool:
     return target.exists() and not _same_bytes(target, sha256)
 
 
-def _next_build(session: Session, folder: Path, wheel: Wheel) -> int:
-    """The build number after every one this wheel's name, version and tags ever had (none: 0)."""
+def _build_numbers(session: Session, folder: Path, wheel: Wheel) -> set[int]:
+    """The build numbers (0: none) of every name this wheel's project, version and tags ever had,
+    in the database, in the served history or on disk."""
     name, version, _build, tags = parse_wheel_filename(wheel.filename)
     prefix = "-".join(wheel.filename.split("-")[:2]) + "-"
     candidates: set[str] = set()
@@ -94,22 +95,31 @@ def _next_build(session: Session, folder: Path, wheel: Wheel) -> int:
         candidates.update(session.scalars(select(column).where(column.startswith(prefix, autoescape=True))))
     if folder.is_dir():
         candidates.update(p.name for p in folder.iterdir() if p.name.startswith(prefix))
-    numbers = [0]
+    numbers = set()
     for candidate in candidates:
         try:
             other_name, other_version, build, other_tags = parse_wheel_filename(candidate)
         except InvalidWheelFilename:
             continue
-        if (other_name, other_version, other_tags) == (name, version, tags) and build:
-            numbers.append(build[0])
-    return max(numbers) + 1
+        if (other_name, other_version, other_tags) == (name, version, tags):
+            numbers.add(build[0] if build else 0)
+    return numbers
 
 
 def _fresh_name(session: Session, folder: Path, wheel: Wheel) -> Wheel:
-    """``wheel``, with a build tag if its name is or was served with other bytes (URLs are immutable)."""
-    while _name_taken(session, folder / wheel.filename, wheel.sha256):
-        wheel = with_build_tag(wheel, _next_build(session, folder, wheel))
-    return wheel
+    """``wheel`` under a name never served with other bytes (URLs are immutable), and that pip
+    prefers to every earlier build of it: a build tag above any this wheel's name had before."""
+    numbers = _build_numbers(session, folder, wheel)
+    build = parse_wheel_filename(wheel.filename)[2]
+    own = build[0] if build else 0
+    if not numbers or (
+        own >= max(numbers) and not _name_taken(session, folder / wheel.filename, wheel.sha256)
+    ):
+        return wheel
+    tagged = with_build_tag(wheel, max(numbers) + 1)
+    if _name_taken(session, folder / tagged.filename, tagged.sha256):
+        raise VerifyError(f"{wheel.filename}: {tagged.filename} is taken as well")
+    return tagged
 
 
 def _commit_files(
