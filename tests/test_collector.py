@@ -323,3 +323,31 @@ def test_an_identical_rebuild_keeps_its_name(farm: Farm) -> None:
     assert again.read_bytes() == (farm.project_dir / first.name).read_bytes()
     assert farm.record([again])[0]
     assert sorted(p.name for p in farm.project_dir.glob("*.whl")) == [first.name]
+
+
+def test_upgrading_takes_every_published_name(database_url: str) -> None:
+    """Migration 0003 fills served_files from the files already served, so their names stay theirs."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from piwheels_ctl.database import alembic_config
+
+    database = Database(database_url)
+    try:
+        command.upgrade(alembic_config(database.engine), "0002")
+        rows = [
+            "INSERT INTO projects (id, name, display_name, watched, dirty) VALUES (1, 'a', 'a', true, false)",
+            "INSERT INTO versions (id, project_id, version, yanked, priority) VALUES (1, 1, '1.0', false, 0)",
+            "INSERT INTO files (id, filename, version_id, size, sha256, python_tag, abi_tag, platform_tag,"
+            " metadata_sha256, core_metadata, uploaded_at) VALUES (1, 'a-1.0-py3-none-any.whl', 1, 5,"
+            " 'abc', 'py3', 'none', 'any', 'def', '', CURRENT_TIMESTAMP)",
+        ]
+        with database.engine.begin() as conn:
+            for statement in rows:
+                conn.execute(text(statement))
+        command.upgrade(alembic_config(database.engine), "head")
+        with database.engine.connect() as conn:
+            served = conn.execute(text("SELECT filename, sha256, size FROM served_files")).all()
+        assert served == [("a-1.0-py3-none-any.whl", "abc", 5)], served
+    finally:
+        database.dispose()
