@@ -28,16 +28,40 @@ class Disagreement:
     detail: str
 
 
-def _published_files(page: Path) -> set[str] | None:
+def _page_hashes(folder: Path) -> dict[str, dict[str, str | None]] | None:
+    """For each page of a project folder (``index.json``, ``index.html``), the sha256 it gives each
+    file it lists; None if the JSON page is missing or unreadable."""
+    from pypi_simple import ProjectPage  # imported on first use: the CLI starts faster
+
+    pages: dict[str, dict[str, str | None]] = {}
     try:
-        data = json.loads(page.read_text(encoding="utf-8"))
-        return {str(f["filename"]) for f in data["files"]}
+        data = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        listed = ProjectPage.from_json_data(data)
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    pages["index.json"] = {p.filename: p.digests.get("sha256") for p in listed.packages}
+    try:
+        html = ProjectPage.from_html(folder.name, (folder / "index.html").read_bytes())
+    except (OSError, ValueError):
+        html = None
+    if html is not None:
+        pages["index.html"] = {p.filename: p.digests.get("sha256") for p in html.packages}
+    return pages
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return sha256_of(path)[1]
+    except FileNotFoundError:
         return None
 
 
 def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagreement]:
-    """Every disagreement between rows, files on disk and published pages (``deep``: re-hash wheels)."""
+    """Every disagreement between rows, files on disk and published pages.
+
+    Always: names and sizes on disk, and the sha256 each page gives a file against the database.
+    ``deep``: also re-hash every wheel and metadata file on disk against the database.
+    """
     found: list[Disagreement] = []
     rows: dict[str, dict[str, File]] = defaultdict(dict)
     dirty: dict[str, bool] = {}
@@ -55,8 +79,21 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
             size = path.stat().st_size
             if size != file.size:
                 found.append(Disagreement("size-mismatch", str(path), f"{size} bytes, recorded {file.size}"))
-            elif deep and sha256_of(path)[1] != file.sha256:
-                found.append(Disagreement("hash-mismatch", str(path), "sha256 differs from the record"))
+            elif deep and (actual := sha256_of(path)[1]) != file.sha256:
+                found.append(
+                    Disagreement(
+                        "hash-mismatch", str(path), f"sha256 on disk {actual}, recorded {file.sha256}"
+                    )
+                )
+            metadata = path.with_name(f"{filename}.metadata")
+            if deep and metadata.exists() and (meta_sha := _sha256(metadata)) != file.metadata_sha256:
+                found.append(
+                    Disagreement(
+                        "metadata-mismatch",
+                        str(metadata),
+                        f"sha256 on disk {meta_sha}, recorded {file.metadata_sha256}",
+                    )
+                )
     simple = www_dir / "simple"
     for folder in sorted(p for p in simple.iterdir() if p.is_dir()) if simple.is_dir() else []:
         known = rows.get(folder.name, {})
@@ -65,13 +102,27 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
                 found.append(Disagreement("stray-temp-file", str(path), "left by an interrupted write"))
             elif path.suffix == ".whl" and path.name not in known:
                 found.append(Disagreement("file-without-row", str(path), "on disk but not recorded"))
+        pages = _page_hashes(folder)
+        # A name is never reused with other bytes: a page giving a file another hash than its
+        # row is wrong whether or not the project changed since the last publish.
+        for page, hashes in (pages or {}).items():
+            for filename, sha256 in sorted(hashes.items()):
+                row = known.get(filename)
+                if row is not None and sha256 != row.sha256:
+                    found.append(
+                        Disagreement(
+                            "index-hash-mismatch",
+                            folder.name,
+                            f"{page} gives {filename} sha256 {sha256}, recorded {row.sha256}",
+                        )
+                    )
         if dirty.get(folder.name, False):
             continue  # changed since the last publish: its page is due to be rewritten anyway
-        published = _published_files(folder / "index.json")
-        if published is None:
+        if pages is None:
             if known:
                 found.append(Disagreement("unpublished", folder.name, "project has no readable index page"))
-        elif published != set(known):
+        elif set(pages["index.json"]) != set(known):
+            published = set(pages["index.json"])
             extra, missing = sorted(published - set(known)), sorted(set(known) - published)
             found.append(
                 Disagreement("index-stale", folder.name, f"page lists {extra} not recorded, lacks {missing}")
@@ -108,9 +159,18 @@ def fix(session: Session, www_dir: Path, data_dir: Path, found: list[Disagreemen
             _quarantine(path, data_dir)
             done.append(f"moved {path.name} to quarantine")
         elif problem.kind == "stray-temp-file":
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
             done.append(f"removed {path}")
-        elif problem.kind in ("index-stale", "unpublished"):
+        elif problem.kind == "metadata-mismatch":
+            path.unlink(missing_ok=True)
+            file = session.scalar(select(File).where(File.filename == path.name.removesuffix(".metadata")))
+            if file is not None:
+                file.version.project.dirty = True
+            done.append(f"removed {path.name}: it will be written again")
+        elif problem.kind in ("index-stale", "unpublished", "index-hash-mismatch"):
             project = session.scalar(select(Project).where(Project.name == problem.where))
             if project is not None:
                 project.dirty = True

@@ -235,3 +235,18 @@ class Coverage(Base):
     file_id: Mapped[int] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class ServedFile(Base):
+    """Every file name the index ever served and the bytes it had: a name never gets other bytes.
+
+    Rows are never deleted, not even when the file is (``audit --fix``): a later build of the
+    same wheel with other bytes gets a build tag instead of the old name.
+    """
+
+    __tablename__ = "served_files"
+
+    filename: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    first_served: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

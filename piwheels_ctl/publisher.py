@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,13 +93,7 @@ def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishRe
                 published.add(row.name)
             else:
                 emptied.add(row.name)
-        missing = [
-            f
-            for project_dir, _, project_files in written
-            for f in project_files
-            if _sha256_of(project_dir / f"{f.filename}.metadata") != f.metadata_sha256
-        ]
-        texts = _load_metadata(session, missing)
+        texts = _load_metadata(session, _metadata_missing(written))
         for project_dir, display_name, project_files in written:
             _write_project(project_dir, display_name, project_files, texts)
     # New pages exist before the root links to them; gone ones vanish after it stops.
@@ -112,6 +106,51 @@ def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishRe
     for name in sorted(emptied):
         _remove_project(simple / name)
     return PublishResult(projects_written=len(projects), root_written=root_written)
+
+
+def write_project_pages(session: Session, www_dir: Path, project_id: int) -> Callable[[], None]:
+    """Write one project's pages and metadata files from ``session``'s view, before it commits;
+    return a function that puts the previous pages back (should the commit fail).
+
+    The recorder calls this in the step that places a new wheel, so no page ever lists a file
+    the disk does not hold. The project stays dirty: ``publish`` still refreshes the root index.
+    """
+    row = session.execute(
+        select(Project.name, Project.display_name).where(Project.id == project_id).with_for_update()
+    ).one()
+    if not _CANONICAL.match(row.name):
+        log.warning("not publishing project %r: not a canonical name", row.name)
+        return lambda: None
+    project_dir = www_dir / "simple" / row.name
+    files = _load_files(session, [project_id]).get(project_id, [])
+    written = [(project_dir, row.display_name, files)]
+    texts = _load_metadata(session, _metadata_missing(written))
+    pages = [project_dir / "index.html", project_dir / "index.json"]
+    before = {page: page.read_bytes() if page.exists() else None for page in pages}
+    created = [project_dir / f"{f.filename}.metadata" for f in files if f.file_id in texts]
+    created = [path for path in created if not path.exists()]
+    _write_project(project_dir, row.display_name, files, texts, prune=False)
+
+    def undo() -> None:
+        for page, data in before.items():
+            if data is None:
+                page.unlink(missing_ok=True)
+            else:
+                _write_if_changed(page, data)
+        for path in created:
+            path.unlink(missing_ok=True)
+
+    return undo
+
+
+def _metadata_missing(written: list[tuple[Path, str, list[_IndexFile]]]) -> list[_IndexFile]:
+    """The files whose ``.metadata`` file is absent or not the bytes the page advertises."""
+    return [
+        f
+        for project_dir, _, project_files in written
+        for f in project_files
+        if _sha256_of(project_dir / f"{f.filename}.metadata") != f.metadata_sha256
+    ]
 
 
 def _has_files() -> Exists:
@@ -174,9 +213,15 @@ def _version_key(version: str) -> tuple[int, Version | str]:
 
 
 def _write_project(
-    project_dir: Path, display_name: str, files: list[_IndexFile], metadata: dict[int, bytes]
+    project_dir: Path,
+    display_name: str,
+    files: list[_IndexFile],
+    metadata: dict[int, bytes],
+    *,
+    prune: bool = True,
 ) -> None:
-    """Write a project's pages, and the ``.metadata`` files of ``metadata`` (by file id)."""
+    """Write a project's pages, and the ``.metadata`` files of ``metadata`` (by file id); with
+    ``prune``, remove metadata files of files no longer listed."""
     project_dir.mkdir(parents=True, exist_ok=True)
     for f in files:
         if f.file_id in metadata:
@@ -186,6 +231,8 @@ def _write_project(
     )
     _write_if_changed(project_dir / "index.json", _dumps(_project_json(project_dir.name, files)))
     _write_if_changed(project_dir / "index.html", html.encode("utf-8"))
+    if not prune:
+        return
     published = {f"{f.filename}.metadata" for f in files}
     for stale in project_dir.glob("*.metadata"):
         if stale.name not in published:

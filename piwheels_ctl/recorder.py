@@ -6,18 +6,21 @@ import dataclasses
 import gzip
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .abi import AbiTags, wheel_covers
 from .classifier import Failure
-from .collector import Wheel
+from .collector import Wheel, check_arrival, sha256_of, with_build_tag
 from .database import Database
 from .errors import VerifyError
-from .models import Abi, Build, BuildStatus, Coverage, File, Project, Version, utcnow
+from .models import Abi, Build, BuildStatus, Coverage, File, Project, ServedFile, Version, utcnow
+from .publisher import write_project_pages
 
 
 def wheel_dir(www_dir: Path, project: str) -> Path:
@@ -67,12 +70,72 @@ def _place(src: Path, dest: Path) -> Callable[[], None]:
     return undo
 
 
-def _commit_files(session: Session, version: Version, build: Build | None, wheels: list[Wheel]) -> None:
+def _same_bytes(path: Path, sha256: str) -> bool:
+    return sha256_of(path)[1] == sha256
+
+
+def _name_taken(session: Session, target: Path, sha256: str) -> bool:
+    """True when ``target``'s name is or was served, or lies on disk, with bytes other than ``sha256``."""
+    served = session.get(ServedFile, target.name)
+    if served is not None and served.sha256 != sha256:
+        return True
+    file = session.scalar(select(File).where(File.filename == target.name))
+    if file is not None and file.sha256 != sha256:
+        return True
+    return target.exists() and not _same_bytes(target, sha256)
+
+
+def _build_numbers(session: Session, folder: Path, wheel: Wheel) -> set[int]:
+    """The build numbers (0: none) of every name this wheel's project, version and tags ever had,
+    in the database, in the served history or on disk."""
+    name, version, _build, tags = parse_wheel_filename(wheel.filename)
+    prefix = "-".join(wheel.filename.split("-")[:2]) + "-"
+    candidates: set[str] = set()
+    for column in (File.filename, ServedFile.filename):
+        candidates.update(session.scalars(select(column).where(column.startswith(prefix, autoescape=True))))
+    if folder.is_dir():
+        candidates.update(p.name for p in folder.iterdir() if p.name.startswith(prefix))
+    numbers = set()
+    for candidate in candidates:
+        try:
+            other_name, other_version, build, other_tags = parse_wheel_filename(candidate)
+        except InvalidWheelFilename:
+            continue
+        if (other_name, other_version, other_tags) == (name, version, tags):
+            numbers.add(build[0] if build else 0)
+    return numbers
+
+
+def _fresh_name(session: Session, folder: Path, wheel: Wheel) -> Wheel:
+    """``wheel`` under a name never served with other bytes (URLs are immutable), and that pip
+    prefers to every earlier build of it: a build tag above any this wheel's name had before."""
+    numbers = _build_numbers(session, folder, wheel)
+    build = parse_wheel_filename(wheel.filename)[2]
+    own = build[0] if build else 0
+    if not numbers or (
+        own >= max(numbers) and not _name_taken(session, folder / wheel.filename, wheel.sha256)
+    ):
+        return wheel
+    tagged = with_build_tag(wheel, max(numbers) + 1)
+    if _name_taken(session, folder / tagged.filename, tagged.sha256):
+        raise VerifyError(f"{wheel.filename}: {tagged.filename} is taken as well")
+    return tagged
+
+
+def _commit_files(
+    session: Session, version: Version, build: Build | None, wheels: list[Wheel], folder: Path
+) -> list[Wheel]:
+    """Record ``wheels`` (renamed with a build tag where needed); the wheels as they will be placed."""
     abis = list(session.scalars(select(Abi)))
+    placed = []
     for wheel in wheels:
+        wheel = _fresh_name(session, folder, wheel)
+        placed.append(wheel)
         file = session.scalar(select(File).where(File.filename == wheel.filename))
         if file is not None and file.version_id != version.id:
             raise VerifyError(f"{wheel.filename}: already in the index for another version")
+        if session.get(ServedFile, wheel.filename) is None:
+            session.add(ServedFile(filename=wheel.filename, sha256=wheel.sha256, size=wheel.size))
         if file is None:
             file = File(filename=wheel.filename, version_id=version.id)
             session.add(file)
@@ -89,6 +152,7 @@ def _commit_files(session: Session, version: Version, build: Build | None, wheel
         session.flush()
         add_coverage(session, file, abis)
     version.project.dirty = True
+    return placed
 
 
 def install_files(
@@ -96,27 +160,31 @@ def install_files(
     www_dir: Path,
     wheels: list[Wheel],
     work: Callable[[Session], tuple[Version, Build | None]],
-) -> None:
-    """Run ``work`` and record ``wheels`` in one transaction, moving them into the repository.
+) -> list[Wheel]:
+    """Run ``work`` and record ``wheels`` in one transaction, moving them into the repository and
+    rewriting the project's index pages; the wheels as placed (some may have got a build tag).
 
-    The rows and the files on disk appear together: if the commit fails, the wheels go back
-    where they came from and any wheel they replaced is restored.
+    The rows, the files on disk and the pages appear together: if the commit fails, the wheels
+    go back where they came from and the previous pages are restored. A wheel whose name is or
+    was served with other bytes is placed under a new build tag, never over the old file.
     """
     undo: list[Callable[[], None]] = []
     try:
         with db.session() as session:
             version, build = work(session)
-            _commit_files(session, version, build, wheels)
             target = wheel_dir(www_dir, version.project.name)
-            for wheel in wheels:
+            placed = _commit_files(session, version, build, wheels, target)
+            for wheel in placed:
                 undo.append(_place(wheel.path, target / wheel.filename))
             session.flush()
+            undo.append(write_project_pages(session, www_dir, version.project_id))
     except BaseException:
         for step in reversed(undo):
             step()
         raise
-    for wheel in wheels:
+    for wheel in placed:
         (wheel_dir(www_dir, wheel.name) / f".{wheel.filename}.old").unlink(missing_ok=True)
+    return placed
 
 
 def record_success(
@@ -179,12 +247,17 @@ class _LeaseLost(Exception):
     """The build row is no longer ours to complete."""
 
 
-def import_wheel(db: Database, www_dir: Path, wheel: Wheel) -> None:
-    """Add a verified wheel built elsewhere to the repository (the file is copied, not moved)."""
+def import_wheel(db: Database, www_dir: Path, wheel: Wheel) -> Wheel:
+    """Add a verified wheel built elsewhere to the repository (the file is copied, not moved);
+    the wheel as placed, with a build tag if its name was served with other bytes."""
     target_dir = wheel_dir(www_dir, wheel.name)
     target_dir.mkdir(parents=True, exist_ok=True)
-    staged = target_dir / f".{wheel.filename}.import"
+    # Staged beside its target (the same file system, for the atomic rename) under its own name,
+    # which ``wheel tags`` needs should it get a build tag.
+    staging = Path(tempfile.mkdtemp(dir=target_dir, prefix=".import-", suffix=".tmp"))
+    staged = staging / wheel.filename
     shutil.copyfile(wheel.path, staged)
+    check_arrival(staged, wheel.size, wheel.sha256)  # the copy is the file that was verified
     copy = dataclasses.replace(wheel, path=staged)
 
     def work(session: Session) -> tuple[Version, Build | None]:
@@ -204,6 +277,7 @@ def import_wheel(db: Database, www_dir: Path, wheel: Wheel) -> None:
         return version, None
 
     try:
-        install_files(db, www_dir, [copy], work)
+        (placed,) = install_files(db, www_dir, [copy], work)
     finally:
-        staged.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return placed

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from sqlalchemy import delete, func, select
 
+from .abi import AbiTags
 from .classifier import INVALID_WHEEL, Failure, classify
-from .collector import Wheel, inspect_wheel
+from .collector import Wheel, check_arrival, inspect_wheel
 from .config import Settings
 from .database import Database
 from .errors import IntegrityError, VerifyError
@@ -54,25 +55,37 @@ class Progress:
 
 
 def _verify(outcome: Outcome) -> list[Wheel]:
-    """The wheels the agent reported, each proven against the job and the agent's hashes."""
-    wheels = []
-    for entry in outcome.result.get("files", []):
+    """The wheels the agent reported, all of them proven against the job, or none.
+
+    First every file must have arrived as the agent reported it (IntegrityError: the builder's
+    fault); only then is each one's content checked (VerifyError: the project's fault), so one
+    refused wheel refuses the whole build and a transfer fault is never blamed on the project.
+    """
+    entries = outcome.result.get("files") or []
+    if not entries:
+        raise VerifyError("the build reported success but no wheel")
+    arrived: list[tuple[Path, int, str]] = []
+    for entry in entries:
         name = str(entry["name"])
         if Path(name).name != name or name in ("", ".", ".."):
             raise IntegrityError(f"{name!r}: a wheel name with path parts")
         path = outcome.outbox / name
         if path.is_symlink() or not path.is_file():
             raise IntegrityError(f"{name!r}: not a regular file in the outbox")
-        wheels.append(
-            inspect_wheel(
-                path,
-                name=outcome.job.name,
-                version=outcome.job.version,
-                size=int(entry["size"]),
-                sha256=str(entry["sha256"]),
-            )
-        )
-    return wheels
+        if any(path == seen for seen, _size, _sha in arrived):
+            raise IntegrityError(f"{name!r}: reported twice")
+        size, sha256 = int(entry["size"]), str(entry["sha256"])
+        check_arrival(path, size, sha256)
+        arrived.append((path, size, sha256))
+    parts = outcome.job.abi.split("-")
+    if len(parts) != 3:
+        raise VerifyError(f"job ABI {outcome.job.abi!r} is not python-abi-platform")
+    abi = AbiTags(*parts)
+    job = outcome.job
+    return [
+        inspect_wheel(path, name=job.name, version=job.version, abi=abi, size=size, sha256=sha256)
+        for path, size, sha256 in arrived
+    ]
 
 
 def _read_log(path: Path) -> str:

@@ -216,8 +216,9 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
         verified.append(inspect_wheel(path))
     db = app.database()
     for wheel in verified:
-        import_wheel(db, app.settings.www_dir, wheel)
-        out.print(f"imported {wheel.filename}")
+        placed = import_wheel(db, app.settings.www_dir, wheel)
+        renamed = "" if placed.filename == wheel.filename else f" as {placed.filename} (its name was taken)"
+        out.print(f"imported {wheel.filename}{renamed}")
 
 
 @cli.command()
