@@ -50,7 +50,14 @@ class App:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A write transaction (on SQLite it holds the write lock: keep it short)."""
         with self.database().session() as session:
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only transaction that never holds up a writer."""
+        with self.database().reader() as session:
             yield session
 
     def refresh_local_builder(self) -> None:

@@ -18,7 +18,7 @@ from ..collector import inspect_wheel
 from ..database import upgrade
 from ..errors import InputError
 from ..models import Abi, Build, BuildStatus, File, Project, Version
-from ..publisher import publish as publish_index
+from ..publisher import publish_from
 from ..queue import Job, pending
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
@@ -225,8 +225,7 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 @pass_app
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
-    with app.session() as session:
-        result = publish_index(session, app.settings.www_dir, full=full)
+    result = publish_from(app.database(), app.settings.www_dir, full=full)
     out.print(
         f"published {result.projects_written} project page(s)"
         + (", root index rewritten" if result.root_written else "")
