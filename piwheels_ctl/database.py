@@ -15,6 +15,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +30,34 @@ BUSY_TIMEOUT_MS = 30_000
 LOCK_PATIENCE = 300.0
 # The execution option that tells the ``begin`` hook which kind of transaction to open.
 _BEGIN = "piwheels_begin"
+
+
+# What to do about an SQLite error that is the file's or the disk's fault (by primary result code).
+_SQLITE_ADVICE = {
+    sqlite3.SQLITE_CORRUPT: "the file is corrupt: restore it from a backup (or try 'sqlite3 FILE .recover')",
+    sqlite3.SQLITE_NOTADB: "not an SQLite database: restore it from a backup or check database_url",
+    sqlite3.SQLITE_FULL: "the disk is full: free space there and run again",
+    sqlite3.SQLITE_READONLY: "it cannot be written: make the file and its folder writable by this user",
+    sqlite3.SQLITE_CANTOPEN: "it cannot be opened: the file and its folder must be readable and writable",
+    # A full disk often shows as an I/O error: SQLite could not grow its -shm or -wal file.
+    sqlite3.SQLITE_IOERR: "disk I/O error: check that its disk is not full (df) nor failing (dmesg)",
+}
+
+
+def sqlite_problem(exc: BaseException, path: str | None) -> DatabaseError | None:
+    """One line naming the database file for an SQLite error the user must act on, or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    advice = _SQLITE_ADVICE.get(code & 0xFF) if isinstance(code, int) else None
+    if advice is None:
+        return None
+    return DatabaseError(f"database {path}: {exc}; {advice}")
+
+
+def _sqlite_handle_error(context: ExceptionContext) -> None:
+    url = context.engine.url if context.engine is not None else None
+    problem = sqlite_problem(context.original_exception, url.database if url else None)
+    if problem is not None:
+        raise problem from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -58,7 +87,10 @@ def _sqlite_begin(conn: Connection) -> None:
             try:
                 cursor.execute(f"BEGIN {mode}")
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
+                problem = sqlite_problem(exc, conn.engine.url.database)
+                if problem is not None:
+                    raise problem from None
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise DatabaseError(
                         f"database {conn.engine.url.database}: {exc}; another process holds its "
@@ -82,6 +114,7 @@ def make_engine(url: str) -> Engine:
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "handle_error", _sqlite_handle_error)
     return engine
 
 
