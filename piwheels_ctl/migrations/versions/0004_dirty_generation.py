@@ -1,15 +1,15 @@
 """projects.dirty_generation: the publisher clears only the dirty flags it published
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-30
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
