@@ -21,10 +21,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     false,
+    inspect,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm.attributes import flag_modified
 
 
 def utcnow() -> datetime:
@@ -85,8 +88,27 @@ class Project(Base):
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set whenever something the index shows changes; cleared by the publisher.
     dirty: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    # Raised by every marking dirty: the publisher clears ``dirty`` only where the generation is
+    # still the one it published, so a change committed while it was publishing stays dirty.
+    dirty_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     versions: Mapped[list[Version]] = relationship(back_populates="project", cascade="all, delete-orphan")
+
+
+@event.listens_for(Project.dirty, "set")
+def _marked_dirty(target: Project, value: bool, _old: object, _initiator: object) -> None:
+    """Marking a stored project dirty is always written, with a new generation.
+
+    The ORM leaves out an UPDATE that sets the value its snapshot already shows; but the
+    publisher may be clearing the flag at that very moment, so the write must happen anyway.
+    """
+    state = inspect(target)
+    if value is not True or not state.has_identity:
+        return
+    if "dirty" in state.dict:
+        flag_modified(target, "dirty")
+    # A SQL expression, so two writers never hand out the same generation.
+    target.dirty_generation = Project.dirty_generation + 1
 
 
 class Version(Base):

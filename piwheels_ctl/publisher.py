@@ -8,17 +8,18 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import Exists, exists, or_, select, update
+from sqlalchemy import Exists, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from .database import Database
 from .models import File, Project
 from .models import Version as VersionRow
 
@@ -45,6 +46,8 @@ class PublishResult:
 
     projects_written: int
     root_written: bool
+    # Project id -> the dirty generation its page shows: what clear_published may clear.
+    published: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,26 +66,45 @@ class _IndexFile:
     uploaded_at: datetime
 
 
+def publish_from(db: Database, www_dir: Path, *, full: bool = False) -> PublishResult:
+    """Publish from one read-only snapshot, then clear the flags of what it published in a
+    short write transaction of its own: a long publish never holds up a recorder."""
+    with db.reader() as session:
+        result = publish(session, www_dir, full=full)
+    with db.session() as session:
+        clear_published(session, result.published)
+    return result
+
+
+def clear_published(session: Session, published: Mapping[int, int]) -> None:
+    """Clear ``dirty`` where the generation is still the one published; a project marked dirty
+    again meanwhile keeps its flag for the next run."""
+    table = Project.metadata.tables[Project.__tablename__]
+    clear = (
+        update(table)
+        .where(table.c.id == bindparam("project"), table.c.dirty_generation == bindparam("generation"))
+        .values(dirty=False)
+    )
+    pairs = list(published.items())
+    for chunk in _chunks(pairs):
+        session.execute(clear, [{"project": p, "generation": g} for p, g in chunk])
+
+
 def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishResult:
-    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones),
-    clear their ``dirty`` flag and refresh the root index if its listing changed."""
+    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones)
+    and refresh the root index if its listing changed; only reads the database (the flags are
+    cleared by ``clear_published``)."""
     simple = www_dir / "simple"
     chosen = or_(Project.dirty, _has_files()) if full else Project.dirty
-    # FOR UPDATE (PostgreSQL) makes a concurrent recorder that marks one of these projects
-    # dirty wait for our commit, so its change is never cleared unpublished.
     projects = session.execute(
-        select(Project.id, Project.name, Project.display_name)
+        select(Project.id, Project.name, Project.display_name, Project.dirty_generation)
         .where(chosen)
         .order_by(Project.name)
-        .with_for_update()
     ).all()
     published: set[str] = set()
     emptied: set[str] = set()
     for chunk in _chunks(projects):
         ids = [row.id for row in chunk]
-        # Cleared before reading the files, under the lock taken above: whatever a
-        # recorder commits later marks the project dirty again for the next run.
-        session.execute(update(Project).where(Project.id.in_(ids)).values(dirty=False))
         files = _load_files(session, ids)
         written = []
         for row in chunk:
@@ -105,7 +127,8 @@ def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishRe
         emptied.update(d.name for d in simple.iterdir() if d.is_dir() and d.name not in published)
     for name in sorted(emptied):
         _remove_project(simple / name)
-    return PublishResult(projects_written=len(projects), root_written=root_written)
+    generations = {row.id: row.dirty_generation for row in projects}
+    return PublishResult(projects_written=len(projects), root_written=root_written, published=generations)
 
 
 def write_project_pages(session: Session, www_dir: Path, project_id: int) -> Callable[[], None]:

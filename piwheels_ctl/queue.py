@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session, aliased
 from .abi import AbiTags
 from .models import Abi, Build, BuildStatus, Coverage, Project, Version, utcnow
 
+# Candidates a claim looks at per query; on PostgreSQL it locks their versions until it commits.
+CLAIM_BATCH = 8
+
 
 @dataclass(frozen=True)
 class Job:
@@ -120,7 +123,7 @@ def lease_owner() -> str:
 
 
 def claim(session: Session, job: Job, builder_id: int | None, lease: timedelta) -> Build:
-    """Record that ``builder_id`` builds ``job`` until the lease expires."""
+    """Record that ``builder_id`` builds ``job`` until the lease expires (no check: see claim_next)."""
     now = utcnow()
     build = Build(
         version_id=job.version_id,
@@ -134,6 +137,55 @@ def claim(session: Session, job: Job, builder_id: int | None, lease: timedelta) 
     session.add(build)
     session.flush()
     return build
+
+
+def _still_pending(session: Session, version_id: int, abi_id: int) -> bool:
+    """Whether the pair is still claimable, seen by a statement of its own (a fresh snapshot on
+    PostgreSQL, where the query that found it may have started before another claim committed)."""
+    taken = or_(
+        exists().where(Coverage.version_id == version_id, Coverage.abi_id == abi_id),
+        exists().where(
+            Build.version_id == version_id,
+            or_(
+                and_(Build.abi_id == abi_id, Build.superseded == false()),
+                Build.status == BuildStatus.BUILDING,
+            ),
+        ),
+    )
+    return not session.scalar(select(taken))
+
+
+def claim_next(
+    session: Session, abi_ids: Collection[int], builder_id: int | None, lease: timedelta
+) -> tuple[Job, Build] | None:
+    """Take the next claimable job for one of ``abi_ids``: find it and record its build as one
+    step that no other controller can interleave with (None: nothing to claim).
+
+    Call it in a transaction of its own. SQLite: the session holds the write lock from its
+    BEGIN IMMEDIATE, so claims are one at a time. PostgreSQL: the version's row is locked FOR
+    UPDATE, versions another claim holds are skipped, and the pair is checked again after the
+    lock is held.
+    """
+    offset = 0
+    while True:
+        query = (
+            pending_query(abi_ids=abi_ids, claimable=True)
+            .limit(CLAIM_BATCH)
+            .offset(offset)
+            .with_for_update(of=Version, skip_locked=True)
+        )
+        rows = session.execute(query).all()
+        for row in rows:
+            version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
+            if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+                continue
+            if not _still_pending(session, version_id, abi_id):
+                continue
+            job = Job(version_id, abi_id, name, version, tag, priority)
+            return job, claim(session, job, builder_id, lease)
+        if len(rows) < CLAIM_BATCH:
+            return None
+        offset += CLAIM_BATCH
 
 
 def _owner_alive(owner: str | None) -> bool:

@@ -20,7 +20,7 @@ from .database import Database
 from .errors import IntegrityError, VerifyError
 from .executors import BuilderError, Executor, Outcome, mark_failed
 from .models import Build, Builder, BuildStatus, utcnow
-from .queue import Job, claim, pending, pending_query, reclaim
+from .queue import Job, claim_next, pending_query, reclaim
 from .recorder import record_failure, record_success
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def _read_log(path: Path) -> str:
 
 
 def count_pending(db: Database) -> int:
-    with db.session() as session:
+    with db.reader() as session:
         return session.scalar(select(func.count()).select_from(pending_query().subquery())) or 0
 
 
@@ -154,9 +154,11 @@ class Runner:
         )
         return False
 
-    def _next_job(self, executor: Executor) -> Job | None:
+    def _next_job(self, executor: Executor, lease: timedelta) -> tuple[Job, int] | None:
+        """Claim the next job for ``executor``'s ABIs, with the id of its build row."""
         with self.db.session() as session:
-            return next(pending(session, abi_ids=list(executor.pythons), claimable=True, limit=1), None)
+            claimed = claim_next(session, list(executor.pythons), executor.builder_id, lease)
+            return None if claimed is None else (claimed[0], claimed[1].id)
 
     def _available(self, executor: Executor) -> bool:
         return executor.retry_at is None or utcnow() >= executor.retry_at
@@ -194,11 +196,10 @@ class Runner:
                             and (limit is None or claimed < limit)
                             and not self.stopping.is_set()
                         ):
-                            job = self._next_job(executor)
-                            if job is None:
+                            taken = self._next_job(executor, lease)
+                            if taken is None:
                                 break
-                            with self.db.session() as session:
-                                build_id = claim(session, job, executor.builder_id, lease).id
+                            job, build_id = taken
                             future = pool.submit(executor.build, job, build_id)
                             running[future] = (executor, job, build_id)
                             busy[id(executor)] += 1

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import File, Project, Version
-from piwheels_ctl.publisher import publish
+from piwheels_ctl.publisher import publish_from
 
 from helpers import serving
 
@@ -120,8 +120,7 @@ def two_projects(db: Database) -> None:
 
 
 def run_publish(db: Database, www: Path, *, full: bool = False) -> tuple[int, bool]:
-    with db.session() as session:
-        result = publish(session, www, full=full)
+    result = publish_from(db, www, full=full)
     return result.projects_written, result.root_written
 
 

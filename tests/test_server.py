@@ -6,8 +6,10 @@ import http.client
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -364,3 +366,87 @@ def test_serve_until_interrupted(www: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def _request(sock: socket.socket, request: bytes) -> bytes:
+    """Send ``request`` and read the answer until the server closes the connection."""
+    sock.sendall(request)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "content_range"),
+    [
+        ("bytes=" + "9" * 5000 + "-", 416, f"bytes */{len(WHEEL_DATA)}"),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 5001, 416, f"bytes */{len(WHEEL_DATA)}"),
+        # A last position or suffix beyond the file means "to the end" (RFC 9110 14.1.2).
+        ("bytes=0-" + "9" * 5000, 206, f"bytes 0-{len(WHEEL_DATA) - 1}/{len(WHEEL_DATA)}"),
+        ("bytes=-" + "9" * 5000, 206, f"bytes 0-{len(WHEEL_DATA) - 1}/{len(WHEEL_DATA)}"),
+        ("bytes=" + "0" * 5000 + "5-" + "0" * 5000 + "9", 206, f"bytes 5-9/{len(WHEEL_DATA)}"),
+    ],
+    ids=["huge-start", "huge-both", "huge-end", "huge-suffix", "leading-zeros"],
+)
+def test_range_with_a_5000_digit_number(base: str, header: str, status: int, content_range: str) -> None:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", f"/simple/foo/{WHEEL}", headers={"Range": header})
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == status, f"{response.status} {body[:200]!r}"
+        assert response.getheader("Content-Range") == content_range
+        # The connection survived: a second request on it is answered.
+        conn.request("GET", "/simple/")
+        again = conn.getresponse()
+        assert (again.status, again.read()) == (200, ROOT_HTML)
+    finally:
+        conn.close()
+
+
+def _listen_queue(port: int) -> tuple[int, int]:
+    """The kernel's view of a listening socket: connections waiting to be accepted, backlog."""
+    proc = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=30
+    )
+    fields = proc.stdout.split()
+    assert fields and fields[0] == "LISTEN", f"ss shows no listener on port {port}: {proc.stdout!r}"
+    return int(fields[1]), int(fields[2])
+
+
+def test_a_burst_of_300_clients_is_queued_and_answered(www: Path) -> None:
+    clients = 300
+    server = make_server(www, "127.0.0.1", 0)
+    port = server.server_address[1]
+    sockets: list[socket.socket] = []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    try:
+        assert _listen_queue(port)[1] >= 128, f"listen backlog {_listen_queue(port)[1]}"
+        # All of them connect before the server accepts any: the backlog must hold them.
+        for _ in range(clients):
+            sock = socket.socket()
+            sock.settimeout(60)
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            sockets.append(sock)
+        deadline = time.monotonic() + 60
+        while (queued := _listen_queue(port)[0]) < clients and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queued == clients, f"{queued} of {clients} connections queued for accept"
+        thread.start()
+        answers = []
+        for sock in sockets:
+            sock.setblocking(True)
+            sock.settimeout(60)
+            answers.append(_request(sock, b"GET /simple/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        ok = sum(a.startswith(b"HTTP/1.1 200 ") and a.endswith(ROOT_HTML) for a in answers)
+        assert ok == clients, f"{ok} of {clients} clients got the page; first other: {answers[0][:100]!r}"
+    finally:
+        for sock in sockets:
+            sock.close()
+        if thread.is_alive():
+            server.shutdown()
+            thread.join()
+        server.server_close()

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import __version__
 from ..builders import ensure_local
 from ..config import Settings, load_settings
 from ..database import Database, check_schema
-from ..errors import PiwheelsError
+from ..errors import PiwheelsError, storage_error
 
 if TYPE_CHECKING:
     from ..upstream import Upstream
@@ -50,7 +50,14 @@ class App:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        """A write transaction (on SQLite it holds the write lock: keep it short)."""
         with self.database().session() as session:
+            yield session
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A read-only transaction that never holds up a writer."""
+        with self.database().reader() as session:
             yield session
 
     def refresh_local_builder(self) -> None:
@@ -90,7 +97,11 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; errors become one line on stderr and a non-zero exit code."""
     try:
-        cli.main(args=argv, prog_name="piwheels-ctl", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="piwheels-ctl", standalone_mode=False)
+        except OSError as exc:
+            # A file of the data folder that cannot be read or written: say which, and what to do.
+            raise storage_error(exc) from None
     except PiwheelsError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -100,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except OperationalError as exc:
-        err.print(f"[bold red]error:[/] database: {escape(str(exc.orig))}", highlight=False, soft_wrap=True)
+    except DBAPIError as exc:
+        message = " ".join(str(exc.orig).split())  # PostgreSQL's messages span lines
+        err.print(f"[bold red]error:[/] database: {escape(message)}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err.print("interrupted")

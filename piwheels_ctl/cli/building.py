@@ -14,7 +14,7 @@ from rich.progress import Progress as Bar
 from .. import catalog
 from ..errors import PiwheelsError
 from ..executors import open_executors
-from ..publisher import publish as publish_index
+from ..publisher import publish_from
 from ..queue import Job
 from ..runner import Progress, Runner, RunReport
 from . import App, cli, err, out, pass_app
@@ -109,7 +109,6 @@ def run(app: App, limit: int | None, forever: bool) -> None:
             next_sync = time.monotonic() + app.settings.sync_interval
         report = _build_once(app, limit, runner_box, Progress())
         _print_report(report)
-        with app.session() as session:
-            publish_index(session, app.settings.www_dir)
+        publish_from(app.database(), app.settings.www_dir)
         if report.built + report.failed == 0:
             stop.wait(min(60.0, max(1.0, next_sync - time.monotonic())))

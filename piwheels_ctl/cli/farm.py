@@ -18,7 +18,7 @@ from ..builders import check_name, check_python, list_builders, register_remote,
 from ..errors import InputError, PiwheelsError
 from ..executors import probe_remote, remote_builder
 from ..models import Builder
-from ..publisher import publish as publish_index
+from ..publisher import publish_from
 from ..transport import Endpoint, fingerprint, scan_host_key
 from . import App, cli, out, pass_app
 
@@ -30,19 +30,22 @@ from . import App, cli, out, pass_app
 def audit(app: App, repair: bool, deep: bool) -> None:
     """Check that the database, the wheels on disk and the published index agree."""
     www = app.settings.www_dir
-    with app.session() as session:
+    # Checking (a --deep one re-hashes every wheel) only reads: it must not hold up the builds.
+    with app.reader() as session:
         found = audit_check(session, www, deep=deep)
-        for problem in found:
-            out.print(f"{problem.kind}: {escape(problem.where)}: {escape(problem.detail)}")
-        if not found:
-            out.print("no disagreement")
-            return
-        if not repair:
-            raise PiwheelsError(f"{len(found)} disagreement(s); 'piwheels-ctl audit --fix' repairs them")
-        for action in audit_fix(session, www, app.settings.data_dir, found):
-            out.print(f"fixed: {escape(action)}")
+    for problem in found:
+        out.print(f"{problem.kind}: {escape(problem.where)}: {escape(problem.detail)}")
+    if not found:
+        out.print("no disagreement")
+        return
+    if not repair:
+        raise PiwheelsError(f"{len(found)} disagreement(s); 'piwheels-ctl audit --fix' repairs them")
     with app.session() as session:
-        publish_index(session, www)
+        actions = audit_fix(session, www, app.settings.data_dir, found)
+    for action in actions:
+        out.print(f"fixed: {escape(action)}")
+    publish_from(app.database(), www)
+    with app.reader() as session:
         left = audit_check(session, www, deep=deep)
     if left:
         raise PiwheelsError(f"{len(left)} disagreement(s) left after --fix")

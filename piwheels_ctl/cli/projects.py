@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
-from ..errors import InputError
+from ..errors import InputError, storage_error
 from ..models import Abi, Build, BuildStatus, File, Project, Version
-from ..publisher import publish as publish_index
+from ..publisher import publish_from
 from ..queue import Job, pending
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
@@ -226,8 +226,10 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 @pass_app
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
-    with app.session() as session:
-        result = publish_index(session, app.settings.www_dir, full=full)
+    try:
+        result = publish_from(app.database(), app.settings.www_dir, full=full)
+    except OSError as exc:
+        raise storage_error(exc, app.settings.www_dir) from None
     out.print(
         f"published {result.projects_written} project page(s)"
         + (", root index rewritten" if result.root_written else "")
