@@ -21,6 +21,7 @@ TABLES = {
     "coverage",
     "files",
     "projects",
+    "served_files",
     "versions",
 }
 
