@@ -13,6 +13,7 @@ import pytest
 from piwheels_ctl.errors import UpstreamError
 from piwheels_ctl.upstream import PROJECT_PAGE_MAX, ROOT_PAGE_MAX, Upstream
 
+from helpers import clean_env, piwheels
 from indexserver import (
     HTML_TYPE,
     JSON_TYPE,
@@ -212,3 +213,16 @@ def test_a_redirect_loop_ends(dist: Path) -> None:
         server.redirects["/simple/demo/"] = (307, "/simple/demo/")
         with pytest.raises(UpstreamError, match="more than 5 redirects"):
             upstream.project("demo")
+
+
+def test_cli_add_against_a_trickling_upstream_ends_near_http_timeout(tmp_path: Path) -> None:
+    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_HTTP_TIMEOUT="2")
+    piwheels(env, "init")
+    with HostileServer(trickle(response_bytes(PAGE, JSON_TYPE))) as server:
+        started = time.monotonic()
+        proc = piwheels({**env, "PIWHEELS_UPSTREAM": server.url}, "add", "demo", check=False)
+        took = time.monotonic() - started
+    assert 1 <= took < 30, f"add took {took:.1f} s with http_timeout=2"
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: {server.url}demo/: timed out" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
