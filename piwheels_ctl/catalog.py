@@ -2,26 +2,61 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from .errors import InputError
+from .errors import InputError, PiwheelsError
 from .models import Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
 
 if TYPE_CHECKING:
-    from .upstream import ProjectPage, Upstream
+    from .upstream import ProjectPage, Release, Upstream
 
 BINARY_ONLY = "binary only"
+
+# A transaction of its own each time it is entered: ``Database.session``.
+Sessions = Callable[[], AbstractContextManager[Session]]
+
+logger = logging.getLogger(__name__)
+
+
+def _length(column: Any) -> int:
+    """The length of a String column: what the database (PostgreSQL strictly) will store."""
+    return int(column.type.length)
+
+
+# The upstream's values are checked against these before they reach the database.
+NAME_MAX = _length(Project.name)
+DISPLAY_NAME_MAX = _length(Project.display_name)
+VERSION_MAX = _length(VersionRow.version)
+FILENAME_MAX = _length(VersionRow.sdist_filename)
+SHA256_MAX = _length(VersionRow.sdist_sha256)
+REQUIRES_PYTHON_MAX = _length(VersionRow.requires_python)
+
+
+@dataclass
+class SyncReport:
+    """What a sync did, and what it skipped: (project, why) for each project or item left out."""
+
+    synced: int = 0  # projects the upstream answered for, changed or not
+    changed: int = 0
+    new: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append((name, message))
 
 
 @dataclass(frozen=True)
@@ -46,6 +81,8 @@ def parse_wanted(text: str, source: str) -> Wanted:
         raise InputError(f"{source}: {text.strip()!r} is not a valid requirement: {reason}") from None
     if req.url:
         raise InputError(f"{source}: {text.strip()!r}: URL requirements cannot be built from the upstream")
+    if len(req.name) > NAME_MAX:
+        raise InputError(f"{source}: {req.name[:40]}...: a project name is at most {NAME_MAX} characters")
     return Wanted(req.name, req.specifier if str(req.specifier) else None, source)
 
 
@@ -84,11 +121,34 @@ def _choose(page: ProjectPage, wanted: Wanted) -> list[str]:
     return [max(matching, key=Version)]
 
 
-def apply_page(session: Session, project: Project, page: ProjectPage) -> int:
-    """Bring the versions of ``project`` up to ``page``; the number of new versions."""
+def _too_long(release: Release) -> str | None:
+    """What in ``release`` is longer than its column, or None when all fits."""
+    for what, value, limit in (
+        ("version", release.version, VERSION_MAX),
+        ("sdist filename", release.sdist_filename, FILENAME_MAX),
+        ("sdist sha256", release.sdist_sha256, SHA256_MAX),
+        ("requires-python", release.requires_python, REQUIRES_PYTHON_MAX),
+    ):
+        if value is not None and len(value) > limit:
+            return f"{what} {value[:40]!r}... is longer than {limit} characters"
+    return None
+
+
+def apply_page(
+    session: Session, project: Project, page: ProjectPage, problems: list[str] | None = None
+) -> int:
+    """Bring the versions of ``project`` up to ``page``; the number of new versions.
+
+    A release with a value too long for the database is left out, said in ``problems``.
+    """
+    problems = [] if problems is None else problems
     existing = {v.version: v for v in project.versions}
     added = 0
     for release in page.releases:
+        wrong = _too_long(release)
+        if wrong is not None:
+            problems.append(f"{page.name}: a release skipped: {wrong}")
+            continue
         row = existing.get(release.version)
         if row is None:
             row = VersionRow(version=release.version, priority=0)
@@ -107,7 +167,10 @@ def apply_page(session: Session, project: Project, page: ProjectPage) -> int:
             row.skip_reason = row.skip_reason or BINARY_ONLY
         elif row.skip_reason == BINARY_ONLY:
             row.skip_reason = None
-    project.display_name = page.display_name
+    if len(page.display_name) <= DISPLAY_NAME_MAX:
+        project.display_name = page.display_name
+    else:
+        problems.append(f"{page.name}: display name kept: the new one is longer than {DISPLAY_NAME_MAX}")
     project.etag = page.etag
     project.synced_at = utcnow()
     return added
@@ -116,20 +179,27 @@ def apply_page(session: Session, project: Project, page: ProjectPage) -> int:
 def _project(session: Session, name: str, display: str) -> Project:
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
-        project = Project(name=name, display_name=display, watched=False, dirty=True)
+        shown = display if len(display) <= DISPLAY_NAME_MAX else name
+        project = Project(name=name, display_name=shown, watched=False, dirty=True)
         session.add(project)
     return project
 
 
-def add(session: Session, upstream: Upstream, wanted: Iterable[Wanted]) -> list[tuple[str, list[str]]]:
-    """Track the wanted projects: fetch each page first, so a bad name changes nothing."""
+def add(
+    session: Session, upstream: Upstream, wanted: Iterable[Wanted], problems: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
+    """Track the wanted projects: fetch each page first, so a bad name or page changes nothing.
+
+    The session is first used once every page is in: no transaction is held over the network.
+    Releases left out (values too long for the database) are said in ``problems``.
+    """
     pages = [(w, upstream.project(w.canonical)) for w in wanted]
     added = []
     for want, page in pages:
         assert page is not None  # no etag was sent, so the page came back
         versions = _choose(page, want)
         project = _project(session, page.name, page.display_name)
-        apply_page(session, project, page)
+        apply_page(session, project, page, problems)
         if not versions:
             project.watched = True
         for row in project.versions:
@@ -150,34 +220,73 @@ def tracked(session: Session) -> list[Project]:
 
 
 def sync(
-    session: Session, upstream: Upstream, progress: Callable[[str], None] = lambda _name: None
-) -> tuple[int, int]:
-    """Refresh every tracked project (one conditional request each): (projects changed, new versions)."""
-    changed = new = 0
-    for project in tracked(session):
-        progress(project.name)
-        page = upstream.project(project.name, project.etag)
-        if page is not None:
-            changed += 1
-            new += apply_page(session, project, page)
-    return changed, new
+    sessions: Sessions, upstream: Upstream, progress: Callable[[str], None] = lambda _name: None
+) -> SyncReport:
+    """Refresh every tracked project (one conditional request each), one transaction per project.
+
+    A project the upstream no longer has, or whose page is bad, is reported and skipped: the
+    others are synced all the same. No transaction is open while a page is fetched.
+    """
+    report = SyncReport()
+    with sessions() as session:
+        todo = [(p.name, p.etag) for p in tracked(session)]
+    for name, etag in todo:
+        progress(name)
+        try:
+            page = upstream.project(name, etag)
+        except PiwheelsError as exc:  # gone (InputError) or a bad page (UpstreamError)
+            report.problem(name, str(exc))
+            continue
+        report.synced += 1
+        if page is None:
+            continue
+        problems: list[str] = []
+        try:
+            with sessions() as session:
+                project = session.scalar(select(Project).where(Project.name == name))
+                if project is None:  # forgotten since the list was read
+                    continue
+                added = apply_page(session, project, page, problems)
+        except (DataError, IntegrityError) as exc:  # what the checks before missed: this project only
+            report.problem(name, f"{name}: not recorded: {str(exc.orig).splitlines()[0]}")
+            continue
+        report.changed += 1
+        report.new += added
+        for problem in problems:
+            report.problem(name, problem)
+    return report
 
 
-def sync_all(session: Session, upstream: Upstream, chunk: int = 10_000) -> int:
-    """Record every project name of the upstream without fetching each one; the number added."""
-    known = set(session.scalars(select(Project.name)))
+def sync_all(sessions: Sessions, upstream: Upstream, chunk: int = 10_000) -> tuple[int, list[str]]:
+    """Record every project name of the upstream without fetching each one: (names added, problems).
+
+    Each batch of names is a transaction of its own, so a failure late in the listing keeps
+    what came before. Names too long for the database are skipped, said in the problems.
+    """
+    with sessions() as session:
+        known = set(session.scalars(select(Project.name)))
     added = 0
-    for batch in _batched(
-        ((name, display) for name, display in upstream.project_names() if name not in known), chunk
-    ):
+    problems: list[str] = []
+
+    def wanted() -> Iterator[tuple[str, str]]:
+        for name, display in upstream.project_names():
+            if name in known:
+                continue
+            if len(name) > NAME_MAX or len(display) > DISPLAY_NAME_MAX:
+                problems.append(f"{upstream.location}: name {name[:40]!r}... skipped: longer than {NAME_MAX}")
+                continue
+            yield name, display
+
+    for batch in _batched(wanted(), chunk):
         rows = {name: display for name, display in batch}
-        session.execute(
-            insert(Project),
-            [{"name": n, "display_name": d, "watched": False, "dirty": False} for n, d in rows.items()],
-        )
+        with sessions() as session:
+            session.execute(
+                insert(Project),
+                [{"name": n, "display_name": d, "watched": False, "dirty": False} for n, d in rows.items()],
+            )
         known.update(rows)
         added += len(rows)
-    return added
+    return added, problems
 
 
 def _batched(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:

@@ -45,6 +45,7 @@ class Settings(BaseModel):
     ccache_dir: Path | None = None
     ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")
     http_timeout: float = Field(default=30.0, gt=0)
+    upstream_redirect_hosts: list[str] = Field(default_factory=list)  # hosts the upstream may redirect to
     local_builder: bool = True
     min_free_mb: int = Field(default=500, ge=0)
     connect_timeout: float = Field(default=10.0, gt=0)
@@ -108,7 +109,7 @@ class Settings(BaseModel):
 
 def _env_value(key: str, raw: str) -> Any:
     """Turn an environment string into what the field expects (lists are comma separated)."""
-    if key in ("find_links", "pythons"):
+    if key in ("find_links", "pythons", "upstream_redirect_hosts"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 

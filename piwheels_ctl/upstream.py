@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urldefrag
 
 import pypi_simple
-import requests
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from . import __version__
 from .errors import InputError, UpstreamError
+from .upstream_http import Answer, Fetcher
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,35 @@ ACCEPT_PROJECT = (
 ACCEPT_ROOT = (
     "application/vnd.pypi.simple.v1+html, text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.1"
 )
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = frozenset({"application/vnd.pypi.simple.v1+html", "text/html"})
+# Size caps of a page, checked as it streams in. PyPI's root listing (every project name) is
+# tens of MB; its biggest project pages (thousands of files) a few MB.
+ROOT_PAGE_MAX = 64 * 1024 * 1024
+PROJECT_PAGE_MAX = 16 * 1024 * 1024
+# The root listing is one huge page: it gets this many times http_timeout as a whole.
+ROOT_TIME_FACTOR = 10
+# Simple index pages nest a handful of elements (html, body, a); this is far past any real one.
+HTML_DEPTH_MAX = 64
+VOID_ELEMENTS = frozenset(
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    }
+)
+ETAG_MAX = 255  # what the database keeps (projects.etag)
 # PEP 508 project names; ASCII only, as IGNORECASE alone lets the Kelvin sign pass for a "k".
 NAME_RE = re.compile(r"[A-Z0-9](?:[A-Z0-9._-]*[A-Z0-9])?", re.IGNORECASE | re.ASCII)
 # The sdist formats pip builds from, most preferred first.
@@ -76,15 +105,19 @@ class _LocalFile(NamedTuple):
 
 
 class Upstream:
-    """Reads the upstream: a PEP 691/503 index URL (trailing slash) or a local folder of sdists."""
+    """Reads the upstream: a PEP 691/503 index URL (trailing slash) or a local folder of sdists.
 
-    def __init__(self, location: str, *, timeout: float = 30.0) -> None:
+    An index is untrusted input: each request has ``timeout`` seconds as a whole (the root
+    listing ROOT_TIME_FACTOR times that), each page a size cap, and redirects may lead only to
+    the index's own host or to ``redirect_hosts``.
+    """
+
+    def __init__(self, location: str, *, timeout: float = 30.0, redirect_hosts: Iterable[str] = ()) -> None:
         self.location = location
         self._timeout = timeout
         is_url = location.startswith(("http://", "https://"))
         self._folder = None if is_url else Path(location)
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"piwheels-ctl/{__version__}"
+        self._http = Fetcher(location, frozenset(h.lower() for h in redirect_hosts))
 
     def __enter__(self) -> Upstream:
         return self
@@ -94,7 +127,7 @@ class Upstream:
 
     def close(self) -> None:
         """Release the HTTP connections."""
-        self._session.close()
+        self._http.close()
 
     def project(self, name: str, etag: str | None = None) -> ProjectPage | None:
         """The project's page, or None when it is unchanged since the page that had ``etag``."""
@@ -107,21 +140,23 @@ class Upstream:
         headers = {"Accept": ACCEPT_PROJECT}
         if etag is not None:
             headers["If-None-Match"] = etag
-        response = self._get(url, headers, stream=False)
-        if response.status_code == 304:
-            return None
-        if response.status_code == 404:
-            raise InputError(f"{name}: the upstream {self.location} has no such project")
-        self._check_status(url, response)
+        with self._http.get(url, headers, seconds=self._timeout, limit=PROJECT_PAGE_MAX) as answer:
+            if answer.status == 304:
+                return None
+            if answer.status == 404:
+                raise InputError(f"{name}: the upstream {self.location} has no such project")
+            _check_status(url, answer)
+            media, charset = _page_type(url, answer, "project page")
+            body = answer.read()
         # Indexes (and proxies) that send no ETag still get an unchanged page skipped: the
-        # body's digest stands in for it, saving the parsing and the database work.
-        new_etag = response.headers.get("ETag") or f"sha256:{hashlib.sha256(response.content).hexdigest()}"
+        # body's digest stands in for it, saving the parsing and the database work. An ETag
+        # too long to keep is replaced by the digest too.
+        new_etag = answer.headers.get("ETag") or ""
+        if not new_etag or len(new_etag) > ETAG_MAX:
+            new_etag = f"sha256:{hashlib.sha256(body).hexdigest()}"
         if new_etag == etag:
             return None
-        try:
-            page = pypi_simple.ProjectPage.from_response(response, name)
-        except (ValueError, pypi_simple.UnsupportedRepoVersionError) as exc:
-            raise UpstreamError(f"{url}: not a project page we can read: {exc}") from exc
+        page = _parse_project(url, name, media, charset, body)
         return ProjectPage(
             name=canonical,
             display_name=page.project or name,
@@ -138,33 +173,18 @@ class Upstream:
             yield from sorted(names.items())
             return
         url = self.location
-        with self._get(url, {"Accept": ACCEPT_ROOT}, stream=True) as response:
-            self._check_status(url, response)
+        seconds = self._timeout * ROOT_TIME_FACTOR
+        with self._http.get(url, {"Accept": ACCEPT_ROOT}, seconds=seconds, limit=ROOT_PAGE_MAX) as answer:
+            _check_status(url, answer)
+            media, charset = _page_type(url, answer, "project list")
             try:
-                for display in _index_names(response):
+                for display in _index_names(url, media, charset, answer):
                     if NAME_RE.fullmatch(display):
                         yield canonicalize_name(display), display
                     else:
-                        logger.warning("%s: ignored %r: not a valid project name", url, display)
-            # First: requests' JSONDecodeError is a ValueError and a RequestException both.
-            except (ValueError, pypi_simple.UnsupportedRepoVersionError) as exc:
-                raise UpstreamError(f"{url}: not a project list we can read: {exc}") from exc
-            except requests.RequestException as exc:
-                raise UpstreamError(f"{url}: the project list broke off: {exc}") from exc
-
-    def _get(self, url: str, headers: dict[str, str], *, stream: bool) -> requests.Response:
-        """GET ``url``, turning every failure to get an answer into UpstreamError."""
-        try:
-            return self._session.get(url, headers=headers, timeout=self._timeout, stream=stream)
-        except requests.RequestException as exc:
-            raise UpstreamError(f"{url}: the upstream did not answer: {exc}") from exc
-
-    @staticmethod
-    def _check_status(url: str, response: requests.Response) -> None:
-        """Raise UpstreamError unless the response is a success."""
-        if response.status_code != 200:
-            response.close()
-            raise UpstreamError(f"{url}: the upstream answered HTTP {response.status_code} {response.reason}")
+                        logger.warning("%s: ignored %r: not a valid project name", url, display[:100])
+            except (ValueError, RecursionError, pypi_simple.UnsupportedRepoVersionError) as exc:
+                raise UpstreamError(f"{url}: not a project list we can read: {_short(exc)}") from exc
 
     def _local_project(self, folder: Path, name: str, etag: str | None) -> ProjectPage | None:
         """The project's page made from its files in the folder."""
@@ -290,14 +310,110 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _index_names(response: requests.Response) -> Iterator[str]:
+def _check_status(url: str, answer: Answer) -> None:
+    """Raise UpstreamError unless the answer is a success."""
+    if answer.status != 200:
+        raise UpstreamError(f"{url}: the upstream answered HTTP {answer.status} {answer.reason}")
+
+
+def _page_type(url: str, answer: Answer, what: str) -> tuple[str, str | None]:
+    """The page's media type and charset; a page of no or another type is refused, not guessed at."""
+    media, charset = answer.content_type
+    if media != JSON_TYPE and media not in HTML_TYPES:
+        shown = repr(media) if media else "none"
+        raise UpstreamError(f"{url}: not a {what} we can read: Content-Type {shown}, not HTML or JSON")
+    return media, charset
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message, cut to one line of reasonable length (hostile input can be long)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _parse_project(
+    url: str, name: str, media: str, charset: str | None, body: bytes
+) -> pypi_simple.ProjectPage:
+    """The project page parsed by pypi-simple, after the checks that keep hostile pages out of it."""
+    try:
+        if media == JSON_TYPE:
+            return pypi_simple.ProjectPage.from_json_data(_json(body), url)
+        for _chunk in _check_html(_markup_first([body]), url):
+            pass  # checked whole before the parse, which builds a tree
+        return pypi_simple.ProjectPage.from_html(name, body, base_url=url, from_encoding=charset)
+    except (ValueError, RecursionError, pypi_simple.UnsupportedRepoVersionError) as exc:
+        raise UpstreamError(f"{url}: not a project page we can read: {_short(exc)}") from exc
+
+
+def _json(body: bytes) -> object:
+    """The decoded JSON (a nesting too deep for the decoder raises RecursionError, caught by callers)."""
+    return json.loads(body)
+
+
+def _markup_first(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks, refused unless the page starts with markup: JSON or text labelled HTML is not HTML."""
+    started = False
+    for chunk in chunks:
+        if not started:
+            head = chunk.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+            if not head:
+                continue
+            if not head.startswith(b"<"):
+                raise ValueError("labelled HTML, but it does not start with markup")
+            started = True
+        yield chunk
+    if not started:
+        raise ValueError("labelled HTML, but empty")
+
+
+class _DepthCheck(HTMLParser):
+    """Follows the nesting of elements, refusing it past HTML_DEPTH_MAX or a link inside a link.
+
+    pypi-simple's parsers take time that grows with the square of such nesting (every link's
+    text is gathered from all it encloses); simple index pages never nest at all.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in VOID_ELEMENTS:
+            return
+        if tag == "a" and "a" in self._open:
+            raise ValueError("a link inside a link")
+        self._open.append(tag)
+        if len(self._open) > HTML_DEPTH_MAX:
+            raise ValueError(f"elements nested more than {HTML_DEPTH_MAX} deep")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """A self-closed element opens nothing."""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._open:
+            while self._open.pop() != tag:
+                pass
+
+
+def _check_html(chunks: Iterable[bytes], url: str) -> Iterator[bytes]:
+    """The chunks, each checked by _DepthCheck before it is passed on."""
+    checker = _DepthCheck()
+    for chunk in chunks:
+        checker.feed(chunk.decode("utf-8", "replace"))
+        yield chunk
+    checker.close()
+
+
+def _index_names(url: str, media: str, charset: str | None, answer: Answer) -> Iterator[str]:
     """The project names of a root listing, as spelled there; HTML is parsed as it streams in."""
-    content_type = response.headers.get("Content-Type", "text/html").split(";")[0].strip().lower()
-    if content_type in HTML_TYPES:
-        for link in pypi_simple.parse_links_stream_response(response):
+    if media in HTML_TYPES:
+        checked = _check_html(_markup_first(answer.chunks), url)
+        for link in pypi_simple.parse_links_stream(checked, base_url=url, http_charset=charset):
             yield link.text
     else:
-        yield from pypi_simple.IndexPage.from_response(response).projects
+        yield from pypi_simple.IndexPage.from_json_data(_json(answer.read())).projects
 
 
 def _file_sha256(path: Path) -> str:

@@ -1,12 +1,17 @@
-"""A simple index (PEP 691 JSON and PEP 503 HTML) over HTTP on loopback, made from a folder."""
+"""Upstreams on loopback: a simple index (PEP 691 JSON, PEP 503 HTML) from a folder, and a hostile one."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
 import json as jsonlib
+import socket
+import socketserver
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,12 +39,17 @@ def split_filename(filename: str) -> tuple[str, str] | None:
 class IndexServer:
     """Serves ``folder``'s sdists and wheels as a simple index, pages made afresh on each request.
 
-    Tests may set ``yanked`` (filename -> reason), ``requires_python`` (filename -> specifier)
-    and ``canned`` (path -> (status, content type, body), served instead of anything else).
+    Tests may set ``yanked`` (filename -> reason), ``requires_python`` (filename -> specifier),
+    ``canned`` (path -> (status, content type, body), served instead of anything else) and
+    ``redirects`` (path -> (status, Location)).
     """
 
-    def __init__(self, folder: Path, *, json: bool = True, html: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *, json: bool = True, html: bool = True, host: str = "127.0.0.1"
+    ) -> None:
         self.folder = folder
+        self.host = host
+        self.redirects: dict[str, tuple[int, str]] = {}
         self.json = json
         self.html = html
         self.yanked: dict[str, str] = {}
@@ -52,8 +62,8 @@ class IndexServer:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> IndexServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, index=self))
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/simple/"
+        self._httpd = ThreadingHTTPServer((self.host, 0), functools.partial(_Handler, index=self))
+        self.url = f"http://{self.host}:{self._httpd.server_address[1]}/simple/"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
@@ -163,7 +173,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = unquote(self.path.split("?", 1)[0])
-        if path in self.index.canned:
+        if path in self.index.redirects:
+            status, location = self.index.redirects[path]
+            self.send_response(status)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path in self.index.canned:
             status, content_type, body = self.index.canned[path]
             self._send(status, content_type, body)
         elif path.startswith("/files/"):
@@ -211,3 +227,98 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output clean: requests are recorded in IndexServer.requests instead."""
+
+
+# What the server does with each connection, given the request's path: a function that
+# writes (or does not write) to the socket.
+Behaviour = Callable[[socket.socket, str], None]
+
+
+def response_bytes(body: bytes, content_type: str, *, length: int | None = None) -> bytes:
+    """A whole HTTP/1.1 response with ``body``; ``length`` overrides the Content-Length sent."""
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def trickle(data: bytes, interval: float = 1.0) -> Behaviour:
+    """Send ``data`` one byte every ``interval`` seconds, headers included."""
+
+    def behave(sock: socket.socket, _path: str) -> None:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(interval)
+
+    return behave
+
+
+def send_then_close(data: bytes) -> Behaviour:
+    """Send ``data`` (a response cut short, say) and hang up."""
+
+    def behave(sock: socket.socket, _path: str) -> None:
+        sock.sendall(data)
+
+    return behave
+
+
+def flood(content_type: str, chunk: bytes, total: int, *, declare: bool) -> Behaviour:
+    """Send ``total`` bytes of ``chunk`` repeated, with a truthful Content-Length or none at all."""
+
+    def behave(sock: socket.socket, _path: str) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n"
+        if declare:
+            head += f"Content-Length: {total}\r\n"
+        sock.sendall(head.encode() + b"\r\n")
+        sent = 0
+        block = chunk * max(1, 65536 // len(chunk))
+        while sent < total:
+            piece = block[: total - sent]
+            sock.sendall(piece)
+            sent += len(piece)
+
+    return behave
+
+
+class HostileServer:
+    """Answers every request on 127.0.0.1 with ``behaviour``; ``url`` is its /simple/ URL."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.url = ""
+        self.connections = 0
+        self._server: socketserver.ThreadingTCPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> HostileServer:
+        hostile = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                hostile.connections += 1
+                sock: socket.socket = self.request
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = sock.recv(4096)
+                    if not data:
+                        return
+                    request += data
+                path = request.split(b" ", 2)[1].decode("latin-1")
+                with contextlib.suppress(OSError):  # the client gave up, as it should
+                    hostile.behaviour(sock, path)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple/"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

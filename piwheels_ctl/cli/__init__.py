@@ -69,7 +69,12 @@ class App:
     def upstream(self) -> Upstream:
         from ..upstream import Upstream  # pulls in the HTML/JSON parsers: only when needed
 
-        return Upstream(self.settings.upstream_url, timeout=self.settings.http_timeout)
+        settings = self.settings
+        return Upstream(
+            settings.upstream_url,
+            timeout=settings.http_timeout,
+            redirect_hosts=settings.upstream_redirect_hosts,
+        )
 
     def close(self) -> None:
         if self._db is not None:

@@ -74,6 +74,27 @@ def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress:
     return runner.run(limit=limit)
 
 
+def _sync_round(app: App) -> None:
+    """One sync of ``run --forever``: whatever goes wrong is reported, and the farm goes on."""
+    try:
+        with app.upstream() as upstream:
+            report = catalog.sync(app.database().session, upstream)
+    # Anything at all: a hostile page, the upstream or the database away, or a bug in the
+    # sync must not stop building and publishing; the next round tries again.
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        if not isinstance(exc, PiwheelsError):
+            message = f"{type(exc).__name__}: {message}"
+        err.print(f"[yellow]sync failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        return
+    for _name, problem in report.problems:
+        err.print(f"[yellow]sync warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    err.print(
+        f"synced: {report.changed} project(s) changed, {report.new} new version(s)"
+        + (f", {len({n for n, _ in report.problems})} with problems" if report.problems else "")
+    )
+
+
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many builds.")
 @click.option("--forever", is_flag=True, help="Keep going: sync every sync_interval seconds, build, publish.")
@@ -100,12 +121,7 @@ def run(app: App, limit: int | None, forever: bool) -> None:
     next_sync = 0.0
     while not stop.is_set():
         if time.monotonic() >= next_sync:
-            with app.upstream() as upstream, app.session() as session:
-                try:
-                    changed, new = catalog.sync(session, upstream)
-                    err.print(f"synced: {changed} project(s) changed, {new} new version(s)")
-                except PiwheelsError as exc:  # an upstream hiccup must not stop the farm
-                    err.print(f"[yellow]sync failed:[/] {escape(str(exc))}")
+            _sync_round(app)
             next_sync = time.monotonic() + app.settings.sync_interval
         report = _build_once(app, limit, runner_box, Progress())
         _print_report(report)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
-from ..errors import InputError, storage_error
+from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..models import Abi, Build, BuildStatus, File, Project, Version
 from ..publisher import publish_from
 from ..queue import Job, pending
@@ -48,8 +49,11 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         wanted += catalog.read_requirements(path)
     if not wanted:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
+    problems: list[str] = []
     with app.upstream() as upstream, app.session() as session:
-        added = catalog.add(session, upstream, wanted)
+        added = catalog.add(session, upstream, wanted, problems)
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     for name, versions in added:
         out.print(f"{name}: " + (", ".join(versions) if versions else "all versions"))
 
@@ -67,17 +71,51 @@ def remove(app: App, names: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--all", "everything", is_flag=True, help="Record every project name of the upstream.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, problems included.")
 @pass_app
-def sync(app: App, everything: bool) -> None:
-    """Refresh the versions of watched projects from the upstream."""
+def sync(app: App, everything: bool, as_json: bool) -> None:
+    """Refresh the versions of watched projects from the upstream.
+
+    A project that is gone from the upstream or whose page is bad is reported and skipped;
+    the command fails only when nothing could be synced.
+    """
+    db = app.database()
+    listing: dict[str, Any] | None = None
+    failed = False
     with app.upstream() as upstream:
         if everything:
-            with app.session() as session:
-                added = catalog.sync_all(session, upstream)
-            out.print(f"{added} new project name(s) recorded")
-        with app.session() as session, err.status("syncing") as status:
-            changed, new = catalog.sync(session, upstream, lambda name: status.update(f"syncing {name}"))
-    out.print(f"{changed} project(s) changed, {new} new version(s)")
+            try:
+                added, problems = catalog.sync_all(db.session, upstream)
+                listing = {"added": added, "problems": problems}
+            except PiwheelsError as exc:  # the listing failed; the watched projects still get synced
+                listing, failed = {"added": None, "problems": [str(exc)]}, True
+            for problem in listing["problems"]:
+                err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        with err.status("syncing") as status:
+            report = catalog.sync(db.session, upstream, lambda name: status.update(f"syncing {name}"))
+    for _name, problem in report.problems:
+        err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    skipped = {name for name, _ in report.problems}
+    if as_json:
+        result = {
+            "changed": report.changed,
+            "new_versions": report.new,
+            "problems": [{"project": name, "message": message} for name, message in report.problems],
+        }
+        if listing is not None:
+            result["all"] = listing
+        click.echo(json.dumps(result, indent=2))
+    else:
+        if listing is not None and listing["added"] is not None:
+            out.print(f"{listing['added']} new project name(s) recorded")
+        out.print(
+            f"{report.changed} project(s) changed, {report.new} new version(s)"
+            + (f", {len(skipped)} project(s) with problems (see above)" if skipped else "")
+        )
+    if failed:
+        raise UpstreamError("sync --all: the upstream's project list could not be read (see above)")
+    if report.problems and report.synced == 0:
+        raise UpstreamError(f"sync: no project could be synced from {app.settings.upstream_url}")
 
 
 def _parse_name(spec: str) -> tuple[str, str | None]:
