@@ -214,7 +214,6 @@ def build(
     on_start=None,  # type: Any
     min_free_mb=0,  # type: int
     sandbox_kind="auto",  # type: str
-    build_user=None,  # type: Optional[str]
     max_procs=1024,  # type: int
 ):
     # type: (...) -> Dict[str, Any]
@@ -232,44 +231,45 @@ def build(
     if free_mb < min_free_mb:
         return builder_error("disk full: %d MB free in %s, %d MB needed" % (free_mb, work_root, min_free_mb))
     try:
-        kind = sandbox.choose(sandbox_kind, build_user)[0]
-        user = sandbox.build_user_entry(build_user) if os.geteuid() == 0 else None
+        kind = sandbox.choose(sandbox_kind)[0]
+        uid, uid_lock = sandbox.lease_uid(work_root) if os.geteuid() == 0 else (None, None)
     except sandbox.SandboxError as exc:
         return builder_error("sandbox: %s" % (exc,))
-    _sweep(work_root)
-    work = tempfile.mkdtemp(prefix="build-", dir=work_root)
-    # Held while the build runs: a later agent removes the folders whose lock nobody holds.
-    with open(os.path.join(work, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        # Builds of the "user" kind take turns: ending one ends every process of the build user.
-        with open(os.path.join(work_root, ".user-kind.lock"), "a") as turn:
-            if kind == "user":
-                fcntl.flock(turn, fcntl.LOCK_EX)
+    try:
+        _sweep(work_root)
+        work = tempfile.mkdtemp(prefix="build-", dir=work_root)
+        # Held while the build runs: a later agent removes the folders whose lock nobody holds.
+        with open(os.path.join(work, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 return _build(python, name, version, outbox, log_path, work, work_root, timeout,
                               memory_mb, log_max_bytes, index_url, list(find_links), ccache_dir,
-                              on_start, min_free_mb, kind, user, max_procs)  # fmt: skip
+                              on_start, min_free_mb, kind, uid, max_procs)  # fmt: skip
             finally:
                 sandbox.remove_tree(work)
+    finally:
+        if uid_lock is not None:
+            uid_lock.close()
 
 
 def _build(python, name, version, outbox, log_path, work, work_root, timeout, memory_mb, log_max_bytes,
-           index_url, find_links, ccache_dir, on_start, min_free_mb, kind, user, max_procs):  # fmt: skip
-    # type: (str, str, str, str, str, str, str, float, int, int, Optional[str], List[str], Optional[str], Any, int, str, Any, int) -> Dict[str, Any]
+           index_url, find_links, ccache_dir, on_start, min_free_mb, kind, uid, max_procs):  # fmt: skip
+    # type: (str, str, str, str, str, str, str, float, int, int, Optional[str], List[str], Optional[str], Any, int, str, Optional[int], int) -> Dict[str, Any]
     box = os.path.join(work, "build")  # the only folder the build may write to
     wheels = os.path.join(box, "wheels")
     for sub in (box, os.path.join(box, "home"), os.path.join(box, "tmp"), wheels):
         _makedirs(sub)
-    os.chmod(work, 0o711)  # noqa: S103 - a build user passes through to its own folder, sees nothing else here
+    os.chmod(work, 0o711)  # noqa: S103 - the build's uid passes through to its folder, sees nothing else
     project_cache = None
     if ccache_dir:
         # One cache per project: a build can poison only its own project's cached objects.
         project_cache = os.path.join(ccache_dir, "projects", name.lower())
         _makedirs(project_cache)
-    if user is not None:  # the agent is root: the build user owns the build's folders
-        for folder in [box, project_cache] + [os.path.join(box, d) for d in os.listdir(box)]:
-            if folder:
-                os.lchown(folder, user.pw_uid, user.pw_gid)
+    if uid is not None:  # the agent is root: the build's uid owns the build's folders
+        for folder in (box, project_cache):
+            for root, dirs, names in os.walk(folder) if folder else ():
+                for entry in [root] + [os.path.join(root, e) for e in dirs + names]:
+                    os.lchown(entry, uid, uid)
     env = build_env(box, work_root, ccache_dir, project_cache, index_url, find_links)
     command = [
         python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
@@ -291,7 +291,7 @@ def _build(python, name, version, outbox, log_path, work, work_root, timeout, me
             [box] + ([project_cache] if project_cache else []),
             read_only,
             [(proxy.path, buildnet.PROXY_SOCKET)],
-            user,
+            uid,
         )
     else:
         argv = command
@@ -301,9 +301,7 @@ def _build(python, name, version, outbox, log_path, work, work_root, timeout, me
             log.write(("$ %s\n" % " ".join(command)).encode())
             finished = sandbox.run(
                 argv, env, box, log, timeout, memory_mb, max_procs, log_max_bytes,
-                user_kind_uid=user.pw_uid if kind == "user" else None,
-                build_user=user if kind == "user" else None,
-                on_start=on_start,
+                uid=uid if kind == "user" else None, on_start=on_start,
             )  # fmt: skip
     except OSError as exc:  # the sandbox or the interpreter could not be started
         return builder_error("cannot start the build: %s" % (exc,))
@@ -351,7 +349,6 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("probe", help="print this interpreter's wheel tags and the sandbox as JSON")
     p.add_argument("--sandbox", choices=("auto",) + sandbox.KINDS, default="auto")
-    p.add_argument("--build-user")
     b = sub.add_parser("build", help="build one sdist and print the result as JSON")
     b.add_argument("--python", required=True)
     b.add_argument("--name", required=True)
@@ -367,13 +364,12 @@ def main(argv=None):
     b.add_argument("--ccache-dir")
     b.add_argument("--min-free-mb", type=int, default=0)
     b.add_argument("--sandbox", choices=("auto",) + sandbox.KINDS, default="auto")
-    b.add_argument("--build-user")
     b.add_argument("--max-procs", type=int, default=1024)
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
         try:
-            result["sandbox"] = sandbox.choose(args.sandbox, args.build_user)[1]
+            result["sandbox"] = sandbox.choose(args.sandbox)[1]
         except sandbox.SandboxError as exc:
             result["sandbox"] = "none: %s" % (exc,)
     elif args.command == "build":
@@ -392,7 +388,6 @@ def main(argv=None):
             ccache_dir=args.ccache_dir,
             min_free_mb=args.min_free_mb,
             sandbox_kind=args.sandbox,
-            build_user=args.build_user,
             max_procs=args.max_procs,
         )
     else:

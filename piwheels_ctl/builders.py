@@ -116,7 +116,7 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
         seen[tag] = python
     set_pythons(session, builder, probes)
     try:
-        walls = sandbox.choose(settings.sandbox, settings.build_user)[1]
+        walls = sandbox.choose(settings.sandbox)[1]
     except sandbox.SandboxError as exc:
         walls = f"none: {exc}"
     if builder.info.get("sandbox") != walls:

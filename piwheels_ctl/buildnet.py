@@ -143,7 +143,7 @@ class Proxy(object):
         self.attempts = []  # type: List[str]
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
-        os.chmod(path, 0o666)  # noqa: S103 - a build running as the build user must be able to connect
+        os.chmod(path, 0o666)  # noqa: S103 - a build running as its own uid must be able to connect
         self._listener.listen(64)
         thread = threading.Thread(target=self._serve)
         thread.daemon = True

@@ -40,7 +40,6 @@ class Settings(BaseModel):
     log_max_kb: int = Field(default=1024, ge=1)
     build_max_procs: int = Field(default=1024, ge=16)
     sandbox: Literal["auto", "bwrap", "user"] = "auto"
-    build_user: str = Field(default="piwheels-build", pattern=r"^[a-z_][a-z0-9_-]*$")
     ccache: bool = True
     ccache_dir: Path | None = None
     ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")

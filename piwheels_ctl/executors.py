@@ -139,7 +139,6 @@ class LocalExecutor:
             on_start=self._started,
             min_free_mb=s.min_free_mb,
             sandbox_kind=s.sandbox,
-            build_user=s.build_user,
             max_procs=s.build_max_procs,
         )
         if result["status"] == "error":
@@ -231,7 +230,7 @@ class RemoteExecutor:
             "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{root}/work",
             "--timeout", str(s.build_timeout), "--memory-mb", str(s.build_memory_mb),
             "--log-max-bytes", str(s.log_max_kb * 1024), "--min-free-mb", str(s.min_free_mb),
-            "--sandbox", s.sandbox, "--build-user", s.build_user, "--max-procs", str(s.build_max_procs),
+            "--sandbox", s.sandbox, "--max-procs", str(s.build_max_procs),
         ]  # fmt: skip
         if s.ccache:
             argv += ["--ccache-dir", f"{root}/ccache"]
@@ -340,10 +339,8 @@ def probe_remote(settings: Settings, endpoint: Endpoint, pythons: Sequence[str])
         probes = {}
         for python in pythons:
             done = conn.run(
-                [python, f"{root}/agent.py", "probe", "--sandbox", settings.sandbox, "--build-user",
-                 settings.build_user],
-                timeout=timeout,
-            )  # fmt: skip
+                [python, f"{root}/agent.py", "probe", "--sandbox", settings.sandbox], timeout=timeout
+            )
             who = f"{endpoint.host}: {python}"
             if done.exit_code != 0:
                 raise BuilderError(f"{who} cannot run the agent: {done.stderr.strip()[-300:]}")

@@ -9,13 +9,14 @@ Two kinds of sandbox, the stronger one wherever the machine allows it:
     bubblewrap: its own mount, PID, IPC, UTS and network namespaces. The build sees the
     system's programs and libraries read-only, its interpreter, its own work folder (the only
     place it may write) and nothing else: no data folder, no keys, no agent, no other builds,
-    no HOME. Its network is a proxy (below). When the sandbox's PID 1 dies, the kernel ends
-    every process of the build, daemons included; ``--die-with-parent`` ties PID 1 to us.
-    An agent running as root drops to the unprivileged build user inside (``setpriv``).
+    no HOME. Its network is a proxy (``buildnet``). When the sandbox's PID 1 dies, the kernel
+    ends every process of the build, daemons included; ``--die-with-parent`` ties PID 1 to us.
+    An unprivileged agent's build gets a user namespace of its own; an agent running as root
+    gives each build a uid of its own (``setpriv``), never root's.
 ``user``
-    The fallback where no user namespaces can be made (old kernels, qemu-user): the build runs
-    as a dedicated unprivileged build user that owns nothing of the farm, and every process of
-    that user is ended when the build ends. Needs an agent running as root.
+    The fallback where no namespaces can be made (old kernels, qemu-user): an agent running as
+    root runs each build as a uid of its own that owns nothing anywhere, and ends every process
+    of that uid when the build ends.
 
 Limits hold for the whole build: a watchdog sums the memory and counts the processes of the
 build's process tree (``RLIMIT_NPROC`` is the backstop), and the log is cut as it is written.
@@ -25,8 +26,8 @@ from __future__ import absolute_import, division, print_function
 
 import collections
 import errno
+import fcntl
 import os
-import pwd
 import select
 import shutil
 import signal
@@ -49,6 +50,9 @@ ETC_ENTRIES = (
     "lsb-release", "mime.types", "nsswitch.conf", "os-release", "passwd", "pki", "protocols",
     "services", "ssl", "timezone",
 )  # fmt: skip
+# The uids an agent running as root gives its builds, one each: far above any real user's and
+# above the ranges systemd-nspawn and DynamicUser= take; no password entry names them.
+BUILD_UIDS = (2000000000, 4096)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
 WATCH_INTERVAL = 0.25
 KILL_GRACE = 5.0
@@ -82,38 +86,50 @@ def _bwrap_works():
     return None
 
 
-def choose(wanted, build_user):
-    # type: (str, Optional[str]) -> Tuple[str, str]
+def choose(wanted):
+    # type: (str) -> Tuple[str, str]
     """The kind of sandbox to use (``wanted`` is "auto" or a kind) and a line saying why."""
     problem = _bwrap_works() if wanted in ("auto", "bwrap") else "not wanted"
     if problem is None:
-        who = "build user %s" % build_user if os.geteuid() == 0 else "user namespace"
+        who = "a uid of its own" if os.geteuid() == 0 else "user namespace"
         return "bwrap", "bubblewrap namespaces (%s)" % who
     if wanted == "bwrap":
         raise SandboxError(problem)
     if os.geteuid() != 0:
-        raise SandboxError(
-            "no sandbox: %s, and the build-user fallback needs the agent to run as root" % problem
-        )
-    build_user_entry(build_user)
-    return "user", "build user %s (%s)" % (build_user, problem)
+        raise SandboxError("no sandbox: %s, and the uid fallback needs the agent to run as root" % problem)
+    return "user", "a uid of its own, no namespaces (%s)" % problem
 
 
-def build_user_entry(build_user):
-    # type: (Optional[str]) -> Any
-    """The password entry of the unprivileged build user an agent running as root builds as."""
-    if not build_user:
-        raise SandboxError("the agent runs as root: a build_user is needed")
+def lease_uid(folder):
+    # type: (str) -> Tuple[int, Any]
+    """A uid no other build of this agent's folder holds, and the open lock that holds it.
+
+    An agent running as root gives every build a uid of its own from ``BUILD_UIDS``: a user
+    that owns nothing anywhere, whose processes all belong to that one build, and whose
+    process count is that build's alone.
+    """
+    locks = os.path.join(folder, ".uids")
+    _makedirs(locks, 0o700)
+    first, count = BUILD_UIDS
+    for uid in range(first, first + count):
+        lock = open(os.path.join(locks, str(uid)), "a")  # noqa: SIM115 - held by the caller
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            lock.close()
+            continue
+        _kill_all_of(uid)  # whatever a killed agent's build of this uid left behind
+        return uid, lock
+    raise SandboxError("all %d build uids from %d are taken" % (count, first))
+
+
+def _makedirs(path, mode):
+    # type: (str, int) -> None
     try:
-        entry = pwd.getpwnam(build_user)
-    except KeyError:
-        raise SandboxError(
-            "build user %r does not exist: create it (useradd --system --no-create-home %s)"
-            % (build_user, build_user)
-        )
-    if entry.pw_uid == 0:
-        raise SandboxError("build user %r is root" % build_user)
-    return entry
+        os.makedirs(path, mode)
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -150,16 +166,16 @@ def _which(program):
     return program
 
 
-def bwrap_command(command, work, writable, read_only, sockets, build_user):
-    # type: (List[str], str, List[str], List[str], List[Tuple[str, str]], Any) -> List[str]
+def bwrap_command(command, work, writable, read_only, sockets, uid):
+    # type: (List[str], str, List[str], List[str], List[Tuple[str, str]], Optional[int]) -> List[str]
     """``command`` in bubblewrap: the system and ``read_only`` read-only, ``writable`` writable.
 
-    ``sockets`` are (outside, inside) paths of Unix sockets to pass in; ``build_user`` is the
-    user to become when the agent runs as root.
+    ``sockets`` are (outside, inside) paths of Unix sockets to pass in; ``uid`` is the user to
+    become when the agent runs as root.
     """
-    if build_user is None:  # unprivileged: a user namespace of its own as well
+    if uid is None:  # unprivileged: a user namespace of its own as well
         argv = [BWRAP, "--unshare-all"]
-    else:  # root: no user namespace (its only user would be root); setpriv drops to the build user
+    else:  # root: no user namespace (its only user would be root); setpriv drops to the build's uid
         argv = [
             BWRAP,
             "--unshare-ipc",
@@ -184,7 +200,7 @@ def bwrap_command(command, work, writable, read_only, sockets, build_user):
     read_only = [
         f for f in _outermost(read_only) if not any(f == d or f.startswith(d + "/") for d in SYSTEM_DIRS)
     ]
-    # bwrap makes the folders above a mount point for root only: the build user must pass them.
+    # bwrap makes the folders above a mount point for root only: the build's uid must pass them.
     parents = set()  # type: Set[str]
     for folder in read_only + writable:
         parent = os.path.dirname(folder)
@@ -200,8 +216,8 @@ def bwrap_command(command, work, writable, read_only, sockets, build_user):
     for outside, inside in sockets:
         argv += ["--ro-bind", outside, inside]
     argv += ["--chdir", work]
-    if build_user is not None:
-        argv += ["--", "setpriv", "--reuid=%d" % build_user.pw_uid, "--regid=%d" % build_user.pw_gid,
+    if uid is not None:
+        argv += ["--", "setpriv", "--reuid=%d" % uid, "--regid=%d" % uid,
                  "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
     else:
         argv += ["--"]
@@ -357,7 +373,7 @@ def _kill_all_of(uid):
     if pid == 0:  # pragma: no cover - the child only signals and exits
         try:
             os.setgroups([])
-            os.setgid(pwd.getpwuid(uid).pw_gid)
+            os.setgid(uid)
             os.setuid(uid)
             for _round in range(3):
                 try:
@@ -369,8 +385,8 @@ def _kill_all_of(uid):
     os.waitpid(pid, 0)
 
 
-def _preexec(memory_mb, build_user, max_procs):
-    # type: (int, Any, int) -> Callable[[], None]
+def _preexec(memory_mb, uid, max_procs):
+    # type: (int, Optional[int], int) -> Callable[[], None]
     def preexec():
         # type: () -> None
         import resource
@@ -379,10 +395,10 @@ def _preexec(memory_mb, build_user, max_procs):
         if memory_mb > 0:
             limit = memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        if build_user is not None:
+        if uid is not None:
             os.setgroups([])
-            os.setgid(build_user.pw_gid)
-            os.setuid(build_user.pw_uid)
+            os.setgid(uid)
+            os.setuid(uid)
             if max_procs > 0:
                 nproc = max_procs + NPROC_MARGIN
                 resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
@@ -400,13 +416,12 @@ class Finished(object):
         self.limit = limit  # "memory" or "processes" when the watchdog ended it
 
 
-def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, user_kind_uid=None,
-        build_user=None, on_start=None):  # fmt: skip
-    # type: (List[str], Dict[str, str], str, Any, float, int, int, int, Optional[int], Any, Any) -> Finished
+def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, uid=None, on_start=None):
+    # type: (List[str], Dict[str, str], str, Any, float, int, int, int, Optional[int], Any) -> Finished
     """Run ``argv`` with its output cut into ``log`` as it comes, within every limit, and end it all.
 
-    ``build_user`` (a password entry) is the user to become before ``argv`` starts (the "user"
-    kind); ``user_kind_uid`` makes every process of that user part of the build.
+    ``uid`` (the "user" kind) is the user to become before ``argv`` starts; every process of
+    that user is then part of the build.
     """
     capped = CappedLog(log, log_max_bytes)
     with open(os.devnull, "rb") as devnull:
@@ -417,7 +432,7 @@ def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, user_
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
-            preexec_fn=_preexec(memory_mb, build_user, max_procs),
+            preexec_fn=_preexec(memory_mb, uid, max_procs),
             close_fds=True,
         )
     if on_start is not None:
@@ -449,12 +464,12 @@ def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, user_
                 # Something the build left behind may hold the output open: it ends now.
                 if exited_at is None:
                     exited_at = now
-                    kill_build(proc.pid, user_kind_uid)
+                    kill_build(proc.pid, uid)
                 elif now - exited_at > KILL_GRACE:
                     break
             if now >= next_watch:
                 next_watch = now + WATCH_INTERVAL
-                used = usage(members(proc.pid, user_kind_uid))
+                used = usage(members(proc.pid, uid))
                 if memory_mb > 0 and used.rss_mb > memory_mb:
                     limit = "memory"
                     capped.write(("\npiwheels-ctl: the build used %d MB of memory, more than its "
@@ -466,7 +481,7 @@ def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, user_
                                   "ended\n" % (used.processes, max_procs)).encode())  # fmt: skip
                     break
     finally:
-        kill_build(proc.pid, user_kind_uid)
+        kill_build(proc.pid, uid)
         proc.wait()
         proc.stdout.close()  # type: ignore[union-attr]
         capped.close()

@@ -23,7 +23,6 @@ def test_builds_get_a_throwaway_home_and_tmpdir(tmp_path: Path) -> None:
     work = tmp_path / "work"
     result = agent.build(
         str(script), "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"), str(work),
-        build_user="piwheels-build",
     )  # fmt: skip
     log = (tmp_path / "build.log").read_text()
     assert result["status"] == "failed", result
