@@ -11,6 +11,7 @@ today's Python: no f-strings, no annotations (type comments only), no pathlib.
 from __future__ import absolute_import, division, print_function
 
 import argparse
+import collections
 import errno
 import fcntl
 import hashlib
@@ -25,6 +26,11 @@ import sys
 import sysconfig
 import tempfile
 import time
+
+try:
+    from urllib.request import urlopen
+except ImportError:  # pragma: no cover - Python 2.7 builders
+    from urllib2 import urlopen  # type: ignore[import-not-found, no-redef]
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import buildnet, sandbox
@@ -56,6 +62,11 @@ PASS_ENV = (
 # Project names and versions as the controller sends them (canonical names, PEP 440 versions):
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+# An sdist file name as the agent saves it: no path, one of the formats pip builds.
+SDIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.(tar\.gz|zip|tar\.bz2|tgz)$")
+SDIST_MAX_BYTES = 2 << 30
+DOWNLOAD_TRIES = 3
+DOWNLOAD_TIMEOUT = 60.0
 # The files the controller sends to a builder: this one and the modules it imports.
 MODULES = ("agent.py", "sandbox.py", "buildnet.py")
 
@@ -153,6 +164,76 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
     return env
 
 
+# What one build was asked for (the arguments of ``build``).
+Request = collections.namedtuple(
+    "Request",
+    "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
+    "ccache_dir on_start min_free_mb max_procs",
+)
+
+
+class DownloadError(Exception):
+    """The sdist could not be fetched, or was not the file the index described."""
+
+    def __init__(self, message, mismatch):
+        # type: (str, bool) -> None
+        Exception.__init__(self, message)
+        self.mismatch = mismatch  # the bytes differ from the index's hash, every time
+
+
+def fetch_sdist(url, sha256, folder):
+    # type: (str, Optional[str], str) -> str
+    """Download the sdist at ``url`` into ``folder`` and check its sha256; its path.
+
+    The agent does this itself, outside the sandbox, so that a download that fails or
+    differs from the index's hash is told apart from the project's failure by the agent's
+    own check, never by the text of pip's log.
+    """
+    filename = url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    try:
+        from urllib.parse import unquote
+    except ImportError:  # pragma: no cover - Python 2.7 builders
+        from urllib import unquote  # type: ignore[attr-defined, no-redef]
+    filename = unquote(filename)
+    if not SDIST_NAME.match(filename):
+        raise DownloadError("%r: not an sdist file name" % filename, True)
+    target = os.path.join(folder, filename)
+    error = ""
+    for attempt in range(DOWNLOAD_TRIES):
+        if attempt:
+            time.sleep(2**attempt)
+        try:
+            digest = _download(url, target)
+        except (IOError, OSError, ValueError) as exc:  # URLError and timeouts are IOErrors
+            error = "%s: %s" % (url, exc)
+            continue
+        if sha256 is None or digest == sha256.lower():
+            return target
+        error = "%s: sha256 %s, the index says %s" % (url, digest, sha256)
+    raise DownloadError(error, "sha256" in error)
+
+
+def _download(url, target):
+    # type: (str, str) -> str
+    digest = hashlib.sha256()
+    size = 0
+    response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+    try:
+        with open(target, "wb") as f:
+            while True:
+                chunk = response.read(1 << 20)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > SDIST_MAX_BYTES:
+                    raise ValueError("larger than %d bytes" % SDIST_MAX_BYTES)
+                digest.update(chunk)
+                f.write(chunk)
+    finally:
+        response.close()
+    return digest.hexdigest()
+
+
 def _allowed_hosts(urls):
     # type: (List[str]) -> List[str]
     """ "host:port" of every URL a build's pip is told to use: the proxy lets these through."""
@@ -215,6 +296,8 @@ def build(
     min_free_mb=0,  # type: int
     sandbox_kind="auto",  # type: str
     max_procs=1024,  # type: int
+    sdist_url=None,  # type: Optional[str]
+    sdist_sha256=None,  # type: Optional[str]
 ):
     # type: (...) -> Dict[str, Any]
     """Build NAME==VERSION with ``python`` in a sandbox into ``outbox``; return the controller's result.
@@ -242,9 +325,17 @@ def build(
         with open(os.path.join(work, ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return _build(python, name, version, outbox, log_path, work, work_root, timeout,
-                              memory_mb, log_max_bytes, index_url, list(find_links), ccache_dir,
-                              on_start, min_free_mb, kind, uid, max_procs)  # fmt: skip
+                sdist = None
+                if sdist_url:
+                    sdist = fetch_sdist(sdist_url, sdist_sha256, work)
+                job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
+                              log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
+                              min_free_mb, max_procs)  # fmt: skip
+                return _build(job, work, kind, uid, sdist)
+            except DownloadError as exc:
+                if exc.mismatch:  # the index's file is not what it says: the project's record
+                    return dict(builder_error(str(exc)), status="failed", download_error=str(exc))
+                return builder_error("download: %s" % (exc,))
             finally:
                 sandbox.remove_tree(work)
     finally:
@@ -252,41 +343,55 @@ def build(
             uid_lock.close()
 
 
-def _build(python, name, version, outbox, log_path, work, work_root, timeout, memory_mb, log_max_bytes,
-           index_url, find_links, ccache_dir, on_start, min_free_mb, kind, uid, max_procs):  # fmt: skip
-    # type: (str, str, str, str, str, str, str, float, int, int, Optional[str], List[str], Optional[str], Any, int, str, Optional[int], int) -> Dict[str, Any]
+def _build(job, work, kind, uid, sdist):
+    # type: (Any, str, str, Optional[int], Optional[str]) -> Dict[str, Any]
+    """The build of ``job`` (a ``Request``) in ``work`` with a sandbox of ``kind``."""
     box = os.path.join(work, "build")  # the only folder the build may write to
     wheels = os.path.join(box, "wheels")
     for sub in (box, os.path.join(box, "home"), os.path.join(box, "tmp"), wheels):
         _makedirs(sub)
     os.chmod(work, 0o711)  # noqa: S103 - the build's uid passes through to its folder, sees nothing else
     project_cache = None
-    if ccache_dir:
+    if job.ccache_dir:
         # One cache per project: a build can poison only its own project's cached objects.
-        project_cache = os.path.join(ccache_dir, "projects", name.lower())
+        project_cache = os.path.join(job.ccache_dir, "projects", job.name.lower())
         _makedirs(project_cache)
     if uid is not None:  # the agent is root: the build's uid owns the build's folders
         for folder in (box, project_cache):
             for root, dirs, names in os.walk(folder) if folder else ():
                 for entry in [root] + [os.path.join(root, e) for e in dirs + names]:
                     os.lchown(entry, uid, uid)
-    env = build_env(box, work_root, ccache_dir, project_cache, index_url, find_links)
+    env = build_env(box, job.work_root, job.ccache_dir, project_cache, job.index_url, job.find_links)
+    if sdist is not None:  # checked by the agent: readable by the build in its own folder
+        target = os.path.join(box, os.path.basename(sdist))
+        shutil.move(sdist, target)
+        if uid is not None:
+            os.lchown(target, uid, uid)
+        wanted = [target]
+    else:
+        wanted = ["--no-binary", job.name, "%s==%s" % (job.name, job.version)]
     command = [
-        python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
-        "--no-binary", name, "--wheel-dir", wheels, "%s==%s" % (name, version),
-    ]  # fmt: skip
+        job.python,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-cache-dir",
+        "--wheel-dir",
+        wheels,
+    ] + wanted
     proxy = None
     if kind == "bwrap":
         proxy = buildnet.Proxy(
-            os.path.join(work, "proxy.sock"), _allowed_hosts([index_url or ""] + find_links)
+            os.path.join(work, "proxy.sock"), _allowed_hosts([job.index_url or ""] + job.find_links)
         )
         env.update(buildnet.proxy_env())
-        read_only = sandbox.interpreter_dirs(python) + sandbox.interpreter_dirs(sys.executable)
-        read_only += [link for link in find_links if link.startswith("/")]
-        if ccache_dir:
-            read_only.append(os.path.join(ccache_dir, "ccache.conf"))
+        read_only = sandbox.interpreter_dirs(job.python) + sandbox.interpreter_dirs(sys.executable)
+        read_only += [link for link in job.find_links if link.startswith("/")]
+        if job.ccache_dir:
+            read_only.append(os.path.join(job.ccache_dir, "ccache.conf"))
         argv = sandbox.bwrap_command(
-            buildnet.relay_command(sys.executable, command, max_procs + sandbox.NPROC_MARGIN),
+            buildnet.relay_command(sys.executable, command, job.max_procs + sandbox.NPROC_MARGIN),
             box,
             [box] + ([project_cache] if project_cache else []),
             read_only,
@@ -297,11 +402,11 @@ def _build(python, name, version, outbox, log_path, work, work_root, timeout, me
         argv = command
     started = time.time()
     try:
-        with open(log_path, "wb") as log:
+        with open(job.log_path, "wb") as log:
             log.write(("$ %s\n" % " ".join(command)).encode())
             finished = sandbox.run(
-                argv, env, box, log, timeout, memory_mb, max_procs, log_max_bytes,
-                uid=uid if kind == "user" else None, on_start=on_start,
+                argv, env, box, log, job.timeout, job.memory_mb, job.max_procs, job.log_max_bytes,
+                uid=uid if kind == "user" else None, on_start=job.on_start,
             )  # fmt: skip
     except OSError as exc:  # the sandbox or the interpreter could not be started
         return builder_error("cannot start the build: %s" % (exc,))
@@ -311,7 +416,7 @@ def _build(python, name, version, outbox, log_path, work, work_root, timeout, me
     duration = time.time() - started
     files = []  # type: List[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
-        files = _collect(wheels, outbox)
+        files = _collect(wheels, job.outbox)
     result = {
         "status": "success" if files else "failed",
         "returncode": finished.returncode,
@@ -321,14 +426,14 @@ def _build(python, name, version, outbox, log_path, work, work_root, timeout, me
         "sandbox": kind,
         "duration": duration,
         "files": files,
-        "log": log_path,
+        "log": job.log_path,
     }  # type: Dict[str, Any]
     if not files:
         # The agent's own check, never the log's text: is the disk full without this build?
         sandbox.remove_tree(box)
-        free_mb = free_space_mb(work_root)
-        if free_mb < max(min_free_mb, 1):
-            return builder_error("disk full: %d MB free in %s after the build" % (free_mb, work_root))
+        free_mb = free_space_mb(job.work_root)
+        if free_mb < max(job.min_free_mb, 1):
+            return builder_error("disk full: %d MB free in %s after the build" % (free_mb, job.work_root))
     return result
 
 
@@ -365,6 +470,8 @@ def main(argv=None):
     b.add_argument("--min-free-mb", type=int, default=0)
     b.add_argument("--sandbox", choices=("auto",) + sandbox.KINDS, default="auto")
     b.add_argument("--max-procs", type=int, default=1024)
+    b.add_argument("--sdist-url")
+    b.add_argument("--sdist-sha256")
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
@@ -389,6 +496,8 @@ def main(argv=None):
             min_free_mb=args.min_free_mb,
             sandbox_kind=args.sandbox,
             max_procs=args.max_procs,
+            sdist_url=args.sdist_url,
+            sdist_sha256=args.sdist_sha256,
         )
     else:
         parser.print_usage(sys.stderr)

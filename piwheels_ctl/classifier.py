@@ -16,6 +16,7 @@ REASONS = (
     "out-of-memory",
     "too-many-processes",
     "needs-network",  # it tried to reach a host its sandbox does not let it reach
+    "download-failed",  # the sdist is not the file the index describes (its sha256 differs)
     "invalid-wheel",  # the build "succeeded" but its wheel is not what was asked for
     "other",
 )
@@ -95,14 +96,22 @@ def _earliest(text: str) -> Failure | None:
 
 
 def classify(
-    log: str, *, timed_out: bool = False, limit: str | None = None, network: Sequence[str] = ()
+    log: str,
+    *,
+    timed_out: bool = False,
+    limit: str | None = None,
+    network: Sequence[str] = (),
+    download: str | None = None,
 ) -> Failure:
     """The reason a build failed: the agent's own findings if any, else the first known error
     near the log's end.
 
     ``limit`` is the limit the agent ended the build at ("memory", "processes"); ``network``
-    the connections its sandbox refused, the first of which is the detail.
+    the connections its sandbox refused, the first of which is the detail; ``download`` why the
+    agent's check of the sdist failed.
     """
+    if download:
+        return Failure("download-failed", download)
     if timed_out:
         return Failure("timeout", None)
     if limit == "memory":

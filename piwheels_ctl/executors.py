@@ -140,6 +140,8 @@ class LocalExecutor:
             min_free_mb=s.min_free_mb,
             sandbox_kind=s.sandbox,
             max_procs=s.build_max_procs,
+            sdist_url=job.sdist_url,
+            sdist_sha256=job.sdist_sha256,
         )
         if result["status"] == "error":
             raise BuilderError(f"local: {result['error']}")
@@ -236,6 +238,10 @@ class RemoteExecutor:
             argv += ["--ccache-dir", f"{root}/ccache"]
         if index_url:
             argv += ["--index-url", index_url]
+        if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
+            argv += ["--sdist-url", job.sdist_url]
+            if job.sdist_sha256:
+                argv += ["--sdist-sha256", job.sdist_sha256]
         for link in find_links:
             argv += ["--find-links", link]
         try:

@@ -30,6 +30,8 @@ class Job:
     version: str
     abi: str
     priority: int
+    sdist_url: str | None = None  # what the agent downloads and checks before the build
+    sdist_sha256: str | None = None
 
 
 def _runs_on(requires_python: str | None, abi: AbiTags) -> bool:
@@ -63,6 +65,8 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
             Abi.python_tag,
             Abi.abi_tag,
             Abi.platform_tag,
+            Version.sdist_url,
+            Version.sdist_sha256,
         )
         .join_from(Version, Project, Version.project_id == Project.id)
         .join_from(Version, Abi, Abi.active == true())
@@ -93,6 +97,14 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
     return query
 
 
+def _job(row: Any) -> Job | None:
+    """The job of a row of ``pending_query``; None if its Requires-Python excludes the ABI."""
+    version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat, url, sha256 = row
+    if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+        return None
+    return Job(version_id, abi_id, name, version, tag, priority, url, sha256)
+
+
 def pending(
     session: Session,
     *,
@@ -106,10 +118,10 @@ def pending(
     result = session.execute(query.execution_options(yield_per=500))
     try:
         for row in result:
-            version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
-            if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+            job = _job(row)
+            if job is None:
                 continue
-            yield Job(version_id, abi_id, name, version, tag, priority)
+            yield job
             count += 1
             if limit is not None and count >= limit:
                 return
@@ -176,12 +188,9 @@ def claim_next(
         )
         rows = session.execute(query).all()
         for row in rows:
-            version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat = row
-            if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+            job = _job(row)
+            if job is None or not _still_pending(session, job.version_id, job.abi_id):
                 continue
-            if not _still_pending(session, version_id, abi_id):
-                continue
-            job = Job(version_id, abi_id, name, version, tag, priority)
             return job, claim(session, job, builder_id, lease)
         if len(rows) < CLAIM_BATCH:
             return None

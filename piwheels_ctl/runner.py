@@ -145,6 +145,7 @@ class Runner:
                 timed_out=bool(result.get("timed_out")),
                 limit=result.get("limit"),
                 network=[str(n) for n in result.get("network") or ()],
+                download=result.get("download_error"),
             )
         if not record_failure(self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log):
             report.lost += 1

@@ -63,3 +63,24 @@ def test_agent_runs_on_another_interpreter() -> None:
     assert pypy, "Debian's pypy3 is needed"
     probe = json.loads(subprocess.run([pypy, str(AGENT), "probe"], capture_output=True, check=True).stdout)
     assert probe["implementation"] == "PyPy" and probe["python_tag"].startswith("pp3")
+
+
+def test_an_sdist_that_is_not_what_the_index_says_is_a_download_failure(tmp_path: Path) -> None:
+    sdist = tmp_path / "demo-1.0.tar.gz"
+    sdist.write_bytes(b"not the bytes the index described")
+    wrong = "0" * 64
+    outbox, log = str(tmp_path / "outbox"), str(tmp_path / "log")
+    result = agent.build(
+        sys.executable, "demo", "1.0", outbox, log, str(tmp_path / "w"),
+        sdist_url=sdist.as_uri(), sdist_sha256=wrong,
+    )  # fmt: skip
+    assert result["status"] == "failed" and wrong in str(result["download_error"]), result
+
+
+def test_an_sdist_that_cannot_be_fetched_is_the_builders_fault(tmp_path: Path) -> None:
+    outbox, log = str(tmp_path / "outbox"), str(tmp_path / "log")
+    result = agent.build(
+        sys.executable, "demo", "1.0", outbox, log, str(tmp_path / "w"),
+        sdist_url=(tmp_path / "gone-1.0.tar.gz").as_uri(), sdist_sha256="0" * 64,
+    )  # fmt: skip
+    assert result["status"] == "error" and "download" in str(result["error"]), result

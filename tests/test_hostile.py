@@ -183,6 +183,7 @@ def test_hostile_builds_cannot_hurt_the_farm(
         make_sdist(_project(sources, name, body, attack), upstream)
     foreign_cfg = "[bdist_wheel]\nplat_name = win_amd64\n"
     make_sdist(_project(sources, "foreign", "", {}, setup_cfg=foreign_cfg), upstream)
+    tampered = make_sdist(_project(sources, "tampered", "", {}), upstream)
 
     with IndexServer(upstream) as index:
         env = clean_env(
@@ -210,14 +211,16 @@ def test_hostile_builds_cannot_hurt_the_farm(
         assert victim_wheel.exists()
         victim_sha = hashlib.sha256(victim_wheel.read_bytes()).hexdigest()
 
-        piwheels(env, "add", *ATTACKS, "foreign")
+        piwheels(env, "add", *ATTACKS, "foreign", "tampered")
+        # The upstream serves other bytes than the hash its page gave when it was read.
+        tampered.write_bytes(tampered.read_bytes() + b"\0")
         run = piwheels(env, "run")
         piwheels(env, "publish")
     listener.close()
 
     builds = _builds(data)
     report = {name: (b.status.value, b.failure_reason, b.failure_detail) for name, b in builds.items()}
-    assert set(report) == {"victim", *ATTACKS, "foreign"}, report
+    assert set(report) == {"victim", *ATTACKS, "foreign", "tampered"}, report
     assert "handed back" not in run.stdout, run.stdout  # no hostile build became the builder's fault
     assert report["victim"][0] == "success"
     assert hashlib.sha256(victim_wheel.read_bytes()).hexdigest() == victim_sha, "the victim's wheel changed"
@@ -239,6 +242,9 @@ def test_hostile_builds_cannot_hurt_the_farm(
     assert len(_stored_log(data, builds["flood"])) < 1100 * 1024, "the flood's log was not cut"
     assert report["foreign"][:2] == ("failed", "invalid-wheel"), report["foreign"]
     assert "win_amd64" in (report["foreign"][2] or ""), report["foreign"]
+
+    assert report["tampered"][:2] == ("failed", "download-failed"), report["tampered"]
+    assert "sha256" in (report["tampered"][2] or ""), report["tampered"]
 
     assert "no disagreement" in piwheels(env, "audit", "--deep").stdout
     with serving(data / "www") as url:
