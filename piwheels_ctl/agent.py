@@ -315,7 +315,7 @@ def build(
         return builder_error("disk full: %d MB free in %s, %d MB needed" % (free_mb, work_root, min_free_mb))
     try:
         kind = sandbox.choose(sandbox_kind)[0]
-        uid, uid_lock = sandbox.lease_uid(work_root) if os.geteuid() == 0 else (None, None)
+        uid, uid_lock = sandbox.lease_uid() if os.geteuid() == 0 else (None, None)
     except sandbox.SandboxError as exc:
         return builder_error("sandbox: %s" % (exc,))
     try:
@@ -386,12 +386,12 @@ def _build(job, work, kind, uid, sdist):
             os.path.join(work, "proxy.sock"), _allowed_hosts([job.index_url or ""] + job.find_links)
         )
         env.update(buildnet.proxy_env())
-        read_only = sandbox.interpreter_dirs(job.python) + sandbox.interpreter_dirs(sys.executable)
+        read_only = sandbox.interpreter_dirs(job.python)
         read_only += [link for link in job.find_links if link.startswith("/")]
         if job.ccache_dir:
             read_only.append(os.path.join(job.ccache_dir, "ccache.conf"))
         argv = sandbox.bwrap_command(
-            buildnet.relay_command(sys.executable, command, job.max_procs + sandbox.NPROC_MARGIN),
+            buildnet.relay_command(job.python, command, job.max_procs + sandbox.NPROC_MARGIN),
             box,
             [box] + ([project_cache] if project_cache else []),
             read_only,

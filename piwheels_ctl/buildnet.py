@@ -24,7 +24,8 @@ PROXY_PORT = 3128  # where the relay listens, inside the build's own network nam
 PROXY_SOCKET = "/run/piwheels-proxy.sock"  # the agent's proxy, as the build sees it
 
 
-# Runs inside the sandbox as its first process, with the build's own interpreter: listens on the
+# Runs inside the sandbox as its first process, with the build's own interpreter (any Python
+# from 2.7 on; the agent's own interpreter and files stay out of the sandbox): listens on the
 # sandbox's loopback and relays each connection to the agent's proxy through a Unix socket, sets
 # the process limit, then runs the build as its child and exits with the build's status.
 RELAY = r"""

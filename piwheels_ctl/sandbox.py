@@ -53,7 +53,9 @@ ETC_ENTRIES = (
 # The uids an agent running as root gives its builds, one each: far above any real user's and
 # above the ranges systemd-nspawn and DynamicUser= take; no password entry names them.
 BUILD_UIDS = (2000000000, 4096)
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+UID_LOCKS = "/run/piwheels-ctl/build-uids"
+# Not /opt: a farm installs itself there (the master role's virtualenv).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 WATCH_INTERVAL = 0.25
 KILL_GRACE = 5.0
 # RLIMIT_NPROC is set this far above the build's process limit, so that the watchdog, which
@@ -72,8 +74,8 @@ class SandboxError(Exception):
 def _bwrap_works():
     # type: () -> Optional[str]
     """None if bubblewrap can make a sandbox here, else why not."""
-    command = [
-        BWRAP, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true",
+    command = [BWRAP] + _unshare(os.geteuid() == 0) + [
+        "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true",
     ]  # fmt: skip
     try:
         with open(os.devnull, "wb") as devnull:
@@ -100,19 +102,18 @@ def choose(wanted):
     return "user", "a uid of its own, no namespaces (%s)" % problem
 
 
-def lease_uid(folder):
-    # type: (str) -> Tuple[int, Any]
-    """A uid no other build of this agent's folder holds, and the open lock that holds it.
+def lease_uid():
+    # type: () -> Tuple[int, Any]
+    """A uid no other build on this machine holds, and the open lock that holds it.
 
     An agent running as root gives every build a uid of its own from ``BUILD_UIDS``: a user
     that owns nothing anywhere, whose processes all belong to that one build, and whose
     process count is that build's alone.
     """
-    locks = os.path.join(folder, ".uids")
-    _makedirs(locks, 0o700)
+    _makedirs(UID_LOCKS, 0o700)  # one folder for the machine: uids are the machine's
     first, count = BUILD_UIDS
     for uid in range(first, first + count):
-        lock = open(os.path.join(locks, str(uid)), "a")  # noqa: SIM115 - held by the caller
+        lock = open(os.path.join(UID_LOCKS, str(uid)), "a")  # noqa: SIM115 - held by the caller
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (IOError, OSError):
@@ -173,23 +174,13 @@ def bwrap_command(command, work, writable, read_only, sockets, uid):
     ``sockets`` are (outside, inside) paths of Unix sockets to pass in; ``uid`` is the user to
     become when the agent runs as root.
     """
-    if uid is None:  # unprivileged: a user namespace of its own as well
-        argv = [BWRAP, "--unshare-all"]
-    else:  # root: no user namespace (its only user would be root); setpriv drops to the build's uid
-        argv = [
-            BWRAP,
-            "--unshare-ipc",
-            "--unshare-pid",
-            "--unshare-net",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-        ]
+    argv = [BWRAP] + _unshare(uid is not None)
     argv += [
-        "--die-with-parent", "--new-session", "--hostname", "build",
-        "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run",  # noqa: S108 - the sandbox's own empty /tmp
-        "--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/var",
-        "--perms", "1777", "--dir", "/var/tmp",  # noqa: S108 - the sandbox's own
+        "--die-with-parent", "--new-session", "--hostname", "build", "--proc", "/proc", "--dev", "/dev",
     ]  # fmt: skip
+    argv += _perms("1777") + ["--tmpfs", "/tmp", "--tmpfs", "/run"]  # noqa: S108 - the sandbox's own /tmp
+    argv += _perms("0755") + ["--dir", "/etc"] + _perms("0755") + ["--dir", "/var"]
+    argv += _perms("1777") + ["--dir", "/var/tmp"]  # noqa: S108 - the sandbox's own
     for folder in SYSTEM_DIRS:
         if os.path.islink(folder):  # merged /usr: /bin -> usr/bin
             argv += ["--symlink", os.readlink(folder), folder]
@@ -208,7 +199,7 @@ def bwrap_command(command, work, writable, read_only, sockets, uid):
             parents.add(parent)
             parent = os.path.dirname(parent)
     for parent in sorted(parents):
-        argv += ["--perms", "0755", "--dir", parent]
+        argv += _perms("0755") + ["--dir", parent]
     for folder in read_only:
         argv += ["--ro-bind-try", folder, folder]
     for folder in writable:
@@ -222,6 +213,34 @@ def bwrap_command(command, work, writable, read_only, sockets, uid):
     else:
         argv += ["--"]
     return argv + command
+
+
+def _unshare(as_root):
+    # type: (bool) -> List[str]
+    """The namespaces to make: an unprivileged agent's build gets a user namespace as well; as
+    root, none (its only user would be root): ``setpriv`` drops to the build's uid instead."""
+    if not as_root:
+        return ["--unshare-all"]
+    return ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+
+
+_VERSION = []  # type: List[Tuple[int, ...]]
+
+
+def _perms(mode):
+    # type: (str) -> List[str]
+    """``--perms MODE`` for the next folder, where bubblewrap has it (0.5 and later).
+
+    Newer bubblewrap makes the folders it creates for root only unless told; older ones make
+    them 0755 and know no ``--perms``.
+    """
+    if not _VERSION:
+        try:
+            out = subprocess.check_output([BWRAP, "--version"]).decode("ascii", "replace")
+            _VERSION.append(tuple(int(p) for p in out.split()[-1].split(".")[:3]))
+        except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+            _VERSION.append((0,))
+    return ["--perms", mode] if _VERSION[0] >= (0, 5) else []
 
 
 def _outermost(folders):

@@ -18,7 +18,10 @@ AGENT = Path(agent.__file__)
 def test_builds_get_a_throwaway_home_and_tmpdir(tmp_path: Path) -> None:
     script = tmp_path / "fake" / "bin" / "python"  # a fake interpreter: `-m pip wheel` runs this
     script.parent.mkdir(parents=True)
-    script.write_text('#!/bin/sh\necho "HOME=$HOME TMPDIR=$TMPDIR"; touch "$HOME/.bashrc"; exit 1\n')
+    script.write_text(
+        '#!/bin/sh\n[ "$1" = "-m" ] || exec /usr/bin/python3 "$@"\n'  # the sandbox's relay: a real Python
+        'echo "HOME=$HOME TMPDIR=$TMPDIR"; touch "$HOME/.bashrc"; exit 1\n'
+    )
     script.chmod(0o755)
     work = tmp_path / "work"
     result = agent.build(

@@ -27,14 +27,18 @@ import pytest
 from piwheels_ctl import agent, sandbox
 
 AGENT = Path(agent.__file__)
+SYSTEM_PYTHON = "/usr/bin/python3"  # in the sandbox's /usr, unlike this venv's interpreter
 BUILD_UIDS = range(sandbox.BUILD_UIDS[0], sum(sandbox.BUILD_UIDS))
 
 
 def _fake_python(tmp_path: Path, body: str) -> str:
-    """A fake interpreter (a shell script) whose ``-m pip wheel ...`` runs ``body`` instead."""
+    """A fake interpreter (a shell script) whose ``-m pip wheel ...`` runs ``body`` instead.
+
+    Anything else (the sandbox's network relay, ``-E -s -c ...``) goes to the system's Python.
+    """
     script = tmp_path / "fake" / "bin" / "python"
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.write_text(f'#!/bin/sh\n[ "$1" = "-m" ] || exec {SYSTEM_PYTHON} "$@"\n{body}\n')
     script.chmod(0o755)
     return str(script)
 
@@ -163,7 +167,7 @@ def test_a_killed_agent_leaves_no_process_and_its_folder_is_swept(tmp_path: Path
 
 def test_memory_is_limited_for_the_whole_process_tree(tmp_path: Path) -> None:
     # Four children of 300 MB each: every one is under the 1000 MB limit, together they are not.
-    child = f"{sys.executable} -c 'import time; x = bytearray(300 * 1024 * 1024); time.sleep(60)'"
+    child = f"{SYSTEM_PYTHON} -c 'import time; x = bytearray(300 * 1024 * 1024); time.sleep(60)'"
     body = "\n".join([f"{child} &"] * 4) + "\nwait"
     result = _build(tmp_path, _fake_python(tmp_path, body), memory_mb=1000)
     assert result["limit"] == "memory", (result, _log(tmp_path))
@@ -186,15 +190,19 @@ BOMB = (
 @pytest.mark.parametrize("bomb", ["python", "shell"])
 def test_a_fork_bomb_ends_as_a_failure(tmp_path: Path, bomb: str) -> None:
     # The Python bomb keeps forking; the shell one collapses once forks fail (RLIMIT_NPROC).
-    body = f"{sys.executable} -c '{BOMB}'" if bomb == "python" else "bomb() { bomb | bomb & }; bomb; sleep 5"
+    body = "id -u\n" + (
+        f"{SYSTEM_PYTHON} -c '{BOMB}'" if bomb == "python" else "bomb() { bomb | bomb & }; bomb; sleep 5"
+    )
     started = time.monotonic()
     result = _build(tmp_path, _fake_python(tmp_path, body), max_procs=64, timeout=120)
     assert result["status"] == "failed", (result, _log(tmp_path)[-500:])
     if bomb == "python":
         assert result["limit"] == "processes", (result, _log(tmp_path)[-500:])
     assert time.monotonic() - started < 100
-    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) in BUILD_UIDS]
-    assert left == [], f"processes of a build uid are left: {left}"
+    uid = int(_log(tmp_path).splitlines()[1])  # what `id -u` printed, after the command line
+    assert uid in BUILD_UIDS
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid]
+    assert left == [], f"processes of the build's uid {uid} are left: {left}"
 
 
 def _owner(proc: Path) -> int | None:
@@ -262,9 +270,9 @@ def test_a_build_reaches_its_index_and_nothing_else_on_this_machine(
     index, other = two_servers
     port = other.rsplit(":", 1)[1].strip("/")
     fetch = (
-        f"{sys.executable} -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read())'"
+        f"{SYSTEM_PYTHON} -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read())'"
     )
-    direct = f"{sys.executable} -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}))'"
+    direct = f"{SYSTEM_PYTHON} -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}))'"
     body = (
         f'{fetch} "{index}" && echo INDEX-OK\n'
         f'{fetch} "{other}" && echo OTHER-REACHED\n'
