@@ -28,6 +28,7 @@ import collections
 import errno
 import fcntl
 import os
+import random
 import select
 import shutil
 import signal
@@ -112,7 +113,9 @@ def lease_uid():
     """
     _makedirs(UID_LOCKS, 0o700)  # one folder for the machine: uids are the machine's
     first, count = BUILD_UIDS
-    for uid in range(first, first + count):
+    start = random.randrange(count)  # noqa: S311 - spreads agents over the uids; not a secret
+    for offset in range(count):
+        uid = first + (start + offset) % count
         lock = open(os.path.join(UID_LOCKS, str(uid)), "a")  # noqa: SIM115 - held by the caller
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,81 @@
+"""Debian roots made with debootstrap, cached outside the clone, and commands run inside them.
+
+A root is made once (a few minutes) under ``CACHE`` and reused by later runs and by CI on the
+same machine. Commands run in it through ``unshare --mount`` + ``chroot``: the root is bound
+onto itself (bubblewrap inside needs a mount point as its root), ``/proc`` is mounted, and the
+machine's build-uid locks are shared, so that builds inside and outside never take one uid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+CACHE = Path("/var/cache/piwheels-tests")
+UID_LOCKS = "/run/piwheels-ctl/build-uids"
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (read from its sources at run time)."""
+    texts = [p.read_text() for p in Path("/etc/apt").glob("sources.list*/**/*") if p.is_file()]
+    sources = Path("/etc/apt/sources.list")
+    if sources.exists():
+        texts.append(sources.read_text())
+    for text in texts:
+        for url in re.findall(r"(?:URIs:|^deb)\s+(\S+)", text, re.MULTILINE):
+            if url.rstrip("/").endswith("/debian"):
+                return url
+    raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
+
+
+def debian_root(release: str, packages: list[str]) -> Path:
+    """A ``release`` root for this machine's architecture with ``packages``, made once and cached."""
+    root = CACHE / f"{release}-amd64"
+    if (root / "usr" / "bin").is_dir():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = root.with_name(root.name + ".tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    command = [
+        "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
+        release, str(partial), debian_mirror(),
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"debootstrap {release} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    partial.rename(root)
+    return root
+
+
+def run_in_root(
+    root: Path, argv: list[str], *, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as root inside ``root`` with a clean environment."""
+    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
+    inside_locks = f"{root}{UID_LOCKS}"
+    variables = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", **(env or {})}
+    script = " && ".join(
+        [
+            f"mount --bind {shlex.quote(str(root))} {shlex.quote(str(root))}",
+            f"mount -t proc proc {shlex.quote(str(root / 'proc'))}",
+            f"mkdir -p {shlex.quote(inside_locks)}",
+            f"mount --bind {UID_LOCKS} {shlex.quote(inside_locks)}",
+            "exec chroot "
+            + shlex.quote(str(root))
+            + " env -i "
+            + " ".join(shlex.quote(f"{k}={v}") for k, v in variables.items())
+            + " "
+            + " ".join(shlex.quote(a) for a in argv),
+        ]
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,146 @@
+"""The agent on a real Python 2.7 (and the 3.9) of a Debian bullseye root, every path of a build.
+
+Bookworm has no Python 2.7: the tests make a bullseye root with debootstrap (cached outside the
+clone, see ``debian_roots``) and run the agent there, with bullseye's own bubblewrap (0.4, which
+knows no ``--perms``). The "build" is a shell script standing in for ``python -m pip wheel`` (a
+fake interpreter, named as such) so that each path — a failure, a time-out, the memory limit,
+the log cap, a checked download — is the agent's own work on that Python.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from piwheels_ctl import agent
+
+from debian_roots import debian_root, run_in_root
+
+AGENT_DIR = Path(agent.__file__).parent
+PACKAGES = ["python2.7", "python3", "bubblewrap", "ca-certificates"]
+
+
+@pytest.fixture(scope="module")
+def root() -> Path:
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is needed (apt-get install debootstrap)", pytrace=False)
+    return debian_root("bullseye", PACKAGES)
+
+
+@pytest.fixture
+def place(root: Path) -> Iterator[Path]:
+    """A folder of this test inside the root (its path inside is the part after the root)."""
+    folder = Path(tempfile.mkdtemp(prefix="agent-", dir=root / "tmp"))
+    folder.chmod(0o755)
+    for name in agent.MODULES:
+        shutil.copy(AGENT_DIR / name, folder / name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _inside(root: Path, path: Path) -> str:
+    return "/" + str(path.relative_to(root))
+
+
+def _agent(root: Path, place: Path, python: str, *args: str, timeout: float = 600) -> dict[str, object]:
+    done = run_in_root(root, [python, _inside(root, place / "agent.py"), *args], timeout=timeout)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"the agent printed nothing (exit {done.returncode}): {done.stderr[-2000:]}"
+    result: dict[str, object] = json.loads(lines[-1])
+    return result
+
+
+def _fake_python(root: Path, place: Path, body: str) -> str:
+    """A fake interpreter whose ``-m pip wheel`` runs ``body``; the relay goes to the root's Python 3."""
+    script = place / "fake" / "bin" / "python"
+    script.parent.mkdir(parents=True)
+    script.write_text(f'#!/bin/sh\n[ "$1" = "-m" ] || exec /usr/bin/python3 "$@"\n{body}\n')
+    script.chmod(0o755)
+    return _inside(root, script)
+
+
+def _build(root: Path, place: Path, body: str, *extra: str, python: str = "python2.7") -> dict[str, object]:
+    fake = _fake_python(root, place, body)
+    inside = _inside(root, place)
+    return _agent(
+        root, place, python, "build", "--python", fake, "--name", "demo", "--version", "1.0",
+        "--outbox", f"{inside}/outbox", "--log", f"{inside}/build.log", "--work-root", f"{inside}/work",
+        *extra,
+    )  # fmt: skip
+
+
+def _log(place: Path) -> str:
+    return (place / "build.log").read_text(errors="replace")
+
+
+def _running(token: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if token in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("python", "tags"), [("python2.7", ("cp27", "cp27mu")), ("python3.9", ("cp39", "cp39"))]
+)
+def test_the_agent_probes_each_python_of_the_release(
+    root: Path, place: Path, python: str, tags: tuple[str, str]
+) -> None:
+    probe = _agent(root, place, python, "probe")
+    assert (probe["python_tag"], probe["abi_tag"]) == tags, probe
+    assert probe["sandbox"] == "bubblewrap namespaces (a uid of its own)", probe
+
+
+def test_a_failing_build_on_python_2_7(root: Path, place: Path) -> None:
+    result = _build(root, place, "echo compiling; echo 'error: it went wrong' >&2; exit 1")
+    assert result["status"] == "failed" and result["returncode"] == 1 and result["sandbox"] == "bwrap", result
+    assert "compiling" in _log(place) and "error: it went wrong" in _log(place)
+    assert list((place / "work").glob("build-*")) == [], "the build's folder was left behind"
+
+
+def test_a_time_out_on_python_2_7_kills_every_process(root: Path, place: Path) -> None:
+    token = "1000.2741"
+    body = f"setsid sh -c 'trap \"\" TERM; sleep {token}' & trap '' TERM; sleep {token}"
+    started = time.monotonic()
+    result = _build(root, place, body, "--timeout", "3")
+    assert result["timed_out"] is True and result["status"] == "failed", result
+    assert time.monotonic() - started < 120
+    deadline = time.monotonic() + 30
+    while _running(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(token) == [], "the build outlived its time limit"
+
+
+def test_the_memory_limit_on_python_2_7_holds_for_the_whole_tree(root: Path, place: Path) -> None:
+    child = "/usr/bin/python3 -c 'import time; x = bytearray(300 * 1024 * 1024); time.sleep(60)'"
+    result = _build(root, place, "\n".join([f"{child} &"] * 4) + "\nwait", "--memory-mb", "1000")
+    assert result["limit"] == "memory", (result, _log(place)[-1000:])
+
+
+def test_the_log_cap_on_python_2_7(root: Path, place: Path) -> None:
+    body = "echo FIRST-LINE; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST-LINE"
+    _build(root, place, body, "--log-max-bytes", "50000")
+    log = _log(place)
+    assert len(log) < 51_000, len(log)
+    assert "FIRST-LINE" in log and "LAST-LINE" in log and "bytes cut by piwheels-ctl" in log
+
+
+def test_a_download_that_is_not_what_the_index_says_on_python_2_7(root: Path, place: Path) -> None:
+    sdist = place / "demo-1.0.tar.gz"
+    sdist.write_bytes(b"other bytes")
+    url = "file://" + _inside(root, sdist)
+    result = _build(root, place, "exit 0", "--sdist-url", url, "--sdist-sha256", "0" * 64)
+    assert result["status"] == "failed" and "0" * 64 in str(result["download_error"]), result
