@@ -27,16 +27,13 @@ import sysconfig
 import tempfile
 import time
 
-try:
-    from urllib.request import urlopen
-except ImportError:  # pragma: no cover - Python 2.7 builders
-    from urllib2 import urlopen  # type: ignore[import-not-found, no-redef]
-
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, sandbox
+    from . import buildnet, download, sandbox, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
+    import download  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
+    import supervise  # type: ignore[import-not-found, no-redef]
 
 try:
     from typing import Any, Dict, List, Optional  # noqa: F401 - used in type comments
@@ -62,13 +59,8 @@ PASS_ENV = (
 # Project names and versions as the controller sends them (canonical names, PEP 440 versions):
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
-# An sdist file name as the agent saves it: no path, one of the formats pip builds.
-SDIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.(tar\.gz|zip|tar\.bz2|tgz)$")
-SDIST_MAX_BYTES = 2 << 30
-DOWNLOAD_TRIES = 3
-DOWNLOAD_TIMEOUT = 60.0
 # The files the controller sends to a builder: this one and the modules it imports.
-MODULES = ("agent.py", "sandbox.py", "buildnet.py")
+MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "download.py")
 
 
 def probe():
@@ -172,68 +164,6 @@ Request = collections.namedtuple(
 )
 
 
-class DownloadError(Exception):
-    """The sdist could not be fetched, or was not the file the index described."""
-
-    def __init__(self, message, mismatch):
-        # type: (str, bool) -> None
-        Exception.__init__(self, message)
-        self.mismatch = mismatch  # the bytes differ from the index's hash, every time
-
-
-def fetch_sdist(url, sha256, folder):
-    # type: (str, Optional[str], str) -> str
-    """Download the sdist at ``url`` into ``folder`` and check its sha256; its path.
-
-    The agent does this itself, outside the sandbox, so that a download that fails or
-    differs from the index's hash is told apart from the project's failure by the agent's
-    own check, never by the text of pip's log.
-    """
-    filename = url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    try:
-        from urllib.parse import unquote
-    except ImportError:  # pragma: no cover - Python 2.7 builders
-        from urllib import unquote  # type: ignore[attr-defined, no-redef]
-    filename = unquote(filename)
-    if not SDIST_NAME.match(filename):
-        raise DownloadError("%r: not an sdist file name" % filename, True)
-    target = os.path.join(folder, filename)
-    error = ""
-    for attempt in range(DOWNLOAD_TRIES):
-        if attempt:
-            time.sleep(2**attempt)
-        try:
-            digest = _download(url, target)
-        except (IOError, OSError, ValueError) as exc:  # URLError and timeouts are IOErrors
-            error = "%s: %s" % (url, exc)
-            continue
-        if sha256 is None or digest == sha256.lower():
-            return target
-        error = "%s: sha256 %s, the index says %s" % (url, digest, sha256)
-    raise DownloadError(error, "sha256" in error)
-
-
-def _download(url, target):
-    # type: (str, str) -> str
-    digest = hashlib.sha256()
-    size = 0
-    response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
-    try:
-        with open(target, "wb") as f:
-            while True:
-                chunk = response.read(1 << 20)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > SDIST_MAX_BYTES:
-                    raise ValueError("larger than %d bytes" % SDIST_MAX_BYTES)
-                digest.update(chunk)
-                f.write(chunk)
-    finally:
-        response.close()
-    return digest.hexdigest()
-
-
 def _allowed_hosts(urls):
     # type: (List[str]) -> List[str]
     """ "host:port" of every URL a build's pip is told to use: the proxy lets these through."""
@@ -261,7 +191,7 @@ def _sweep(work_root):
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (IOError, OSError):
             continue  # a build in progress
-        sandbox.remove_tree(folder)
+        supervise.remove_tree(folder)
 
 
 def _collect(wheels, outbox):
@@ -327,17 +257,17 @@ def build(
             try:
                 sdist = None
                 if sdist_url:
-                    sdist = fetch_sdist(sdist_url, sdist_sha256, work)
+                    sdist = download.fetch_sdist(sdist_url, sdist_sha256, work)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
                               min_free_mb, max_procs)  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
-            except DownloadError as exc:
+            except download.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
                     return dict(builder_error(str(exc)), status="failed", download_error=str(exc))
                 return builder_error("download: %s" % (exc,))
             finally:
-                sandbox.remove_tree(work)
+                supervise.remove_tree(work)
     finally:
         if uid_lock is not None:
             uid_lock.close()
@@ -391,7 +321,7 @@ def _build(job, work, kind, uid, sdist):
         if job.ccache_dir:
             read_only.append(os.path.join(job.ccache_dir, "ccache.conf"))
         argv = sandbox.bwrap_command(
-            buildnet.relay_command(job.python, command, job.max_procs + sandbox.NPROC_MARGIN),
+            buildnet.relay_command(job.python, command, job.max_procs + supervise.NPROC_MARGIN),
             box,
             [box] + ([project_cache] if project_cache else []),
             read_only,
@@ -404,7 +334,7 @@ def _build(job, work, kind, uid, sdist):
     try:
         with open(job.log_path, "wb") as log:
             log.write(("$ %s\n" % " ".join(command)).encode())
-            finished = sandbox.run(
+            finished = supervise.run(
                 argv, env, box, log, job.timeout, job.memory_mb, job.max_procs, job.log_max_bytes,
                 uid=uid if kind == "user" else None, on_start=job.on_start,
             )  # fmt: skip
@@ -430,7 +360,7 @@ def _build(job, work, kind, uid, sdist):
     }  # type: Dict[str, Any]
     if not files:
         # The agent's own check, never the log's text: is the disk full without this build?
-        sandbox.remove_tree(box)
+        supervise.remove_tree(box)
         free_mb = free_space_mb(job.work_root)
         if free_mb < max(job.min_free_mb, 1):
             return builder_error("disk full: %d MB free in %s after the build" % (free_mb, job.work_root))

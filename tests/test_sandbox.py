@@ -201,15 +201,24 @@ def test_a_fork_bomb_ends_as_a_failure(tmp_path: Path, bomb: str) -> None:
     assert time.monotonic() - started < 100
     uid = int(_log(tmp_path).splitlines()[1])  # what `id -u` printed, after the command line
     assert uid in BUILD_UIDS
-    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _owner(p) == uid]
+    deadline = time.monotonic() + 30  # the kernel may still be tearing the namespace down
+    while (left := _processes_of(uid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert left == [], f"processes of the build's uid {uid} are left: {left}"
 
 
-def _owner(proc: Path) -> int | None:
-    try:
-        return proc.stat().st_uid
-    except OSError:
-        return None
+def _processes_of(uid: int) -> list[str]:
+    """Live processes (not zombies waiting for this machine's init) owned by ``uid``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and proc.stat().st_uid == uid:
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(f"{proc.name} ({state})")
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 def test_the_log_is_cut_while_it_is_written(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""Fetch the sdist of a build and prove it is the file the index described (its sha256).
+
+The agent does this itself, outside the sandbox, so that a download that fails or differs
+from the index's hash is told apart from the project's own failure by the agent's own check,
+never by the text of pip's log.
+
+Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import hashlib
+import os
+import re
+import time
+
+try:
+    from urllib.request import urlopen
+except ImportError:  # pragma: no cover - Python 2.7 builders
+    from urllib2 import urlopen  # type: ignore[import-not-found, no-redef]
+
+try:
+    from typing import Optional  # noqa: F401 - used in type comments
+except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
+    pass
+
+# An sdist file name as the agent saves it: no path, one of the formats pip builds.
+SDIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.(tar\.gz|zip|tar\.bz2|tgz)$")
+SDIST_MAX_BYTES = 2 << 30
+DOWNLOAD_TRIES = 3
+DOWNLOAD_TIMEOUT = 60.0
+
+
+class DownloadError(Exception):
+    """The sdist could not be fetched, or was not the file the index described."""
+
+    def __init__(self, message, mismatch):
+        # type: (str, bool) -> None
+        Exception.__init__(self, message)
+        self.mismatch = mismatch  # the bytes differ from the index's hash, every time
+
+
+def fetch_sdist(url, sha256, folder):
+    # type: (str, Optional[str], str) -> str
+    """Download the sdist at ``url`` into ``folder`` and check its sha256 (tried three times);
+    its path."""
+    filename = url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    try:
+        from urllib.parse import unquote
+    except ImportError:  # pragma: no cover - Python 2.7 builders
+        from urllib import unquote  # type: ignore[attr-defined, no-redef]
+    filename = unquote(filename)
+    if not SDIST_NAME.match(filename):
+        raise DownloadError("%r: not an sdist file name" % filename, True)
+    target = os.path.join(folder, filename)
+    error = ""
+    for attempt in range(DOWNLOAD_TRIES):
+        if attempt:
+            time.sleep(2**attempt)
+        try:
+            digest = _download(url, target)
+        except (IOError, OSError, ValueError) as exc:  # URLError and timeouts are IOErrors
+            error = "%s: %s" % (url, exc)
+            continue
+        if sha256 is None or digest == sha256.lower():
+            return target
+        error = "%s: sha256 %s, the index says %s" % (url, digest, sha256)
+    raise DownloadError(error, "sha256" in error)
+
+
+def _download(url, target):
+    # type: (str, str) -> str
+    digest = hashlib.sha256()
+    size = 0
+    response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+    try:
+        with open(target, "wb") as f:
+            while True:
+                chunk = response.read(1 << 20)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > SDIST_MAX_BYTES:
+                    raise ValueError("larger than %d bytes" % SDIST_MAX_BYTES)
+                digest.update(chunk)
+                f.write(chunk)
+    finally:
+        response.close()
+    return digest.hexdigest()
