@@ -33,16 +33,27 @@ NOOP_PIP = r"""#!/bin/sh
 # A builder's python for the benchmark: the agent runs for real, `pip wheel` is a no-op.
 if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
     exec /usr/bin/python3 - "$@" <<'EOF'
-import sys, zipfile
+import base64, hashlib, os, sys, zipfile
 args = sys.argv[1:]
 out = args[args.index("--wheel-dir") + 1]
-name, version = args[-1].split("==")
-dist = name.replace("-", "_")
-info = "%s-%s.dist-info" % (dist, version)
-with zipfile.ZipFile("%s/%s-%s-py3-none-any.whl" % (out, dist, version), "w") as whl:
-    whl.writestr(info + "/METADATA", "Metadata-Version: 2.1\nName: %s\nVersion: %s\n" % (name, version))
-    whl.writestr(info + "/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-    whl.writestr(info + "/RECORD", "")
+last = args[-1]  # NAME==VERSION, or the sdist the agent fetched
+if "==" in last:
+    name, version = last.split("==")
+else:
+    name, version = os.path.basename(last)[: -len(".tar.gz")].rsplit("-", 1)
+info = "%s-%s.dist-info" % (name, version)
+members = {
+    info + "/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: %s\n" % (name, version),
+    info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = ""
+for member, text in members.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+    record += "%s,sha256=%s,%d\n" % (member, digest, len(text.encode()))
+members[info + "/RECORD"] = record + info + "/RECORD,,\n"
+with zipfile.ZipFile("%s/%s-%s-py3-none-any.whl" % (out, name, version), "w") as whl:
+    for member, text in members.items():
+        whl.writestr(member, text)
 EOF
 fi
 exec /usr/bin/python3 "$@"
