@@ -64,9 +64,19 @@ class SandboxError(Exception):
 # -- which sandbox ----------------------------------------------------------------------------
 
 
+_PROBED = {}  # type: Dict[str, Optional[str]]
+
+
 def _bwrap_works():
     # type: () -> Optional[str]
-    """None if bubblewrap can make a sandbox here, else why not."""
+    """None if bubblewrap can make a sandbox here, else why not (asked once per process)."""
+    if BWRAP not in _PROBED:
+        _PROBED[BWRAP] = _try_bwrap()
+    return _PROBED[BWRAP]
+
+
+def _try_bwrap():
+    # type: () -> Optional[str]
     command = [BWRAP] + _unshare(os.geteuid() == 0) + [
         "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "true",
     ]  # fmt: skip
