@@ -11,6 +11,7 @@ Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type com
 
 from __future__ import absolute_import, division, print_function
 
+import inspect
 import os
 import socket
 import threading
@@ -27,36 +28,23 @@ PROXY_SOCKET = "/run/piwheels-proxy.sock"  # the agent's proxy, as the build see
 # Runs inside the sandbox as its first process, with the build's own interpreter (any Python
 # from 2.7 on; the agent's own interpreter and files stay out of the sandbox): listens on the
 # sandbox's loopback and relays each connection to the agent's proxy through a Unix socket, sets
-# the process limit, then runs the build as its child and exits with the build's status.
-RELAY = r"""
-import os, resource, socket, sys, threading
+# the process limit, then runs the build as its child and exits with the build's status. It
+# shares ``_pipe`` with the proxy: its source is put in front of this.
+RELAY_MAIN = r"""
+import os, resource, threading
 path, port, nproc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def pipe(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except Exception:
-        pass
-    for s in (a, b):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except Exception:
-            pass
 def serve(listener):
     while True:
         client = listener.accept()[0]
         upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             upstream.connect(path)
-        except Exception:
+        except socket.error:
             client.close()
             upstream.close()
             continue
         for a, b in ((client, upstream), (upstream, client)):
-            t = threading.Thread(target=pipe, args=(a, b))
+            t = threading.Thread(target=_pipe, args=(a, b))
             t.daemon = True
             t.start()
 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,7 +70,8 @@ sys.exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS
 
 def relay_command(python, command, max_procs):
     # type: (str, List[str], int) -> List[str]
-    return [python, "-E", "-s", "-c", RELAY, PROXY_SOCKET, str(PROXY_PORT), str(max_procs)] + command
+    relay = "import socket, sys\n" + inspect.getsource(_pipe) + RELAY_MAIN
+    return [python, "-E", "-s", "-c", relay, PROXY_SOCKET, str(PROXY_PORT), str(max_procs)] + command
 
 
 def proxy_env():

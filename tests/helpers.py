@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,3 +83,25 @@ def serving(www: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def running(token: str) -> list[str]:
+    """Live processes (not zombies) whose command line contains ``token``: "pid: command"."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if token in cmdline and state != "Z" and entry.name != str(os.getpid()):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def wait_gone(token: str, timeout: float = 30.0) -> list[str]:
+    """Wait until no process with ``token`` runs; what still runs after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := running(token)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

@@ -21,6 +21,7 @@ import pytest
 from piwheels_ctl import agent
 
 from debian_roots import debian_root, run_in_root
+from helpers import wait_gone
 
 AGENT_DIR = Path(agent.__file__).parent
 PACKAGES = ["python2.7", "python3", "bubblewrap", "ca-certificates"]
@@ -81,18 +82,6 @@ def _log(place: Path) -> str:
     return (place / "build.log").read_text(errors="replace")
 
 
-def _running(token: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if token in cmdline:
-            found.append(cmdline)
-    return found
-
-
 @pytest.mark.parametrize(
     ("python", "tags"), [("python2.7", ("cp27", "cp27mu")), ("python3.9", ("cp39", "cp39"))]
 )
@@ -118,10 +107,7 @@ def test_a_time_out_on_python_2_7_kills_every_process(root: Path, place: Path) -
     result = _build(root, place, body, "--timeout", "3")
     assert result["timed_out"] is True and result["status"] == "failed", result
     assert time.monotonic() - started < 120
-    deadline = time.monotonic() + 30
-    while _running(token) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running(token) == [], "the build outlived its time limit"
+    assert wait_gone(token) == [], "the build outlived its time limit"
 
 
 def test_the_memory_limit_on_python_2_7_holds_for_the_whole_tree(root: Path, place: Path) -> None:

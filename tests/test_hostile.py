@@ -27,7 +27,7 @@ from sqlalchemy import select
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Build, Project, Version
 
-from helpers import clean_env, piwheels, serving
+from helpers import clean_env, piwheels, serving, wait_gone
 from indexserver import IndexServer
 from sdists import make_sdist, pip_env
 from sshd import SshHost, start_ssh_host
@@ -147,18 +147,6 @@ def _stored_log(data: Path, build: Build) -> str:
     return gzip.decompress((data / "logs" / build.log_path).read_bytes()).decode(errors="replace")
 
 
-def _running(token: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if token in cmdline:
-            found.append(cmdline)
-    return found
-
-
 @pytest.mark.parametrize("builder", ["local", "ssh"])
 def test_hostile_builds_cannot_hurt_the_farm(
     builder: str, tmp_path: Path, build_deps: Path, request: pytest.FixtureRequest
@@ -234,7 +222,7 @@ def test_hostile_builds_cannot_hurt_the_farm(
     assert thief_log.count("DENIED") == 6, thief_log
 
     assert report["daemon"][0] == "success", report["daemon"]
-    assert _running(TOKEN) == [], "a daemon outlived its build"
+    assert wait_gone(TOKEN) == [], "a daemon outlived its build"
 
     assert report["bomb"][:2] == ("failed", "too-many-processes"), report["bomb"]
     assert report["netprobe"][:2] == ("failed", "needs-network"), report["netprobe"]

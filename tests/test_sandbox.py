@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import http.server
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl import agent, sandbox
+
+from helpers import running, wait_gone
 
 AGENT = Path(agent.__file__)
 SYSTEM_PYTHON = "/usr/bin/python3"  # in the sandbox's /usr, unlike this venv's interpreter
@@ -52,27 +53,6 @@ def _build(tmp_path: Path, python: str, **kwargs: object) -> dict[str, object]:
 
 def _log(tmp_path: Path) -> str:
     return (tmp_path / "build.log").read_text(errors="replace")
-
-
-def _running(token: str) -> list[str]:
-    """Command lines of live processes that contain ``token``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if token in cmdline and state != "Z" and entry.name != str(os.getpid()):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
-
-
-def _wait_gone(token: str, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while (left := _running(token)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
 
 
 def _uid_in(log: str) -> int:
@@ -128,7 +108,7 @@ def test_nothing_outlives_a_build_daemons_and_signal_ignorers_included(tmp_path:
     )
     result = _build(tmp_path, _fake_python(tmp_path, body))
     assert result["status"] == "failed"  # no wheel
-    assert _wait_gone(token) == []
+    assert wait_gone(token) == []
     assert list((tmp_path / "work").glob("build-*")) == [], "the work folder was not removed"
 
 
@@ -139,7 +119,7 @@ def test_the_time_limit_ends_a_build_that_ignores_sigterm(tmp_path: Path) -> Non
     result = _build(tmp_path, _fake_python(tmp_path, body), timeout=2.0)
     assert result["timed_out"] is True, result
     assert time.monotonic() - started < 60
-    assert _wait_gone(token) == []
+    assert wait_gone(token) == []
 
 
 def test_a_killed_agent_leaves_no_process_and_its_folder_is_swept(tmp_path: Path) -> None:
@@ -156,10 +136,10 @@ def test_a_killed_agent_leaves_no_process_and_its_folder_is_swept(tmp_path: Path
     while "started" not in (_log(tmp_path) if (tmp_path / "build.log").exists() else ""):
         assert time.monotonic() < deadline and agent_proc.poll() is None, "the build never started"
         time.sleep(0.05)
-    assert _running(token), "the build's processes should run now"
+    assert running(token), "the build's processes should run now"
     agent_proc.send_signal(signal.SIGKILL)
     agent_proc.wait()
-    assert _wait_gone(token) == [], "the build outlived its agent"
+    assert wait_gone(token) == [], "the build outlived its agent"
     assert list(work.glob("build-*")), "the killed agent's folder is there until the next build"
     _build(tmp_path, _fake_python(tmp_path, "exit 1"))
     assert list(work.glob("build-*")) == [], "the next build did not sweep the dead build's folder"
@@ -172,7 +152,7 @@ def test_memory_is_limited_for_the_whole_process_tree(tmp_path: Path) -> None:
     result = _build(tmp_path, _fake_python(tmp_path, body), memory_mb=1000)
     assert result["limit"] == "memory", (result, _log(tmp_path))
     assert "more than its 1000 MB" in _log(tmp_path)
-    assert _wait_gone("import time; x = bytearray") == []
+    assert wait_gone("import time; x = bytearray") == []
 
 
 BOMB = (
@@ -312,7 +292,7 @@ def test_the_uid_fallback_is_a_sandbox_too(tmp_path: Path) -> None:
         shutil.rmtree(public)
     assert result["sandbox"] == "user"
     assert "READ" not in log and _uid_in(log) in BUILD_UIDS, log
-    assert _wait_gone(token) == []
+    assert wait_gone(token) == []
 
 
 def test_without_bubblewrap_root_falls_back_and_bwrap_alone_is_refused(
