@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from sqlalchemy import select
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Build, Project, Version
 
-from helpers import clean_env, piwheels, serving, wait_gone
+from helpers import PIWHEELS, clean_env, piwheels, running, serving, wait_gone
 from indexserver import IndexServer
 from sdists import make_sdist, pip_env
 from sshd import SshHost, start_ssh_host
@@ -246,3 +247,43 @@ def test_hostile_builds_cannot_hurt_the_farm(
             env=pip_env(), check=True, capture_output=True, timeout=300,
         )  # fmt: skip
     assert (target / "victim.py").read_text() == "VALUE = 42\n"
+
+
+def test_a_killed_controller_leaves_no_build_behind(tmp_path: Path, build_deps: Path) -> None:
+    """SIGKILL of `run` mid-build: the build's processes die with it, the next `run` carries on."""
+    token = "1000.4271"
+    data, upstream = tmp_path / "data", tmp_path / "upstream"
+    upstream.mkdir()
+    for wheel in build_deps.glob("*.whl"):
+        shutil.copy(wheel, upstream)
+    sleeper = f"""
+        if "egg_info" not in sys.argv and "dist_info" not in sys.argv:
+            subprocess.Popen(["setsid", "sleep", "{token}"])
+            subprocess.call(["sleep", "{token}"])
+        """
+    make_sdist(_project(tmp_path / "sources", "sleeper", sleeper, {}), upstream)
+    with IndexServer(upstream) as index:
+        env = clean_env(
+            PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=index.url, PIWHEELS_PYTHONS=sys.executable,
+            PIWHEELS_SLOTS="1", PIWHEELS_BUILD_TIMEOUT="20",
+        )  # fmt: skip
+        piwheels(env, "init")
+        piwheels(env, "add", "sleeper")
+        controller = subprocess.Popen(
+            [str(PIWHEELS), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not running(token):
+                assert controller.poll() is None and time.monotonic() < deadline, "the build never started"
+                time.sleep(0.1)
+        finally:
+            controller.kill()
+            controller.wait()
+        assert wait_gone(token) == [], "the build outlived its controller"
+        # The next run takes the job back (its controller is gone) and ends it at the time limit.
+        piwheels(env, "run")
+    builds = _builds(data)
+    assert (builds["sleeper"].status.value, builds["sleeper"].failure_reason) == ("failed", "timeout")
+    assert wait_gone(token) == []
+    assert list((data / "work" / "builds").glob("build-*")) == [], "a killed build's folder is left"
