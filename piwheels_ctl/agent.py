@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 import argparse
 import collections
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -26,6 +27,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import buildnet, download, sandbox, supervise
@@ -36,7 +38,7 @@ else:  # on a builder: the files sent beside this one
     import supervise  # type: ignore[import-not-found, no-redef]
 
 try:
-    from typing import Any, Dict, List, Optional  # noqa: F401 - used in type comments
+    from typing import Any, Dict, Iterator, List, Optional  # noqa: F401 - used in type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
@@ -160,8 +162,33 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
 Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
-    "ccache_dir on_start min_free_mb max_procs",
+    "ccache_dir on_start min_free_mb max_procs frontend",
 )
+
+
+def _chown_tree(folder, uid):
+    # type: (str, int) -> None
+    for root, dirs, names in os.walk(folder):
+        for entry in [root] + [os.path.join(root, e) for e in dirs + names]:
+            os.lchown(entry, uid, uid)
+
+
+def unpack_frontend(wheel):
+    # type: (str) -> str
+    """The folder the pinned pip's wheel unpacks into beside it (made once, atomically)."""
+    if not wheel.endswith(".whl") or not os.path.isfile(wheel):
+        raise download.DownloadError("frontend %r: not a wheel on this builder" % wheel, False)
+    folder = wheel[: -len(".whl")]
+    if not os.path.isdir(folder):
+        partial = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(wheel))
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(partial)
+        os.chmod(partial, 0o755)  # noqa: S103 - read by every build's uid
+        try:
+            os.rename(partial, folder)
+        except OSError:  # another build unpacked it meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
 
 
 def _allowed_hosts(urls):
@@ -228,6 +255,7 @@ def build(
     max_procs=1024,  # type: int
     sdist_url=None,  # type: Optional[str]
     sdist_sha256=None,  # type: Optional[str]
+    frontend=None,  # type: Optional[str]
 ):
     # type: (...) -> Dict[str, Any]
     """Build NAME==VERSION with ``python`` in a sandbox into ``outbox``; return the controller's result.
@@ -260,7 +288,7 @@ def build(
                     sdist = download.fetch_sdist(sdist_url, sdist_sha256, work)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
-                              min_free_mb, max_procs)  # fmt: skip
+                              min_free_mb, max_procs, frontend and unpack_frontend(frontend))  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
             except download.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
@@ -281,16 +309,39 @@ def _build(job, work, kind, uid, sdist):
     for sub in (box, os.path.join(box, "home"), os.path.join(box, "tmp"), wheels):
         _makedirs(sub)
     os.chmod(work, 0o711)  # noqa: S103 - the build's uid passes through to its folder, sees nothing else
-    project_cache = None
-    if job.ccache_dir:
-        # One cache per project: a build can poison only its own project's cached objects.
-        project_cache = os.path.join(job.ccache_dir, "projects", job.name.lower())
-        _makedirs(project_cache)
+    with _project_cache(job.ccache_dir, job.name) as project_cache:
+        return _build_in(job, work, kind, uid, sdist, box, wheels, project_cache)
+
+
+@contextlib.contextmanager
+def _project_cache(ccache_dir, name):
+    # type: (Optional[str], str) -> Iterator[Optional[str]]
+    """The project's own compiler cache while no other build of the project uses it, else None.
+
+    One cache per project: a build can poison only its own project's cached objects. Two builds
+    of one project (two versions, two ABIs) run as two uids: the second builds without a cache
+    rather than fight over the folder's owner.
+    """
+    if not ccache_dir:
+        yield None
+        return
+    folder = os.path.join(ccache_dir, "projects", name.lower())
+    _makedirs(folder)
+    with open(folder + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError):
+            yield None  # another build of this project has it now
+            return
+        yield folder
+
+
+def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
+    # type: (Any, str, str, Optional[int], Optional[str], str, str, Optional[str]) -> Dict[str, Any]
     if uid is not None:  # the agent is root: the build's uid owns the build's folders
         for folder in (box, project_cache):
-            for root, dirs, names in os.walk(folder) if folder else ():
-                for entry in [root] + [os.path.join(root, e) for e in dirs + names]:
-                    os.lchown(entry, uid, uid)
+            if folder:
+                _chown_tree(folder, uid)
     env = build_env(box, job.work_root, job.ccache_dir, project_cache, job.index_url, job.find_links)
     if sdist is not None:  # checked by the agent: readable by the build in its own folder
         target = os.path.join(box, os.path.basename(sdist))
@@ -316,7 +367,7 @@ def _build(job, work, kind, uid, sdist):
             os.path.join(work, "proxy.sock"), _allowed_hosts([job.index_url or ""] + job.find_links)
         )
         env.update(buildnet.proxy_env())
-        read_only = sandbox.interpreter_dirs(job.python)
+        read_only = sandbox.interpreter_dirs(job.python) + ([job.frontend] if job.frontend else [])
         read_only += [link for link in job.find_links if link.startswith("/")]
         if job.ccache_dir:
             read_only.append(os.path.join(job.ccache_dir, "ccache.conf"))
@@ -402,6 +453,7 @@ def main(argv=None):
     b.add_argument("--max-procs", type=int, default=1024)
     b.add_argument("--sdist-url")
     b.add_argument("--sdist-sha256")
+    b.add_argument("--frontend", help="the pinned pip's wheel on this builder")
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
@@ -428,6 +480,7 @@ def main(argv=None):
             max_procs=args.max_procs,
             sdist_url=args.sdist_url,
             sdist_sha256=args.sdist_sha256,
+            frontend=args.frontend,
         )
     else:
         parser.print_usage(sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from . import agent
+from . import agent, frontend
 from .builders import ensure_local
 from .config import Settings
 from .database import Database
@@ -82,6 +82,14 @@ def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
     return settings.build_index_url or settings.upstream_url, list(settings.find_links)
 
 
+def frontend_wheel(settings: Settings, job: Job, index_url: str | None, find_links: list[str]) -> Path:
+    """The pinned pip for ``job``'s Python; not having it is the builder's fault, not the project's."""
+    try:
+        return frontend.wheel(settings, job.abi, index_url, find_links)
+    except frontend.FrontendError as exc:
+        raise BuilderError(str(exc)) from None
+
+
 def mark_failed(executor: Executor) -> None:
     """Keep a failing builder out of the rotation, for longer after each failure in a row."""
     executor.failures += 1
@@ -123,6 +131,7 @@ class LocalExecutor:
         log = work / "logs" / f"{build_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
+        pip = frontend_wheel(s, job, index_url, find_links)
         result = agent.build(
             self.pythons[job.abi_id],
             job.name,
@@ -142,6 +151,7 @@ class LocalExecutor:
             max_procs=s.build_max_procs,
             sdist_url=job.sdist_url,
             sdist_sha256=job.sdist_sha256,
+            frontend=str(pip),
         )
         if result["status"] == "error":
             raise BuilderError(f"local: {result['error']}")
@@ -204,6 +214,20 @@ class RemoteExecutor:
         self.known_hosts = known_hosts
         self._conn: Connection | None = None
         self._lock = threading.Lock()
+        self._frontends: set[str] = set()  # pinned pips sent over the current connection
+
+    def _send_frontend(self, wheel: Path) -> str:
+        """The path on the builder of the pinned pip ``wheel``, sent once per connection."""
+        target = f"{self.builder.root}/frontends/{wheel.name}"
+        conn = self.connection()
+        with self._lock:
+            if target not in self._frontends:
+                conn.run(
+                    ["mkdir", "-p", f"{self.builder.root}/frontends"], timeout=self.settings.command_timeout
+                )
+                conn.put(wheel.read_bytes(), target)
+                self._frontends.add(target)
+        return target
 
     def connection(self) -> Connection:
         """The builder's connection, opened (and the agent sent) on first use."""
@@ -238,6 +262,7 @@ class RemoteExecutor:
             argv += ["--ccache-dir", f"{root}/ccache"]
         if index_url:
             argv += ["--index-url", index_url]
+        argv += ["--frontend", self._send_frontend(frontend_wheel(s, job, index_url, find_links))]
         if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
             argv += ["--sdist-url", job.sdist_url]
             if job.sdist_sha256:
@@ -278,6 +303,7 @@ class RemoteExecutor:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                self._frontends.clear()
 
     def kill_all(self) -> None:
         """Closing the connection ends the agents; their builds hit their own time limits."""

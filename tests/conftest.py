@@ -18,6 +18,7 @@ from packaging.version import Version
 from psycopg import sql
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from piwheels_ctl import frontend
 from piwheels_ctl.database import Database, upgrade
 
 from helpers import free_port
@@ -37,25 +38,32 @@ def fixture_sdists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {project_name_version(p)[0]: make_sdist(p, dest) for p in fixture_projects()}
 
 
+# The pinned pips of piwheels_ctl.frontend for the Pythons the tests build with.
+FRONTEND_PIPS = {"3.9": frontend.pip_version((3, 9)), "3.11": frontend.pip_version((3, 11))}
+
+
 @pytest.fixture(scope="session")
 def build_deps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of setuptools and wheel wheels (and their dependencies) for isolated builds."""
+    """Wheels of setuptools and wheel (and their dependencies) for isolated builds, and the
+    pinned pips the builds run with."""
     dest = tmp_path_factory.mktemp("build-deps")
-    command = [
-        sys.executable, "-m", "pip", "download", "--only-binary", ":all:",
-        "--python-version", OLDEST_BUILD_PYTHON, "--dest", str(dest),
-        "--index-url", PYPI_SIMPLE_ENDPOINT, "setuptools", "wheel",
-    ]  # fmt: skip
-    proc = subprocess.run(
-        command,
-        env=pip_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"downloading setuptools and wheel failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    downloads = [(OLDEST_BUILD_PYTHON, ["setuptools", "wheel"])]
+    downloads += [(python, [f"pip=={pip}"]) for python, pip in FRONTEND_PIPS.items()]
+    for python, wanted in downloads:
+        command = [
+            sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--python-version", python,
+            "--dest", str(dest), "--index-url", PYPI_SIMPLE_ENDPOINT, *wanted,
+        ]  # fmt: skip
+        proc = subprocess.run(
+            command,
+            env=pip_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"downloading {wanted} failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
     return dest
 
 

@@ -307,3 +307,23 @@ def test_without_bubblewrap_root_falls_back_and_bwrap_alone_is_refused(
 def test_probe_names_the_sandbox() -> None:
     out = subprocess.run([sys.executable, str(AGENT), "probe"], capture_output=True, check=True).stdout
     assert json.loads(out)["sandbox"] == "bubblewrap namespaces (a uid of its own)"
+
+
+def test_two_builds_of_one_project_at_once_do_not_fight_over_its_compiler_cache(tmp_path: Path) -> None:
+    ccache = tmp_path / "ccache"
+    body = 'echo "CCACHE_DIR=${CCACHE_DIR:-none}"; touch "${CCACHE_DIR:-$HOME}/mine" && echo WROTE; sleep 2'
+    results: list[dict[str, object]] = []
+
+    def one(n: int) -> None:
+        place = tmp_path / str(n)
+        results.append(_build(place, _fake_python(place, body), ccache_dir=str(ccache)))
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    logs = [_log(tmp_path / str(n)) for n in range(2)]
+    assert all("WROTE" in log for log in logs), logs
+    caches = {line for log in logs for line in log.splitlines() if line.startswith("CCACHE_DIR=")}
+    assert caches == {"CCACHE_DIR=none", f"CCACHE_DIR={ccache}/projects/demo"}, caches
