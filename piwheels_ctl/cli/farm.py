@@ -44,7 +44,7 @@ def audit(app: App, repair: bool, deep: bool) -> None:
         actions = audit_fix(session, www, app.settings.data_dir, found)
     for action in actions:
         out.print(f"fixed: {escape(action)}")
-    publish_from(app.database(), www)
+    publish_from(app.database(), www, public_url=app.settings.public_url)
     with app.reader() as session:
         left = audit_check(session, www, deep=deep)
     if left:

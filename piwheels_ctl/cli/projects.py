@@ -265,7 +265,9 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
     try:
-        result = publish_from(app.database(), app.settings.www_dir, full=full)
+        result = publish_from(
+            app.database(), app.settings.www_dir, full=full, public_url=app.settings.public_url
+        )
     except OSError as exc:
         raise storage_error(exc, app.settings.www_dir) from None
     out.print(
@@ -286,5 +288,9 @@ def serve(app: App, host: str, port: int) -> None:
     www = app.settings.www_dir
     if not (www / "simple").is_dir():
         raise InputError(f"{www}: nothing published yet (run 'piwheels-ctl publish')")
-    err.print(f"serving {www} on http://{host}:{port}/simple/")
-    serve_index(www, host, port)
+
+    def announce(url: str) -> None:
+        # Said once the port is bound: a client started on this line finds the server there.
+        err.print(f"serving {www} on {url} (index: {url}simple/)", highlight=False, soft_wrap=True)
+
+    serve_index(www, host, port, app.settings.logs_dir, announce=announce)
