@@ -86,6 +86,7 @@ def stacked_bars(
     chart = Chart(title, height)
     totals = [sum(values[i] for _, values in series) for i in range(len(labels))]
     top = _nice_max(max(totals, default=0))
+    top = max(4.0, -(-top // 4) * 4)  # whole numbers on each of the four grid lines
     bottom = height - BOTTOM - 14 * ((max(len(series), 1) - 1) // 3)
     _axes(chart, bottom, top, "")
     slot = (WIDTH - LEFT - RIGHT) / max(len(labels), 1)

@@ -30,13 +30,14 @@ def _cells(farm: SiteFarm, name: str, version: str) -> dict[str, dict[str, Any]]
 
 def test_project_json_has_every_state(site_farm: SiteFarm) -> None:
     pure = _json(site_farm, "pure-ok")
-    assert [r["version"] for r in pure["releases"]] == ["1.0", "0.9"], pure["releases"]
+    assert [r["version"] for r in pure["releases"]] == ["1.0", "0.9", "0.8"], pure["releases"]
     states = {tag: cell["state"] for tag, cell in _cells(site_farm, "pure-ok", "1.0").items()}
     # Built once for the first ABI; that none-any wheel covers the others.
     assert sorted(states.values())[0] == "built" and set(states.values()) <= {"built", "covered"}, states
     (wheel,) = pure["releases"][0]["files"]
     assert wheel["filename"] == "pure_ok-1.0-py3-none-any.whl" and len(wheel["sha256"]) == 64, wheel
-    assert {c["state"] for c in _cells(site_farm, "pure-ok", "0.9").values()} == {"not-requested"}
+    assert {c["state"] for c in _cells(site_farm, "pure-ok", "0.9").values()} == {"pending"}
+    assert {c["state"] for c in _cells(site_farm, "pure-ok", "0.8").values()} == {"failed"}
     failed = list(_cells(site_farm, "fails-header", "1.0").values())
     assert {c["state"] for c in failed} == {"failed"}, failed
     assert {c["reason"] for c in failed} == {"missing-header"}, failed
