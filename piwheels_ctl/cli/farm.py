@@ -186,6 +186,9 @@ def builders_check(app: App, name: str | None) -> None:
         ]
     if name is not None and not targets:
         raise InputError(f"{name}: no such SSH builder")
+    if not targets:
+        out.print("no SSH builders to check (add one with 'piwheels-ctl builders add')")
+        return
     for builder, pythons in targets:
         try:
             probe = probe_remote(app.settings, builder.endpoint, pythons)
