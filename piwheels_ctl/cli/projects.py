@@ -235,7 +235,28 @@ def _status(session: Session) -> dict[str, Any]:
         "files": count(select(func.count()).select_from(File)),
         "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
         "pending": sum(1 for _ in pending(session)),
+        "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
+        "skipped": [
+            {"project": name, "version": version, "reason": reason}
+            for name, version, reason in catalog.skipped(session)
+        ],
     }
+
+
+# What each line of ``status`` counts, in the order shown.
+_STATUS_LABELS = {
+    "projects": "projects known (names from sync --all included)",
+    "watched": "watched: every version is built",
+    "requested": "with versions asked for by NAME==VERSION",
+    "versions": "versions known",
+    "abis": "ABIs built for",
+    "builds": "builds (current and superseded)",
+    "failures": "failed builds by reason",
+    "files": "wheels in the index",
+    "bytes": "bytes of wheels",
+    "pending": "queue: (version, ABI) pairs to build",
+    "skipped": "skipped (unskip NAME[==VERSION])",
+}
 
 
 @cli.command()
@@ -250,12 +271,17 @@ def status(app: App, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return
     table = Table(show_header=False)
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    for key, label in _STATUS_LABELS.items():
+        value = info[key]
+        if key == "skipped":
+            value = ", ".join(
+                f"{s['project']}{'==' + s['version'] if s['version'] else ''} ({s['reason']})" for s in value
+            )
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
-            value = ", ".join(value) or "-"
-        table.add_row(key, str(value))
+            value = ", ".join(value)
+        table.add_row(label, escape(str(value)) or "-")
     out.print(table)
 
 
