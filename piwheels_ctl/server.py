@@ -424,14 +424,20 @@ def make_server(
 
 
 def serve(
-    www_dir: Path, host: str, port: int, logs_dir: Path | None = None, *, announce: Callable[[str], None]
+    www_dir: Path,
+    host: str,
+    port: int,
+    logs_dir: Path | None = None,
+    *,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the site in ``www_dir`` on ``host:port`` until interrupted; once the port is bound,
     ``announce`` gets the URL it is reached at."""
     server = make_server(www_dir, host, port, logs_dir)
     bound_host, bound_port = (str(part) for part in server.server_address[:2])
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    announce(f"http://{shown}:{bound_port}/")
+    if announce is not None:
+        announce(f"http://{shown}:{bound_port}/")
     log.info("serving %s on http://%s:%s/", www_dir, shown, bound_port)
     try:
         server.serve_forever()
