@@ -13,12 +13,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from .errors import InputError, PiwheelsError
-from .models import Build, BuildStatus, Coverage, Project, utcnow
+from .models import Abi, Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
 
 if TYPE_CHECKING:
@@ -185,13 +185,19 @@ def _project(session: Session, name: str, display: str) -> Project:
     return project
 
 
+def _skipped_version(project: Project, version: str) -> bool:
+    return any(v.version == version and v.skip_reason for v in project.versions)
+
+
 def add(
     session: Session, upstream: Upstream, wanted: Iterable[Wanted], problems: list[str] | None = None
-) -> list[tuple[str, list[str]]]:
+) -> list[tuple[str, list[str], bool]]:
     """Track the wanted projects: fetch each page first, so a bad name or page changes nothing.
 
     The session is first used once every page is in: no transaction is held over the network.
-    Releases left out (values too long for the database) are said in ``problems``.
+    Releases left out (values too long for the database), and skipped ones, are said in
+    ``problems``; each project comes back with its versions to build (empty: all of them) and
+    whether the request is skipped as a whole.
     """
     pages = [(w, upstream.project(w.canonical)) for w in wanted]
     added = []
@@ -202,10 +208,20 @@ def add(
         apply_page(session, project, page, problems)
         if not versions:
             project.watched = True
+        said: list[str] = []
         for row in project.versions:
             if row.version in versions:
                 row.priority = max(row.priority, 1)
-        added.append((page.name, versions))
+                if row.skip_reason and not project.skip_reason:
+                    said.append(f"{page.name}=={row.version} is skipped ({row.skip_reason}): "
+                                f"'piwheels-ctl unskip {page.name}=={row.version}' to build it")  # fmt: skip
+        if project.skip_reason:
+            said.append(f"{page.name} is skipped ({project.skip_reason}): "
+                        f"'piwheels-ctl unskip {page.name}' to build it")  # fmt: skip
+        if problems is not None:
+            problems.extend(said)
+        skipped_all = bool(project.skip_reason) or (bool(versions) and len(said) == len(versions))
+        added.append((page.name, [v for v in versions if not _skipped_version(project, v)], skipped_all))
     return added
 
 
@@ -334,20 +350,102 @@ def skip(session: Session, name: str, version: str | None, reason: str) -> int:
     else:
         for row in versions:
             row.skip_reason = reason
+    project.dirty = True  # its page shows why
     return len(versions)
 
 
-def rebuild(session: Session, name: str, version: str | None) -> int:
-    """Put versions back in the queue, first; their finished builds stay as history, their wheels served."""
-    _project_row, versions = find(session, name, version)
-    ids = [v.id for v in versions if v.sdist_url]
-    session.execute(delete(Coverage).where(Coverage.version_id.in_(ids)))
-    session.execute(
-        update(Build)
-        .where(Build.version_id.in_(ids), Build.status != BuildStatus.BUILDING)
-        .values(superseded=True)
-    )
+def unskip(session: Session, name: str, version: str | None) -> int:
+    """Build ``name`` (or one version of it) again after ``skip``; the number of skips lifted.
+
+    A version without an sdist stays skipped: there is nothing to build.
+    """
+    project, versions = find(session, name, version)
+    lifted = 0
+    if version is None and project.skip_reason is not None:
+        project.skip_reason = None
+        lifted += 1
     for row in versions:
-        if row.id in ids:
-            row.priority = max(row.priority, 1)
-    return len(ids)
+        if row.skip_reason is not None and row.skip_reason != BINARY_ONLY:
+            row.skip_reason = None
+            lifted += 1
+    if not lifted:
+        raise InputError(f"{name}{'==' + version if version else ''}: not skipped")
+    project.dirty = True
+    return lifted
+
+
+def skip_reason(project: Project, row: VersionRow | None = None) -> str | None:
+    """Why ``project`` (or its version ``row``) is not built, if it is skipped."""
+    return project.skip_reason or (row.skip_reason if row is not None else None)
+
+
+def skipped(session: Session) -> list[tuple[str, str | None, str]]:
+    """Every skip the user made: (project, version or None for all, reason); sdist-less versions
+    are left out (nothing to build)."""
+    projects = session.execute(
+        select(Project.name, Project.skip_reason).where(Project.skip_reason.is_not(None))
+    ).tuples()
+    result: list[tuple[str, str | None, str]] = [(n, None, str(r)) for n, r in projects]
+    versions = session.execute(
+        select(Project.name, VersionRow.version, VersionRow.skip_reason)
+        .join(VersionRow.project)
+        .where(VersionRow.skip_reason.is_not(None), VersionRow.skip_reason != BINARY_ONLY)
+    ).tuples()
+    result += [(n, v, str(r)) for n, v, r in versions]
+    return sorted(result, key=lambda item: (item[0], item[1] or ""))
+
+
+@dataclass
+class Rebuilt:
+    """What ``rebuild`` queued, and the versions it left alone because they are skipped."""
+
+    queued: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (version, reason)
+
+
+def rebuild(
+    session: Session,
+    name: str,
+    version: str | None,
+    *,
+    all_versions: bool = False,
+    abi: str | None = None,
+) -> Rebuilt:
+    """Put versions back in the queue, first; their finished builds stay as history, their wheels
+    served. Without ``version``: the versions built or failed before (``all_versions``: every one).
+    With ``abi``: only for that ABI tag."""
+    project, versions = find(session, name, version)
+    abi_ids: list[int] | None = None
+    if abi is not None:
+        abi_ids = list(session.scalars(select(Abi.id).where(Abi.tag == abi)))
+        if not abi_ids:
+            raise InputError(f"--abi {abi}: not an ABI of this farm (see 'piwheels-ctl status')")
+    finished = Build.status != BuildStatus.BUILDING
+    for_abi = Build.abi_id.in_(abi_ids) if abi_ids is not None else true()
+    if version is None and not all_versions:
+        tried = set(
+            session.scalars(
+                select(Build.version_id).where(
+                    Build.version_id.in_([v.id for v in versions]), finished, for_abi,
+                    Build.superseded.is_(False),
+                )
+            )
+        )  # fmt: skip
+        versions = [v for v in versions if v.id in tried]
+    result = Rebuilt()
+    ids = []
+    for row in versions:
+        reason = skip_reason(project, row)
+        if row.sdist_url is None:
+            continue
+        if reason:
+            result.skipped.append((row.version, reason))
+            continue
+        ids.append(row.id)
+        result.queued.append(row.version)
+        row.priority = max(row.priority, 1)
+    cov_abi = Coverage.abi_id.in_(abi_ids) if abi_ids is not None else true()
+    session.execute(delete(Coverage).where(Coverage.version_id.in_(ids), cov_abi))
+    session.execute(update(Build).where(Build.version_id.in_(ids), finished, for_abi).values(superseded=True))
+    project.dirty = True
+    return result

@@ -50,6 +50,7 @@ class Settings(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=120.0, gt=0)
     sync_interval: float = Field(default=600.0, gt=0)
+    public_url: str | None = None  # where people reach the site; shown in install instructions
 
     @field_validator("upstream", "build_index_url")
     @classmethod

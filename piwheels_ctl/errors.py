@@ -33,6 +33,12 @@ class DatabaseError(PiwheelsError):
     """The database is missing, unreachable or at a schema this code does not know."""
 
 
+class NotInitialisedError(DatabaseError):
+    """No database where the settings point: a usage error (run ``init``, or from the right folder)."""
+
+    exit_code = 2
+
+
 class VerifyError(PiwheelsError):
     """A wheel is not what its build said it is."""
 

@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy import Exists, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from . import pages, stats
 from .database import Database
 from .models import File, Project
 from .models import Version as VersionRow
@@ -66,11 +67,17 @@ class _IndexFile:
     uploaded_at: datetime
 
 
-def publish_from(db: Database, www_dir: Path, *, full: bool = False) -> PublishResult:
+# Where install instructions point when the setting ``public_url`` is not given: ``serve``'s default.
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
+
+
+def publish_from(
+    db: Database, www_dir: Path, *, full: bool = False, public_url: str | None = None
+) -> PublishResult:
     """Publish from one read-only snapshot, then clear the flags of what it published in a
     short write transaction of its own: a long publish never holds up a recorder."""
     with db.reader() as session:
-        result = publish(session, www_dir, full=full)
+        result = publish(session, www_dir, full=full, public_url=public_url)
     with db.session() as session:
         clear_published(session, result.published)
     return result
@@ -90,10 +97,12 @@ def clear_published(session: Session, published: Mapping[int, int]) -> None:
         session.execute(clear, [{"project": p, "generation": g} for p, g in chunk])
 
 
-def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishResult:
-    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones)
-    and refresh the root index if its listing changed; only reads the database (the flags are
-    cleared by ``clear_published``)."""
+def publish(
+    session: Session, www_dir: Path, *, full: bool = False, public_url: str | None = None
+) -> PublishResult:
+    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones),
+    refresh the root index if its listing changed, and the project pages, front page and
+    statistics for people; only reads the database (the flags are cleared by ``clear_published``)."""
     simple = www_dir / "simple"
     chosen = or_(Project.dirty, _has_files()) if full else Project.dirty
     projects = session.execute(
@@ -127,8 +136,46 @@ def publish(session: Session, www_dir: Path, *, full: bool = False) -> PublishRe
         emptied.update(d.name for d in simple.iterdir() if d.is_dir() and d.name not in published)
     for name in sorted(emptied):
         _remove_project(simple / name)
+    _write_human_pages(session, www_dir, [row.id for row in projects], full=full, public_url=public_url)
     generations = {row.id: row.dirty_generation for row in projects}
     return PublishResult(projects_written=len(projects), root_written=root_written, published=generations)
+
+
+def _write_human_pages(
+    session: Session, www_dir: Path, project_ids: list[int], *, full: bool, public_url: str | None
+) -> None:
+    """The project pages of ``project_ids`` (with ``full``: removing those of projects without
+    any version), then the front page, the statistics and the list of projects."""
+    site: dict[str, Any] = {
+        "name": "piwheels-ctl",
+        "index_url": (public_url or DEFAULT_PUBLIC_URL).rstrip("/") + "/simple/",
+        "generated": None,
+    }
+    if full:
+        has_version = exists().where(VersionRow.project_id == Project.id)
+        project_ids = list(session.scalars(select(Project.id).where(has_version).order_by(Project.name)))
+    for chunk in _chunks(project_ids):
+        for page in pages.load_pages(session, chunk):
+            if _CANONICAL.match(page.name):
+                _write_files(www_dir, pages.render_project(page, site))
+    figures = stats.load_stats(session)
+    if full and (www_dir / "project").is_dir():
+        keep = {name for name, _ in figures.names}
+        for folder in (www_dir / "project").iterdir():
+            if folder.is_dir() and folder.name not in keep:
+                for stale in ("index.html", "json"):
+                    (folder / stale).unlink(missing_ok=True)
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+    site["generated"] = figures.generated
+    _write_files(www_dir, stats.render_site(figures, site))
+
+
+def _write_files(www_dir: Path, files: Mapping[str, bytes]) -> None:
+    for relative, data in files.items():
+        path = www_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(path, data)
 
 
 def write_project_pages(session: Session, www_dir: Path, project_id: int) -> Callable[[], None]:

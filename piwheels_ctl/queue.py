@@ -34,7 +34,7 @@ class Job:
     sdist_sha256: str | None = None
 
 
-def _runs_on(requires_python: str | None, abi: AbiTags) -> bool:
+def runs_on(requires_python: str | None, abi: AbiTags) -> bool:
     if not requires_python:
         return True
     try:
@@ -100,7 +100,7 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
 def _job(row: Any) -> Job | None:
     """The job of a row of ``pending_query``; None if its Requires-Python excludes the ABI."""
     version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat, url, sha256 = row
-    if not _runs_on(requires, AbiTags(py, abi_tag, plat)):
+    if not runs_on(requires, AbiTags(py, abi_tag, plat)):
         return None
     return Job(version_id, abi_id, name, version, tag, priority, url, sha256)
 

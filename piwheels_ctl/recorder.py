@@ -226,6 +226,7 @@ def record_failure(
             return False
         build.failure_reason = failure.reason
         build.failure_detail = failure.detail
+        build.version.project.dirty = True  # its page shows the failure
     return True
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
+import io
 import logging
 import mimetypes
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
 from http import HTTPStatus
@@ -55,6 +58,9 @@ _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 # A position past any file; longer numbers are not handed to int(), which refuses more than
 # 4300 digits and would spend time on fewer.
 _BEYOND = 10**18
+TEXT_PLAIN = "text/plain; charset=utf-8"
+# A stored log is at most a few MB (head and tail, log_max_kb); refuse to inflate more than this.
+LOG_MAX_INFLATED = 64 * 1024 * 1024
 # The listen backlog: a burst of clients (a CI matrix starting) waits to be accepted instead
 # of being refused; the default of 5 turned away 45 of 300 simultaneous clients.
 BACKLOG = 1024
@@ -98,6 +104,28 @@ def negotiate(accept: str | None) -> Offer | None:
     return best[1] if best else None
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header lets us send gzip (RFC 9110 12.5.3)."""
+    if not header:
+        return False
+    qualities: dict[str, float] = {}
+    for item in header.split(","):
+        coding, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        qualities[coding.lower()] = quality
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in qualities:
+            return qualities[coding] > 0
+    return False
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     """The inclusive byte range a single-range ``Range`` header asks for, "unsatisfiable", or
     None when the header is to be ignored (malformed, several ranges)."""
@@ -129,8 +157,9 @@ class _IndexServer(ThreadingHTTPServer):
 
     request_queue_size = BACKLOG
 
-    def __init__(self, address: tuple[str, int], www_dir: Path) -> None:
+    def __init__(self, address: tuple[str, int], www_dir: Path, logs_dir: Path) -> None:
         self.www_dir = www_dir.resolve()
+        self.logs_dir = logs_dir.resolve()
         super().__init__(address, IndexRequestHandler)
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -158,6 +187,9 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self, *, send_body: bool) -> None:
         url = urlsplit(self.path)
+        if url.path.startswith("/logs/"):
+            self._handle_log(url.path, send_body=send_body)
+            return
         target = self._resolve(url.path)
         if target is None:
             self._respond(HTTPStatus.NOT_FOUND)
@@ -194,6 +226,49 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
             return
         with f:
             self._send_file(f, headers, send_body=send_body)
+
+    def _handle_log(self, raw_path: str, *, send_body: bool) -> None:
+        """``/logs/<project>/<build>.log``: the stored ``<build>.log.gz`` as text, sent gzipped
+        (``Content-Encoding``) to a client that accepts it and inflated for one that does not."""
+        parts = [part for part in unquote(raw_path).split("/") if part][1:]
+        root = self.server.logs_dir
+        target: Path | None = None
+        if (
+            len(parts) == 2
+            and parts[1].endswith(".log")
+            and not any(p.startswith(".") or "\\" in p or "\0" in p for p in parts)
+        ):
+            target = (root / parts[0] / f"{parts[1]}.gz").resolve()
+            if root not in target.parents or not target.is_file():
+                target = None
+        headers = {"Content-Type": TEXT_PLAIN, "Cache-Control": SHORT_LIVED, "Vary": "Accept-Encoding"}
+        try:
+            if target is None:
+                raise FileNotFoundError
+            f = open(target, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError:
+            self._respond(HTTPStatus.NOT_FOUND, headers)
+            return
+        with f:
+            if accepts_gzip(self.headers.get("Accept-Encoding")):
+                headers["Content-Encoding"] = "gzip"
+                self._send_file(f, headers, send_body=send_body)
+                return
+            stat = os.fstat(f.fileno())
+            etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}-inflated"'
+            headers["ETag"] = etag
+            headers["Last-Modified"] = email.utils.formatdate(int(stat.st_mtime), usegmt=True)
+            if self._not_modified(etag, int(stat.st_mtime)):
+                self._respond(HTTPStatus.NOT_MODIFIED, headers)
+                return
+            try:
+                with gzip.GzipFile(fileobj=f) as inflating:
+                    text = inflating.read(LOG_MAX_INFLATED)
+            except (OSError, EOFError):
+                log.warning("stored log %s is not valid gzip", target)
+                self._respond(HTTPStatus.NOT_FOUND, {})
+                return
+            self._respond(HTTPStatus.OK, headers, length=len(text), body=io.BytesIO(text))
 
     def _resolve(self, raw_path: str) -> Path | None:
         """The path below www_dir that a URL path names, or None if it names nothing there."""
@@ -314,6 +389,8 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
 
 
 def _content_type(path: Path) -> str:
+    if path.name == "json":  # a project's data: www/project/<name>/json
+        return "application/json"
     known = CONTENT_TYPES.get(path.suffix)
     if known:
         return known
@@ -333,21 +410,35 @@ def _parse_date(value: str | None) -> int | None:
     return int(parsed.timestamp())
 
 
-def make_server(www_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """A server (not yet serving) for the index in ``www_dir`` on ``host:port``."""
+def make_server(
+    www_dir: Path, host: str = "127.0.0.1", port: int = 8080, logs_dir: Path | None = None
+) -> ThreadingHTTPServer:
+    """A bound server (not yet serving) for the site in ``www_dir`` on ``host:port``, with the
+    build logs of ``logs_dir`` (default: ``logs`` beside ``www_dir``) under ``/logs/``."""
     if not www_dir.is_dir():
         raise InputError(f"index folder {www_dir} does not exist: run 'piwheels-ctl publish'")
     try:
-        return _IndexServer((host, port), www_dir)
+        return _IndexServer((host, port), www_dir, logs_dir or www_dir.parent / "logs")
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def serve(www_dir: Path, host: str, port: int) -> None:
-    """Serve the index in ``www_dir`` on ``host:port`` until interrupted."""
-    server = make_server(www_dir, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    log.info("serving %s on http://%s:%s/", www_dir, bound_host, bound_port)
+def serve(
+    www_dir: Path,
+    host: str,
+    port: int,
+    logs_dir: Path | None = None,
+    *,
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the site in ``www_dir`` on ``host:port`` until interrupted; once the port is bound,
+    ``announce`` gets the URL it is reached at."""
+    server = make_server(www_dir, host, port, logs_dir)
+    bound_host, bound_port = (str(part) for part in server.server_address[:2])
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    if announce is not None:
+        announce(f"http://{shown}:{bound_port}/")
+    log.info("serving %s on http://%s:%s/", www_dir, shown, bound_port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

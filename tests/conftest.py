@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -21,8 +23,9 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from piwheels_ctl import frontend
 from piwheels_ctl.database import Database, upgrade
 
-from helpers import free_port
-from sdists import fixture_projects, make_sdist, pip_env, project_name_version
+from helpers import clean_env, free_port, piwheels
+from indexserver import IndexServer
+from sdists import PACKAGES, fixture_projects, make_sdist, pip_env, project_name_version
 
 # Debian's PyPy 3.9 is the oldest interpreter the tests build with; the build requirements
 # downloaded for it work on every later Python too.
@@ -160,3 +163,58 @@ def db(database_url: str) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+@dataclass
+class SiteFarm:
+    """A farm whose site shows every kind of cell: built, covered, failed, skipped, pending."""
+
+    env: dict[str, str]
+    data: Path
+
+    @property
+    def www(self) -> Path:
+        return self.data / "www"
+
+
+@pytest.fixture(scope="session")
+def site_farm(
+    tmp_path_factory: pytest.TempPathFactory, fixture_sdists: dict[str, Path], build_deps: Path
+) -> Iterator[SiteFarm]:
+    """Real builds on the local builder (CPython, and Debian's PyPy when present), published:
+    pure-ok 1.0 built, 0.9 pending, 0.8 failed (a missing header); fails-header failed; py2-only
+    skipped; c-ext pending."""
+    root = tmp_path_factory.mktemp("site-farm")
+    upstream = root / "upstream"
+    upstream.mkdir()
+    for name in ("pure-ok", "fails-header", "py2-only", "c-ext"):
+        shutil.copy(fixture_sdists[name], upstream)
+    for version, source in (("0.9", "pure-ok"), ("0.8", "fails-header")):
+        older = root / f"pure-ok-{version}"
+        shutil.copytree(PACKAGES / source, older)
+        toml = older / "pyproject.toml"
+        text = re.sub(r"(?m)^version = .*$", f'version = "{version}"', toml.read_text())
+        toml.write_text(re.sub(r"(?m)^name = .*$", 'name = "pure-ok"', text))
+        make_sdist(older, upstream)
+    for wheel in build_deps.glob("*.whl"):
+        shutil.copy(wheel, upstream)
+    home = root / "home"
+    home.mkdir()
+    pythons = [sys.executable] + ([pypy] if (pypy := shutil.which("pypy3")) else [])
+    with IndexServer(upstream) as index:
+        env = clean_env(
+            HOME=str(home),
+            PIWHEELS_DATA_DIR=str(root / "data"),
+            PIWHEELS_UPSTREAM=index.url,
+            PIWHEELS_PYTHONS=",".join(pythons),
+            PIWHEELS_SLOTS="2",
+            PIWHEELS_BUILD_TIMEOUT="600",  # ten times what a PyPy C build takes on a busy machine
+            PIWHEELS_PUBLIC_URL="http://pi.example.org/",
+        )
+        piwheels(env, "init")
+        piwheels(env, "add", "pure-ok==1.0", "pure-ok==0.8", "fails-header")
+        piwheels(env, "run")
+        piwheels(env, "add", "pure-ok==0.9", "py2-only", "c-ext")
+        piwheels(env, "skip", "py2-only", "--reason", "upstream supports Python 2 only")
+        piwheels(env, "publish")
+        yield SiteFarm(env, root / "data")

@@ -272,7 +272,7 @@ def test_a_rebuild_with_other_bytes_gets_a_build_tag_and_the_old_url_keeps_its_b
     def rebuild(outbox: str, content: bytes | None) -> bytes:
         """Rebuild, the build making a wheel with ``content`` in a data file; the wheel's bytes."""
         with farm.db.session() as session:
-            assert catalog.rebuild(session, "demo", "1.0") == 1
+            assert catalog.rebuild(session, "demo", "1.0").queued == ["1.0"]
         extra = {"demo_data.txt": content} if content is not None else {}
         wheel = make_wheel(farm.outbox(outbox), "demo", "1.0", tag=GOOD_TAG, extra=extra)
         made = wheel.read_bytes()

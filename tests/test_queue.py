@@ -143,7 +143,7 @@ def test_rebuild_queues_again_and_keeps_the_old_build(db: Database) -> None:
             build.status = BuildStatus.SUCCESS
         session.flush()
         assert _pairs(session) == []
-        assert catalog.rebuild(session, "demo", "2.0") == 1
+        assert catalog.rebuild(session, "demo", "2.0").queued == ["2.0"]
         session.flush()
         assert _pairs(session) == [("2.0", "cp311"), ("2.0", "pp39")]
         assert versions["2.0"].priority == 1

@@ -18,7 +18,7 @@ from .. import __version__
 from ..builders import ensure_local
 from ..config import Settings, load_settings
 from ..database import Database, check_schema
-from ..errors import PiwheelsError, storage_error
+from ..errors import NotInitialisedError, PiwheelsError, storage_error
 
 if TYPE_CHECKING:
     from ..upstream import Upstream
@@ -42,7 +42,14 @@ class App:
         return self._settings
 
     def database(self, *, checked: bool = True) -> Database:
+        """The database; unless ``checked`` is off (``init``), it must exist at this code's schema.
+
+        Only ``init`` creates one: any other command run in the wrong folder says where it looked
+        instead of leaving an empty database there.
+        """
         if self._db is None:
+            if checked:
+                _must_exist(self.settings)
             self._db = Database(self.settings.database)
             if checked:
                 check_schema(self._db.engine)
@@ -79,6 +86,18 @@ class App:
     def close(self) -> None:
         if self._db is not None:
             self._db.dispose()
+
+
+def _must_exist(settings: Settings) -> None:
+    """Refuse a default SQLite database that is not there, naming where it was looked for."""
+    if settings.database_url:
+        return
+    path = settings.data_dir.resolve() / "piwheels.db"
+    if not path.exists():
+        raise NotInitialisedError(
+            f"no database at {path} (the data dir is {settings.data_dir}, from data_dir or "
+            "PIWHEELS_DATA_DIR; default ./piwheels-data): run 'piwheels-ctl init' there first"
+        )
 
 
 pass_app = click.make_pass_decorator(App)

@@ -125,6 +125,6 @@ def run(app: App, limit: int | None, forever: bool) -> None:
             next_sync = time.monotonic() + app.settings.sync_interval
         report = _build_once(app, limit, runner_box, Progress())
         _print_report(report)
-        publish_from(app.database(), app.settings.www_dir)
+        publish_from(app.database(), app.settings.www_dir, public_url=app.settings.public_url)
         if report.built + report.failed == 0:
             stop.wait(min(60.0, max(1.0, next_sync - time.monotonic())))

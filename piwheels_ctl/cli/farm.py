@@ -44,7 +44,7 @@ def audit(app: App, repair: bool, deep: bool) -> None:
         actions = audit_fix(session, www, app.settings.data_dir, found)
     for action in actions:
         out.print(f"fixed: {escape(action)}")
-    publish_from(app.database(), www)
+    publish_from(app.database(), www, public_url=app.settings.public_url)
     with app.reader() as session:
         left = audit_check(session, www, deep=deep)
     if left:
@@ -186,6 +186,9 @@ def builders_check(app: App, name: str | None) -> None:
         ]
     if name is not None and not targets:
         raise InputError(f"{name}: no such SSH builder")
+    if not targets:
+        out.print("no SSH builders to check (add one with 'piwheels-ctl builders add')")
+        return
     for builder, pythons in targets:
         try:
             probe = probe_remote(app.settings, builder.endpoint, pythons)

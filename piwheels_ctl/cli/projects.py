@@ -54,8 +54,9 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         added = catalog.add(session, upstream, wanted, problems)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    for name, versions in added:
-        out.print(f"{name}: " + (", ".join(versions) if versions else "all versions"))
+    for name, versions, skipped in added:
+        if not skipped:  # a skipped request was said above, as a warning, not as a success
+            out.print(f"{name}: " + (", ".join(versions) if versions else "all versions"))
 
 
 @cli.command()
@@ -126,13 +127,31 @@ def _parse_name(spec: str) -> tuple[str, str | None]:
 
 @cli.command()
 @click.argument("spec")
+@click.option("--all-versions", is_flag=True, help="Every version with an sdist, not only those tried.")
+@click.option("--abi", metavar="TAG", help="Only for this ABI (e.g. cp311-cp311-linux_armv7l).")
 @pass_app
-def rebuild(app: App, spec: str) -> None:
-    """Build NAME[==VERSION] again, before everything else."""
+def rebuild(app: App, spec: str, all_versions: bool, abi: str | None) -> None:
+    """Build NAME[==VERSION] again, before everything else.
+
+    NAME alone rebuilds the versions that were built or failed before; --all-versions every one.
+    """
     name, version = _parse_name(spec)
     with app.session() as session:
-        count = catalog.rebuild(session, name, version)
-    out.print(f"{count} version(s) of {name} queued for a rebuild")
+        result = catalog.rebuild(session, name, version, all_versions=all_versions, abi=abi)
+    for skipped, reason in result.skipped:
+        message = f"{name}=={skipped} is skipped ({reason}): 'piwheels-ctl unskip {name}=={skipped}' first"
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if result.queued:
+        versions = ", ".join(result.queued)
+        out.print(f"{name}: {versions} queued for a rebuild" + (f" for {abi}" if abi else ""))
+    elif not result.skipped:
+        raise InputError(
+            f"{name}: nothing was built or failed before"
+            + (f" for {abi}" if abi else "")
+            + ": --all-versions queues every version"
+        )
+    else:
+        raise InputError(f"{name}: nothing queued, every version asked for is skipped")
 
 
 @cli.command()
@@ -147,19 +166,35 @@ def skip(app: App, spec: str, reason: str) -> None:
     out.print(f"skipping {name}" + (f"=={version}" if version else f" ({count} version(s))"))
 
 
+@cli.command()
+@click.argument("spec")
+@pass_app
+def unskip(app: App, spec: str) -> None:
+    """Build NAME[==VERSION] again after 'skip' (NAME lifts every skip of the project)."""
+    name, version = _parse_name(spec)
+    with app.session() as session:
+        catalog.unskip(session, name, version)
+    out.print(f"{name}{'==' + version if version else ''} is built again")
+
+
 def _job_dict(job: Job) -> dict[str, Any]:
     return {"name": job.name, "version": job.version, "abi": job.abi, "priority": job.priority}
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Show at most this many builds.")  # fmt: skip
+@click.option("--all", "everything", is_flag=True, help="Show every pending build.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_app
-def queue(app: App, limit: int, as_json: bool) -> None:
-    """Show what still needs a build, in build order."""
+def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
+    """Show what still needs a build, in build order, and the skipped versions."""
     app.refresh_local_builder()
-    with app.session() as session:
-        jobs = list(pending(session, limit=limit))
+    with app.reader() as session:
+        jobs = list(pending(session, limit=None if everything else limit + 1))
+        skipped = catalog.skipped(session)
+    more = not everything and len(jobs) > limit
+    jobs = jobs[:limit] if more else jobs
     if as_json:
         click.echo(json.dumps([_job_dict(j) for j in jobs], indent=2))
         return
@@ -167,6 +202,13 @@ def queue(app: App, limit: int, as_json: bool) -> None:
     for job in jobs:
         table.add_row(job.name, job.version, job.abi, str(job.priority))
     out.print(table if jobs else "the queue is empty")
+    if more:
+        out.print(f"only the first {limit} shown: --limit N for more, --all for every one")
+    if skipped:
+        out.print(f"skipped ({len(skipped)}; 'piwheels-ctl unskip NAME[==VERSION]' builds them again):")
+        for name, version, reason in skipped[:limit]:
+            shown = f"{name}=={version}" if version else f"{name} (every version)"
+            out.print(f"  {escape(shown)}: {escape(reason)}", highlight=False)
 
 
 def _status(session: Session) -> dict[str, Any]:
@@ -193,7 +235,28 @@ def _status(session: Session) -> dict[str, Any]:
         "files": count(select(func.count()).select_from(File)),
         "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
         "pending": sum(1 for _ in pending(session)),
+        "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
+        "skipped": [
+            {"project": name, "version": version, "reason": reason}
+            for name, version, reason in catalog.skipped(session)
+        ],
     }
+
+
+# What each line of ``status`` counts, in the order shown.
+_STATUS_LABELS = {
+    "projects": "projects known (names from sync --all included)",
+    "watched": "watched: every version is built",
+    "requested": "with versions asked for by NAME==VERSION",
+    "versions": "versions known",
+    "abis": "ABIs built for",
+    "builds": "builds (current and superseded)",
+    "failures": "failed builds by reason",
+    "files": "wheels in the index",
+    "bytes": "bytes of wheels",
+    "pending": "queue: (version, ABI) pairs to build",
+    "skipped": "skipped (unskip NAME[==VERSION])",
+}
 
 
 @cli.command()
@@ -208,12 +271,17 @@ def status(app: App, as_json: bool) -> None:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return
     table = Table(show_header=False)
-    for key, value in info.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    for key, label in _STATUS_LABELS.items():
+        value = info[key]
+        if key == "skipped":
+            value = ", ".join(
+                f"{s['project']}{'==' + s['version'] if s['version'] else ''} ({s['reason']})" for s in value
+            )
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
-            value = ", ".join(value) or "-"
-        table.add_row(key, str(value))
+            value = ", ".join(value)
+        table.add_row(label, escape(str(value)) or "-")
     out.print(table)
 
 
@@ -265,7 +333,9 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
     try:
-        result = publish_from(app.database(), app.settings.www_dir, full=full)
+        result = publish_from(
+            app.database(), app.settings.www_dir, full=full, public_url=app.settings.public_url
+        )
     except OSError as exc:
         raise storage_error(exc, app.settings.www_dir) from None
     out.print(
@@ -286,5 +356,9 @@ def serve(app: App, host: str, port: int) -> None:
     www = app.settings.www_dir
     if not (www / "simple").is_dir():
         raise InputError(f"{www}: nothing published yet (run 'piwheels-ctl publish')")
-    err.print(f"serving {www} on http://{host}:{port}/simple/")
-    serve_index(www, host, port)
+
+    def announce(url: str) -> None:
+        # Said once the port is bound: a client started on this line finds the server there.
+        err.print(f"serving {www} on {url} (index: {url}simple/)", highlight=False, soft_wrap=True)
+
+    serve_index(www, host, port, app.settings.logs_dir, announce=announce)

@@ -1,0 +1,165 @@
+"""The farm's figures for the front page and the statistics page, and those pages rendered.
+
+Only reads and renders; ``publisher`` writes the result. Charts are SVG drawn now (``charts``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from . import charts
+from .models import Abi, Build, Builder, BuildStatus, File, Project, Version, utcnow
+from .pages import templates
+from .queue import pending_query
+
+DAYS = 30  # how far back the charts look
+
+
+@dataclass
+class BuilderRow:
+    name: str
+    abis: list[str]
+    healthy: bool
+    last_build: str | None
+
+
+@dataclass
+class SiteStats:
+    """What the front page and the statistics page show."""
+
+    generated: str
+    projects: int
+    versions: int
+    wheels: int
+    bytes: int
+    builds_hour: int
+    builds_day: int
+    queue: int
+    success: list[tuple[str, int, int]]  # (ABI, ok, failed) of the current builds
+    builders: list[BuilderRow]
+    names: list[tuple[str, str]]  # (canonical, display) of every project with a page
+    charts: dict[str, str] = field(default_factory=dict)  # name -> SVG text
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def load_stats(session: Session, now: datetime | None = None) -> SiteStats:
+    """Every figure of the two pages, from one read of the database."""
+    now = now or utcnow()
+
+    def count(query: Any) -> int:
+        return int(session.scalar(query) or 0)
+
+    finished = Build.status != BuildStatus.BUILDING
+    has_page = exists().where(Version.project_id == Project.id)
+    names = (
+        session.execute(select(Project.name, Project.display_name).where(has_page).order_by(Project.name))
+        .tuples()
+        .all()
+    )
+    success = (
+        session.execute(
+            select(Abi.tag, Build.status, func.count())
+            .join(Abi, Abi.id == Build.abi_id)
+            .where(finished, Build.superseded.is_(False))
+            .group_by(Abi.tag, Build.status)
+        )
+        .tuples()
+        .all()
+    )
+    per_abi: dict[str, list[int]] = {}
+    for tag, status, number in success:
+        per_abi.setdefault(tag, [0, 0])[0 if status is BuildStatus.SUCCESS else 1] += number
+    last = dict(
+        session.execute(select(Build.builder_id, func.max(Build.started_at)).group_by(Build.builder_id))
+        .tuples()
+        .all()
+    )
+    builders = [
+        BuilderRow(
+            name=b.name,
+            abis=sorted(p.abi.tag for p in b.pythons),
+            healthy=b.healthy,
+            last_build=_stamp(last[b.id]) if last.get(b.id) else None,
+        )
+        for b in session.scalars(select(Builder).order_by(Builder.name))
+    ]
+    stats = SiteStats(
+        generated=_stamp(now),
+        projects=len(names),
+        versions=count(select(func.count()).select_from(Version)),
+        wheels=count(select(func.count()).select_from(File)),
+        bytes=count(select(func.coalesce(func.sum(File.size), 0))),
+        builds_hour=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(hours=1))),
+        builds_day=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(days=1))),
+        queue=count(select(func.count()).select_from(pending_query().subquery())),
+        success=[(tag, ok, bad) for tag, (ok, bad) in sorted(per_abi.items())],
+        builders=builders,
+        names=[(n, d) for n, d in names],
+    )
+    stats.charts = _charts(session, now)
+    return stats
+
+
+def _charts(session: Session, now: datetime) -> dict[str, str]:
+    """Builds per day, success rate per ABI per day, and failed builds per reason."""
+    start = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [(start + timedelta(days=i)).date() for i in range(DAYS)]
+    labels = [d.strftime("%m-%d") for d in days]
+    index = {d: i for i, d in enumerate(days)}
+    ok, failed = [0] * DAYS, [0] * DAYS
+    per_abi: dict[str, list[list[int]]] = {}
+    rows = session.execute(
+        select(Build.started_at, Build.status, Abi.tag)
+        .join(Abi, Abi.id == Build.abi_id)
+        .where(Build.status != BuildStatus.BUILDING, Build.started_at >= start)
+    )
+    for started, status, tag in rows:
+        i = index.get(started.date())
+        if i is None:
+            continue
+        good = status is BuildStatus.SUCCESS
+        (ok if good else failed)[i] += 1
+        cells = per_abi.setdefault(tag, [[0, 0] for _ in days])
+        cells[i][0 if good else 1] += 1
+    rates = [
+        (tag, [100.0 * c[0] / (c[0] + c[1]) if c[0] + c[1] else None for c in cells])
+        for tag, cells in sorted(per_abi.items())
+    ]
+    reasons = session.execute(
+        select(Build.failure_reason, func.count())
+        .where(Build.status == BuildStatus.FAILED, Build.superseded.is_(False))
+        .group_by(Build.failure_reason)
+    ).tuples()
+    return {
+        "builds": charts.stacked_bars(
+            f"Builds per day (last {DAYS} days)", labels, [("built", ok), ("failed", failed)]
+        ).svg(),
+        "success": charts.lines(f"Success rate per ABI (last {DAYS} days)", labels, rates).svg(),
+        "reasons": charts.horizontal_bars(
+            "Failed builds by reason", [(r or "unknown", int(n)) for r, n in reasons]
+        ).svg(),
+    }
+
+
+def render_site(stats: SiteStats, site: dict[str, Any]) -> dict[str, bytes]:
+    """The front page, the statistics page, the list of projects and the search list, by path."""
+    pages = {
+        "index.html": ("front.html.j2", ""),
+        "stats/index.html": ("stats.html.j2", "../"),
+        "project/index.html": ("projects.html.j2", "../"),
+    }
+    result = {
+        path: templates.get_template(template).render(stats=stats, site=site, root=root).encode("utf-8")
+        for path, (template, root) in pages.items()
+    }
+    result["projects.json"] = json.dumps([name for name, _ in stats.names]).encode("utf-8")
+    return result

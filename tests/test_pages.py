@@ -1,0 +1,109 @@
+"""The pages for people, from a real farm: project pages and their JSON, logs over HTTP, statistics."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SiteFarm
+from helpers import piwheels, serving
+
+pytestmark = pytest.mark.build
+
+
+def _json(farm: SiteFarm, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((farm.www / "project" / name / "json").read_bytes())
+    return data
+
+
+def _cells(farm: SiteFarm, name: str, version: str) -> dict[str, dict[str, Any]]:
+    (release,) = [r for r in _json(farm, name)["releases"] if r["version"] == version]
+    cells: dict[str, dict[str, Any]] = release["cells"]
+    return cells
+
+
+def test_project_json_has_every_state(site_farm: SiteFarm) -> None:
+    pure = _json(site_farm, "pure-ok")
+    assert [r["version"] for r in pure["releases"]] == ["1.0", "0.9", "0.8"], pure["releases"]
+    states = {tag: cell["state"] for tag, cell in _cells(site_farm, "pure-ok", "1.0").items()}
+    # Built once for the first ABI; that none-any wheel covers the others.
+    assert sorted(states.values())[0] == "built" and set(states.values()) <= {"built", "covered"}, states
+    (wheel,) = pure["releases"][0]["files"]
+    assert wheel["filename"] == "pure_ok-1.0-py3-none-any.whl" and len(wheel["sha256"]) == 64, wheel
+    assert {c["state"] for c in _cells(site_farm, "pure-ok", "0.9").values()} == {"pending"}
+    assert {c["state"] for c in _cells(site_farm, "pure-ok", "0.8").values()} == {"failed"}
+    failed = list(_cells(site_farm, "fails-header", "1.0").values())
+    assert {c["state"] for c in failed} == {"failed"}, failed
+    assert {c["reason"] for c in failed} == {"missing-header"}, failed
+    assert {c["detail"] for c in failed} == {"no_such_header_xyz.h"}, failed
+    assert all(re.fullmatch(r"logs/fails-header/\d+\.log", c["log"]) for c in failed), failed
+    skipped = list(_cells(site_farm, "py2-only", "1.0").values())
+    assert {(c["state"], c["reason"]) for c in skipped} == {("skipped", "upstream supports Python 2 only")}
+    assert {c["state"] for c in _cells(site_farm, "c-ext", "1.0").values()} == {"pending"}
+
+
+def test_project_page_shows_cells_install_lines_and_hashes(site_farm: SiteFarm) -> None:
+    html = (site_farm.www / "project" / "fails-header" / "index.html").read_text()
+    assert 'data-state="failed"' in html and "missing-header" in html and "no_such_header_xyz.h" in html
+    assert re.search(r'href="\.\./\.\./logs/fails-header/\d+\.log"', html), html
+    pure = (site_farm.www / "project" / "pure-ok" / "index.html").read_text()
+    assert "pip install --index-url http://pi.example.org/simple/ pure-ok" in pure
+    assert "[[tool.uv.index]]" in pure and "index-url = http://pi.example.org/simple/" in pure
+    wheel = _json(site_farm, "pure-ok")["releases"][0]["files"][0]
+    assert wheel["sha256"] in pure
+    assert 'href="../../simple/pure-ok/pure_ok-1.0-py3-none-any.whl"' in pure
+
+
+def test_front_and_stats_pages_count_and_chart(site_farm: SiteFarm) -> None:
+    front = (site_farm.www / "index.html").read_text()
+    assert re.search(r"<b>4</b> projects", front), front
+    assert "<svg" in front and "local" in front
+    stats = (site_farm.www / "stats" / "index.html").read_text()
+    assert stats.count("<svg") == 3, stats
+    assert "missing-header" in stats  # the failure reasons chart
+    assert "http" not in re.sub(r'xmlns="http://www\.w3\.org/2000/svg"|http://pi\.example\.org/', "", stats)
+    assert json.loads((site_farm.www / "projects.json").read_bytes()) == [
+        "c-ext",
+        "fails-header",
+        "pure-ok",
+        "py2-only",
+    ]
+
+
+def test_logs_are_served_gzipped_or_inflated(site_farm: SiteFarm) -> None:
+    log = _cells(site_farm, "fails-header", "1.0")
+    path = next(iter(log.values()))["log"]
+    stored = (site_farm.data / "logs" / path.removeprefix("logs/")).with_suffix(".log.gz")
+    text = gzip.decompress(stored.read_bytes())
+    assert b"no_such_header_xyz.h" in text
+    with serving(site_farm.www) as base:
+        request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.headers["Content-Encoding"] == "gzip", dict(response.headers)
+            assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert gzip.decompress(response.read()) == text
+        request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "identity"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.headers.get("Content-Encoding") is None, dict(response.headers)
+            assert response.read() == text
+        with urllib.request.urlopen(f"{base}/project/pure-ok/json", timeout=30) as response:
+            assert response.headers["Content-Type"] == "application/json"
+        for bad in ("/logs/../piwheels.db", "/logs/fails-header/1.log.gz", "/logs/x/%2e%2e/y.log"):
+            try:
+                urllib.request.urlopen(base + bad, timeout=30)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404, (bad, exc.code)
+            else:
+                raise AssertionError(f"{bad} was served")
+
+
+def test_publish_rewrites_only_dirty_project_pages(site_farm: SiteFarm, tmp_path: Path) -> None:
+    pages = {p: p.stat().st_mtime_ns for p in (site_farm.www / "project").glob("*/index.html")}
+    piwheels(site_farm.env, "publish")
+    assert {p: p.stat().st_mtime_ns for p in pages} == pages
