@@ -24,7 +24,8 @@ from .models import Version as VersionRow
 if TYPE_CHECKING:
     from .upstream import ProjectPage, Release, Upstream
 
-BINARY_ONLY = "binary only"
+# A release with wheels and no sdist (yet): it waits, and is queued when an sdist appears.
+NO_SDIST = "no-sdist"
 
 # A transaction of its own each time it is entered: ``Database.session``.
 Sessions = Callable[[], AbstractContextManager[Session]]
@@ -163,10 +164,6 @@ def apply_page(
         row.sdist_url = release.sdist_url
         row.sdist_sha256 = release.sdist_sha256
         row.requires_python = release.requires_python
-        if release.sdist_url is None:
-            row.skip_reason = row.skip_reason or BINARY_ONLY
-        elif row.skip_reason == BINARY_ONLY:
-            row.skip_reason = None
     if len(page.display_name) <= DISPLAY_NAME_MAX:
         project.display_name = page.display_name
     else:

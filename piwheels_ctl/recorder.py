@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .abi import AbiTags, wheel_covers
@@ -19,7 +19,7 @@ from .classifier import Failure
 from .collector import Wheel, check_arrival, sha256_of, with_build_tag
 from .database import Database
 from .errors import VerifyError
-from .models import Abi, Build, BuildStatus, Coverage, File, Project, ServedFile, Version, utcnow
+from .models import Abi, Build, BuildStatus, Coverage, File, Handback, Project, ServedFile, Version, utcnow
 from .publisher import write_project_pages
 
 
@@ -218,14 +218,18 @@ def record_failure(
     failure: Failure,
     duration: float,
     log: Path | None,
+    packages: list[str] | None = None,
 ) -> bool:
-    """Record a failed build with its reason; False if the build was handed back meanwhile."""
+    """Record a failed build with its reason, evidence and the packages that would fix it (None:
+    not looked up); False if the build was handed back meanwhile."""
     with db.session() as session:
         build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log)
         if build is None:
             return False
         build.failure_reason = failure.reason
         build.failure_detail = failure.detail
+        build.failure_evidence = failure.evidence
+        build.failure_packages = packages
     return True
 
 
@@ -236,6 +240,10 @@ def _finish(
     build = session.get(Build, build_id)
     if build is None or build.status is not BuildStatus.BUILDING:
         return None
+    # The pair came to an end: the builders' earlier hand-backs of it no longer count.
+    session.execute(
+        delete(Handback).where(Handback.version_id == build.version_id, Handback.abi_id == build.abi_id)
+    )
     build.status = status
     build.duration = duration
     build.lease_expires = None

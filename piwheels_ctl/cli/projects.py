@@ -20,7 +20,7 @@ from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..models import Abi, Build, BuildStatus, File, Project, Version
 from ..publisher import publish_from
-from ..queue import Job, pending
+from ..queue import Job, no_sdist_query, pending, waiting
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
 
@@ -160,6 +160,7 @@ def queue(app: App, limit: int, as_json: bool) -> None:
     app.refresh_local_builder()
     with app.session() as session:
         jobs = list(pending(session, limit=limit))
+        waits = waiting(session, limit=limit)
     if as_json:
         click.echo(json.dumps([_job_dict(j) for j in jobs], indent=2))
         return
@@ -167,6 +168,11 @@ def queue(app: App, limit: int, as_json: bool) -> None:
     for job in jobs:
         table.add_row(job.name, job.version, job.abi, str(job.priority))
     out.print(table if jobs else "the queue is empty")
+    if waits:
+        waiting_table = Table("project", "version", "waits for", title="not queued yet")
+        for wait in waits:
+            waiting_table.add_row(wait.name, wait.version, f"{wait.reason} (wheels only, so far)")
+        out.print(waiting_table)
 
 
 def _status(session: Session) -> dict[str, Any]:
@@ -193,6 +199,7 @@ def _status(session: Session) -> dict[str, Any]:
         "files": count(select(func.count()).select_from(File)),
         "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
         "pending": sum(1 for _ in pending(session)),
+        "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
     }
 
 
