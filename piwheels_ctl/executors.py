@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,7 +103,26 @@ class LocalExecutor:
         self.failures = 0
         self._pids: set[int] = set()
         self._lock = threading.Lock()
+        self._can_build: set[str] = set()  # interpreters found able to run pip, this run
         self.ccache_dir = self._prepare_ccache()
+
+    def _check_interpreter(self, python: str) -> None:
+        """BuilderError unless ``python`` runs and has pip: without it no build can start, and
+        that is this builder's fault, never the project's (found by running it, not from a log)."""
+        if python in self._can_build:
+            return
+        command = [python, "-E", "-s", "-c", "import pip"]  # -E -s: not the controller's paths
+        try:
+            proc = subprocess.run(
+                command, capture_output=True, text=True, timeout=self.settings.command_timeout,
+                stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BuilderError(f"local: {python} cannot build: it does not run: {exc}") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise BuilderError(f"local: {python} cannot build: pip is not installed for it ({last})")
+        self._can_build.add(python)
 
     def _prepare_ccache(self) -> str | None:
         """The ccache folder, with its size limit and settings in its ccache.conf."""
@@ -123,6 +143,7 @@ class LocalExecutor:
         log = work / "logs" / f"{build_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
+        self._check_interpreter(self.pythons[job.abi_id])
         result = agent.build(
             self.pythons[job.abi_id],
             job.name,

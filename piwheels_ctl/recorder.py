@@ -233,6 +233,19 @@ def record_failure(
     return True
 
 
+def note_handback(db: Database, version_id: int, abi_id: int, error: str) -> int:
+    """Count one more hand-back of (version, ABI) by a builder at fault; the count so far in a row."""
+    with db.session() as session:
+        row = session.get(Handback, (version_id, abi_id), with_for_update=True)
+        if row is None:
+            row = Handback(version_id=version_id, abi_id=abi_id, count=0)
+            session.add(row)
+        row.count += 1
+        row.last_error = error
+        row.updated_at = utcnow()
+        return row.count
+
+
 def _finish(
     session: Session, build_id: int, status: BuildStatus, duration: float, logs_dir: Path, log: Path | None
 ) -> Build | None:

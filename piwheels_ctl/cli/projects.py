@@ -18,6 +18,7 @@ from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
+from ..failures import rebuild_failed
 from ..models import Abi, Build, BuildStatus, File, Project, Version
 from ..publisher import publish_from
 from ..queue import Job, no_sdist_query, pending, waiting
@@ -125,10 +126,20 @@ def _parse_name(spec: str) -> tuple[str, str | None]:
 
 
 @cli.command()
-@click.argument("spec")
+@click.argument("spec", required=False)
+@click.option("--failed-with", "failed_with", metavar="REASON",
+              help="Instead of SPEC: every build that failed with REASON.")  # fmt: skip
 @pass_app
-def rebuild(app: App, spec: str) -> None:
-    """Build NAME[==VERSION] again, before everything else."""
+def rebuild(app: App, spec: str | None, failed_with: str | None) -> None:
+    """Build NAME[==VERSION] again, before everything else (or --failed-with REASON)."""
+    if (spec is None) == (failed_with is None):
+        raise InputError("rebuild: give NAME[==VERSION] or --failed-with REASON (one of them)")
+    if failed_with is not None:
+        with app.session() as session:
+            count = rebuild_failed(session, failed_with)
+        out.print(f"{count} build(s) that failed with {failed_with} queued again")
+        return
+    assert spec is not None
     name, version = _parse_name(spec)
     with app.session() as session:
         count = catalog.rebuild(session, name, version)
