@@ -3,18 +3,14 @@ loopback, and one real lookup on the Debian mirror of this machine's apt sources
 
 from __future__ import annotations
 
-import gzip
 import os
-import threading
 import time
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
+from debmirror import debian_mirror
 
 from piwheels_ctl.classifier import classify
 from piwheels_ctl.config import Settings
@@ -44,31 +40,11 @@ usr/share/pkgconfig/eigen3.pc                           libdevel/libeigen3-dev
 """
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        self.requests.append(self.path)
-
-
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     """A Debian mirror on 127.0.0.1 with the fixture Contents files; its URL and the paths asked."""
-    root = tmp_path / "mirror"
-    main = root / "dists" / "bookworm" / "main"
-    main.mkdir(parents=True)
-    (main / "Contents-amd64.gz").write_bytes(gzip.compress(CONTENTS_AMD64.encode()))
-    (main / "Contents-all.gz").write_bytes(gzip.compress(CONTENTS_ALL.encode()))
-    asked: list[str] = []
-    handler = type("Handler", (_QuietHandler,), {"requests": asked})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with debian_mirror(tmp_path / "mirror", CONTENTS_AMD64, CONTENTS_ALL) as served:
+        yield served
 
 
 def _hints(tmp_path: Path, url: str, suite: str = "bookworm") -> Hints:

@@ -6,7 +6,6 @@ import json
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ..failures import FailedBuild, failed_builds, look_up_packages, store_packages
 from ..hints import Hints
@@ -58,22 +57,23 @@ def failures(app: App, name: str | None, reason: str | None, as_json: bool, no_h
     if not builds:
         out.print("no failed builds")
         return
-    _table(builds)
+    _print(builds)
 
 
-def _table(builds: list[FailedBuild]) -> None:
-    table = Table("project", "version", "ABI", "reason", "detail", "install", "builder", "time", "log")
+def _print(builds: list[FailedBuild]) -> None:
+    """One block per build, readable at any width: what failed, why, what fixes it."""
     for b in builds:
-        table.add_row(
-            escape(b.name),
-            escape(b.version),
-            b.abi,
-            b.reason,
-            escape(b.detail or "-"),
-            escape(" | ".join(b.packages) if b.packages else "-"),
-            escape(b.builder or "-"),
-            f"{b.duration:.0f}s" if b.duration is not None else "-",
-            _size(b.log_size),
+        detail = f" ({escape(b.detail)})" if b.detail else ""
+        out.print(
+            f"[bold]{escape(b.name)} {escape(b.version)}[/] {b.abi}: [red]{b.reason}[/]{detail}",
+            soft_wrap=True,
         )
-    out.print(table)
+        if b.packages:
+            out.print(f"    install: {escape(' '.join(b.packages))}", soft_wrap=True)
+        if b.evidence:
+            out.print(f"    evidence: {escape(b.evidence)}", soft_wrap=True, highlight=False)
+        duration = f"{b.duration:.0f}s" if b.duration is not None else "-"
+        out.print(
+            f"    builder {escape(b.builder or '-')}, {duration}, log {_size(b.log_size)}", highlight=False
+        )
     out.print(f"{len(builds)} failed build(s); 'piwheels-ctl logs NAME VERSION' shows a log")
