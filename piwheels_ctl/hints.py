@@ -237,7 +237,7 @@ class Hints:
     """The packages that fix a failure, from the Contents index of the configured mirror and suite.
 
     ``mirror`` and ``suite`` None: no hints. Lookups made while recording a build use the cache
-    only (``fetch=False``): a build is never held up by a download of the index.
+    only (``fetch=False``, at any age): a build is never held up by a download of the index.
     """
 
     def __init__(
@@ -280,14 +280,17 @@ class Hints:
         if kind is None or not detail or index is None:
             return None
         with self._lock:
-            if not index.fresh():
-                if not fetch:
-                    return None
-                if index.path.name not in self._refreshed:  # one attempt per run
-                    self._refreshed.add(index.path.name)
+            if fetch and not index.fresh() and index.path.name not in self._refreshed:
+                self._refreshed.add(index.path.name)  # one attempt per run
+                try:
                     rows = index.refresh()
+                except HintsError:
+                    if not index.path.exists():
+                        raise
+                    log.warning("%s could not be refreshed: the older copy is used", index.path)
+                else:
                     log.info("%s: %d paths kept from %s", index.path, rows, index.urls()[0])
-            if not index.path.exists():
+            if not index.path.exists():  # never fetched: a lookup that may not fetch cannot tell
                 return None
         name = detail.removeprefix("-l") if kind == "library" else detail
         return index.lookup(kind, name)
