@@ -24,7 +24,8 @@ from .models import Version as VersionRow
 if TYPE_CHECKING:
     from .upstream import ProjectPage, Release, Upstream
 
-BINARY_ONLY = "binary only"
+# A release with wheels and no sdist (yet): it waits, and is queued when an sdist appears.
+NO_SDIST = "no-sdist"
 
 # A transaction of its own each time it is entered: ``Database.session``.
 Sessions = Callable[[], AbstractContextManager[Session]]
@@ -163,10 +164,6 @@ def apply_page(
         row.sdist_url = release.sdist_url
         row.sdist_sha256 = release.sdist_sha256
         row.requires_python = release.requires_python
-        if release.sdist_url is None:
-            row.skip_reason = row.skip_reason or BINARY_ONLY
-        elif row.skip_reason == BINARY_ONLY:
-            row.skip_reason = None
     if len(page.display_name) <= DISPLAY_NAME_MAX:
         project.display_name = page.display_name
     else:
@@ -365,7 +362,7 @@ def unskip(session: Session, name: str, version: str | None) -> int:
         project.skip_reason = None
         lifted += 1
     for row in versions:
-        if row.skip_reason is not None and row.skip_reason != BINARY_ONLY:
+        if row.skip_reason is not None:
             row.skip_reason = None
             lifted += 1
     if not lifted:
@@ -389,7 +386,7 @@ def skipped(session: Session) -> list[tuple[str, str | None, str]]:
     versions = session.execute(
         select(Project.name, VersionRow.version, VersionRow.skip_reason)
         .join(VersionRow.project)
-        .where(VersionRow.skip_reason.is_not(None), VersionRow.skip_reason != BINARY_ONLY)
+        .where(VersionRow.skip_reason.is_not(None))
     ).tuples()
     result += [(n, v, str(r)) for n, v, r in versions]
     return sorted(result, key=lambda item: (item[0], item[1] or ""))

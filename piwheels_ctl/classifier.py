@@ -4,94 +4,80 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .failure_rules import RULES
 
 REASONS = (
-    "missing-header",
-    "missing-library",
+    "missing-header",  # detail: the header, as the #include names it
+    "missing-library",  # detail: the library of "-lfoo" (foo)
+    "missing-pkg-config",  # detail: the pkg-config module
+    "missing-program",  # detail: the program (curl-config, pg_config, swig, cmake, ...)
     "needs-rust",
+    "needs-fortran",
+    "needs-cuda",
+    "needs-network",  # it tried to reach a host: named by the log or the sandbox's refusals
     "python2-only",
-    "unsupported-python",
+    "setuptools-too-new",  # use_2to3, Feature, removed modules: detail the one it wanted
+    "cython3-incompatible",
+    "build-dependency-unresolved",  # detail: the requirement pip could not satisfy
+    "unsupported-python",  # detail: the Requires-Python that excludes the interpreter
     "timeout",
     "out-of-memory",
     "too-many-processes",
-    "needs-network",  # it tried to reach a host its sandbox does not let it reach
     "download-failed",  # the sdist is not the file the index describes (its sha256 differs)
     "invalid-wheel",  # the build "succeeded" but its wheel is not what was asked for
+    "builder-fault",  # the builder let this job down too many times in a row (not the project)
     "other",
 )
 INVALID_WHEEL = "invalid-wheel"
+BUILDER_FAULT = "builder-fault"
 
 # How far from the end the cause of a failure is looked for first: pip prints the failing
 # step's output last, while the start of a log can hold the noise of configure-style probes
 # ("fatal error: foo.h" from a check that was allowed to fail).
 TAIL_LINES = 400
+# The evidence line is kept to this many characters.
+EVIDENCE_MAX = 500
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed build's reason (one of ``REASONS``) and its detail, such as the missing header."""
+    """A failed build's reason (one of ``REASONS``), its detail (such as the missing header) and
+    the evidence: the log line the reason was read from, or what the agent found."""
 
     reason: str
     detail: str | None
+    evidence: str | None = field(default=None, compare=False)
 
 
-# Each rule is a reason and a pattern; a group named ``detail`` becomes the failure's detail.
-# When patterns match at the same place, the earlier rule wins.
-_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile(pattern, re.MULTILINE))
-    for reason, pattern in (
-        # gcc: "foo.c:2:10: fatal error: foo.h: No such file or directory"; clang quotes the name.
-        ("missing-header", r"fatal error: (?P<detail>[^\s:']+): No such file or directory"),
-        ("missing-header", r"fatal error: '(?P<detail>[^']+)' file not found"),
-        # GNU ld: "/usr/bin/ld: cannot find -lfoo" (binutils >= 2.39 appends ": No such file ...").
-        ("missing-library", r"\bld(?:\.\w+)?: cannot find -l(?P<detail>[^\s:]+)"),
-        ("missing-library", r"\bld: library not found for -l(?P<detail>[^\s:]+)"),
-        ("missing-library", r"\bPackage (?P<detail>\S+) was not found in the pkg-config search path"),
-        ("missing-library", r"\bNo package '(?P<detail>[^']+)' found"),
-        # setuptools-rust, maturin and the cargo/rustc executables themselves.
-        ("needs-rust", r"can't find Rust compiler"),
-        ("needs-rust", r"Cargo, the Rust package manager, is not installed"),
-        ("needs-rust", r"^[ \t]*error: `?cargo\b"),
-        ("needs-rust", r"No such file or directory: '(?:cargo|rustc)'"),
-        ("needs-rust", r"\b(?:cargo|rustc): (?:command )?not found"),
-        ("needs-rust", r"No module named '(?:setuptools_rust|maturin)'"),
-        ("needs-rust", r"maturin failed"),
-        # Python 2 syntax in setup.py or in a module the build imports.
-        ("python2-only", r"SyntaxError: Missing parentheses in call to '(?:print|exec)'"),
-        ("python2-only", r"SyntaxError: multiple exception types must be parenthesized"),
-        (
-            "python2-only",
-            r"^[ \t]*except[ \t]+[\w.]+[ \t]*,[ \t]*\w+[ \t]*:.*\n(?:.*\n){0,2}?[ \t]*SyntaxError",
-        ),
-        ("python2-only", r"SyntaxError: leading zeros in decimal integer literals"),
-        (
-            "python2-only",
-            r"No module named '(?:urllib2|urlparse|httplib|ConfigParser|StringIO|cStringIO|cPickle"
-            r"|HTMLParser|__builtin__|commands)'",
-        ),
-        # pip: "Package 'foo' requires a different Python: 3.11.7 not in '<3'" (with -v also
-        # "Link requires a different Python (3.11.7 not in: '<3')") and, from the finder,
-        # "Ignored the following versions ...: 1.0 Requires-Python >=3.12".
-        ("unsupported-python", r"requires a different Python:? \(?\S+ not in:? '(?P<detail>[^']+)'"),
-        ("unsupported-python", r"\bRequires-Python (?P<detail>[^\s;]+)"),
-        # gcc's "Killed signal terminated program cc1plus" is the kernel's OOM killer at work.
-        ("out-of-memory", r"Killed signal terminated program (?P<detail>\S+)"),
-        ("out-of-memory", r"\bMemoryError\b"),
-        ("out-of-memory", r"Cannot allocate memory"),
-        ("out-of-memory", r"virtual memory exhausted"),
-        ("out-of-memory", r"std::bad_alloc"),
-    )
-)
+@dataclass(frozen=True)
+class _CompiledRule:
+    reason: str
+    pattern: re.Pattern[str]
+    detail: str | None
+
+
+_RULES = tuple(_CompiledRule(r.reason, re.compile(r.pattern, re.MULTILINE), r.detail) for r in RULES)
+
+
+def _line_at(text: str, position: int) -> str:
+    start = text.rfind("\n", 0, position) + 1
+    end = text.find("\n", position)
+    line = text[start : end if end >= 0 else len(text)].strip()
+    return line[:EVIDENCE_MAX]
 
 
 def _earliest(text: str) -> Failure | None:
+    """The failure whose match starts first in ``text``; at the same place, the earlier rule."""
     found: tuple[int, Failure] | None = None
-    for reason, pattern in _RULES:
-        match = pattern.search(text)
+    for rule in _RULES:
+        match = rule.pattern.search(text)
         if match is not None and (found is None or match.start() < found[0]):
-            detail = match.groupdict().get("detail")
-            found = (match.start(), Failure(reason, detail))
+            detail = match.groupdict().get("detail") or rule.detail
+            # The evidence is the line the match ends on: for a rule that spans lines (Python 2's
+            # "except X, e:" then SyntaxError) that is the error itself.
+            found = (match.start(), Failure(rule.reason, detail, _line_at(text, match.end() - 1)))
     return found[1] if found is not None else None
 
 
@@ -111,18 +97,19 @@ def classify(
     agent's check of the sdist failed.
     """
     if download:
-        return Failure("download-failed", download)
+        return Failure("download-failed", download, f"the agent's check of the sdist: {download}")
     if timed_out:
-        return Failure("timeout", None)
+        return Failure("timeout", None, "the agent ended the build at its time limit")
     if limit == "memory":
-        return Failure("out-of-memory", "the whole build's memory limit")
+        return Failure("out-of-memory", "the whole build's memory limit", "the agent: memory limit reached")
     if limit == "processes":
-        return Failure("too-many-processes", None)
+        return Failure("too-many-processes", None, "the agent: process limit reached")
     lines = log.splitlines(keepends=True)
     tail = "".join(lines[-TAIL_LINES:])
     failure = _earliest(tail)
     if failure is None and len(lines) > TAIL_LINES:
         failure = _earliest(log)
-    if failure is None and network:
-        failure = Failure("needs-network", network[0])
+    if network and (failure is None or (failure.reason == "needs-network" and failure.detail is None)):
+        evidence = failure.evidence if failure is not None else f"the sandbox refused {network[0]}"
+        failure = Failure("needs-network", network[0], evidence)
     return failure if failure is not None else Failure("other", None)

@@ -51,6 +51,12 @@ class Settings(BaseModel):
     command_timeout: float = Field(default=120.0, gt=0)
     sync_interval: float = Field(default=600.0, gt=0)
     public_url: str | None = None  # where people reach the site; shown in install instructions
+    # The Debian mirror whose Contents index names the packages that fix a failure: "auto" is
+    # what this machine's apt sources use, "" no hints.
+    debian_mirror: str = "auto"
+    debian_suite: str = "auto"  # the builders' release ("auto": the apt sources' suite)
+    contents_max_days: float = Field(default=7.0, gt=0)  # how old the cached index may get
+    builder_fault_limit: int = Field(default=3, ge=1)  # hand-backs of one job before builder-fault
 
     @field_validator("upstream", "build_index_url")
     @classmethod
@@ -61,6 +67,13 @@ class Settings(BaseModel):
             return value if value.endswith("/") else value + "/"
         path = Path(value.removeprefix("file://")).expanduser()
         return str(path.resolve())
+
+    @field_validator("debian_mirror")
+    @classmethod
+    def _mirror_url(cls, value: str) -> str:
+        if value in ("", "auto") or value.startswith(("http://", "https://")):
+            return value
+        raise ValueError("an http(s) URL of a Debian mirror, 'auto' (the apt sources') or '' (no hints)")
 
     @field_validator("pythons")
     @classmethod
@@ -89,6 +102,24 @@ class Settings(BaseModel):
     def upstream_is_local(self) -> bool:
         """True when the upstream is a folder of sdists rather than an index URL."""
         return not self.upstream_url.startswith(("http://", "https://"))
+
+    @property
+    def debian_source(self) -> tuple[str, str] | None:
+        """(mirror URL, suite) of the Contents index for hints, or None: no hints."""
+        if not self.debian_mirror:
+            return None
+        from .hints import apt_mirror
+
+        apt = apt_mirror() if "auto" in (self.debian_mirror, self.debian_suite) else None
+        mirror = apt[0] if self.debian_mirror == "auto" and apt else self.debian_mirror
+        suite = apt[1] if self.debian_suite == "auto" and apt else self.debian_suite
+        if "auto" in (mirror, suite):
+            return None  # asked to follow apt sources that name no Debian mirror
+        return mirror, suite
+
+    @property
+    def contents_dir(self) -> Path:
+        return self.data_dir / "contents"
 
     @property
     def www_dir(self) -> Path:

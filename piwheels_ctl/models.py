@@ -215,6 +215,9 @@ class Build(Base):
     log_path: Mapped[str | None] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     failure_detail: Mapped[str | None] = mapped_column(Text)
+    failure_evidence: Mapped[str | None] = mapped_column(Text)  # the log line the reason was read from
+    # Debian packages that provide what was missing (None: not looked up yet).
+    failure_packages: Mapped[list[str] | None] = mapped_column(JSON)
     # A rebuild keeps the earlier builds of a version as history; only the others count.
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
@@ -222,6 +225,18 @@ class Build(Base):
     abi: Mapped[Abi] = relationship()
     builder: Mapped[Builder | None] = relationship()
     files: Mapped[list[File]] = relationship(back_populates="build")
+
+
+class Handback(Base):
+    """How many times in a row builders handed (version, ABI) back: their fault, not the project's."""
+
+    __tablename__ = "handbacks"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class File(Base):

@@ -97,6 +97,45 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
     return query
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A version that would be pending but has no sdist yet: it waits as ``no-sdist``."""
+
+    name: str
+    version: str
+    reason: str = "no-sdist"
+
+
+def no_sdist_query() -> Select[Any]:
+    """Tracked versions without an sdist that some active ABI still needs, newest first.
+
+    Maintainers often upload wheels first and the sdist later: such a version is not a failure,
+    and the sync that records its sdist makes it pending.
+    """
+    return (
+        select(Project.name, Version.version)
+        .join_from(Version, Project, Version.project_id == Project.id)
+        .where(
+            or_(Project.watched, Version.priority > 0),
+            Project.skip_reason.is_(None),
+            Version.skip_reason.is_(None),
+            Version.sdist_url.is_(None),
+            or_(Version.yanked == false(), Version.priority > 0),
+            exists().where(
+                Abi.active == true(),
+                ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
+            ),
+        )
+        .order_by(Version.release_time.desc().nulls_last(), Version.id.desc())
+    )
+
+
+def waiting(session: Session, limit: int | None = None) -> list[Waiting]:
+    """The versions that wait for an sdist (see ``no_sdist_query``)."""
+    query = no_sdist_query() if limit is None else no_sdist_query().limit(limit)
+    return [Waiting(name, version) for name, version in session.execute(query)]
+
+
 def _job(row: Any) -> Job | None:
     """The job of a row of ``pending_query``; None if its Requires-Python excludes the ABI."""
     version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat, url, sha256 = row

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .abi import AbiTags, wheel_covers
@@ -19,7 +19,7 @@ from .classifier import Failure
 from .collector import Wheel, check_arrival, sha256_of, with_build_tag
 from .database import Database
 from .errors import VerifyError
-from .models import Abi, Build, BuildStatus, Coverage, File, Project, ServedFile, Version, utcnow
+from .models import Abi, Build, BuildStatus, Coverage, File, Handback, Project, ServedFile, Version, utcnow
 from .publisher import write_project_pages
 
 
@@ -218,8 +218,10 @@ def record_failure(
     failure: Failure,
     duration: float,
     log: Path | None,
+    packages: list[str] | None = None,
 ) -> bool:
-    """Record a failed build with its reason; False if the build was handed back meanwhile."""
+    """Record a failed build with its reason, evidence and the packages that would fix it (None:
+    not looked up); False if the build was handed back meanwhile."""
     with db.session() as session:
         build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log)
         if build is None:
@@ -227,7 +229,22 @@ def record_failure(
         build.failure_reason = failure.reason
         build.failure_detail = failure.detail
         build.version.project.dirty = True  # its page shows the failure
+        build.failure_evidence = failure.evidence
+        build.failure_packages = packages
     return True
+
+
+def note_handback(db: Database, version_id: int, abi_id: int, error: str) -> int:
+    """Count one more hand-back of (version, ABI) by a builder at fault; the count so far in a row."""
+    with db.session() as session:
+        row = session.get(Handback, (version_id, abi_id), with_for_update=True)
+        if row is None:
+            row = Handback(version_id=version_id, abi_id=abi_id, count=0)
+            session.add(row)
+        row.count += 1
+        row.last_error = error
+        row.updated_at = utcnow()
+        return row.count
 
 
 def _finish(
@@ -237,6 +254,10 @@ def _finish(
     build = session.get(Build, build_id)
     if build is None or build.status is not BuildStatus.BUILDING:
         return None
+    # The pair came to an end: the builders' earlier hand-backs of it no longer count.
+    session.execute(
+        delete(Handback).where(Handback.version_id == build.version_id, Handback.abi_id == build.abi_id)
+    )
     build.status = status
     build.duration = duration
     build.lease_expires = None

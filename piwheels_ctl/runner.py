@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -13,15 +14,16 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from .abi import AbiTags
-from .classifier import INVALID_WHEEL, Failure, classify
+from .classifier import BUILDER_FAULT, INVALID_WHEEL, Failure, classify
 from .collector import Wheel, check_arrival, inspect_wheel
 from .config import Settings
 from .database import Database
 from .errors import IntegrityError, VerifyError
 from .executors import BuilderError, Executor, Outcome, mark_failed
+from .hints import Hints, HintsError
 from .models import Build, Builder, BuildStatus, utcnow
 from .queue import Job, claim_next, pending_query, reclaim
-from .recorder import record_failure, record_success
+from .recorder import note_handback, record_failure, record_success
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class RunReport:
     remaining: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (job, reason, detail)
     builder_errors: list[str] = field(default_factory=list)
+    # (job, last error) of jobs recorded as builder-fault: handed back too many times in a row.
+    builder_faults: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Progress:
@@ -115,6 +119,22 @@ class Runner:
         self.executors = list(executors)
         self.progress = progress or Progress()
         self.stopping = threading.Event()
+        mirror, suite = settings.debian_source or (None, None)
+        self.hints = Hints(
+            settings.contents_dir,
+            mirror,
+            suite,
+            max_age_days=settings.contents_max_days,
+            timeout=settings.http_timeout,
+        )
+
+    def _packages(self, failure: Failure, abi: str) -> list[str] | None:
+        """The packages that would fix ``failure``, from the cached Contents index only."""
+        try:
+            return self.hints.packages(failure.reason, failure.detail, abi.split("-")[-1], fetch=False)
+        except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
+            log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
+            return None
 
     def stop(self) -> None:
         """Claim nothing more; the running builds finish and are recorded (SIGTERM)."""
@@ -147,9 +167,12 @@ class Runner:
                 network=[str(n) for n in result.get("network") or ()],
                 download=result.get("download_error"),
             )
-        if not record_failure(self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log):
-            report.lost += 1
         job = outcome.job
+        packages = self._packages(failure, job.abi)
+        if not record_failure(
+            self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log, packages
+        ):
+            report.lost += 1
         report.failures.append(
             (f"{job.name}=={job.version} ({job.abi})", failure.reason, failure.detail or "")
         )
@@ -250,13 +273,33 @@ class Runner:
     def _builder_failed(
         self, executor: Executor, job: Job, build_id: int, error: str, report: RunReport
     ) -> None:
-        """The builder let the job down: rest the builder, put the job back in the queue."""
+        """The builder let the job down: rest the builder, put the job back in the queue; after
+        ``builder_fault_limit`` hand-backs in a row, record it as a ``builder-fault`` instead."""
         mark_failed(executor)
         self._set_health(executor, False, error)
-        self._hand_back([build_id])
-        report.handed_back += 1
         report.builder_errors.append(error)
-        log.warning("%s; %s %s goes back to the queue", error, job.name, job.version)
+        count = note_handback(self.db, job.version_id, job.abi_id, error)
+        if count < self.settings.builder_fault_limit:
+            self._hand_back([build_id])
+            report.handed_back += 1
+            log.warning("%s; %s %s goes back to the queue", error, job.name, job.version)
+            return
+        evidence = f"handed back by builders {count} times in a row; the last time: {error}"
+        if record_failure(
+            self.db, self.settings.logs_dir, build_id, Failure(BUILDER_FAULT, error, evidence), 0.0, None
+        ):
+            name = f"{job.name}=={job.version} ({job.abi})"
+            report.failed += 1
+            report.failures.append((name, BUILDER_FAULT, error))
+            report.builder_faults.append((name, error))
+            self.progress.finished(job, False, report)
+        else:
+            report.lost += 1
+        log.warning(
+            "%s %s (%s): recorded as %s after %d hand-backs (fix the builders, then "
+            "'piwheels-ctl rebuild --failed-with %s'): %s",
+            job.name, job.version, job.abi, BUILDER_FAULT, count, BUILDER_FAULT, error,
+        )  # fmt: skip
 
     def _hand_back(self, build_ids: list[int]) -> None:
         """Return jobs to the queue: their builds never happened."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.classifier import REASONS, TAIL_LINES, Failure, classify
+from piwheels_ctl.failure_rules import RULES, Rule
 
 from sdists import pip_wheel
 
@@ -101,12 +102,12 @@ CLANG_HEADER = "foo.c:1:10: fatal error: 'ffi.h' file not found\n#include <ffi.h
 @pytest.mark.parametrize(
     ("log", "expected"),
     [
-        (CARGO_MISSING, Failure("needs-rust", None)),
-        (CARGO_FAILED, Failure("needs-rust", None)),
-        (MATURIN, Failure("needs-rust", None)),
+        (CARGO_MISSING, Failure("needs-rust", "cargo")),
+        (CARGO_FAILED, Failure("needs-rust", "cargo")),
+        (MATURIN, Failure("needs-rust", "cargo")),
         (LD, Failure("missing-library", "xml2")),
         (LD_OLD, Failure("missing-library", "ssl")),
-        (PKG_CONFIG, Failure("missing-library", "libffi")),
+        (PKG_CONFIG, Failure("missing-pkg-config", "libffi")),
         (OOM_CC1, Failure("out-of-memory", "cc1plus")),
         ("      MemoryError\n", Failure("out-of-memory", None)),
         (
@@ -175,3 +176,74 @@ def test_the_tail_wins_over_probes_at_the_start() -> None:
     assert classify(probe + noise + LD) == Failure("missing-library", "xml2")
     # With nothing known in the tail, an error further up still counts.
     assert classify(probe + noise) == Failure("missing-header", "optional.h")
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[f"{r.reason}:{r.example[:40]}" for r in RULES])
+def test_every_rule_matches_its_example(rule: Rule) -> None:
+    assert rule.reason in REASONS, f"{rule.reason!r} is not one of REASONS"
+    failure = classify(rule.example + "\n")
+    expected = rule.expect if rule.expect is not None else rule.detail  # the group's, or the row's
+    assert (failure.reason, failure.detail) == (rule.reason, expected), (
+        f"the example {rule.example!r} of {rule.pattern!r} gave {failure}"
+    )
+    assert failure.evidence is not None and failure.evidence in rule.example, failure.evidence
+    # The same line as pip prints a build's output (indented) gives the same failure.
+    indented = "".join(f"      {line}\n" for line in rule.example.splitlines())
+    assert classify(indented) == failure, f"{indented!r} gave {classify(indented)}"
+
+
+# Reasons only the agent or the controller decides, never a log line.
+NOT_FROM_LOGS = {
+    "timeout",
+    "too-many-processes",
+    "download-failed",
+    "invalid-wheel",
+    "builder-fault",
+    "other",
+}
+
+
+def test_every_reason_a_log_can_show_has_a_rule() -> None:
+    ruled = {rule.reason for rule in RULES}
+    assert ruled == set(REASONS) - NOT_FROM_LOGS, f"without a rule: {set(REASONS) - NOT_FROM_LOGS - ruled}"
+
+
+@pytest.mark.parametrize(
+    ("line", "program"),
+    [
+        ("/bin/sh: 1: krb5-config: not found", "krb5-config"),
+        ("sh: curl-config: command not found", "curl-config"),
+        ("error: command '/usr/bin/swig' failed: No such file or directory", "swig"),
+        ("FileNotFoundError: [Errno 2] No such file or directory: 'cmake'", "cmake"),
+        ("/bin/sh: 1: mpicc: not found", "mpicc"),
+        (
+            "ExecutableNotFound: failed to execute 'dot', make sure the Graphviz executables are on PATH",
+            "dot",
+        ),
+    ],
+)
+def test_missing_programs_are_named(line: str, program: str) -> None:
+    assert classify(line + "\n") == Failure("missing-program", program)
+
+
+def test_a_missing_data_file_is_not_a_missing_program() -> None:
+    failure = classify("FileNotFoundError: [Errno 2] No such file or directory: 'README.md'\n")
+    assert failure.reason == "other", failure
+
+
+def test_the_earliest_fatal_line_wins_over_the_last_message() -> None:
+    # A download that failed in setup.py, then the Rust step that needed it: the cause is the
+    # network (a machine that has Rust once got "needs-rust" for this).
+    log = (
+        "      urllib.error.URLError: <urlopen error [Errno -3] Temporary failure in name resolution>\n"
+        "      error: can't find Rust compiler\n"
+    )
+    failure = classify(log, network=["static.example.invalid:443: cannot resolve the name"])
+    assert failure == Failure("needs-network", "static.example.invalid:443: cannot resolve the name")
+    assert failure.evidence is not None and "Temporary failure in name resolution" in failure.evidence
+
+
+def test_evidence_of_the_agents_findings() -> None:
+    assert classify("", timed_out=True).evidence == "the agent ended the build at its time limit"
+    assert "abc" in str(classify("", download="sha256 abc differs").evidence)
+    assert classify("", network=["h:443: refused"]).evidence == "the sandbox refused h:443: refused"

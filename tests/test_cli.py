@@ -158,7 +158,7 @@ def test_upstream_page_that_is_garbage_is_refused(env: dict[str, str], tmp_path:
 def test_sync_costs_one_304_per_unchanged_project_and_picks_up_new_versions(tmp_path: Path) -> None:
     folder = tmp_path / "index"
     folder.mkdir()
-    make_wheel(folder, "binonly", "1.0")  # a version with no sdist: skipped as binary only
+    make_wheel(folder, "binonly", "1.0")  # a version with no sdist: it waits as no-sdist
     (folder / "demo-1.0.tar.gz").write_bytes(b"sdist")
     with IndexServer(folder) as index:
         env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=index.url)
@@ -170,7 +170,18 @@ def test_sync_costs_one_304_per_unchanged_project_and_picks_up_new_versions(tmp_
         (folder / "demo-2.0.tar.gz").write_bytes(b"newer sdist")
         assert "1 project(s) changed, 1 new version(s)" in piwheels(env, "sync").stdout
         queue = json.loads(piwheels(env, "queue", "--json").stdout)
-    assert [(j["name"], j["version"]) for j in queue] == [("demo", "2.0"), ("demo", "1.0")]
+        assert [(j["name"], j["version"]) for j in queue] == [("demo", "2.0"), ("demo", "1.0")]
+        status = json.loads(piwheels(env, "status", "--json").stdout)
+        assert status["no_sdist"] == 1, status
+        shown = piwheels(env, "queue").stdout
+        assert "binonly" in shown and "no-sdist" in shown, shown
+        # The sdist comes later: the version is queued.
+        (folder / "binonly-1.0.tar.gz").write_bytes(b"late sdist")
+        assert "1 project(s) changed, 0 new version(s)" in piwheels(env, "sync").stdout
+        queue = json.loads(piwheels(env, "queue", "--json").stdout)
+        status = json.loads(piwheels(env, "status", "--json").stdout)
+    assert ("binonly", "1.0") in [(j["name"], j["version"]) for j in queue], queue
+    assert status["no_sdist"] == 0, status
 
 
 def test_sync_all_records_every_name_once(tmp_path: Path) -> None:

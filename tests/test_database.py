@@ -20,6 +20,7 @@ TABLES = {
     "builds",
     "coverage",
     "files",
+    "handbacks",
     "projects",
     "served_files",
     "versions",

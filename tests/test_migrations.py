@@ -38,3 +38,26 @@ def test_upgrade_from_the_first_schema_keeps_builds(database_url: str) -> None:
             assert conn.execute(text("SELECT id, superseded FROM builds")).all() == [(1, False)]
     finally:
         database.dispose()
+
+
+def test_upgrade_to_0005_keeps_builds_and_lets_wheel_only_versions_wait(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        command.upgrade(alembic_config(database.engine), "0004")
+        with database.engine.begin() as conn:
+            for statement in FIRST_SCHEMA_ROWS:
+                conn.execute(text(statement))
+            conn.execute(text("UPDATE builds SET status = 'failed', failure_reason = 'missing-header'"))
+            conn.execute(text("UPDATE versions SET skip_reason = 'binary only'"))
+        command.upgrade(alembic_config(database.engine), "head")
+        with database.engine.connect() as conn:
+            builds = conn.execute(
+                text("SELECT id, failure_reason, failure_evidence, failure_packages FROM builds")
+            ).all()
+            skip = conn.execute(text("SELECT skip_reason FROM versions")).scalar_one()
+        assert builds == [(1, "missing-header", None, None)], builds
+        assert skip is None, f"a no-sdist version stays skipped: {skip!r}"
+        command.downgrade(alembic_config(database.engine), "0004")
+        command.upgrade(alembic_config(database.engine), "head")
+    finally:
+        database.dispose()

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from piwheels_ctl import catalog
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, Version
-from piwheels_ctl.queue import claim, pending, reclaim
+from piwheels_ctl.queue import Waiting, claim, pending, reclaim, waiting
 from piwheels_ctl.recorder import add_coverage
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -149,3 +149,25 @@ def test_rebuild_queues_again_and_keeps_the_old_build(db: Database) -> None:
         assert versions["2.0"].priority == 1
         old = session.scalars(select(Build).where(Build.version_id == versions["2.0"].id)).all()
         assert len(old) == 2 and all(b.superseded for b in old)
+
+
+def test_a_version_without_sdist_waits_until_one_appears(db: Database) -> None:
+    with db.session() as session:
+        _project, versions, _abis = _setup(session)
+        versions["3.0"].sdist_url = None
+        session.flush()
+        assert ("3.0", "cp311") not in _pairs(session)
+        assert waiting(session) == [Waiting("demo", "3.0")]
+        # A wheel that covers every ABI: nothing is missing, so it does not wait either.
+        _file(session, versions["3.0"], "demo-3.0-py3-none-any.whl")
+        assert waiting(session) == []
+        session.rollback()
+    with db.session() as session:
+        _project, versions, _abis = _setup(session)
+        versions["3.0"].sdist_url = None
+        session.flush()
+        assert waiting(session) == [Waiting("demo", "3.0")]
+        versions["3.0"].sdist_url = "http://x/demo-3.0.tar.gz"
+        session.flush()
+        assert waiting(session) == []
+        assert _pairs(session)[:2] == [("3.0", "cp311"), ("3.0", "pp39")], _pairs(session)

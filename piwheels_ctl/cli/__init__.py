@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-from . import building, farm, projects  # noqa: E402, F401 - importing them registers their commands
+from . import building, failures, farm, projects  # noqa: E402, F401 - importing them registers their commands
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -60,9 +60,17 @@ def _print_report(report: RunReport) -> None:
         err.print(f"[red]failed[/] {escape(job)}: {reason}" + (f" ({escape(detail)})" if detail else ""))
     for error in report.builder_errors:
         err.print(f"[yellow]builder[/] {escape(error)}")
+    for job, error in report.builder_faults:
+        err.print(
+            f"[bold yellow]warning:[/] {escape(job)} recorded as builder-fault: the builders failed it"
+            f" again and again ({escape(error)}); fix them, then 'rebuild --failed-with builder-fault'",
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
         + (f", {report.handed_back} handed back" if report.handed_back else "")
+        + (f", {len(report.builder_faults)} builder fault(s)" if report.builder_faults else "")
         + (f", {report.lost} lost to another controller" if report.lost else "")
     )
 

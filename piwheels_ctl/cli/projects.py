@@ -18,9 +18,10 @@ from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
+from ..failures import rebuild_failed
 from ..models import Abi, Build, BuildStatus, File, Project, Version
 from ..publisher import publish_from
-from ..queue import Job, pending
+from ..queue import Job, no_sdist_query, pending, waiting
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
 
@@ -126,15 +127,25 @@ def _parse_name(spec: str) -> tuple[str, str | None]:
 
 
 @cli.command()
-@click.argument("spec")
+@click.argument("spec", required=False)
 @click.option("--all-versions", is_flag=True, help="Every version with an sdist, not only those tried.")
 @click.option("--abi", metavar="TAG", help="Only for this ABI (e.g. cp311-cp311-linux_armv7l).")
+@click.option("--failed-with", "failed_with", metavar="REASON",
+              help="Instead of SPEC: every build that failed with REASON.")  # fmt: skip
 @pass_app
-def rebuild(app: App, spec: str, all_versions: bool, abi: str | None) -> None:
-    """Build NAME[==VERSION] again, before everything else.
+def rebuild(app: App, spec: str | None, all_versions: bool, abi: str | None, failed_with: str | None) -> None:
+    """Build NAME[==VERSION] again, before everything else (or --failed-with REASON).
 
     NAME alone rebuilds the versions that were built or failed before; --all-versions every one.
     """
+    if (spec is None) == (failed_with is None):
+        raise InputError("rebuild: give NAME[==VERSION] or --failed-with REASON (one of them)")
+    if failed_with is not None:
+        with app.session() as session:
+            count = rebuild_failed(session, failed_with)
+        out.print(f"{count} build(s) that failed with {failed_with} queued again")
+        return
+    assert spec is not None
     name, version = _parse_name(spec)
     with app.session() as session:
         result = catalog.rebuild(session, name, version, all_versions=all_versions, abi=abi)
@@ -193,6 +204,7 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
     with app.reader() as session:
         jobs = list(pending(session, limit=None if everything else limit + 1))
         skipped = catalog.skipped(session)
+        waits = waiting(session, limit=None if everything else limit)
     more = not everything and len(jobs) > limit
     jobs = jobs[:limit] if more else jobs
     if as_json:
@@ -204,6 +216,11 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
     out.print(table if jobs else "the queue is empty")
     if more:
         out.print(f"only the first {limit} shown: --limit N for more, --all for every one")
+    if waits:
+        waiting_table = Table("project", "version", "waits for", title="not queued yet")
+        for wait in waits:
+            waiting_table.add_row(wait.name, wait.version, f"{wait.reason} (wheels only, so far)")
+        out.print(waiting_table)
     if skipped:
         out.print(f"skipped ({len(skipped)}; 'piwheels-ctl unskip NAME[==VERSION]' builds them again):")
         for name, version, reason in skipped[:limit]:
@@ -240,6 +257,7 @@ def _status(session: Session) -> dict[str, Any]:
             {"project": name, "version": version, "reason": reason}
             for name, version, reason in catalog.skipped(session)
         ],
+        "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
     }
 
 
