@@ -113,12 +113,9 @@ def version_key(version: str) -> tuple[int, Version | str]:
 
 
 def suggested_packages(build: Build) -> list[str] | None:
-    """The Debian packages that would fix a failed build, where known.
-
-    Hook for issue 9 (suggested packages): it reads the build's ``packages`` field when the schema
-    has one, and says "unknown" (None) until then.
-    """
-    value = getattr(build, "packages", None)
+    """The Debian packages that would fix a failed build, where known (looked up in the builder
+    release's Contents index when the build was recorded, or by ``failures``)."""
+    value = build.failure_packages
     return [str(p) for p in value] if isinstance(value, list) else None
 
 

@@ -19,9 +19,12 @@ import pytest
 from packaging.version import Version
 from psycopg import sql
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
+from sqlalchemy import select
 
 from piwheels_ctl import frontend
 from piwheels_ctl.database import Database, upgrade
+from piwheels_ctl.models import Build, Project
+from piwheels_ctl.models import Version as VersionRow
 
 from helpers import clean_env, free_port, piwheels
 from indexserver import IndexServer
@@ -177,6 +180,20 @@ class SiteFarm:
         return self.data / "www"
 
 
+def _suggest(data: Path, name: str, packages: list[str]) -> None:
+    """Record ``packages`` as the fix of ``name``'s failed builds, as a Contents lookup would
+    (the lookup itself is tested in test_hints.py against a mirror on loopback)."""
+    db = Database(f"sqlite:///{data / 'piwheels.db'}")
+    try:
+        with db.session() as session:
+            for build in session.scalars(
+                select(Build).join(Build.version).join(VersionRow.project).where(Project.name == name)
+            ):
+                build.failure_packages = packages
+    finally:
+        db.dispose()
+
+
 @pytest.fixture(scope="session")
 def site_farm(
     tmp_path_factory: pytest.TempPathFactory, fixture_sdists: dict[str, Path], build_deps: Path
@@ -210,10 +227,12 @@ def site_farm(
             PIWHEELS_SLOTS="2",
             PIWHEELS_BUILD_TIMEOUT="600",  # ten times what a PyPy C build takes on a busy machine
             PIWHEELS_PUBLIC_URL="http://pi.example.org/",
+            PIWHEELS_DEBIAN_MIRROR="",  # package hints are tested against a mirror of their own
         )
         piwheels(env, "init")
         piwheels(env, "add", "pure-ok==1.0", "pure-ok==0.8", "fails-header")
         piwheels(env, "run")
+        _suggest(root / "data", "fails-header", ["libnosuchheader-dev"])
         piwheels(env, "add", "pure-ok==0.9", "py2-only", "c-ext")
         piwheels(env, "skip", "py2-only", "--reason", "upstream supports Python 2 only")
         piwheels(env, "publish")
