@@ -42,6 +42,7 @@ DB_PASSWORD = "s3cret 'quoted' /slash"
 
 pytestmark = [
     pytest.mark.master,
+    pytest.mark.timeout(1800),  # the first makes the root (debootstrap) and installs the master
     pytest.mark.skipif(why_no_boot() is not None, reason=f"no booted container: {why_no_boot()}"),
 ]
 
