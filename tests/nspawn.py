@@ -162,10 +162,14 @@ class Machine:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{self.name}: no sshd on {self.address}:{self.port}") from None
                 time.sleep(0.2)
-        state = self.sh("systemctl is-system-running --wait", check=False, timeout=120).stdout.strip()
-        if state not in {"running", "degraded"}:
-            failed = self.sh("systemctl --failed --no-pager", check=False).stdout
-            raise RuntimeError(f"{self.name}: system {state}:\n{failed}")
+        while True:
+            state = self.sh("systemctl is-system-running", check=False, timeout=30).stdout.strip()
+            if state in {"running", "degraded"}:
+                return
+            if time.monotonic() > deadline:
+                jobs = self.sh("systemctl list-jobs --no-pager; journalctl -b --no-pager -n 40", check=False)
+                raise RuntimeError(f"{self.name}: system {state}:\n{jobs.stdout}")
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Shut the machine down (SIGTERM to nspawn halts it), killing it if it takes too long."""
