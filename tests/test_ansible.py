@@ -122,6 +122,7 @@ def _inventory(root: Path, hosts: dict[str, SshHost], upstream: str, http_port: 
             "builder_slots": 1,  # so that two jobs need two builders
             "builder_controller": controller,
             "builder_controller_key": f"{master_home}/.ssh/id_ed25519",
+            "builder_controller_user": hosts["master"].user,
         }
         for name, host in hosts.items()
         if name != "master"
@@ -148,6 +149,7 @@ def _inventory(root: Path, hosts: dict[str, SshHost], upstream: str, http_port: 
                             "master_manage_services": False,
                             "master_http_port": http_port,
                             "master_nginx_site": f"{root}/nginx/piwheels.conf",
+                            "master_nginx_remove_default_site": False,
                         }
                     }
                 },
