@@ -63,11 +63,12 @@ def test_a_build_recorded_while_publishing_is_neither_blocked_nor_lost(
     db: Database, tmp_path: Path, two: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     www = tmp_path / "www"
-    recorded = threading.Event()
+    publishing, recorded = threading.Event(), threading.Event()
     write_project = publisher._write_project
 
     def slow_write_project(*args: Any) -> None:
-        # The publish is mid-run: the recorder must get its write in now.
+        # The publish has read what it publishes and is mid-run: the recorder gets its write in now.
+        publishing.set()
         assert recorded.wait(PATIENCE), "the recorder's write waited for the publish to end"
         write_project(*args)
 
@@ -83,6 +84,7 @@ def test_a_build_recorded_while_publishing_is_neither_blocked_nor_lost(
     thread = threading.Thread(target=run)
     thread.start()
     try:
+        assert publishing.wait(PATIENCE), f"the publish never started: {failures}"
         with db.session() as session:  # a recorder: a new version of foo, already dirty
             _wheel(session, _project(session, "foo"), "2.0")
     finally:
