@@ -30,11 +30,11 @@ import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, download, sandbox, supervise
+    from . import buildnet, sandbox, sdistfetch, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
-    import download  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
+    import sdistfetch  # type: ignore[import-not-found, no-redef]
     import supervise  # type: ignore[import-not-found, no-redef]
 
 try:
@@ -62,7 +62,7 @@ PASS_ENV = (
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
-MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "download.py")
+MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py")
 
 
 def probe():
@@ -177,7 +177,7 @@ def unpack_frontend(wheel):
     # type: (str) -> str
     """The folder the pinned pip's wheel unpacks into beside it (made once, atomically)."""
     if not wheel.endswith(".whl") or not os.path.isfile(wheel):
-        raise download.DownloadError("frontend %r: not a wheel on this builder" % wheel, False)
+        raise sdistfetch.DownloadError("frontend %r: not a wheel on this builder" % wheel, False)
     folder = wheel[: -len(".whl")]
     if not os.path.isdir(folder):
         partial = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(wheel))
@@ -285,12 +285,12 @@ def build(
             try:
                 sdist = None
                 if sdist_url:
-                    sdist = download.fetch_sdist(sdist_url, sdist_sha256, work)
+                    sdist = sdistfetch.fetch_sdist(sdist_url, sdist_sha256, work)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
                               min_free_mb, max_procs, frontend and unpack_frontend(frontend))  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
-            except download.DownloadError as exc:
+            except sdistfetch.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
                     return dict(builder_error(str(exc)), status="failed", download_error=str(exc))
                 return builder_error("download: %s" % (exc,))

@@ -262,14 +262,15 @@ class RemoteExecutor:
             argv += ["--ccache-dir", f"{root}/ccache"]
         if index_url:
             argv += ["--index-url", index_url]
-        argv += ["--frontend", self._send_frontend(frontend_wheel(s, job, index_url, find_links))]
         if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
             argv += ["--sdist-url", job.sdist_url]
             if job.sdist_sha256:
                 argv += ["--sdist-sha256", job.sdist_sha256]
         for link in find_links:
             argv += ["--find-links", link]
+        pip = frontend_wheel(s, job, index_url, find_links)
         try:
+            argv += ["--frontend", self._send_frontend(pip)]
             done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
             result = parse_result(done.stdout, self.name)
             if result["status"] == "error":

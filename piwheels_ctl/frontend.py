@@ -71,7 +71,10 @@ def wheel(settings: Settings, abi_tag: str, index_url: str | None, find_links: l
             command += ["--index-url", index_url] if index_url else ["--no-index"]
             for link in find_links:
                 command += ["--find-links", link]
-            env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+            # A HOME of its own: pip's user agent runs `rustc --version`, and rustup then writes
+            # into HOME; the operator's settings and home stay out of it.
+            env = {**os.environ, "HOME": scratch, "PIP_CONFIG_FILE": os.devnull,
+                   "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
             done = subprocess.run(
                 command, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL
             )

@@ -1,6 +1,6 @@
 """What the build sandbox costs per build: a no-op build and a real one, side by side.
 
-    .venv/bin/python bench/sandbox.py [--runs 20] [--real-runs 5]
+    .venv/bin/python bench/sandbox_cost.py [--runs 20] [--real-runs 5]
 
 Cases, each timed in the same run: the bare command (no agent, no sandbox), the agent with the
 bubblewrap sandbox (namespaces, proxy, relay, watchdog), and the agent with the uid fallback
@@ -78,7 +78,9 @@ def main() -> None:
         plain_noop = timed(
             args.runs, lambda _n: subprocess.run([str(fake), "-m", "pip", "wheel"], check=True)
         )
-        rows = [("no-op build, bare command (no agent)", plain_noop, None)]
+        rows: list[tuple[str, float, float | None]] = [
+            ("no-op build, bare command (no agent)", plain_noop, None)
+        ]
         for kind in ("bwrap", "user"):
             noop = timed(args.runs, build(str(fake), kind, False))
             rows.append((f"no-op build, agent + `{kind}` sandbox", noop, noop - plain_noop))
