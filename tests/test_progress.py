@@ -124,6 +124,10 @@ def test_the_bar_shows_each_build_in_progress_from_its_start(db: Database, tmp_p
     try:
         for slot in (1, 2):
             assert executor.entered.acquire(timeout=WAIT), f"build {slot} never reached the builder"
+        # The runner says "started" right after handing the build over: give it that moment.
+        deadline = time.monotonic() + WAIT
+        while len(progress.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         # Both builds are running, none has finished: the bar names both, with their builder.
         assert progress.calls[0] == ("start", "2"), progress.calls
         assert sorted(progress.calls[1:]) == [
