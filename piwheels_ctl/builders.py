@@ -17,7 +17,6 @@ from . import agent, sandbox
 from .config import Settings
 from .errors import ConfigError, InputError
 from .models import Abi, Builder, BuilderPython, File
-from .recorder import add_coverage
 
 AGENT = Path(agent.__file__)
 LOCAL = "local"
@@ -58,6 +57,10 @@ def ensure_abi(session: Session, probe: dict[str, Any]) -> Abi:
         )
         session.add(abi)
         session.flush()
+        # Here only: the recorder pulls in the collector and the publisher, which `status` and
+        # `queue` (they refresh the local builder) do not need otherwise.
+        from .recorder import add_coverage
+
         for file in session.scalars(select(File).execution_options(yield_per=1000)):
             add_coverage(session, file, [abi])
     return abi

@@ -8,18 +8,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import DatabaseError
+
+# Alembic (with Mako and Pygments) is imported only to create, upgrade or explain a schema: a
+# command on a database already at SCHEMA_HEAD starts without it (docs/benchmarks.md).
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,15 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+# This code's newest schema revision, known without loading every migration script
+# (tests/test_migrations.py checks it against their head).
+SCHEMA_HEAD = "0005"
+
+
 def alembic_config(engine: Engine) -> AlembicConfig:
     """Alembic settings for running this package's migrations on ``engine``."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -128,6 +136,9 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 def schema_state(engine: Engine) -> tuple[str | None, str]:
     """The database's schema revision (None when empty) and this code's newest revision."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     assert head is not None
     try:
@@ -139,6 +150,8 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
 
 
 def _check_known(engine: Engine, current: str | None) -> None:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(engine))
     if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
         raise DatabaseError(
@@ -151,12 +164,27 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     current, head = schema_state(engine)
     _check_known(engine, current)
     if current != head:
+        from alembic import command
+
         command.upgrade(alembic_config(engine), "head")
     return current, head
 
 
+def _at_head(engine: Engine) -> bool:
+    """Whether Alembic's own table says the database is at SCHEMA_HEAD; False whenever in doubt
+    (no such table, no database, any error), and then Alembic itself is asked."""
+    try:
+        with engine.connect() as conn:
+            revisions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    except SQLAlchemyError:
+        return False
+    return revisions == [SCHEMA_HEAD]
+
+
 def check_schema(engine: Engine) -> None:
     """Refuse to work on a database that ``init`` has not brought to this code's schema."""
+    if _at_head(engine):
+        return
     current, head = schema_state(engine)
     _check_known(engine, current)
     if current is None:

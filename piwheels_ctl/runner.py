@@ -54,8 +54,15 @@ class Progress:
     def start(self, total: int) -> None:
         """``total`` jobs are pending as the run starts."""
 
+    def started(self, job: Job, executor_name: str) -> None:
+        """The build of ``job`` was handed to the builder named ``executor_name``."""
+
     def finished(self, job: Job, ok: bool, report: RunReport) -> None:
         """One job ended (built or failed)."""
+
+    def abandoned(self, job: Job) -> None:
+        """A started job ended without an outcome of this run: its builder failed it and it went
+        back to the queue, or another controller had taken its lease meanwhile."""
 
 
 def _verify(outcome: Outcome) -> list[Wheel]:
@@ -226,6 +233,7 @@ class Runner:
                             job, build_id = taken
                             future = pool.submit(executor.build, job, build_id)
                             running[future] = (executor, job, build_id)
+                            self.progress.started(job, executor.name)
                             busy[id(executor)] += 1
                             claimed += 1
                     if not running:
@@ -282,6 +290,7 @@ class Runner:
         if count < self.settings.builder_fault_limit:
             self._hand_back([build_id])
             report.handed_back += 1
+            self.progress.abandoned(job)
             log.warning("%s; %s %s goes back to the queue", error, job.name, job.version)
             return
         evidence = f"handed back by builders {count} times in a row; the last time: {error}"
@@ -295,6 +304,7 @@ class Runner:
             self.progress.finished(job, False, report)
         else:
             report.lost += 1
+            self.progress.abandoned(job)
         log.warning(
             "%s %s (%s): recorded as %s after %d hand-backs (fix the builders, then "
             "'piwheels-ctl rebuild --failed-with %s'): %s",

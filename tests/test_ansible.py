@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -240,6 +241,7 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.headers["Content-Type"] == "application/vnd.pypi.simple.v1+json"
             assert json.load(response)["name"] == "pure-ok"
+        _check_pages(f"http://127.0.0.1:{port}", site.root / "data" / "logs")
         venv = tmp_path / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
@@ -254,6 +256,39 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
     finally:
         nginx.terminate()
         nginx.wait(timeout=30)
+
+
+def _check_pages(base: str, logs: Path) -> None:
+    """The project page, its JSON and a build log, as the role's nginx serves them."""
+    with urllib.request.urlopen(f"{base}/project/pure-ok/", timeout=5) as response:
+        kind = response.headers["Content-Type"]
+        page = response.read().decode()
+    assert kind.split(";")[0] == "text/html", f"/project/pure-ok/ came back as {kind!r}"
+    assert "pure-ok" in page and "<table" in page, page[:2000]
+    with urllib.request.urlopen(f"{base}/project/pure-ok/json", timeout=5) as response:
+        kind = response.headers["Content-Type"]
+        data = json.load(response)
+    assert kind == "application/json", f"/project/pure-ok/json came back as {kind!r}"
+    assert data["name"] == "pure-ok", data
+    cells = [cell for release in data["releases"] for cell in release["cells"].values()]
+    built = [cell for cell in cells if cell["state"] == "built"]
+    assert built and all(cell["log"] for cell in built), cells
+    path = built[0]["log"]
+    stored = gzip.decompress((logs / path.removeprefix("logs/")).with_suffix(".log.gz").read_bytes())
+    assert stored, f"the stored log of {path} is empty"
+    request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        headers = dict(response.headers)
+        body = response.read()
+    assert headers.get("Content-Encoding") == "gzip", f"/{path} with gzip accepted: {headers}"
+    assert headers["Content-Type"] == "text/plain; charset=utf-8", headers
+    assert gzip.decompress(body) == stored
+    request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "identity"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        headers = dict(response.headers)
+        body = response.read()
+    assert headers.get("Content-Encoding") is None, f"/{path} without gzip: {headers}"
+    assert body == stored, body[:500]
 
 
 def test_unsupported_release_stops_in_preflight_naming_host_and_variable(site: Site) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from piwheels_ctl.database import Database, alembic_config
+from piwheels_ctl.database import SCHEMA_HEAD, Database, alembic_config
 from piwheels_ctl.models import Base
 
 FIRST_SCHEMA_ROWS = [
@@ -61,3 +62,9 @@ def test_upgrade_to_0005_keeps_builds_and_lets_wheel_only_versions_wait(database
         command.upgrade(alembic_config(database.engine), "head")
     finally:
         database.dispose()
+
+
+def test_schema_head_is_the_newest_migration(db: Database) -> None:
+    # Commands check the schema against SCHEMA_HEAD without loading the migration scripts.
+    head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
+    assert head == SCHEMA_HEAD, f"the newest migration is {head}; database.SCHEMA_HEAD says {SCHEMA_HEAD}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,16 +12,17 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from .. import __version__
-from ..builders import ensure_local
-from ..config import Settings, load_settings
-from ..database import Database, check_schema
 from ..errors import NotInitialisedError, PiwheelsError, storage_error
 
+# Light commands start fast: SQLAlchemy, pydantic and the parts built on them are imported by the
+# command that needs them (`--version` and `--help` import none of them; see docs/benchmarks.md).
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ..config import Settings
+    from ..database import Database
     from ..upstream import Upstream
 
 err = Console(stderr=True)
@@ -38,6 +40,8 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from ..config import load_settings
+
             self._settings = load_settings(self.config)
         return self._settings
 
@@ -48,6 +52,8 @@ class App:
         instead of leaving an empty database there.
         """
         if self._db is None:
+            from ..database import Database, check_schema
+
             if checked:
                 _must_exist(self.settings)
             self._db = Database(self.settings.database)
@@ -70,6 +76,8 @@ class App:
     def refresh_local_builder(self) -> None:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
         if self.settings.local_builder:
+            from ..builders import ensure_local
+
             with self.session() as session:
                 ensure_local(session, self.settings)
 
@@ -102,8 +110,71 @@ def _must_exist(settings: Settings) -> None:
 
 pass_app = click.make_pass_decorator(App)
 
+# Each command: the module of this package that defines it, and the summary ``--help`` shows,
+# so that listing the commands imports none of them (tests/test_cli_startup.py checks that each
+# summary is the command's own).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "add": ("projects", "Watch projects: NAME builds every version, NAME==VERSION that version."),
+    "audit": ("farm", "Check that the database, the wheels on disk and the published index agree."),
+    "builders": ("farm", "The builder hosts reached over SSH."),
+    "failures": (
+        "failures",
+        "List failed builds (of NAME) with reason, detail, suggested Debian packages, "
+        "builder, duration and log size.",
+    ),
+    "import": (
+        "projects",
+        "Add wheels built elsewhere to the index (checked first, all or nothing per wheel).",
+    ),
+    "init": ("projects", "Create the database, or upgrade it to this version's schema."),
+    "logs": ("projects", "Print the logs of the builds of NAME VERSION, newest first."),
+    "publish": ("projects", "Write the static index under <data dir>/www from the database."),
+    "queue": ("status", "Show what still needs a build, in build order, and the skipped versions."),
+    "rebuild": ("projects", "Build NAME[==VERSION] again, before everything else (or --failed-with REASON)."),
+    "remove": ("projects", "Stop building projects (their published wheels stay)."),
+    "run": (
+        "building",
+        "Build until the queue is empty (or --limit builds); SIGTERM finishes the running builds.",
+    ),
+    "serve": ("projects", "Serve the index (for one machine; a farm uses nginx)."),
+    "skip": ("projects", "Never build NAME[==VERSION]."),
+    "status": ("status", "Counts of projects, versions, builds, files and the queue."),
+    "sync": ("projects", "Refresh the versions of watched projects from the upstream."),
+    "unskip": (
+        "projects",
+        "Build NAME[==VERSION] again after 'skip' (NAME lifts every skip of the project).",
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when one is run, not to list them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            # Importing the module registers its commands on this group.
+            importlib.import_module(f".{COMMANDS[cmd_name][0]}", __package__)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            # A command not imported yet is summed up as click would: by a stand-in with its help.
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -135,17 +206,27 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except DBAPIError as exc:
-        message = " ".join(str(exc.orig).split())  # PostgreSQL's messages span lines
-        err.print(f"[bold red]error:[/] database: {escape(message)}", highlight=False, soft_wrap=True)
-        return 1
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as exc:
+        database = _database_error(exc)
+        if database is None:
+            raise
+        err.print(f"[bold red]error:[/] database: {escape(database)}", highlight=False, soft_wrap=True)
+        return 1
     return 0
 
 
-from . import building, failures, farm, projects  # noqa: E402, F401 - importing them registers their commands
+def _database_error(exc: Exception) -> str | None:
+    """The database driver's message when ``exc`` is one of its errors (DBAPIError), else None."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is None:  # SQLAlchemy was never imported: the error cannot be one of its own
+        return None
+    if not isinstance(exc, sqlalchemy_exc.DBAPIError):
+        return None
+    return " ".join(str(exc.orig).split())  # PostgreSQL's messages span lines
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import click
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as Bar
+from rich.table import Table
 
 from .. import catalog
 from ..errors import PiwheelsError
@@ -20,36 +24,88 @@ from ..runner import Progress, Runner, RunReport
 from . import App, cli, err, out, pass_app
 
 
-class BarProgress(Progress):
-    """A rich progress bar showing built / failed / remaining."""
+@dataclass(frozen=True)
+class Running:
+    """One build in progress, as the bar shows it."""
 
-    def __init__(self) -> None:
-        self.bar = Bar(
+    builder: str
+    job: Job
+    since: float  # time.monotonic() when it was handed to the builder
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class _Bar(Bar):
+    """rich's progress bar, with one line under it per build in progress."""
+
+    def __init__(self, *columns: ProgressColumn, console: Console) -> None:
+        # Replaced, never changed in place: rich draws from its own thread. Set before rich's
+        # own __init__, which draws once.
+        self.running: dict[tuple[int, int], Running] = {}
+        super().__init__(*columns, console=console, transient=False)
+
+    def add_running(self, build: Running) -> None:
+        self.running = {**self.running, (build.job.version_id, build.job.abi_id): build}
+        self.refresh()
+
+    def remove_running(self, job: Job) -> None:
+        self.running = {k: v for k, v in self.running.items() if k != (job.version_id, job.abi_id)}
+        self.refresh()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        running = self.running
+        if not running:
+            return
+        now = time.monotonic()
+        lines = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            lines.add_column(no_wrap=True)
+        for build in sorted(running.values(), key=lambda r: (r.builder, r.since)):
+            job = build.job
+            lines.add_row(
+                f"  [cyan]{escape(build.builder)}[/]",
+                escape(f"{job.name}=={job.version}"),
+                escape(job.abi),
+                _elapsed(now - build.since),
+            )
+        yield lines
+
+
+class BarProgress(Progress):
+    """A rich progress bar of built / failed / remaining, and a line per build in progress:
+    builder, project==version, ABI and how long it has been building."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.bar = _Bar(
             TextColumn("[bold]building"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("built {task.fields[built]} · failed {task.fields[failed]}"),
-            TextColumn("{task.fields[current]}"),
             TimeElapsedColumn(),
-            console=err,
-            transient=False,
+            console=console or err,
         )
-        self.task = self.bar.add_task("build", total=0, built=0, failed=0, current="")
+        self.task = self.bar.add_task("build", total=0, built=0, failed=0)
 
     def start(self, total: int) -> None:
         self.bar.update(self.task, total=total)
         self.bar.start()
 
+    def started(self, job: Job, executor_name: str) -> None:
+        self.bar.add_running(Running(executor_name, job, time.monotonic()))
+
     def finished(self, job: Job, ok: bool, report: RunReport) -> None:
+        self.bar.remove_running(job)
         total = max(self.bar.tasks[0].total or 0, report.built + report.failed)
-        self.bar.update(
-            self.task,
-            total=total,
-            advance=1,
-            built=report.built,
-            failed=report.failed,
-            current=f"{job.name} {job.version}",
-        )
+        self.bar.update(self.task, total=total, advance=1, built=report.built, failed=report.failed)
+        self.bar.refresh()
+
+    def abandoned(self, job: Job) -> None:
+        self.bar.remove_running(job)
 
     def stop(self) -> None:
         self.bar.stop()

@@ -10,18 +10,14 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..failures import rebuild_failed
-from ..models import Abi, Build, BuildStatus, File, Project, Version
+from ..models import Build
 from ..publisher import publish_from
-from ..queue import Job, no_sdist_query, pending, waiting
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
 
@@ -186,121 +182,6 @@ def unskip(app: App, spec: str) -> None:
     with app.session() as session:
         catalog.unskip(session, name, version)
     out.print(f"{name}{'==' + version if version else ''} is built again")
-
-
-def _job_dict(job: Job) -> dict[str, Any]:
-    return {"name": job.name, "version": job.version, "abi": job.abi, "priority": job.priority}
-
-
-@cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Show at most this many builds.")  # fmt: skip
-@click.option("--all", "everything", is_flag=True, help="Show every pending build.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_app
-def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
-    """Show what still needs a build, in build order, and the skipped versions."""
-    app.refresh_local_builder()
-    with app.reader() as session:
-        jobs = list(pending(session, limit=None if everything else limit + 1))
-        skipped = catalog.skipped(session)
-        waits = waiting(session, limit=None if everything else limit)
-    more = not everything and len(jobs) > limit
-    jobs = jobs[:limit] if more else jobs
-    if as_json:
-        click.echo(json.dumps([_job_dict(j) for j in jobs], indent=2))
-        return
-    table = Table("project", "version", "ABI", "priority")
-    for job in jobs:
-        table.add_row(job.name, job.version, job.abi, str(job.priority))
-    out.print(table if jobs else "the queue is empty")
-    if more:
-        out.print(f"only the first {limit} shown: --limit N for more, --all for every one")
-    if waits:
-        waiting_table = Table("project", "version", "waits for", title="not queued yet")
-        for wait in waits:
-            waiting_table.add_row(wait.name, wait.version, f"{wait.reason} (wheels only, so far)")
-        out.print(waiting_table)
-    if skipped:
-        out.print(f"skipped ({len(skipped)}; 'piwheels-ctl unskip NAME[==VERSION]' builds them again):")
-        for name, version, reason in skipped[:limit]:
-            shown = f"{name}=={version}" if version else f"{name} (every version)"
-            out.print(f"  {escape(shown)}: {escape(reason)}", highlight=False)
-
-
-def _status(session: Session) -> dict[str, Any]:
-    def count(query: Any) -> int:
-        return int(session.scalar(query) or 0)
-
-    builds = dict(session.execute(select(Build.status, func.count()).group_by(Build.status)).tuples().all())
-    reasons = dict(
-        session.execute(
-            select(Build.failure_reason, func.count())
-            .where(Build.status == BuildStatus.FAILED)
-            .group_by(Build.failure_reason)
-        )
-        .tuples()
-        .all()
-    )
-    return {
-        "projects": count(select(func.count()).select_from(Project)),
-        "watched": count(select(func.count()).where(Project.watched)),
-        "versions": count(select(func.count()).select_from(Version)),
-        "abis": [a.tag for a in session.scalars(select(Abi).where(Abi.active).order_by(Abi.tag))],
-        "builds": {status.value: builds.get(status, 0) for status in BuildStatus},
-        "failures": {str(k): v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
-        "files": count(select(func.count()).select_from(File)),
-        "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
-        "pending": sum(1 for _ in pending(session)),
-        "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
-        "skipped": [
-            {"project": name, "version": version, "reason": reason}
-            for name, version, reason in catalog.skipped(session)
-        ],
-        "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
-    }
-
-
-# What each line of ``status`` counts, in the order shown.
-_STATUS_LABELS = {
-    "projects": "projects known (names from sync --all included)",
-    "watched": "watched: every version is built",
-    "requested": "with versions asked for by NAME==VERSION",
-    "versions": "versions known",
-    "abis": "ABIs built for",
-    "builds": "builds (current and superseded)",
-    "failures": "failed builds by reason",
-    "files": "wheels in the index",
-    "bytes": "bytes of wheels",
-    "pending": "queue: (version, ABI) pairs to build",
-    "skipped": "skipped (unskip NAME[==VERSION])",
-}
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_app
-def status(app: App, as_json: bool) -> None:
-    """Counts of projects, versions, builds, files and the queue."""
-    app.refresh_local_builder()
-    with app.session() as session:
-        info = _status(session)
-    if as_json:
-        click.echo(json.dumps(info, indent=2, sort_keys=True))
-        return
-    table = Table(show_header=False)
-    for key, label in _STATUS_LABELS.items():
-        value = info[key]
-        if key == "skipped":
-            value = ", ".join(
-                f"{s['project']}{'==' + s['version'] if s['version'] else ''} ({s['reason']})" for s in value
-            )
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ", ".join(value)
-        table.add_row(label, escape(str(value)) or "-")
-    out.print(table)
 
 
 @cli.command()

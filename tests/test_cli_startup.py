@@ -1,0 +1,116 @@
+"""Light commands import only what they need: `--version` and `--help` neither SQLAlchemy nor
+pydantic, `status` and `queue` none of the publisher, collector, wheel, Jinja2 or Alembic; and the
+lazily loaded commands are listed exactly as click would list them."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from piwheels_ctl import cli as cli_package
+from piwheels_ctl.cli import COMMANDS, cli
+
+from helpers import clean_env, piwheels
+
+# Prints, after running the CLI with the given arguments, the modules it imported.
+IMPORTED = """\
+import sys
+from piwheels_ctl.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+sys.stdout.flush()
+print("MODULES", *sorted(sys.modules))
+"""
+
+
+def _imported(args: list[str], env: dict[str, str], cwd: Path) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTED, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[-1]
+    assert line.startswith("MODULES "), proc.stdout
+    return set(line.split()[1:])
+
+
+def _packages(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (packages or modules) were imported."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["-h"]])
+def test_version_and_help_import_no_database_or_settings_library(args: list[str], tmp_path: Path) -> None:
+    modules = _imported(args, clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data")), tmp_path)
+    heavy = ("sqlalchemy", "pydantic", "alembic", "jinja2", "wheel", "paramiko", "piwheels_ctl.cli.projects")
+    assert _packages(modules, heavy) == [], f"piwheels-ctl {' '.join(args)} imported these"
+    assert not (tmp_path / "data").exists(), "a help or version call created the data folder"
+
+
+@pytest.mark.parametrize("args", [["status"], ["queue"], ["status", "--json"], ["queue", "--json"]])
+def test_status_and_queue_import_only_what_a_query_needs(args: list[str], tmp_path: Path) -> None:
+    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_DEBIAN_MIRROR="")
+    piwheels(env, "init")
+    # The first command registers the local builder's ABI, and with it the coverage of the wheels
+    # already there (the recorder's work); what is measured is every later start.
+    piwheels(env, "queue")
+    modules = _imported(args, env, tmp_path)
+    assert "piwheels_ctl.cli.status" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
+    unneeded = (
+        "alembic",
+        "jinja2",
+        "wheel",
+        "paramiko",
+        "piwheels_ctl.publisher",
+        "piwheels_ctl.collector",
+        "piwheels_ctl.recorder",
+        "piwheels_ctl.upstream",
+        "piwheels_ctl.cli.projects",
+        "piwheels_ctl.cli.building",
+    )
+    if "--json" in args:
+        unneeded += ("rich.table",)
+    assert _packages(modules, unneeded) == [], f"piwheels-ctl {' '.join(args)} imported these"
+
+
+def test_each_listed_summary_is_the_commands_own() -> None:
+    for module in sorted({module for module, _ in COMMANDS.values()}):
+        importlib.import_module(f"piwheels_ctl.cli.{module}")
+    registered = {name: command for name, command in cli.commands.items()}
+    assert sorted(registered) == sorted(COMMANDS), "COMMANDS and the registered commands differ"
+    for name, command in registered.items():
+        module, summary = COMMANDS[name]
+        callback = command.callback
+        assert callback is not None
+        assert callback.__module__ == f"{cli_package.__name__}.{module}", (name, callback.__module__)
+        assert summary == command.get_short_help_str(limit=10**6), f"{name}: COMMANDS says {summary!r}"
+
+
+def test_help_lists_every_command_as_click_would(tmp_path: Path) -> None:
+    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), COLUMNS="80")
+    lazy = piwheels(env, "--help").stdout
+    for module in sorted({module for module, _ in COMMANDS.values()}):
+        importlib.import_module(f"piwheels_ctl.cli.{module}")
+    eager_group = click.Group(
+        name="piwheels-ctl",
+        commands=cli.commands,
+        help=cli.help,
+        params=cli.params,
+        context_settings=cli.context_settings,
+    )
+    # click formats to the terminal's width less two: 78 columns of COLUMNS=80.
+    context = eager_group.make_context("piwheels-ctl", [], resilient_parsing=True, terminal_width=78)
+    eager = eager_group.get_help(context)
+    assert lazy.rstrip() == eager.rstrip()
