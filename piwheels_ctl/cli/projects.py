@@ -19,7 +19,7 @@ from ..collector import inspect_wheel
 from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..failures import rebuild_failed
-from ..models import Abi, Build, BuildStatus, File, Project, Version
+from ..models import Abi, Build, BuildStatus, File, Project, UpstreamCoverage, Version
 from ..publisher import publish_from
 from ..queue import Job, no_sdist_query, pending, waiting
 from ..recorder import import_wheel
@@ -52,7 +52,7 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     problems: list[str] = []
     with app.upstream() as upstream, app.session() as session:
-        added = catalog.add(session, upstream, wanted, problems)
+        added = catalog.add(session, upstream, wanted, problems, app.settings.glibc)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     for name, versions, skipped in added:
@@ -94,7 +94,9 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
             for problem in listing["problems"]:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
-            report = catalog.sync(db.session, upstream, lambda name: status.update(f"syncing {name}"))
+            report = catalog.sync(
+                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
+            )
     for _name, problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     skipped = {name for name, _ in report.problems}
@@ -258,6 +260,16 @@ def _status(session: Session) -> dict[str, Any]:
             for name, version, reason in catalog.skipped(session)
         ],
         "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
+        "upstream_covered": count(
+            select(func.count()).select_from(
+                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id)
+                .join(Abi, Abi.id == UpstreamCoverage.abi_id)
+                .where(Abi.active)
+                .distinct()
+                .subquery()
+            )
+        ),
+        "mirrored": count(select(func.count()).select_from(File).where(File.mirrored)),
     }
 
 
@@ -273,6 +285,8 @@ _STATUS_LABELS = {
     "files": "wheels in the index",
     "bytes": "bytes of wheels",
     "pending": "queue: (version, ABI) pairs to build",
+    "upstream_covered": "(version, ABI) pairs the upstream's own wheels cover: not built",
+    "mirrored": "wheels mirrored from the upstream",
     "skipped": "skipped (unskip NAME[==VERSION])",
 }
 
