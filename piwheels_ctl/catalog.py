@@ -111,15 +111,16 @@ def _choose(page: ProjectPage, wanted: Wanted) -> list[str]:
     """The versions of ``page`` that ``wanted`` asks to build (empty list: watch them all)."""
     if wanted.specifier is None:
         return []
-    versions = [r.version for r in page.releases if r.sdist_url]
+    # A release counts with an sdist to build, or a wheel of the upstream's that may cover us.
+    versions = [r.version for r in page.releases if r.sdist_url or r.wheels]
     pinned = [s for s in wanted.specifier if s.operator in ("==", "===") and "*" not in s.version]
     matching = list(wanted.specifier.filter(versions))
     if pinned:
         if not matching:
-            raise InputError(f"{wanted.source}: {wanted.name} has no sdist of version {wanted.specifier}")
+            raise InputError(f"{wanted.source}: {wanted.name} has no sdist or wheel of version {wanted.specifier}")
         return matching
     if not matching:
-        raise InputError(f"{wanted.source}: no sdist of {wanted.name} matches {wanted.specifier!s}")
+        raise InputError(f"{wanted.source}: no sdist or wheel of {wanted.name} matches {wanted.specifier!s}")
     return [max(matching, key=Version)]
 
 
