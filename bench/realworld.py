@@ -87,8 +87,10 @@ def outcome(session: Any, name: str, version: str) -> dict[str, Any]:
         )
     elif row.sdist_url is None:
         result.update(outcome="no-sdist", detail="no sdist, and no wheel of the upstream installs here")
+    elif row.requires_python:
+        result.update(outcome="excluded", detail=f"Requires-Python {row.requires_python}: not this Python")
     else:
-        result.update(outcome="none", detail="nothing was built (Requires-Python excludes this Python?)")
+        result.update(outcome="none", detail="nothing was built")
     return result
 
 

@@ -117,7 +117,9 @@ def _choose(page: ProjectPage, wanted: Wanted) -> list[str]:
     matching = list(wanted.specifier.filter(versions))
     if pinned:
         if not matching:
-            raise InputError(f"{wanted.source}: {wanted.name} has no sdist or wheel of version {wanted.specifier}")
+            raise InputError(
+                f"{wanted.source}: {wanted.name} has no sdist or wheel of version {wanted.specifier}"
+            )
         return matching
     if not matching:
         raise InputError(f"{wanted.source}: no sdist or wheel of {wanted.name} matches {wanted.specifier!s}")
