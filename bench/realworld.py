@@ -55,10 +55,14 @@ def step(env: dict[str, str], *args: str, timeout: float) -> tuple[float, str]:
 
 
 def outcome(session: Any, name: str, version: str) -> dict[str, Any]:
-    """What became of NAME==VERSION: one of built, mirrored, failed, builder-fault, no-sdist, none."""
-    row = session.scalar(
-        select(Version).join(Version.project).where(Project.name == name, Version.version == version)
-    )
+    """What became of NAME==VERSION (no VERSION: the one ``add`` chose): built, mirrored, failed,
+    builder-fault, no-sdist, excluded or none."""
+    query = select(Version).join(Version.project).where(Project.name == name)
+    if version:
+        query = query.where(Version.version == version)
+    else:
+        query = query.where(Version.priority > 0).order_by(Version.id.desc()).limit(1)
+    row = session.scalar(query)
     if row is None:
         return {"outcome": "unknown", "detail": "not recorded"}
     files = list(session.scalars(select(File).where(File.version_id == row.id)))
@@ -68,7 +72,11 @@ def outcome(session: Any, name: str, version: str) -> dict[str, Any]:
         for w in session.scalars(select(UpstreamWheel).where(UpstreamWheel.version_id == row.id))
         if w.given_up
     ]
-    result: dict[str, Any] = {"files": sorted(f.filename for f in files), "given_up": given_up}
+    result: dict[str, Any] = {
+        "version": row.version,
+        "files": sorted(f.filename for f in files),
+        "given_up": given_up,
+    }
     failed = [b for b in builds if b.status is BuildStatus.FAILED]
     built = [b for b in builds if b.status is BuildStatus.SUCCESS]
     if any(f.mirrored for f in files):
@@ -102,9 +110,9 @@ def main() -> None:
     parser.add_argument("--build-timeout", type=float, default=300.0, help="seconds per build")
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-realworld"))
-    parser.add_argument("--keep", action="store_true", help="reuse --out instead of starting afresh")
+    parser.add_argument("--report-only", action="store_true", help="report on the farm already in --out")
     args = parser.parse_args()
-    if args.out.exists() and not args.keep:
+    if args.out.exists() and not args.report_only:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIWHEELS_", "PIP_"))}
@@ -117,11 +125,12 @@ def main() -> None:
     )
     wanted = read_requirements(args.list)
     times: dict[str, float] = {}
-    times["init"], _ = step(env, "init", timeout=120)
-    times["add"], _ = step(env, "add", "-r", str(args.list), timeout=1800)
-    times["run"], run_output = step(env, "run", timeout=args.build_timeout * len(wanted) + 3600)
-    (args.out / "run.log").write_text(run_output)
-    times["publish"], _ = step(env, "publish", timeout=600)
+    if not args.report_only:
+        times["init"], _ = step(env, "init", timeout=120)
+        times["add"], _ = step(env, "add", "-r", str(args.list), timeout=1800)
+        times["run"], run_output = step(env, "run", timeout=args.build_timeout * len(wanted) + 3600)
+        (args.out / "run.log").write_text(run_output)
+        times["publish"], _ = step(env, "publish", timeout=600)
     _, failures = step(env, "failures", "--json", timeout=600)
     status = json.loads(step(env, "status", "--json", timeout=120)[1])
     db = Database(f"sqlite:///{args.out / 'data' / 'piwheels.db'}")
