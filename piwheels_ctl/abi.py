@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
+from packaging import tags
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
@@ -79,3 +81,55 @@ def wheel_covers(filename: str, abi: AbiTags) -> bool:
     """True when the wheel ``filename`` installs on ``abi`` (any of its compressed tags does)."""
     _name, _version, _build, tags = parse_wheel_filename(filename)
     return any(tag_covers(tag, abi) for tag in tags)
+
+
+# The first glibc of each legacy manylinux name, and the architectures each was defined for.
+_LEGACY_MANYLINUX = (
+    ("manylinux2014", (2, 17), ("x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x")),
+    ("manylinux2010", (2, 12), ("x86_64", "i686")),
+    ("manylinux1", (2, 5), ("x86_64", "i686")),
+)
+
+
+def parse_glibc(text: str) -> tuple[int, int] | None:
+    """``"2.36"`` as (2, 36); None for ``""`` (the builders' glibc is not known)."""
+    if not text:
+        return None
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
+
+def _platforms(abi: AbiTags, glibc: tuple[int, int] | None) -> list[str]:
+    """The platform tags a wheel for ``abi`` may carry, its own first: with ``glibc`` known, the
+    ``manylinux`` tags of the ABI's architecture that a glibc that new runs (PEP 600)."""
+    platforms = [abi.platform_tag]
+    arch = abi.platform_tag.removeprefix("linux_")
+    if glibc is None or arch == abi.platform_tag:
+        return platforms
+    major, newest = glibc
+    platforms += [f"manylinux_{major}_{minor}_{arch}" for minor in range(newest, -1, -1)]
+    platforms += [
+        f"{name}_{arch}" for name, needs, arches in _LEGACY_MANYLINUX if needs <= glibc and arch in arches
+    ]
+    return platforms
+
+
+@functools.lru_cache(maxsize=256)
+def supported_tags(abi: AbiTags, glibc: tuple[int, int] | None = None) -> frozenset[Tag]:
+    """Every tag of a wheel that installs on ``abi``, as ``packaging.tags`` lists them for that
+    interpreter, on the ABI's own platform and (``glibc`` known) the manylinux ones it runs."""
+    platforms = _platforms(abi, glibc)
+    version = abi.version
+    if abi.implementation == "cp":
+        specific = tags.cpython_tags(version, abis=[abi.abi_tag], platforms=platforms)
+    else:
+        specific = tags.generic_tags(abi.python_tag, abis=[abi.abi_tag], platforms=platforms)
+    compatible = tags.compatible_tags(version, interpreter=abi.python_tag, platforms=platforms)
+    return frozenset([*specific, *compatible])
+
+
+def upstream_covers(filename: str, abi: AbiTags, glibc: tuple[int, int] | None = None) -> bool:
+    """True when the upstream's wheel ``filename`` installs on ``abi`` (so it needs no build):
+    ``manylinux`` wheels only when the builders' ``glibc`` is known and new enough."""
+    _name, _version, _build, file_tags = parse_wheel_filename(filename)
+    return not file_tags.isdisjoint(supported_tags(abi, glibc))

@@ -17,6 +17,7 @@ from . import agent, sandbox
 from .config import Settings
 from .errors import ConfigError, InputError
 from .models import Abi, Builder, BuilderPython, File
+from .upstream_coverage import cover_abi
 
 AGENT = Path(agent.__file__)
 LOCAL = "local"
@@ -43,8 +44,9 @@ def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
     return result
 
 
-def ensure_abi(session: Session, probe: dict[str, Any]) -> Abi:
-    """The ABI row for a probed interpreter, created (and its coverage filled in) when new."""
+def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] | None = None) -> Abi:
+    """The ABI row for a probed interpreter, created (and its coverage filled in, by our wheels
+    and by the upstream's, ``glibc`` deciding for manylinux ones) when new."""
     tag = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
     abi = session.scalar(select(Abi).where(Abi.tag == tag))
     if abi is None:
@@ -63,6 +65,7 @@ def ensure_abi(session: Session, probe: dict[str, Any]) -> Abi:
 
         for file in session.scalars(select(File).execution_options(yield_per=1000)):
             add_coverage(session, file, [abi])
+        cover_abi(session, abi, glibc)
     return abi
 
 
@@ -72,9 +75,14 @@ def refresh_active(session: Session) -> None:
     session.execute(update(Abi).values(active=has_python))
 
 
-def set_pythons(session: Session, builder: Builder, probes: dict[str, dict[str, Any]]) -> None:
+def set_pythons(
+    session: Session,
+    builder: Builder,
+    probes: dict[str, dict[str, Any]],
+    glibc: tuple[int, int] | None = None,
+) -> None:
     """Make ``builder``'s interpreters exactly ``probes`` (path → probe result)."""
-    wanted = {ensure_abi(session, probe).id: path for path, probe in probes.items()}
+    wanted = {ensure_abi(session, probe, glibc).id: path for path, probe in probes.items()}
     for python in list(builder.pythons):
         if python.abi_id not in wanted:
             builder.pythons.remove(python)
@@ -117,7 +125,7 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
         if tag in seen:
             raise ConfigError(f"pythons: {python!r} and {seen[tag]!r} are the same ABI ({tag})")
         seen[tag] = python
-    set_pythons(session, builder, probes)
+    set_pythons(session, builder, probes, settings.glibc)
     try:
         walls = sandbox.choose(settings.sandbox)[1]
     except sandbox.SandboxError as exc:
@@ -153,6 +161,7 @@ def register_remote(
     slots: int,
     info: dict[str, Any],
     probes: dict[str, dict[str, Any]],
+    glibc: tuple[int, int] | None = None,
 ) -> str:
     """Add or update an SSH builder with its probed interpreters: "added", "updated" or "unchanged"."""
     builder = session.scalar(select(Builder).where(Builder.name == name))
@@ -177,7 +186,7 @@ def register_remote(
     builder.info = {**builder.info, **info}
     builder.healthy = True
     builder.retry_at = None
-    set_pythons(session, builder, probes)
+    set_pythons(session, builder, probes, glibc)
     if state == "unchanged" and sorted((p.path, p.abi_id) for p in builder.pythons) != old_pythons:
         state = "updated"
     return state

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +17,13 @@ from sqlalchemy import delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from . import upstream_coverage
 from .errors import InputError, PiwheelsError
 from .models import Abi, Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
 
 if TYPE_CHECKING:
-    from .upstream import ProjectPage, Release, Upstream
+    from .upstream import ProjectPage, Release, Upstream, WheelLink
 
 # A release with wheels and no sdist (yet): it waits, and is queued when an sdist appears.
 NO_SDIST = "no-sdist"
@@ -110,15 +111,18 @@ def _choose(page: ProjectPage, wanted: Wanted) -> list[str]:
     """The versions of ``page`` that ``wanted`` asks to build (empty list: watch them all)."""
     if wanted.specifier is None:
         return []
-    versions = [r.version for r in page.releases if r.sdist_url]
+    # A release counts with an sdist to build, or a wheel of the upstream's that may cover us.
+    versions = [r.version for r in page.releases if r.sdist_url or r.wheels]
     pinned = [s for s in wanted.specifier if s.operator in ("==", "===") and "*" not in s.version]
     matching = list(wanted.specifier.filter(versions))
     if pinned:
         if not matching:
-            raise InputError(f"{wanted.source}: {wanted.name} has no sdist of version {wanted.specifier}")
+            raise InputError(
+                f"{wanted.source}: {wanted.name} has no sdist or wheel of version {wanted.specifier}"
+            )
         return matching
     if not matching:
-        raise InputError(f"{wanted.source}: no sdist of {wanted.name} matches {wanted.specifier!s}")
+        raise InputError(f"{wanted.source}: no sdist or wheel of {wanted.name} matches {wanted.specifier!s}")
     return [max(matching, key=Version)]
 
 
@@ -135,16 +139,28 @@ def _too_long(release: Release) -> str | None:
     return None
 
 
+def _wheel_fits(wheel: WheelLink) -> bool:
+    """Whether the upstream wheel's values fit the database (a longer one is never ours to mirror)."""
+    return len(wheel.filename) <= FILENAME_MAX and len(wheel.requires_python or "") <= REQUIRES_PYTHON_MAX
+
+
 def apply_page(
-    session: Session, project: Project, page: ProjectPage, problems: list[str] | None = None
+    session: Session,
+    project: Project,
+    page: ProjectPage,
+    problems: list[str] | None = None,
+    glibc: tuple[int, int] | None = None,
 ) -> int:
     """Bring the versions of ``project`` up to ``page``; the number of new versions.
 
-    A release with a value too long for the database is left out, said in ``problems``.
+    A release with a value too long for the database is left out, said in ``problems``. The
+    wheels the upstream publishes cover the ABIs they install on (``glibc``: the builders'
+    oldest, for manylinux wheels; None: not known, they cover nothing).
     """
     problems = [] if problems is None else problems
     existing = {v.version: v for v in project.versions}
     added = 0
+    wheels: dict[str, Sequence[WheelLink]] = {}
     for release in page.releases:
         wrong = _too_long(release)
         if wrong is not None:
@@ -164,6 +180,8 @@ def apply_page(
         row.sdist_url = release.sdist_url
         row.sdist_sha256 = release.sdist_sha256
         row.requires_python = release.requires_python
+        wheels[release.version] = [w for w in release.wheels if _wheel_fits(w)]
+    upstream_coverage.record_wheels(session, project, wheels, glibc)
     if len(page.display_name) <= DISPLAY_NAME_MAX:
         project.display_name = page.display_name
     else:
@@ -187,7 +205,11 @@ def _skipped_version(project: Project, version: str) -> bool:
 
 
 def add(
-    session: Session, upstream: Upstream, wanted: Iterable[Wanted], problems: list[str] | None = None
+    session: Session,
+    upstream: Upstream,
+    wanted: Iterable[Wanted],
+    problems: list[str] | None = None,
+    glibc: tuple[int, int] | None = None,
 ) -> list[tuple[str, list[str], bool]]:
     """Track the wanted projects: fetch each page first, so a bad name or page changes nothing.
 
@@ -202,7 +224,7 @@ def add(
         assert page is not None  # no etag was sent, so the page came back
         versions = _choose(page, want)
         project = _project(session, page.name, page.display_name)
-        apply_page(session, project, page, problems)
+        apply_page(session, project, page, problems, glibc)
         if not versions:
             project.watched = True
         said: list[str] = []
@@ -233,7 +255,10 @@ def tracked(session: Session) -> list[Project]:
 
 
 def sync(
-    sessions: Sessions, upstream: Upstream, progress: Callable[[str], None] = lambda _name: None
+    sessions: Sessions,
+    upstream: Upstream,
+    progress: Callable[[str], None] = lambda _name: None,
+    glibc: tuple[int, int] | None = None,
 ) -> SyncReport:
     """Refresh every tracked project (one conditional request each), one transaction per project.
 
@@ -259,7 +284,7 @@ def sync(
                 project = session.scalar(select(Project).where(Project.name == name))
                 if project is None:  # forgotten since the list was read
                     continue
-                added = apply_page(session, project, page, problems)
+                added = apply_page(session, project, page, problems, glibc)
         except (DataError, IntegrityError) as exc:  # what the checks before missed: this project only
             report.problem(name, f"{name}: not recorded: {str(exc.orig).splitlines()[0]}")
             continue

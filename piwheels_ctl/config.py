@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .abi import parse_glibc
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -57,6 +58,14 @@ class Settings(BaseModel):
     debian_suite: str = "auto"  # the builders' release ("auto": the apt sources' suite)
     contents_max_days: float = Field(default=7.0, gt=0)  # how old the cached index may get
     builder_fault_limit: int = Field(default=3, ge=1)  # hand-backs of one job before builder-fault
+    # Wheels the upstream already publishes for a target are not built; with this on, they are
+    # fetched, verified and published in our index (so it alone installs everything).
+    mirror_upstream: bool = True
+    mirror_max_mb: int = Field(default=1024, ge=1)  # the largest upstream wheel fetched
+    mirror_timeout: float = Field(default=600.0, gt=0)  # seconds for one wheel, as a whole
+    # The oldest glibc of the builders (and the Pis the index serves), e.g. "2.31": upstream
+    # manylinux wheels that need no newer one count as built. "" (not known): they do not.
+    manylinux_glibc: str = Field(default="", pattern=r"^(\d+\.\d+)?$")
 
     @field_validator("upstream", "build_index_url")
     @classmethod
@@ -116,6 +125,11 @@ class Settings(BaseModel):
         if "auto" in (mirror, suite):
             return None  # asked to follow apt sources that name no Debian mirror
         return mirror, suite
+
+    @property
+    def glibc(self) -> tuple[int, int] | None:
+        """``manylinux_glibc`` as (major, minor); None when not known."""
+        return parse_glibc(self.manylinux_glibc)
 
     @property
     def contents_dir(self) -> Path:

@@ -78,6 +78,12 @@ RULES: tuple[Rule, ...] = (
         'meson.build:31:9: ERROR: Dependency "cairo" not found, tried pkgconfig',
         "cairo",
     ),
+    Rule(  # meson 1.x, as meson-python builds print it (pycairo, dbus-python)
+        "missing-pkg-config",
+        r"Dependency \"?(?P<detail>[\w.+-]+)\"? not found \(tried pkg-?config",
+        '../cairo/meson.build:31:12: ERROR: Dependency "cairo" not found (tried pkg-config and cmake)',
+        "cairo",
+    ),
     # --- needs Rust: setuptools-rust, maturin, and cargo/rustc themselves.
     Rule("needs-rust", r"can't find Rust compiler", "      error: can't find Rust compiler", detail="cargo"),
     Rule(

@@ -137,6 +137,9 @@ class Version(Base):
     project: Mapped[Project] = relationship(back_populates="versions")
     builds: Mapped[list[Build]] = relationship(back_populates="version", cascade="all, delete-orphan")
     files: Mapped[list[File]] = relationship(back_populates="version", cascade="all, delete-orphan")
+    upstream_wheels: Mapped[list[UpstreamWheel]] = relationship(
+        back_populates="version", cascade="all, delete-orphan"
+    )
 
 
 class Abi(Base):
@@ -257,6 +260,8 @@ class File(Base):
     metadata_sha256: Mapped[str] = mapped_column(String(64))
     core_metadata: Mapped[str] = mapped_column(Text)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Fetched from the upstream as it was published there (mirrored), not built by us.
+    mirrored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     version: Mapped[Version] = relationship(back_populates="files")
     build: Mapped[Build | None] = relationship(back_populates="files")
@@ -271,6 +276,45 @@ class Coverage(Base):
     abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
     file_id: Mapped[int] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class UpstreamWheel(Base):
+    """A wheel the upstream publishes for a version, that installs on some platform we build for.
+
+    Such a wheel covers its ABIs (``UpstreamCoverage``): they are not built. With mirroring on,
+    the controller fetches it and publishes it (``file_id``); a wheel that cannot be mirrored
+    (its hash, its contents, or the upstream failing ``MIRROR_ATTEMPTS`` times) is ``given_up``
+    and its ABIs are built after all.
+    """
+
+    __tablename__ = "upstream_wheels"
+    __table_args__ = (UniqueConstraint("version_id", "filename"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)  # as the upstream declares it (PEP 700)
+    requires_python: Mapped[str | None] = mapped_column(String(255))
+    file_id: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    given_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)  # why the last mirroring failed
+
+    version: Mapped[Version] = relationship(back_populates="upstream_wheels")
+
+
+class UpstreamCoverage(Base):
+    """That (version, ABI) needs no build: a wheel the upstream publishes installs on that ABI."""
+
+    __tablename__ = "upstream_coverage"
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
+    wheel_id: Mapped[int] = mapped_column(
+        ForeignKey("upstream_wheels.id", ondelete="CASCADE"), primary_key=True, index=True
     )
 
 

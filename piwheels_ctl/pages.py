@@ -19,7 +19,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from .abi import AbiTags
-from .models import Abi, Build, Builder, BuildStatus, Coverage, File, Project
+from .models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage
 from .models import Version as VersionRow
 from .queue import runs_on
 
@@ -38,6 +38,8 @@ STATES = {
     "built": "built",
     "covered": "covered by another wheel",
     "imported": "imported wheel",
+    "mirrored": "mirrored from upstream",
+    "upstream": "on the upstream, not built",
     "failed": "failed",
     "building": "building now",
     "skipped": "skipped",
@@ -157,6 +159,15 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
     if version_ids:
         for cov in session.scalars(select(Coverage).where(Coverage.version_id.in_(version_ids))):
             coverage.setdefault((cov.version_id, cov.abi_id), cov.file_id)
+    upstream: set[tuple[int, int]] = set()
+    if version_ids:
+        upstream = set(
+            session.execute(
+                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id).where(
+                    UpstreamCoverage.version_id.in_(version_ids)
+                )
+            ).tuples()
+        )
     build_abi = {b.id: b.abi_id for rows in builds.values() for b in rows}
     used = {abi for _, abi in coverage} | {b.abi_id for rows in builds.values() for b in rows}
     abis = list(session.scalars(select(Abi).where(or_(Abi.active, Abi.id.in_(used))).order_by(Abi.tag)))
@@ -182,7 +193,10 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
                 tried = builds.get((row.id, abi.id), [])
                 latest = max(tried, key=lambda b: (b.started_at, b.id), default=None)
                 covered = files.get(coverage.get((row.id, abi.id), -1))
-                release.cells[abi.tag] = _cell(project, row, abi, latest, covered, build_abi, builders)
+                cell = _cell(project, row, abi, latest, covered, build_abi, builders)
+                if cell.state in ("pending", "no-sdist") and (row.id, abi.id) in upstream:
+                    cell = Cell("upstream")  # not built: the upstream's wheel (not mirrored yet)
+                release.cells[abi.tag] = cell
             for f in sorted(by_version.get(row.id, []), key=lambda f: f.filename):
                 release.files.append(
                     WheelFile(
@@ -229,7 +243,9 @@ def _cell(
 ) -> Cell:
     """The state of ``row`` on ``abi``: a wheel that installs there first, then the build."""
     if covered is not None:
-        if covered.build_id is None:
+        if covered.mirrored:
+            state = "mirrored"
+        elif covered.build_id is None:
             state = "imported"
         elif build_abi.get(covered.build_id) == abi.id:
             state = "built"

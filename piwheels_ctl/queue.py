@@ -14,7 +14,7 @@ from sqlalchemy import Select, and_, delete, exists, false, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
 from .abi import AbiTags
-from .models import Abi, Build, BuildStatus, Coverage, Project, Version, utcnow
+from .models import Abi, Build, BuildStatus, Coverage, Project, UpstreamCoverage, Version, utcnow
 
 # Candidates a claim looks at per query; on PostgreSQL it locks their versions until it commits.
 CLAIM_BATCH = 8
@@ -77,6 +77,7 @@ def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = F
             Version.sdist_url.is_not(None),
             or_(Version.yanked == false(), Version.priority > 0),
             ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
+            ~exists().where(UpstreamCoverage.version_id == Version.id, UpstreamCoverage.abi_id == Abi.id),
             ~exists().where(
                 Build.version_id == Version.id, Build.abi_id == Abi.id, Build.superseded == false()
             ),
@@ -124,6 +125,7 @@ def no_sdist_query() -> Select[Any]:
             exists().where(
                 Abi.active == true(),
                 ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
+                ~exists().where(UpstreamCoverage.version_id == Version.id, UpstreamCoverage.abi_id == Abi.id),
             ),
         )
         .order_by(Version.release_time.desc().nulls_last(), Version.id.desc())
@@ -195,6 +197,7 @@ def _still_pending(session: Session, version_id: int, abi_id: int) -> bool:
     PostgreSQL, where the query that found it may have started before another claim committed)."""
     taken = or_(
         exists().where(Coverage.version_id == version_id, Coverage.abi_id == abi_id),
+        exists().where(UpstreamCoverage.version_id == version_id, UpstreamCoverage.abi_id == abi_id),
         exists().where(
             Build.version_id == version_id,
             or_(

@@ -123,7 +123,12 @@ def _fresh_name(session: Session, folder: Path, wheel: Wheel) -> Wheel:
 
 
 def _commit_files(
-    session: Session, version: Version, build: Build | None, wheels: list[Wheel], folder: Path
+    session: Session,
+    version: Version,
+    build: Build | None,
+    wheels: list[Wheel],
+    folder: Path,
+    mirrored: bool = False,
 ) -> list[Wheel]:
     """Record ``wheels`` (renamed with a build tag where needed); the wheels as they will be placed."""
     abis = list(session.scalars(select(Abi)))
@@ -149,6 +154,7 @@ def _commit_files(
         file.core_metadata = wheel.metadata
         file.metadata_sha256 = wheel.metadata_sha256
         file.uploaded_at = utcnow()
+        file.mirrored = mirrored
         session.flush()
         add_coverage(session, file, abis)
     version.project.dirty = True
@@ -160,9 +166,12 @@ def install_files(
     www_dir: Path,
     wheels: list[Wheel],
     work: Callable[[Session], tuple[Version, Build | None]],
+    *,
+    mirrored: bool = False,
 ) -> list[Wheel]:
     """Run ``work`` and record ``wheels`` in one transaction, moving them into the repository and
     rewriting the project's index pages; the wheels as placed (some may have got a build tag).
+    ``mirrored``: the wheels are the upstream's own, fetched as published there.
 
     The rows, the files on disk and the pages appear together: if the commit fails, the wheels
     go back where they came from and the previous pages are restored. A wheel whose name is or
@@ -173,7 +182,7 @@ def install_files(
         with db.session() as session:
             version, build = work(session)
             target = wheel_dir(www_dir, version.project.name)
-            placed = _commit_files(session, version, build, wheels, target)
+            placed = _commit_files(session, version, build, wheels, target, mirrored)
             for wheel in placed:
                 undo.append(_place(wheel.path, target / wheel.filename))
             session.flush()

@@ -13,14 +13,26 @@ from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import urldefrag
+from urllib.parse import urldefrag, urlsplit
+from urllib.request import url2pathname
 
 import pypi_simple
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .errors import InputError, UpstreamError
 from .upstream_http import Answer, Fetcher
+
+
+@dataclass(frozen=True)
+class WheelLink:
+    """A wheel the upstream publishes that may install on a platform we build for."""
+
+    filename: str
+    url: str  # absolute URL (or file:// URL for a local folder)
+    sha256: str  # lower-case hex, as the upstream lists it
+    requires_python: str | None
+    size: int | None  # as the upstream declares it (PEP 700), when it does
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class Release:
     release_time: datetime | None  # earliest upload-time of the version's files, UTC-aware
     yanked: bool = False
     yanked_reason: str | None = None
+    wheels: tuple[WheelLink, ...] = ()  # for Linux or any platform, not yanked, with a sha256
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,9 @@ NAME_RE = re.compile(r"[A-Z0-9](?:[A-Z0-9._-]*[A-Z0-9])?", re.IGNORECASE | re.AS
 # The sdist formats pip builds from, most preferred first.
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 LOCAL_SUFFIXES = (*SDIST_SUFFIXES, ".whl")
+# Platform tags of wheels that may install on a builder (musllinux never does: Debian is glibc).
+LINUX_PLATFORMS = ("linux_", "manylinux")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +179,53 @@ class Upstream:
             releases=_releases(page.packages, page.versions or [], url),
             etag=new_etag,
         )
+
+    def download(self, url: str, dest: Path, *, sha256: str, limit: int, seconds: float) -> int:
+        """Fetch the file at ``url`` (listed on a project page) to ``dest``; its size.
+
+        The whole fetch has ``seconds``, the file ``limit`` bytes, and it must have the
+        ``sha256`` the page listed: UpstreamError otherwise (``dest`` is then removed). A local
+        folder's files are read from that folder only, an index's over HTTP(S) only.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(dest, "wb") as out:
+                for chunk in self._file_chunks(url, limit, seconds):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise UpstreamError(
+                    f"{url}: sha256 {digest.hexdigest()} differs from the {sha256} the upstream lists"
+                )
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return size
+
+    def _file_chunks(self, url: str, limit: int, seconds: float) -> Iterator[bytes]:
+        scheme = urlsplit(url).scheme
+        if self._folder is None:
+            if scheme not in ("http", "https"):
+                raise UpstreamError(f"{url}: an index's files are fetched over HTTP(S) only")
+            with self._http.get(url, {}, seconds=seconds, limit=limit, what="file") as answer:
+                _check_status(url, answer)
+                yield from answer.chunks
+            return
+        path = Path(url2pathname(urlsplit(url).path)) if scheme == "file" else None
+        if path is None or path.parent != self._folder.resolve():
+            raise UpstreamError(f"{url}: not a file of the upstream folder {self._folder}")
+        try:
+            with open(path, "rb") as f:
+                read = 0
+                while chunk := f.read(1 << 20):
+                    read += len(chunk)
+                    if read > limit:
+                        raise UpstreamError(f"{url}: the file is larger than the {limit:,} bytes allowed")
+                    yield chunk
+        except OSError as exc:
+            raise UpstreamError(f"{url}: cannot read the upstream's file: {exc}") from exc
 
     def project_names(self) -> Iterator[tuple[str, str]]:
         """Every project of the upstream as (canonical name, display name), streamed."""
@@ -291,6 +354,7 @@ def _release(version: str, files: list[pypi_simple.DistributionPackage]) -> Rele
     times = [_utc(f.upload_time) for f in files if f.upload_time is not None]
     yanked = bool(files) and all(f.is_yanked for f in files)
     sha256 = sdist.digests.get("sha256") if sdist is not None else None
+    wheels = tuple(link for f in files if (link := _wheel_link(f)) is not None)
     return Release(
         version=version,
         sdist_filename=sdist.filename if sdist is not None else None,
@@ -300,6 +364,30 @@ def _release(version: str, files: list[pypi_simple.DistributionPackage]) -> Rele
         release_time=min(times, default=None),
         yanked=yanked,
         yanked_reason=next((f.yanked_reason for f in files if f.yanked_reason), None) if yanked else None,
+        wheels=wheels,
+    )
+
+
+def _wheel_link(package: pypi_simple.DistributionPackage) -> WheelLink | None:
+    """The file as a WheelLink when it is a wheel that might cover one of our targets: a valid
+    name, a tag for any platform or for Linux, a sha256 to check it against, not yanked."""
+    if package.package_type != "wheel" or package.is_yanked:
+        return None
+    try:
+        _name, _version, _build, tags = parse_wheel_filename(package.filename)
+    except InvalidWheelFilename:
+        return None
+    if not any(t.platform == "any" or t.platform.startswith(LINUX_PLATFORMS) for t in tags):
+        return None
+    sha256 = (package.digests.get("sha256") or "").lower()
+    if not SHA256_RE.fullmatch(sha256):
+        return None
+    return WheelLink(
+        filename=package.filename,
+        url=urldefrag(package.url).url,
+        sha256=sha256,
+        requires_python=package.requires_python,
+        size=package.size,
     )
 
 

@@ -147,7 +147,9 @@ class Fetcher:
         self._session.close()
 
     @contextmanager
-    def get(self, url: str, headers: Mapping[str, str], *, seconds: float, limit: int) -> Iterator[Answer]:
+    def get(
+        self, url: str, headers: Mapping[str, str], *, seconds: float, limit: int, what: str = "page"
+    ) -> Iterator[Answer]:
         """GET ``url``; every failure to get a whole answer in time becomes UpstreamError naming it."""
         watch = _Watch()
         timer = threading.Timer(seconds, watch.expire)
@@ -165,7 +167,7 @@ class Fetcher:
                 status=response.status_code,
                 reason=response.reason or "",
                 headers=response.headers,
-                chunks=self._chunks(response, deadline, limit, seconds, watch),
+                chunks=self._chunks(response, deadline, limit, seconds, watch, what),
             )
         finally:
             timer.cancel()
@@ -205,30 +207,30 @@ class Fetcher:
 
     @staticmethod
     def _chunks(
-        response: requests.Response, deadline: float, limit: int, seconds: float, watch: _Watch
+        response: requests.Response, deadline: float, limit: int, seconds: float, watch: _Watch, what: str
     ) -> Iterator[bytes]:
         url = response.url
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise UpstreamError(
-                f"{url}: the page is larger than the {limit:,} bytes allowed ({int(declared):,})"
+                f"{url}: the {what} is larger than the {limit:,} bytes allowed ({int(declared):,})"
             )
         size = 0
         try:
             for chunk in response.iter_content(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise UpstreamError(f"{url}: the page is larger than the {limit:,} bytes allowed")
+                    raise UpstreamError(f"{url}: the {what} is larger than the {limit:,} bytes allowed")
                 if time.monotonic() > deadline:
                     watch.expire()
                     raise UpstreamError(
-                        f"{url}: timed out: no whole page within {seconds:g} s (http_timeout)"
+                        f"{url}: timed out: no whole {what} within {seconds:g} s (http_timeout)"
                     )
                 yield chunk
         except requests.RequestException as exc:
-            raise UpstreamError(f"{url}: {_failure(exc, watch, seconds, 'the page broke off')}") from exc
+            raise UpstreamError(f"{url}: {_failure(exc, watch, seconds, f'the {what} broke off')}") from exc
         if watch.expired:  # shut at the deadline, so the end seen was not the page's end
-            raise UpstreamError(f"{url}: timed out: no whole page within {seconds:g} s (http_timeout)")
+            raise UpstreamError(f"{url}: timed out: no whole {what} within {seconds:g} s (http_timeout)")
 
 
 def _failure(exc: requests.RequestException, watch: _Watch, seconds: float, what: str) -> str:

@@ -158,7 +158,9 @@ def test_upstream_page_that_is_garbage_is_refused(env: dict[str, str], tmp_path:
 def test_sync_costs_one_304_per_unchanged_project_and_picks_up_new_versions(tmp_path: Path) -> None:
     folder = tmp_path / "index"
     folder.mkdir()
-    make_wheel(folder, "binonly", "1.0")  # a version with no sdist: it waits as no-sdist
+    # A version with no sdist and no wheel for our platforms: it waits as no-sdist. (A wheel that
+    # installs here would cover it: tests/test_mirror.py.)
+    make_wheel(folder, "binonly", "1.0", tag="cp311-cp311-win_amd64")
     (folder / "demo-1.0.tar.gz").write_bytes(b"sdist")
     with IndexServer(folder) as index:
         env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=index.url)

@@ -19,6 +19,8 @@ TABLES = {
     "builders",
     "builds",
     "coverage",
+    "upstream_coverage",
+    "upstream_wheels",
     "files",
     "handbacks",
     "projects",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.errors import InputError, UpstreamError
-from piwheels_ctl.upstream import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream
+from piwheels_ctl.upstream import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream, WheelLink
 
 from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
 
@@ -65,8 +65,15 @@ def upstream(server: IndexServer) -> Iterator[Upstream]:
         yield up
 
 
-def expected_demo(dist: Path, files_url: str, *, times: bool) -> list[Release]:
-    """The releases of the demo project in ``dist`` served with files under ``files_url``."""
+def expected_demo(dist: Path, files_url: str, *, times: bool, sizes: bool | None = None) -> list[Release]:
+    """The releases of the demo project in ``dist`` served with files under ``files_url``
+    (``times``: with upload times; ``sizes``, which defaults to ``times``: with file sizes)."""
+    sizes = times if sizes is None else sizes
+
+    def wheel(filename: str) -> WheelLink:
+        path = dist / filename
+        size = path.stat().st_size if sizes else None
+        return WheelLink(filename, files_url + filename, sha256(path), None, size)
 
     def release(version: str, sdist: str | None, *filenames: str) -> Release:
         return Release(
@@ -76,6 +83,7 @@ def expected_demo(dist: Path, files_url: str, *, times: bool) -> list[Release]:
             sdist_sha256=sha256(dist / sdist) if sdist else None,
             requires_python=None,
             release_time=min(FILES[f] for f in filenames) if times else None,
+            wheels=tuple(wheel(f) for f in filenames if f.endswith(".whl")),
         )
 
     return [

@@ -18,6 +18,7 @@ from rich.table import Table
 from .. import catalog
 from ..errors import PiwheelsError
 from ..executors import open_executors
+from ..mirror import mirror
 from ..publisher import publish_from
 from ..queue import Job
 from ..runner import Progress, Runner, RunReport
@@ -131,7 +132,31 @@ def _print_report(report: RunReport) -> None:
     )
 
 
+def _mirror_round(app: App) -> None:
+    """Fetch and publish the upstream's wheels that cover what would otherwise be built."""
+    if not app.settings.mirror_upstream:
+        return
+    app.refresh_local_builder()  # a new ABI gets its upstream coverage first
+    with app.upstream() as upstream, err.status("mirroring") as status:
+        report = mirror(
+            app.database(), app.settings, upstream, lambda c: status.update(f"mirroring {c.filename}")
+        )
+    for _filename, error in report.retried:
+        err.print(
+            f"[yellow]mirror:[/] {escape(error)} (tried again next run)", highlight=False, soft_wrap=True
+        )
+    for filename, error in report.given_up:
+        err.print(
+            f"[yellow]mirror:[/] {escape(filename)} given up, its targets are built: {escape(error)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.mirrored:
+        out.print(f"mirrored {len(report.mirrored)} wheel(s) from the upstream")
+
+
 def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress: Progress) -> RunReport:
+    _mirror_round(app)
     db = app.database()
     runner = Runner(db, app.settings, open_executors(db, app.settings), progress)
     runner_box[:] = [runner]
@@ -142,7 +167,7 @@ def _sync_round(app: App) -> None:
     """One sync of ``run --forever``: whatever goes wrong is reported, and the farm goes on."""
     try:
         with app.upstream() as upstream:
-            report = catalog.sync(app.database().session, upstream)
+            report = catalog.sync(app.database().session, upstream, glibc=app.settings.glibc)
     # Anything at all: a hostile page, the upstream or the database away, or a bug in the
     # sync must not stop building and publishing; the next round tries again.
     except Exception as exc:

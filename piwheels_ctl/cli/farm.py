@@ -111,6 +111,7 @@ def builders_add(
         state = register_remote(
             session, name=name, host=host, port=port, user=user, key_file=key,
             host_key=endpoint.host_key or "", slots=slots, info=probe.info, probes=probe.pythons,
+            glibc=app.settings.glibc,
         )  # fmt: skip
     tags = ", ".join(f"{p['python_tag']}-{p['abi_tag']}-{p['platform_tag']}" for p in probe.pythons.values())
     out.print(f"{state} {name}: {tags}")
@@ -206,5 +207,5 @@ def builders_check(app: App, name: str | None) -> None:
             row.info = {**row.info, **probe.info, "last_error": None}
             row.healthy = True
             row.retry_at = None
-            set_pythons(session, row, probe.pythons)
+            set_pythons(session, row, probe.pythons, app.settings.glibc)
         out.print(f"{builder.name}: ok, {probe.info['free_mb']} MB free, load {probe.info['load']}")

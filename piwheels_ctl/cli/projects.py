@@ -48,7 +48,7 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     problems: list[str] = []
     with app.upstream() as upstream, app.session() as session:
-        added = catalog.add(session, upstream, wanted, problems)
+        added = catalog.add(session, upstream, wanted, problems, app.settings.glibc)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     for name, versions, skipped in added:
@@ -90,7 +90,9 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
             for problem in listing["problems"]:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
-            report = catalog.sync(db.session, upstream, lambda name: status.update(f"syncing {name}"))
+            report = catalog.sync(
+                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
+            )
     for _name, problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     skipped = {name for name, _ in report.problems}

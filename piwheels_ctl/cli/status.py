@@ -14,7 +14,7 @@ from rich.markup import escape
 from sqlalchemy import func, select
 
 from .. import catalog
-from ..models import Abi, Build, BuildStatus, File, Project, Version
+from ..models import Abi, Build, BuildStatus, File, Project, UpstreamCoverage, Version
 from ..queue import Job, no_sdist_query, pending, waiting
 from . import App, cli, out, pass_app
 
@@ -94,6 +94,16 @@ def _status(session: Session) -> dict[str, Any]:
             for name, version, reason in catalog.skipped(session)
         ],
         "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
+        "upstream_covered": count(
+            select(func.count()).select_from(
+                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id)
+                .join(Abi, Abi.id == UpstreamCoverage.abi_id)
+                .where(Abi.active)
+                .distinct()
+                .subquery()
+            )
+        ),
+        "mirrored": count(select(func.count()).select_from(File).where(File.mirrored)),
     }
 
 
@@ -109,6 +119,8 @@ _STATUS_LABELS = {
     "files": "wheels in the index",
     "bytes": "bytes of wheels",
     "pending": "queue: (version, ABI) pairs to build",
+    "upstream_covered": "(version, ABI) pairs the upstream's own wheels cover: not built",
+    "mirrored": "wheels mirrored from the upstream",
     "skipped": "skipped (unskip NAME[==VERSION])",
 }
 
