@@ -208,10 +208,19 @@ def _allowed_hosts(urls):
 
 def _sweep(work_root):
     # type: (str) -> None
-    """Remove the folders of builds whose agent is gone (killed): nobody holds their lock."""
+    """Remove the folders of builds whose agent is gone (killed): nobody holds their lock.
+
+    A build's folder appears under its ``build-`` name only once its lock is held (made as
+    ``.new-``, locked, then renamed); a ``.new-`` folder an hour old was left by a killed agent.
+    """
     for entry in os.listdir(work_root):
         folder = os.path.join(work_root, entry)
-        if not entry.startswith("build-") or not os.path.isdir(folder):
+        if not os.path.isdir(folder):
+            continue
+        if entry.startswith(".new-") and time.time() - os.path.getmtime(folder) > 3600:
+            supervise.remove_tree(folder)
+            continue
+        if not entry.startswith("build-"):
             continue
         try:
             with open(os.path.join(folder, ".lock"), "a") as lock:
@@ -278,10 +287,12 @@ def build(
         return builder_error("sandbox: %s" % (exc,))
     try:
         _sweep(work_root)
-        work = tempfile.mkdtemp(prefix="build-", dir=work_root)
+        new = tempfile.mkdtemp(prefix=".new-", dir=work_root)
         # Held while the build runs: a later agent removes the folders whose lock nobody holds.
-        with open(os.path.join(work, ".lock"), "w") as lock:
+        with open(os.path.join(new, ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            work = os.path.join(work_root, "build-" + os.path.basename(new)[len(".new-") :])
+            os.rename(new, work)
             try:
                 sdist = None
                 if sdist_url:
