@@ -209,6 +209,7 @@ class Upstream:
         if self._folder is None:
             if scheme not in ("http", "https"):
                 raise UpstreamError(f"{url}: an index's files are fetched over HTTP(S) only")
+            self._http.check_file_host(url)
             with self._http.get(url, {}, seconds=seconds, limit=limit, what="file") as answer:
                 _check_status(url, answer)
                 yield from answer.chunks

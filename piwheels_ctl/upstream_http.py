@@ -7,6 +7,7 @@ the request's socket, which wakes any blocked read (headers, TLS handshake or bo
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -145,6 +146,23 @@ class Fetcher:
 
     def close(self) -> None:
         self._session.close()
+
+    def check_file_host(self, url: str) -> None:
+        """UpstreamError unless ``url`` is on the index's host, a configured one, or a public
+        address: a hostile page must not send the controller to this machine or its network."""
+        host = (urlsplit(url).hostname or "").lower()
+        if host in self._hosts:
+            return
+        try:
+            addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UpstreamError(f"{url}: cannot resolve {host!r}: {exc}") from None
+        for address in sorted(addresses):
+            if not ipaddress.ip_address(str(address).split("%")[0]).is_global:
+                raise UpstreamError(
+                    f"{url}: {host} is at {address}, not a public address "
+                    "(allow it with the upstream_redirect_hosts setting)"
+                )
 
     @contextmanager
     def get(

@@ -22,6 +22,7 @@ from piwheels_ctl import catalog
 from piwheels_ctl.builders import ensure_abi
 from piwheels_ctl.config import Settings
 from piwheels_ctl.database import Database
+from piwheels_ctl.errors import UpstreamError
 from piwheels_ctl.mirror import MIRROR_ATTEMPTS, mirror
 from piwheels_ctl.models import Abi, Build, Coverage, File, UpstreamCoverage, UpstreamWheel
 from piwheels_ctl.queue import pending
@@ -231,3 +232,17 @@ def test_with_mirroring_off_the_version_is_still_not_built(index: IndexServer, t
     piwheels(env, "publish")
     page = (tmp_path / "data" / "www" / "project" / "mirr" / "index.html").read_text()
     assert "on the upstream, not built" in page
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.2:9/demo-1.0-py3-none-any.whl", "http://10.1.2.3/x.whl"])
+def test_a_page_cannot_send_the_controller_to_this_machine_or_its_network(
+    index: IndexServer, tmp_path: Path, url: str
+) -> None:
+    # Another host than the index's, at a loopback or private address: refused before any
+    # connection (nothing listens there), whatever the page claims the file is.
+    with (
+        Upstream(index.url, timeout=10) as upstream,
+        pytest.raises(UpstreamError, match="not a public address"),
+    ):
+        upstream.download(url, tmp_path / "x.whl", sha256="0" * 64, limit=1 << 20, seconds=10)
+    assert not (tmp_path / "x.whl").exists()
