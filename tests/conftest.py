@@ -189,7 +189,8 @@ def _suggest(data: Path, name: str, packages: list[str]) -> None:
             for build in session.scalars(
                 select(Build).join(Build.version).join(VersionRow.project).where(Project.name == name)
             ):
-                build.failure_packages = packages
+                if build.failure_reason is not None:
+                    build.failure_packages = packages
     finally:
         db.dispose()
 
@@ -232,7 +233,8 @@ def site_farm(
         piwheels(env, "init")
         piwheels(env, "add", "pure-ok==1.0", "pure-ok==0.8", "fails-header")
         piwheels(env, "run")
-        _suggest(root / "data", "fails-header", ["libnosuchheader-dev"])
+        for name in ("pure-ok", "fails-header"):  # both failed for want of no_such_header_xyz.h
+            _suggest(root / "data", name, ["libnosuchheader-dev"])
         piwheels(env, "add", "pure-ok==0.9", "py2-only", "c-ext")
         piwheels(env, "skip", "py2-only", "--reason", "upstream supports Python 2 only")
         piwheels(env, "publish")

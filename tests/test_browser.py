@@ -66,6 +66,10 @@ def test_project_page_in_chromium(page: Page, site: str, shots: Path) -> None:
         " [td.querySelector('.reason').textContent, td.querySelector('a.log').href])"
     )
     assert failed and all("missing-header" in reason for reason, _ in failed), failed
+    fixes = page.evaluate(
+        "Array.from(document.querySelectorAll('#releases td.failed')).map(td => td.textContent)"
+    )
+    assert all("libnosuchheader-dev" in text for text in fixes), f"no suggested package: {fixes}"
     install = page.evaluate("document.getElementById('install').textContent")
     assert install == "pip install --index-url http://pi.example.org/simple/ pure-ok", install
     # The log link works, and the browser shows it as text.
