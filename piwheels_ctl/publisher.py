@@ -330,8 +330,9 @@ def _project_json(name: str, files: list[_IndexFile]) -> dict[str, Any]:
                 "yanked": (f.yanked_reason or True) if f.yanked else False,
                 "size": f.size,
                 "upload-time": f.uploaded_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                # PEP 714: only "core-metadata" in JSON; pip 22.3 to 23.0 (Debian bookworm's)
+                # crash on a "dist-info-metadata" object there.
                 "core-metadata": {"sha256": f.metadata_sha256},
-                "dist-info-metadata": {"sha256": f.metadata_sha256},
             }
             for f in files
         ],

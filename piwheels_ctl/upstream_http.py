@@ -7,7 +7,6 @@ the request's socket, which wakes any blocked read (headers, TLS handshake or bo
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
-from . import __version__
+from . import __version__, buildnet
 from .errors import UpstreamError
 
 MAX_REDIRECTS = 5
@@ -149,7 +148,8 @@ class Fetcher:
 
     def check_file_host(self, url: str) -> None:
         """UpstreamError unless ``url`` is on the index's host, a configured one, or a public
-        address: a hostile page must not send the controller to this machine or its network."""
+        address: a hostile page must not send the controller to this machine or its network
+        (the same rule as a build's network, ``buildnet.is_public``)."""
         host = (urlsplit(url).hostname or "").lower()
         if host in self._hosts:
             return
@@ -158,7 +158,7 @@ class Fetcher:
         except (socket.gaierror, UnicodeError) as exc:
             raise UpstreamError(f"{url}: cannot resolve {host!r}: {exc}") from None
         for address in sorted(addresses):
-            if not ipaddress.ip_address(str(address).split("%")[0]).is_global:
+            if not buildnet.is_public(str(address)):
                 raise UpstreamError(
                     f"{url}: {host} is at {address}, not a public address "
                     "(allow it with the upstream_redirect_hosts setting)"
