@@ -362,16 +362,11 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
         wanted = [target]
     else:
         wanted = ["--no-binary", job.name, "%s==%s" % (job.name, job.version)]
-    command = [
-        job.python,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-cache-dir",
-        "--wheel-dir",
-        wheels,
-    ] + wanted
+    command = [job.python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--wheel-dir", wheels]
+    if job.frontend:  # the pinned pip (frontend.py), whatever the builder has; isolated PEP 517 builds
+        env["PYTHONPATH"] = job.frontend
+        command.append("--use-pep517")
+    command += wanted
     proxy = None
     if kind == "bwrap":
         proxy = buildnet.Proxy(

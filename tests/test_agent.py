@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from piwheels_ctl import agent
@@ -87,3 +88,18 @@ def test_an_sdist_that_cannot_be_fetched_is_the_builders_fault(tmp_path: Path) -
         sdist_url=(tmp_path / "gone-1.0.tar.gz").as_uri(), sdist_sha256="0" * 64,
     )  # fmt: skip
     assert result["status"] == "error" and "download" in str(result["error"]), result
+
+
+def test_the_build_runs_the_pinned_pip_not_the_interpreters_own(tmp_path: Path) -> None:
+    # A stand-in for the pinned pip's wheel (piwheels_ctl.frontend): its `python -m pip` says so.
+    wheel = tmp_path / "frontends" / "pip-0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pip/__init__.py", "")
+        archive.writestr("pip/__main__.py", "import sys\nprint('PINNED-PIP', sys.argv[1:])\nsys.exit(1)\n")
+    outbox, log = str(tmp_path / "outbox"), tmp_path / "build.log"
+    result = agent.build(
+        "/usr/bin/python3", "demo", "1.0", outbox, str(log), str(tmp_path / "w"), frontend=str(wheel)
+    )
+    text = log.read_text()
+    assert result["status"] == "failed" and "PINNED-PIP" in text and "--use-pep517" in text, text
