@@ -8,6 +8,8 @@ and an unused port, with a host key made for it and checked by every client.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import os
 import shutil
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CACHE = Path("/var/cache/piwheels-tests")
 BASE = CACHE / "bookworm-master"
 APT_ARCHIVES = CACHE / "apt-archives"
@@ -29,6 +32,8 @@ BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificate
 # container shares the host's uids (a private user namespace cannot boot here, see below),
 # and other tests end processes by uid.
 CONTAINER_UID_MIN = 62000
+# The cgroup hierarchies systemd tracks its units in, on this host's cgroup v1 ("hybrid") layout.
+CGROUP_TREES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 
 
 def why_no_boot() -> str | None:
@@ -75,6 +80,9 @@ def base_root() -> Path:
         if (BASE / ".complete").exists():
             return BASE
         work = Path(tempfile.mkdtemp(prefix="bookworm-master.", dir=CACHE))
+        # mkdtemp makes the folder 0700; as the machine's "/" that locks out every user but root
+        # (dbus-daemon, as messagebus, then cannot read its own configuration and never starts).
+        work.chmod(0o755)
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(work),
              debian_mirror()],
@@ -119,6 +127,7 @@ class Machine:
     known_hosts: Path
     log: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    cgroups: list[Path] = field(default_factory=list, repr=False)
 
     def ssh_args(self) -> list[str]:
         return [
@@ -147,8 +156,17 @@ class Machine:
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=passive",
             "-D", str(self.root), "-M", self.name, f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
         ]  # fmt: skip
+        # Without a machined, nspawn puts the machine in "payload" under its own cgroup: started from
+        # the root cgroup, every machine on this host (and one left over by a killed run) would share
+        # /payload, and their systemds would manage each other's units. Each gets a cgroup of its own.
+        group = f"piwheels-test-{self.name}-{os.getpid()}"
+        self.cgroups = [tree / group for tree in CGROUP_TREES if (tree / "cgroup.procs").exists()]
+        for cgroup in self.cgroups:
+            cgroup.mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=self._enter_cgroups
+            )
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -171,16 +189,29 @@ class Machine:
                 raise RuntimeError(f"{self.name}: system {state}:\n{jobs.stdout}")
             time.sleep(0.5)
 
+    def _enter_cgroups(self) -> None:
+        """In nspawn's process before it starts: its own cgroups, and a halt if the test dies."""
+        for cgroup in self.cgroups:
+            (cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        # A test run killed outright would leave the machine running, its sshd on the host's network.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
     def stop(self) -> None:
         """Shut the machine down (SIGTERM to nspawn halts it), killing it if it takes too long."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        for cgroup in self.cgroups:
+            for folder in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
 
 
 def make_machine(folder: Path, name: str, address: str) -> Machine:
@@ -188,6 +219,7 @@ def make_machine(folder: Path, name: str, address: str) -> Machine:
     base = base_root()
     root = folder / "root"
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
+    root.chmod(0o755)  # a root cached by an earlier version of this module may be 0700
     (root / "etc" / "hostname").write_text(f"{name}\n")
     host_key = _keygen(root / "etc" / "ssh" / "ssh_host_ed25519_key", name)
     port = _free_port(address)
