@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,9 +30,10 @@ APT_ARCHIVES = CACHE / "apt-archives"
 # Python for Ansible. Everything else the master role installs itself.
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,iproute2,procps"
 # Users the container makes get uids far from this host's test users (1000-1999): the
-# container shares the host's uids (a private user namespace cannot boot here, see below),
-# and other tests end processes by uid.
-CONTAINER_UID_MIN = 62000
+# container shares the host's uids (see README for why it has no user namespace of its own),
+# and other tests end processes by uid. Below systemd's DynamicUser range (61184-65519):
+# useradd refuses a UID_MIN above UID_MAX.
+CONTAINER_UIDS = (42000, 42999)
 # The cgroup hierarchies systemd tracks its units in, on this host's cgroup v1 ("hybrid") layout.
 CGROUP_TREES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 
@@ -93,9 +95,6 @@ def base_root() -> Path:
             raise RuntimeError(f"debootstrap failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         for key in (work / "etc" / "ssh").glob("ssh_host_*"):
             key.unlink()  # each container gets a host key of its own
-        defs = work / "etc" / "login.defs"
-        defs.write_text(defs.read_text().replace("\nUID_MIN", f"\nUID_MIN\t{CONTAINER_UID_MIN}\n#UID_MIN", 1))
-        defs.write_text(defs.read_text().replace("\nGID_MIN", f"\nGID_MIN\t{CONTAINER_UID_MIN}\n#GID_MIN", 1))
         (work / ".complete").touch()
         shutil.rmtree(BASE, ignore_errors=True)
         work.rename(BASE)
@@ -221,6 +220,10 @@ def make_machine(folder: Path, name: str, address: str) -> Machine:
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
     root.chmod(0o755)  # a root cached by an earlier version of this module may be 0700
     (root / "etc" / "hostname").write_text(f"{name}\n")
+    defs = root / "etc" / "login.defs"
+    text = re.sub(r"(?m)^#?[UG]ID_M(IN|AX)\b.*\n", "", defs.read_text())
+    first, last = CONTAINER_UIDS
+    defs.write_text(text + "".join(f"{kind}ID_MIN\t{first}\n{kind}ID_MAX\t{last}\n" for kind in "UG"))
     host_key = _keygen(root / "etc" / "ssh" / "ssh_host_ed25519_key", name)
     port = _free_port(address)
     (root / "etc" / "ssh" / "sshd_config.d" / "piwheels-test.conf").write_text(
