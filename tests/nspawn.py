@@ -25,7 +25,8 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CACHE = Path("/var/cache/piwheels-tests")
 BASE = CACHE / "bookworm-master"
-APT_ARCHIVES = CACHE / "apt-archives"
+APT_ARCHIVES = CACHE / "apt-archives"  # kept between runs: the master's packages
+PIP_CACHE = CACHE / "pip"  # and root's pip cache, which the role's installs use
 # What an operator's freshly installed Debian has that minbase lacks: systemd as init, sshd,
 # Python for Ansible. Everything else the master role installs itself.
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,iproute2,procps"
@@ -150,10 +151,12 @@ class Machine:
     def boot(self) -> None:
         """Boot and wait until systemd says the system is up (running or degraded)."""
         APT_ARCHIVES.mkdir(parents=True, exist_ok=True)
+        PIP_CACHE.mkdir(parents=True, exist_ok=True)
         # --register=no --keep-unit: this host's PID 1 is not systemd, there is no machined.
         command = [
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=passive",
             "-D", str(self.root), "-M", self.name, f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
+            f"--bind={PIP_CACHE}:/root/.cache/pip",
         ]  # fmt: skip
         # Without a machined, nspawn puts the machine in "payload" under its own cgroup: started from
         # the root cgroup, every machine on this host (and one left over by a killed run) would share
@@ -213,6 +216,23 @@ class Machine:
                 cgroup.rmdir()
 
 
+def _trust_like_this_host(root: Path) -> None:
+    """pip in the machine trusts the certificates pip here trusts (this host may reach PyPI through
+    a proxy whose authority only its own bundle holds); the machine shares this host's network."""
+    bundle = next(
+        (
+            Path(v)
+            for v in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"))
+            if v and Path(v).is_file()
+        ),
+        Path("/etc/ssl/certs/ca-certificates.crt"),
+    )
+    if not bundle.is_file():
+        return
+    shutil.copy(bundle, root / "etc" / "ssl" / "certs" / "piwheels-test-host.crt")
+    (root / "etc" / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/piwheels-test-host.crt\n")
+
+
 def make_machine(folder: Path, name: str, address: str) -> Machine:
     """A copy of the cached root in ``folder``, with its own host key, root's key and sshd address."""
     base = base_root()
@@ -230,6 +250,7 @@ def make_machine(folder: Path, name: str, address: str) -> Machine:
         f"ListenAddress {address}:{port}\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
         "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
     )
+    _trust_like_this_host(root)
     key_file = folder / "root_key"
     public = _keygen(key_file, f"root of {name}")
     ssh_dir = root / "root" / ".ssh"
