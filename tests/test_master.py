@@ -38,6 +38,7 @@ OLD_HEAD_SCHEMA = "0002"
 CTL = "/opt/piwheels/venv/bin/piwheels-ctl --config /etc/piwheels/piwheels.toml"
 MASTER_ADDRESS = "127.0.1.10"
 BUILDER_ADDRESSES = {"b1": "127.0.1.11", "b2": "127.0.1.12"}
+FRESH_DEBIAN_LACKS = "python3-packaging sudo"
 DB_PASSWORD = "s3cret 'quoted' /slash"
 
 pytestmark = [
@@ -236,9 +237,10 @@ def _new(farm: Farm, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_an_old_release_farm_builds_under_systemd(farm: Farm) -> None:
     """The farm as commit 0f4a855's playbook set it up: PostgreSQL, the unit, nginx, one builder."""
-    # That release's pip task needs python3-packaging on the master and did not install it: its
-    # operator had to. The new release's role installs it (the package goes again before it runs).
-    farm.machine.sh("apt-get update -qq && apt-get install -qq -y python3-packaging", timeout=300)
+    # That release needs python3-packaging (its pip task) and sudo (its tasks as postgres) on the
+    # master and did not install them: its operator had to. The new release's role installs them
+    # (they go again before it runs).
+    farm.machine.sh(f"apt-get update -qq && apt-get install -qq -y {FRESH_DEBIAN_LACKS}", timeout=300)
     proc = farm.playbook(farm.old_checkout, "playbooks/site.yml", "--limit", "master1,b1")
     assert proc.returncode == 0, proc.stdout[-6000:]
     assert (
@@ -260,7 +262,7 @@ def test_a_failed_migration_leaves_the_old_release_running_and_says_why(farm: Fa
     before = farm.machine.sh("systemctl show -P MainPID piwheels-ctl").stdout.strip()
     # What 0004 adds is there already (a DBA's hand): 0003 works, 0004 fails, nothing stays.
     farm.sql("ALTER TABLE projects ADD COLUMN dirty_generation integer")
-    farm.machine.sh("apt-get purge -qq -y python3-packaging", timeout=300)  # the new role installs it
+    farm.machine.sh(f"apt-get purge -qq -y {FRESH_DEBIAN_LACKS}", timeout=300)  # the new role installs them
     proc = _new(farm, "--limit", "master1")
     assert proc.returncode != 0
     assert "failed, nothing was changed and the old release runs on" in proc.stdout, proc.stdout[-5000:]
