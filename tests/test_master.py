@@ -262,7 +262,8 @@ def test_a_failed_migration_leaves_the_old_release_running_and_says_why(farm: Fa
     before = farm.machine.sh("systemctl show -P MainPID piwheels-ctl").stdout.strip()
     # What 0004 adds is there already (a DBA's hand): 0003 works, 0004 fails, nothing stays.
     farm.sql("ALTER TABLE projects ADD COLUMN dirty_generation integer")
-    farm.machine.sh(f"apt-get purge -qq -y {FRESH_DEBIAN_LACKS}", timeout=300)  # the new role installs them
+    # What the old release's operator installed by hand goes: the new role installs it again.
+    farm.machine.sh(f"SUDO_FORCE_REMOVE=yes apt-get purge -qq -y {FRESH_DEBIAN_LACKS}", timeout=300)
     proc = _new(farm, "--limit", "master1")
     assert proc.returncode != 0
     assert "failed, nothing was changed and the old release runs on" in proc.stdout, proc.stdout[-5000:]
