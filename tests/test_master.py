@@ -222,6 +222,8 @@ def farm(fixture_sdists: dict[str, Path], build_deps: Path) -> Iterator[Farm]:
                 + _vault(root, DB_PASSWORD)
                 + "master_tls: true\nmaster_nginx_server_name: localhost 127.0.0.1\n"
                 + "master_backup_keep: 2\nmaster_build_log_days: 1\nmaster_nginx_log_days: 3\n"
+                # The new builder role registers as the controller's user itself: no runuser.
+                + f"builder_controller: {CTL}\n"
             )
             yield Farm(root, machine, builders, inventory, old, http_port, https_port, ca_file)
     finally:
