@@ -404,11 +404,12 @@ def test_pip_installs_from_nginx_over_https(farm: Farm, tmp_path: Path) -> None:
         assert exc.code == 301 and exc.headers["Location"].startswith("https://127.0.0.1:")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
+    pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--cert", str(farm.ca_file), "--index-url", url,
          "pure-ok", "c-ext", "abi3-ext", "slow-ok"],
-        check=True, capture_output=True, env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"},
+        check=False, capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"},
     )  # fmt: skip
+    assert pip.returncode == 0, pip.stdout + pip.stderr
     subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import c_ext; assert c_ext.add(1, 1) == 2"], check=True
     )
