@@ -404,10 +404,13 @@ def test_pip_installs_from_nginx_over_https(farm: Farm, tmp_path: Path) -> None:
         assert exc.code == 301 and exc.headers["Location"].startswith("https://127.0.0.1:")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (set on some hosts) win over pip's --cert.
+    env = {k: v for k, v in os.environ.items() if k not in {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}}
+    env["PIP_CONFIG_FILE"] = "/dev/null"
     pip = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--cert", str(farm.ca_file), "--index-url", url,
          "pure-ok", "c-ext", "abi3-ext", "slow-ok"],
-        check=False, capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": "/dev/null"},
+        check=False, capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout + pip.stderr
     subprocess.run(
