@@ -8,8 +8,11 @@ and an unused port, with a host key made for it and checked by every client.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,16 +22,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CACHE = Path("/var/cache/piwheels-tests")
 BASE = CACHE / "bookworm-master"
-APT_ARCHIVES = CACHE / "apt-archives"
+APT_ARCHIVES = CACHE / "apt-archives"  # kept between runs: the master's packages
+PIP_CACHE = CACHE / "pip"  # and root's pip cache, which the role's installs use
 # What an operator's freshly installed Debian has that minbase lacks: systemd as init, sshd,
 # Python for Ansible. Everything else the master role installs itself.
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,iproute2,procps"
 # Users the container makes get uids far from this host's test users (1000-1999): the
-# container shares the host's uids (a private user namespace cannot boot here, see below),
-# and other tests end processes by uid.
-CONTAINER_UID_MIN = 62000
+# container shares the host's uids (see README for why it has no user namespace of its own),
+# and other tests end processes by uid. Below systemd's DynamicUser range (61184-65519):
+# useradd refuses a UID_MIN above UID_MAX.
+CONTAINER_UIDS = (42000, 42999)
+# The cgroup hierarchies systemd tracks its units in, on this host's cgroup v1 ("hybrid") layout.
+CGROUP_TREES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 
 
 def why_no_boot() -> str | None:
@@ -75,6 +83,9 @@ def base_root() -> Path:
         if (BASE / ".complete").exists():
             return BASE
         work = Path(tempfile.mkdtemp(prefix="bookworm-master.", dir=CACHE))
+        # mkdtemp makes the folder 0700; as the machine's "/" that locks out every user but root
+        # (dbus-daemon, as messagebus, then cannot read its own configuration and never starts).
+        work.chmod(0o755)
         proc = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(work),
              debian_mirror()],
@@ -85,9 +96,6 @@ def base_root() -> Path:
             raise RuntimeError(f"debootstrap failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         for key in (work / "etc" / "ssh").glob("ssh_host_*"):
             key.unlink()  # each container gets a host key of its own
-        defs = work / "etc" / "login.defs"
-        defs.write_text(defs.read_text().replace("\nUID_MIN", f"\nUID_MIN\t{CONTAINER_UID_MIN}\n#UID_MIN", 1))
-        defs.write_text(defs.read_text().replace("\nGID_MIN", f"\nGID_MIN\t{CONTAINER_UID_MIN}\n#GID_MIN", 1))
         (work / ".complete").touch()
         shutil.rmtree(BASE, ignore_errors=True)
         work.rename(BASE)
@@ -119,6 +127,7 @@ class Machine:
     known_hosts: Path
     log: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    cgroups: list[Path] = field(default_factory=list, repr=False)
 
     def ssh_args(self) -> list[str]:
         return [
@@ -142,13 +151,24 @@ class Machine:
     def boot(self) -> None:
         """Boot and wait until systemd says the system is up (running or degraded)."""
         APT_ARCHIVES.mkdir(parents=True, exist_ok=True)
+        PIP_CACHE.mkdir(parents=True, exist_ok=True)
         # --register=no --keep-unit: this host's PID 1 is not systemd, there is no machined.
         command = [
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=passive",
             "-D", str(self.root), "-M", self.name, f"--bind={APT_ARCHIVES}:/var/cache/apt/archives",
+            f"--bind={PIP_CACHE}:/root/.cache/pip",
         ]  # fmt: skip
+        # Without a machined, nspawn puts the machine in "payload" under its own cgroup: started from
+        # the root cgroup, every machine on this host (and one left over by a killed run) would share
+        # /payload, and their systemds would manage each other's units. Each gets a cgroup of its own.
+        group = f"piwheels-test-{self.name}-{os.getpid()}"
+        self.cgroups = [tree / group for tree in CGROUP_TREES if (tree / "cgroup.procs").exists()]
+        for cgroup in self.cgroups:
+            cgroup.mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=self._enter_cgroups
+            )
         deadline = time.monotonic() + 120
         while True:
             if self.process.poll() is not None:
@@ -171,16 +191,46 @@ class Machine:
                 raise RuntimeError(f"{self.name}: system {state}:\n{jobs.stdout}")
             time.sleep(0.5)
 
+    def _enter_cgroups(self) -> None:
+        """In nspawn's process before it starts: its own cgroups, and a halt if the test dies."""
+        for cgroup in self.cgroups:
+            (cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
+        # A test run killed outright would leave the machine running, its sshd on the host's network.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
     def stop(self) -> None:
         """Shut the machine down (SIGTERM to nspawn halts it), killing it if it takes too long."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        for cgroup in self.cgroups:
+            for folder in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+
+
+def _trust_like_this_host(root: Path) -> None:
+    """pip in the machine trusts the certificates pip here trusts (this host may reach PyPI through
+    a proxy whose authority only its own bundle holds); the machine shares this host's network."""
+    bundle = next(
+        (
+            Path(v)
+            for v in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"))
+            if v and Path(v).is_file()
+        ),
+        Path("/etc/ssl/certs/ca-certificates.crt"),
+    )
+    if not bundle.is_file():
+        return
+    shutil.copy(bundle, root / "etc" / "ssl" / "certs" / "piwheels-test-host.crt")
+    (root / "etc" / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/piwheels-test-host.crt\n")
 
 
 def make_machine(folder: Path, name: str, address: str) -> Machine:
@@ -188,13 +238,19 @@ def make_machine(folder: Path, name: str, address: str) -> Machine:
     base = base_root()
     root = folder / "root"
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
+    root.chmod(0o755)  # a root cached by an earlier version of this module may be 0700
     (root / "etc" / "hostname").write_text(f"{name}\n")
+    defs = root / "etc" / "login.defs"
+    text = re.sub(r"(?m)^#?[UG]ID_M(IN|AX)\b.*\n", "", defs.read_text())
+    first, last = CONTAINER_UIDS
+    defs.write_text(text + "".join(f"{kind}ID_MIN\t{first}\n{kind}ID_MAX\t{last}\n" for kind in "UG"))
     host_key = _keygen(root / "etc" / "ssh" / "ssh_host_ed25519_key", name)
     port = _free_port(address)
     (root / "etc" / "ssh" / "sshd_config.d" / "piwheels-test.conf").write_text(
         f"ListenAddress {address}:{port}\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
         "PasswordAuthentication no\nPermitRootLogin prohibit-password\n"
     )
+    _trust_like_this_host(root)
     key_file = folder / "root_key"
     public = _keygen(key_file, f"root of {name}")
     ssh_dir = root / "root" / ".ssh"
