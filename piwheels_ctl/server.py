@@ -70,19 +70,11 @@ def negotiate(accept: str | None) -> Offer | None:
     """The representation that best fits an ``Accept`` header (None: none is acceptable)."""
     if not accept or not accept.strip():
         return OFFERS[0]
-    ranges: list[tuple[str, float]] = []
-    for item in accept.split(","):
-        media_range, *params = (part.strip() for part in item.split(";"))
-        quality = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = -1.0  # a malformed entry is ignored, not trusted
-        if media_range and 0 <= quality <= 1:
-            ranges.append((media_range.lower(), quality))
+    ranges = [
+        (media_range, quality)
+        for media_range, quality in _weighted(accept)
+        if media_range and quality is not None and 0 <= quality <= 1  # a malformed entry is ignored
+    ]
     best: tuple[tuple[float, int, int, int], Offer] | None = None
     for preference, offer in enumerate(OFFERS):
         kind = offer.media_type.split("/")[0]
@@ -104,22 +96,29 @@ def negotiate(accept: str | None) -> Offer | None:
     return best[1] if best else None
 
 
-def accepts_gzip(header: str | None) -> bool:
-    """Whether an ``Accept-Encoding`` header lets us send gzip (RFC 9110 12.5.3)."""
-    if not header:
-        return False
-    qualities: dict[str, float] = {}
+def _weighted(header: str) -> list[tuple[str, float | None]]:
+    """The items of a comma-separated header with their ``q`` weights (1 when absent, None
+    when malformed), items lower-cased."""
+    items: list[tuple[str, float | None]] = []
     for item in header.split(","):
-        coding, *params = (part.strip() for part in item.split(";"))
-        quality = 1.0
+        token, *params = (part.strip() for part in item.split(";"))
+        quality: float | None = 1.0
         for param in params:
             key, _, value = param.partition("=")
             if key.strip().lower() == "q":
                 try:
                     quality = float(value)
                 except ValueError:
-                    quality = 0.0
-        qualities[coding.lower()] = quality
+                    quality = None
+        items.append((token.lower(), quality))
+    return items
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header lets us send gzip (RFC 9110 12.5.3)."""
+    if not header:
+        return False
+    qualities = {coding: quality or 0.0 for coding, quality in _weighted(header)}
     for coding in ("gzip", "x-gzip", "*"):
         if coding in qualities:
             return qualities[coding] > 0
