@@ -23,6 +23,7 @@ import re
 import shutil
 import stat
 import struct
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -30,9 +31,10 @@ import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, sandbox, sdistfetch, supervise
+    from . import buildnet, elfdeps, sandbox, sdistfetch, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
+    import elfdeps  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
     import sdistfetch  # type: ignore[import-not-found, no-redef]
     import supervise  # type: ignore[import-not-found, no-redef]
@@ -62,7 +64,10 @@ PASS_ENV = (
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
-MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py")
+MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+# A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
+USERLAND_32 = {"aarch64": "armv7l", "armv8l": "armv7l", "x86_64": "i686"}
 
 
 def probe():
@@ -85,18 +90,76 @@ def probe():
         if major == 2 and sys.maxunicode == 0x10FFFF:
             abi_tag += "u"
     plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-    if plat == "linux_aarch64" and struct.calcsize("P") == 4:
-        plat = "linux_armv7l"  # 32-bit userland on a 64-bit kernel (Raspberry Pi OS)
-    elif plat == "linux_x86_64" and struct.calcsize("P") == 4:
-        plat = "linux_i686"
-    return {
+    machine = kernel_machine()
+    personality = None
+    if pointer_bits() == 32 and machine in USERLAND_32:
+        # A 32-bit userland on a 64-bit kernel (Raspberry Pi OS on a Pi 4/5): its wheels are for
+        # the userland, and its builds run under the 32-bit personality (see build_personality).
+        plat = "linux_" + USERLAND_32[machine]
+        personality = "linux32"
+    elif plat == "linux_armv8l":  # the same userland already under linux32
+        plat = "linux_armv7l"
+    result = {
         "python_tag": python_tag,
         "abi_tag": abi_tag,
         "platform_tag": plat,
         "implementation": impl,
         "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "executable": sys.executable,
-    }
+        "machine": machine,
+        "personality": personality,
+        "modules": dict((name, sha256_file(os.path.join(HERE, name))) for name in MODULES),
+    }  # type: Dict[str, Any]
+    if plat == "linux_armv7l":
+        result["armv6_userland"] = armv6_userland()
+    return result
+
+
+def kernel_machine():
+    # type: () -> str
+    """The machine the kernel reports (``uname -m``)."""
+    return os.uname()[4]
+
+
+def pointer_bits():
+    # type: () -> int
+    """The running interpreter's pointer size in bits: 32 for a 32-bit userland."""
+    return struct.calcsize("P") * 8
+
+
+def armv6_userland():
+    # type: () -> bool
+    """True if this userland is built for ARMv6 (Raspbian, 32-bit Raspberry Pi OS), not ARMv7.
+
+    Asked of the compiler (the architecture it targets by default) and /etc/os-release, never
+    guessed from a machine name: a Debian armhf userland on the same Pi is ARMv7.
+    """
+    try:
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(["cc", "-dM", "-E", "-"], stdin=devnull,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            out = proc.communicate()[0].decode("ascii", "replace")
+    except OSError:
+        out = ""
+    match = re.search(r"#define __ARM_ARCH (\d+)", out)
+    if match:
+        return int(match.group(1)) <= 6
+    return os_release().get("ID") == "raspbian"  # no compiler: Raspbian's userland is ARMv6
+
+
+def os_release():
+    # type: () -> Dict[str, str]
+    """/etc/os-release as a dict (empty where there is none)."""
+    values = {}  # type: Dict[str, str]
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                key, sep, value = line.strip().partition("=")
+                if sep:
+                    values[key] = value.strip('"')
+    except (IOError, OSError):
+        pass
+    return values
 
 
 def sha256_file(path):
@@ -162,8 +225,68 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
 Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
-    "ccache_dir on_start min_free_mb max_procs frontend",
+    "ccache_dir on_start min_free_mb max_procs frontend user personality",
 )
+
+
+def invoking_user():
+    # type: () -> Optional[Any]
+    """(uid, gid) of the user who ran this agent through sudo, or None when not run so.
+
+    On builders where no namespaces can be made (qemu-user, old kernels) the builder role lets
+    the SSH user run this agent, root-owned, as root: the uid fallback needs root.
+    """
+    uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() != 0 or not uid.isdigit() or int(uid) == 0:
+        return None
+    gid = os.environ.get("SUDO_GID", "")
+    return int(uid), int(gid) if gid.isdigit() else int(uid)
+
+
+@contextlib.contextmanager
+def as_user(user):
+    # type: (Optional[Any]) -> Iterator[None]
+    """Act as ``user`` (uid, gid) meanwhile: what the agent writes for the SSH user it writes as
+    that user, so that no path the user chose can make root write anywhere else."""
+    if user is None:
+        yield
+        return
+    os.setegid(user[1])
+    os.seteuid(user[0])
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def not_root_owned(path):
+    # type: (str) -> Optional[str]
+    """None if ``path`` and every folder above it are root's and writable by root only, else why not."""
+    real = os.path.realpath(path)
+    current = real
+    while True:
+        try:
+            st = os.stat(current)
+        except OSError as exc:
+            return "%s: %s" % (current, exc.strerror)
+        # A sticky folder (/tmp) is fine above root's own: nobody else can rename root's entries.
+        sticky = current != real and st.st_mode & 0o1000
+        if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky):
+            mode = st.st_mode & 0o7777
+            return "%s is not root's alone (owner uid %d, mode %o)" % (current, st.st_uid, mode)
+        if current == "/":
+            return None
+        current = os.path.dirname(current)
+
+
+def build_personality():
+    # type: () -> Optional[str]
+    """The platform a build must be tagged for when it needs the 32-bit personality, else None."""
+    machine = kernel_machine()
+    if pointer_bits() == 32 and machine in USERLAND_32:
+        return "linux-" + USERLAND_32[machine]
+    return None
 
 
 def _chown_tree(folder, uid):
@@ -275,8 +398,16 @@ def build(
     """
     if not SAFE_NAME.match(name) or not SAFE_NAME.match(version):
         return builder_error("refused: %r %r is not a project name and version" % (name, version))
+    user = invoking_user()
+    if user is not None:  # root through sudo: root's own folders only, for the build's uid
+        for folder in [work_root] + ([ccache_dir] if ccache_dir else []):
+            problem = not_root_owned(folder)
+            if problem:
+                return builder_error("refused as root through sudo: %s (the builder role makes it)"
+                                     % problem)  # fmt: skip
     _makedirs(work_root)
-    _makedirs(outbox)
+    with as_user(user):
+        _makedirs(outbox)
     free_mb = free_space_mb(work_root)
     if free_mb < min_free_mb:
         return builder_error("disk full: %d MB free in %s, %d MB needed" % (free_mb, work_root, min_free_mb))
@@ -296,10 +427,12 @@ def build(
             try:
                 sdist = None
                 if sdist_url:
-                    sdist = sdistfetch.fetch_sdist(sdist_url, sdist_sha256, work)
+                    sdist = sdistfetch.fetch_sdist(sdist_url, sdist_sha256, work, lambda: as_user(user))
+                with as_user(user):
+                    pip = frontend and unpack_frontend(frontend)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
-                              min_free_mb, max_procs, frontend and unpack_frontend(frontend))  # fmt: skip
+                              min_free_mb, max_procs, pip, user, build_personality())  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
             except sdistfetch.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
@@ -363,9 +496,11 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
     else:
         wanted = ["--no-binary", job.name, "%s==%s" % (job.name, job.version)]
     command = [job.python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--wheel-dir", wheels]
-    if job.frontend:  # the pinned pip (frontend.py), whatever the builder has; isolated PEP 517 builds
+    if job.frontend:  # the pinned pip (frontend.py), whatever the builder has, isolated PEP 517 builds
         env["PYTHONPATH"] = job.frontend
         command.append("--use-pep517")
+    if job.personality:  # setup.py and bdist_wheel name the userland's platform, not the kernel's
+        env["_PYTHON_HOST_PLATFORM"] = job.personality
     command += wanted
     proxy = None
     if kind == "bwrap":
@@ -389,11 +524,14 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
         argv = command
     started = time.time()
     try:
-        with open(job.log_path, "wb") as log:
+        with as_user(job.user):
+            log = open(job.log_path, "wb")  # noqa: SIM115 - opened as the user, closed below
+        with log:
             log.write(("$ %s\n" % " ".join(command)).encode())
             finished = supervise.run(
                 argv, env, box, log, job.timeout, job.memory_mb, job.max_procs, job.log_max_bytes,
                 uid=uid if kind == "user" else None, on_start=job.on_start,
+                personality=job.personality is not None,
             )  # fmt: skip
     except OSError as exc:  # the sandbox or the interpreter could not be started
         return builder_error("cannot start the build: %s" % (exc,))
@@ -403,7 +541,10 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
     duration = time.time() - started
     files = []  # type: List[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
-        files = _collect(wheels, job.outbox)
+        with as_user(job.user):
+            files = _collect(wheels, job.outbox)
+            _add_deps(files, job.outbox)
+    armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and armv6_userland()
     result = {
         "status": "success" if files else "failed",
         "returncode": finished.returncode,
@@ -414,6 +555,9 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
         "duration": duration,
         "files": files,
         "log": job.log_path,
+        # An ARMv6 userland's armv7l wheels run on ARMv6 too: the controller also publishes them
+        # as linux_armv6l (Pi Zero, Pi 1). A Debian armhf (ARMv7) userland's may not.
+        "armv6_userland": armv6,
     }  # type: Dict[str, Any]
     if not files:
         # The agent's own check, never the log's text: is the disk full without this build?
@@ -422,6 +566,17 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
         if free_mb < max(job.min_free_mb, 1):
             return builder_error("disk full: %d MB free in %s after the build" % (free_mb, job.work_root))
     return result
+
+
+def _add_deps(files, outbox):
+    # type: (List[Dict[str, Any]], str) -> None
+    """Each file's runtime libraries and their Debian packages here: a help, never a failure."""
+    try:
+        deps = elfdeps.wheel_deps([os.path.join(outbox, f["name"]) for f in files])
+    except Exception:  # noqa: BLE001 - whatever the wheel holds, the build's result stands
+        return
+    for entry in files:
+        entry["deps"] = deps.get(os.path.join(outbox, entry["name"]), [])
 
 
 def free_space_mb(path):

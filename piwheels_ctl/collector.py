@@ -8,6 +8,7 @@ anything is decompressed, and nothing is read whole past a cap, whatever the arc
 from __future__ import annotations
 
 import csv
+import dataclasses
 import email.parser
 import email.policy
 import hashlib
@@ -31,7 +32,7 @@ from packaging.version import InvalidVersion, Version
 from wheel.wheelfile import WheelError, WheelFile
 
 from .abi import AbiTags, tag_covers
-from .errors import IntegrityError, VerifyError
+from .errors import IntegrityError, TagError, VerifyError
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -72,6 +73,8 @@ class Wheel:
     requires_python: str | None
     metadata: str
     metadata_sha256: str
+    # What it needs from apt, as the builder found it: [{"library", "path", "package"}, ...].
+    deps: list[dict[str, str | None]] | None = None
 
 
 def check_filename(filename: str) -> str:
@@ -112,16 +115,18 @@ def check_tags(filename: str, tags: frozenset[Tag], abi: AbiTags) -> None:
     Every tag must be for the builder's platform (or ``any``): a ``manylinux`` or foreign tag
     would make the index serve the wheel to machines it was never built or checked for. A tag
     naming an interpreter or ABI must cover ``abi``; only generic ``pyN-none`` tags may name
-    other Pythons. And the wheel must install on ``abi`` itself.
+    other Pythons. Either is the builder's fault (TagError: e.g. ``linux_aarch64`` from a 32-bit
+    userland on a 64-bit kernel). And the wheel must install on ``abi`` itself (VerifyError: a
+    project that builds only for other Pythons).
     """
     for tag in sorted(tags, key=str):
         if tag.platform not in ("any", abi.platform_tag):
-            raise VerifyError(
+            raise TagError(
                 f"{filename}: tag {tag} is for platform {tag.platform!r}, the job's is {abi.platform_tag!r}"
             )
         generic = tag.interpreter.startswith("py") and tag.abi == "none"
         if not generic and not tag_covers(tag, abi):
-            raise VerifyError(f"{filename}: tag {tag} does not fit the job's ABI {abi.tag}")
+            raise TagError(f"{filename}: tag {tag} does not fit the job's ABI {abi.tag}")
     if not any(tag_covers(tag, abi) for tag in tags):
         raise VerifyError(f"{filename}: installs on none of the job's ABI {abi.tag}")
 
@@ -371,4 +376,31 @@ def with_build_tag(wheel: Wheel, build: int) -> Wheel:
     same = (tagged.python_tag, tagged.abi_tag, tagged.platform_tag, tagged.metadata_sha256)
     if same != (wheel.python_tag, wheel.abi_tag, wheel.platform_tag, wheel.metadata_sha256):
         raise VerifyError(f"{wheel.filename}: {new_name} is not the same wheel with a build tag")
-    return tagged
+    return dataclasses.replace(tagged, deps=wheel.deps)
+
+
+def with_platform(wheel: Wheel, platform: str) -> Wheel:
+    """A copy of ``wheel`` beside it for ``platform`` (e.g. a ``linux_armv7l`` wheel built on an
+    ARMv6 userland, also published as ``linux_armv6l``), verified.
+
+    Uses ``wheel tags --platform-tag``, the wheel package's own command, so that the WHEEL
+    file's tags and RECORD are rewritten; the copy has its own hash and ``.metadata``.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "wheel", "tags", "--platform-tag", platform, str(wheel.path)],
+        capture_output=True,
+        text=True,
+        timeout=RETAG_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise VerifyError(f"{wheel.filename}: tagging it for {platform} failed: {proc.stderr.strip()}")
+    new_name = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    copy = inspect_wheel(
+        wheel.path.with_name(check_filename(new_name)), name=wheel.name, version=wheel.version
+    )
+    same = (copy.python_tag, copy.abi_tag, copy.metadata_sha256)
+    if same != (wheel.python_tag, wheel.abi_tag, wheel.metadata_sha256) or copy.platform_tag != platform:
+        raise VerifyError(f"{wheel.filename}: {new_name} is not the same wheel for {platform}")
+    return dataclasses.replace(copy, deps=wheel.deps)

@@ -47,6 +47,11 @@ class IntegrityError(VerifyError):
     """A wheel did not arrive as the builder reported it: the builder, not the project, is at fault."""
 
 
+class TagError(IntegrityError):
+    """A wheel is tagged for another platform or Python than the builder it came from: the
+    builder built it wrongly (e.g. a 64-bit kernel's platform for a 32-bit userland)."""
+
+
 class StorageError(PiwheelsError):
     """A file of the data folder cannot be read or written: disk full, read-only, in the way."""
 

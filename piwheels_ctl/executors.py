@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from .transport import Connection, Endpoint, TransportError, rsync_pull, write_k
 
 # The agent and the modules it imports, sent to every builder.
 AGENT_FILES = {name: (Path(agent.__file__).parent / name).read_bytes() for name in agent.MODULES}
+AGENT_HASHES = {name: hashlib.sha256(data).hexdigest() for name, data in AGENT_FILES.items()}
 # What a remote path or interpreter may look like: no shell syntax even before quoting.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 PROBE_KEYS = frozenset({"python_tag", "abi_tag", "platform_tag"})
@@ -185,6 +186,9 @@ class RemoteBuilder:
     root: str  # absolute folder on the builder for the agent, outboxes, work and ccache
     slots: int
     pythons: dict[int, str]
+    # The root-owned folder of the agent the SSH user may run as root with sudo (the builder
+    # role's, for builders where no namespaces can be made), with its own work and ccache.
+    sudo_root: str | None = None
 
 
 def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
@@ -250,16 +254,20 @@ class RemoteExecutor:
         python = self.pythons[job.abi_id]
         outbox = f"{root}/outbox/{build_id}"
         index_url, find_links = pip_sources(s)
+        sudo = self.builder.sudo_root
+        # Through sudo: the root-owned agent, in root's own work and ccache folders (uid fallback).
+        place = sudo or root
+        runner = ["sudo", "-n", python, f"{sudo}/agent/agent.py"] if sudo else [python, f"{root}/agent.py"]
         argv = [
-            python, f"{root}/agent.py", "build", "--python", python,
+            *runner, "build", "--python", python,
             "--name", job.name, "--version", job.version,
-            "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{root}/work",
+            "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{place}/work",
             "--timeout", str(s.build_timeout), "--memory-mb", str(s.build_memory_mb),
             "--log-max-bytes", str(s.log_max_kb * 1024), "--min-free-mb", str(s.min_free_mb),
             "--sandbox", s.sandbox, "--max-procs", str(s.build_max_procs),
         ]  # fmt: skip
         if s.ccache:
-            argv += ["--ccache-dir", f"{root}/ccache"]
+            argv += ["--ccache-dir", f"{place}/ccache"]
         if index_url:
             argv += ["--index-url", index_url]
         if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
@@ -347,46 +355,5 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         root=str(builder.info.get("root", "")),
         slots=builder.slots,
         pythons={p.abi_id: p.path for p in builder.pythons},
+        sudo_root=builder.info.get("sudo_root"),
     )
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What ``builders check`` learns on a builder, on the builder itself."""
-
-    root: str
-    pythons: dict[str, dict[str, Any]]  # interpreter -> the agent's probe (tags)
-    info: dict[str, Any]
-
-
-def probe_remote(settings: Settings, endpoint: Endpoint, pythons: Sequence[str]) -> Probe:
-    """Connect, send the agent, and ask each interpreter for its tags; also disk, load and ccache."""
-    timeout = settings.command_timeout
-    with Connection(endpoint, connect_timeout=settings.connect_timeout) as conn:
-        home = conn.run(["sh", "-c", 'echo "$HOME"'], timeout=timeout).stdout.strip()
-        if not SAFE_PATH.match(home + "/"):
-            raise BuilderError(f"{endpoint.host}: unusable home folder {home!r}")
-        root = f"{home.rstrip('/')}/piwheels"
-        conn.run(["mkdir", "-p", f"{root}/outbox", f"{root}/work", f"{root}/ccache"], timeout=timeout)
-        send_agent(conn, root)
-        probes = {}
-        for python in pythons:
-            done = conn.run(
-                [python, f"{root}/agent.py", "probe", "--sandbox", settings.sandbox], timeout=timeout
-            )
-            who = f"{endpoint.host}: {python}"
-            if done.exit_code != 0:
-                raise BuilderError(f"{who} cannot run the agent: {done.stderr.strip()[-300:]}")
-            probes[python] = parse_result(done.stdout, who, PROBE_KEYS)
-        df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
-        load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()
-        stats = conn.run(["env", f"CCACHE_DIR={root}/ccache", "ccache", "-s"], timeout=timeout)
-    info = {
-        "root": root,
-        "sandbox": next(iter(probes.values()), {}).get("sandbox", "unknown"),
-        "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
-        "load": float(load[0]) if load else None,
-        "ccache": stats.stdout.strip() if stats.exit_code == 0 else "ccache not installed",
-        "checked_at": utcnow().isoformat(),
-    }
-    return Probe(root, probes, info)

@@ -262,6 +262,9 @@ class File(Base):
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Fetched from the upstream as it was published there (mirrored), not built by us.
     mirrored: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The shared libraries its compiled modules link and the builder's Debian packages of them
+    # ([{"library", "path", "package"}]); None where the builder did not say (imported, older).
+    deps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     version: Mapped[Version] = relationship(back_populates="files")
     build: Mapped[Build | None] = relationship(back_populates="files")

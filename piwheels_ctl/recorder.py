@@ -153,6 +153,7 @@ def _commit_files(
         file.requires_python = wheel.requires_python
         file.core_metadata = wheel.metadata
         file.metadata_sha256 = wheel.metadata_sha256
+        file.deps = wheel.deps
         file.uploaded_at = utcnow()
         file.mirrored = mirrored
         session.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ from sqlalchemy import delete, func, select
 
 from .abi import AbiTags
 from .classifier import BUILDER_FAULT, INVALID_WHEEL, Failure, classify
-from .collector import Wheel, check_arrival, inspect_wheel
+from .collector import Wheel, check_arrival, inspect_wheel, with_platform
 from .config import Settings
 from .database import Database
 from .errors import IntegrityError, VerifyError
@@ -93,8 +94,12 @@ def _verify(outcome: Outcome) -> list[Wheel]:
         raise VerifyError(f"job ABI {outcome.job.abi!r} is not python-abi-platform")
     abi = AbiTags(*parts)
     job = outcome.job
+    deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
     return [
-        inspect_wheel(path, name=job.name, version=job.version, abi=abi, size=size, sha256=sha256)
+        dataclasses.replace(
+            inspect_wheel(path, name=job.name, version=job.version, abi=abi, size=size, sha256=sha256),
+            deps=deps.get(path.name),
+        )
         for path, size, sha256 in arrived
     ]
 
@@ -156,6 +161,10 @@ class Runner:
         if result["status"] == "success":
             try:
                 wheels = _verify(outcome)
+                if result.get("armv6_userland"):  # the agent's check: this userland is ARMv6
+                    wheels += [
+                        with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
+                    ]
             except IntegrityError:
                 raise  # the builder's fault, not the project's: the caller hands the job back
             except VerifyError as exc:

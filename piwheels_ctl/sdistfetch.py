@@ -9,7 +9,9 @@ Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type com
 
 from __future__ import absolute_import, division, print_function
 
+import email.utils  # noqa: F401 - urlopen's file: handler imports it when called, maybe as another user
 import hashlib
+import mimetypes  # noqa: F401 - the same
 import os
 import re
 import time
@@ -20,7 +22,7 @@ except ImportError:  # pragma: no cover - Python 2.7 builders
     from urllib2 import urlopen  # type: ignore[import-not-found, no-redef]
 
 try:
-    from typing import Optional  # noqa: F401 - used in type comments
+    from typing import Any, Optional  # noqa: F401 - used in type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
@@ -40,10 +42,11 @@ class DownloadError(Exception):
         self.mismatch = mismatch  # the bytes differ from the index's hash, every time
 
 
-def fetch_sdist(url, sha256, folder):
-    # type: (str, Optional[str], str) -> str
+def fetch_sdist(url, sha256, folder, opening=None):
+    # type: (str, Optional[str], str, Any) -> str
     """Download the sdist at ``url`` into ``folder`` and check its sha256 (tried three times);
-    its path."""
+    its path. ``opening`` makes the context manager the URL is opened in (a root agent run through
+    sudo opens it as the user who ran it: a ``file:`` URL reads only what that user may)."""
     filename = url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     try:
         from urllib.parse import unquote
@@ -58,7 +61,7 @@ def fetch_sdist(url, sha256, folder):
         if attempt:
             time.sleep(2**attempt)
         try:
-            digest = _download(url, target)
+            digest = _download(url, target, opening)
         except (IOError, OSError, ValueError) as exc:  # URLError and timeouts are IOErrors
             error = "%s: %s" % (url, exc)
             continue
@@ -68,11 +71,15 @@ def fetch_sdist(url, sha256, folder):
     raise DownloadError(error, "sha256" in error)
 
 
-def _download(url, target):
-    # type: (str, str) -> str
+def _download(url, target, opening):
+    # type: (str, str, Any) -> str
     digest = hashlib.sha256()
     size = 0
-    response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+    if opening is None:
+        response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+    else:
+        with opening():
+            response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
     try:
         with open(target, "wb") as f:
             while True:

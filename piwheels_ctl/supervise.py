@@ -181,13 +181,28 @@ def kill_all_of(uid):
     os.waitpid(pid, 0)
 
 
-def _preexec(memory_mb, uid, max_procs):
-    # type: (int, Optional[int], int) -> Callable[[], None]
+PER_LINUX32 = 0x0008
+
+
+def set_linux32():
+    # type: () -> None
+    """The 32-bit personality (``setarch linux32``): ``uname -m`` says the userland's machine."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.personality(PER_LINUX32) == -1:
+        raise OSError(ctypes.get_errno(), "personality(PER_LINUX32) failed")
+
+
+def _preexec(memory_mb, uid, max_procs, personality=False):
+    # type: (int, Optional[int], int, bool) -> Callable[[], None]
     def preexec():
         # type: () -> None
         import resource
 
         os.setsid()  # its own process group, so a time-out kills everything it started
+        if personality:
+            set_linux32()
         if memory_mb > 0:
             limit = memory_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -212,12 +227,13 @@ class Finished(object):
         self.limit = limit  # "memory" or "processes" when the watchdog ended it
 
 
-def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, uid=None, on_start=None):
-    # type: (List[str], Dict[str, str], str, Any, float, int, int, int, Optional[int], Any) -> Finished
+def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, uid=None, on_start=None,
+        personality=False):  # fmt: skip
+    # type: (List[str], Dict[str, str], str, Any, float, int, int, int, Optional[int], Any, bool) -> Finished
     """Run ``argv`` with its output cut into ``log`` as it comes, within every limit, and end it all.
 
     ``uid`` (the "user" kind) is the user to become before ``argv`` starts; every process of
-    that user is then part of the build.
+    that user is then part of the build. ``personality`` runs it under the 32-bit personality.
     """
     capped = CappedLog(log, log_max_bytes)
     with open(os.devnull, "rb") as devnull:
@@ -228,7 +244,7 @@ def run(argv, env, cwd, log, timeout, memory_mb, max_procs, log_max_bytes, uid=N
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=env,
-            preexec_fn=_preexec(memory_mb, uid, max_procs),
+            preexec_fn=_preexec(memory_mb, uid, max_procs, personality),
             close_fds=True,
         )
     if on_start is not None:

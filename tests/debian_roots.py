@@ -79,3 +79,20 @@ def run_in_root(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def install_packages(root: Path, packages: list[str]) -> None:
+    """Install those of ``packages`` that ``root`` lacks, from the Debian mirror (kept in the cache)."""
+    missing = [p for p in packages if run_in_root(root, ["dpkg", "-s", p]).returncode != 0]
+    if not missing:
+        return
+    sources = root / "etc" / "apt" / "sources.list"
+    if not sources.read_text().strip():
+        raise RuntimeError(f"{root}: no apt sources to install {missing} from")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", *missing]):
+        done = run_in_root(root, argv, timeout=1800, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} in {root} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )

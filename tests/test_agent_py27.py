@@ -4,11 +4,13 @@ Bookworm has no Python 2.7: the tests make a bullseye root with debootstrap (cac
 clone, see ``debian_roots``) and run the agent there, with bullseye's own bubblewrap (0.4, which
 knows no ``--perms``). The "build" is a shell script standing in for ``python -m pip wheel`` (a
 fake interpreter, named as such) so that each path — a failure, a time-out, the memory limit,
-the log cap, a checked download — is the agent's own work on that Python.
+the log cap, a checked download — is the agent's own work on that Python. One build is real:
+a C extension linking zlib, built by pip 20.3.4 (the pinned frontend) with setuptools 44.1.1.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -20,11 +22,16 @@ import pytest
 
 from piwheels_ctl import agent
 
-from debian_roots import debian_root, run_in_root
+from debian_roots import debian_root, install_packages, run_in_root
 from helpers import wait_gone
+from py2deps import download_py27_wheels
+from sdists import make_sdist
 
 AGENT_DIR = Path(agent.__file__).parent
 PACKAGES = ["python2.7", "python3", "bubblewrap", "ca-certificates"]
+# What a real C build on 2.7 needs on top (installed into the cached root once).
+BUILD_PACKAGES = ["python2.7-dev", "gcc", "libc6-dev", "zlib1g-dev"]
+PY2_PACKAGES = Path(__file__).parent / "packages-py2"
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +137,33 @@ def test_a_download_that_is_not_what_the_index_says_on_python_2_7(root: Path, pl
     url = "file://" + _inside(root, sdist)
     result = _build(root, place, "exit 0", "--sdist-url", url, "--sdist-sha256", "0" * 64)
     assert result["status"] == "failed" and "0" * 64 in str(result["download_error"]), result
+
+
+def test_a_real_c_build_with_the_pinned_pip_on_python_2_7(root: Path, place: Path) -> None:
+    install_packages(root, BUILD_PACKAGES)
+    links = download_py27_wheels(place / "links")
+    sdist = make_sdist(PY2_PACKAGES / "zlib-ext", place)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    frontend = next(links.glob("pip-20.3.4-*.whl"))
+    inside = _inside(root, place)
+    started = time.monotonic()
+    result = _agent(
+        root, place, "python2.7", "build", "--python", "/usr/bin/python2.7", "--name", "zlib-ext",
+        "--version", "1.0", "--outbox", f"{inside}/outbox", "--log", f"{inside}/build.log",
+        "--work-root", f"{inside}/work", "--find-links", _inside(root, links),
+        "--sdist-url", "file://" + _inside(root, sdist), "--sdist-sha256", digest,
+        "--frontend", _inside(root, frontend),
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert result["status"] == "success", (result, _log(place)[-3000:])
+    files = result["files"]
+    assert isinstance(files, list) and [f["name"] for f in files] == [
+        "zlib_ext-1.0-cp27-cp27mu-linux_x86_64.whl"
+    ], files
+    # The root's 2.7 has no pip of its own: the build ran with the pinned one.
+    assert "No module named pip" in run_in_root(root, ["python2.7", "-m", "pip", "--version"]).stderr
+    assert "--use-pep517" in _log(place), _log(place)[:2000]
+    # What the wheel needs from apt: libz.so.1, from bullseye's zlib1g.
+    deps = {d["library"]: d["package"] for d in files[0]["deps"]}
+    assert deps.get("libz.so.1") == "zlib1g", files[0]
+    assert took < 600, took

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tracemalloc
 import zipfile
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from piwheels_ctl.abi import AbiTags
 from piwheels_ctl.collector import Limits, inspect_wheel
 from piwheels_ctl.config import Settings
 from piwheels_ctl.database import Database
-from piwheels_ctl.errors import IntegrityError, VerifyError
+from piwheels_ctl.errors import IntegrityError, TagError, VerifyError
 from piwheels_ctl.executors import Outcome
 from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, ServedFile, Version
 from piwheels_ctl.queue import claim, pending
@@ -103,13 +104,28 @@ def farm(db: Database, tmp_path: Path) -> Farm:
 
 
 @pytest.mark.parametrize(
+    "tag",
+    [
+        "cp311-cp311-linux_aarch64",  # another Pi's platform (a 32-bit userland on a 64-bit kernel)
+        "cp311-cp311-manylinux_2_17_armv7l",  # a promise no builder checked
+        "cp311-cp311-win_amd64",
+        "cp311-cp311-linux_armv7l.linux_aarch64",  # one foreign tag of two
+        "cp312-cp312-linux_armv7l",  # another interpreter
+    ],
+)
+def test_a_wheel_tagged_for_another_platform_or_python_is_the_builders_fault(farm: Farm, tag: str) -> None:
+    outbox = farm.outbox("build")
+    good = make_wheel(outbox, "demo", "1.0", tag=GOOD_TAG)
+    wrong = make_wheel(outbox, "demo", "1.0", tag=tag)
+    with pytest.raises(TagError, match=re.escape(wrong.name)):
+        farm.record([good, wrong])
+    # All or nothing, and nothing recorded against the project: the job goes back to the queue.
+    assert farm.files() == {}, "a wheel of a refused build was recorded"
+
+
+@pytest.mark.parametrize(
     ("name", "version", "tag"),
     [
-        ("demo", "1.0", "cp311-cp311-linux_aarch64"),  # another Pi's platform
-        ("demo", "1.0", "cp311-cp311-manylinux_2_17_armv7l"),  # a promise no builder checked
-        ("demo", "1.0", "cp311-cp311-win_amd64"),
-        ("demo", "1.0", "cp311-cp311-linux_armv7l.linux_aarch64"),  # one foreign tag of two
-        ("demo", "1.0", "cp312-cp312-linux_armv7l"),  # another interpreter
         ("demo", "1.0", "py2-none-any"),  # installs on no Python 3
         ("other", "1.0", GOOD_TAG),  # another project
         ("demo", "2.0", GOOD_TAG),  # another version
@@ -351,3 +367,31 @@ def test_upgrading_takes_every_published_name(database_url: str) -> None:
         assert served == [("a-1.0-py3-none-any.whl", "abc", 5)], served
     finally:
         database.dispose()
+
+
+def test_an_armv6_userlands_armv7l_wheel_is_also_published_as_linux_armv6l(farm: Farm) -> None:
+    outbox = farm.outbox("build")
+    wheel = make_wheel(outbox, "demo", "1.0", tag=GOOD_TAG)
+    with farm.db.session() as session:
+        job = next(pending(session, claimable=True, limit=1))
+        build_id = claim(session, job, None, timedelta(hours=1)).id
+    files = [{"name": wheel.name, "size": wheel.stat().st_size, "sha256": sha256(wheel), "deps": []}]
+    result: dict[str, Any] = {"status": "success", "duration": 1.0, "files": files, "armv6_userland": True}
+    (outbox / "build.log").write_text("built\n")
+    assert farm.runner.record(Outcome(job, build_id, result, outbox, outbox / "build.log"), RunReport())
+    with farm.db.session() as session:
+        recorded = {f.filename: (f.build_id, f.sha256, f.platform_tag) for f in session.scalars(select(File))}
+    armv6 = wheel.name.replace("linux_armv7l", "linux_armv6l")
+    assert set(recorded) == {wheel.name, armv6}, recorded
+    assert recorded[armv6][0] == recorded[wheel.name][0] == build_id  # a file of the same build
+    assert recorded[armv6][1] != recorded[wheel.name][1]  # its own bytes: WHEEL names its tag
+    with zipfile.ZipFile(farm.project_dir / armv6) as archive:
+        wheel_info = archive.read("demo-1.0.dist-info/WHEEL").decode()
+    assert "Tag: cp311-cp311-linux_armv6l" in wheel_info, wheel_info
+    assert (farm.project_dir / f"{armv6}.metadata").exists()
+
+
+def test_a_debian_armhf_userlands_wheel_is_not_published_for_armv6(farm: Farm) -> None:
+    wheel = make_wheel(farm.outbox("build"), "demo", "1.0", tag=GOOD_TAG)
+    ok, _build_id, _report = farm.record([wheel])
+    assert ok and set(farm.files()) == {wheel.name}

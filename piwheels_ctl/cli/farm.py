@@ -16,8 +16,9 @@ from ..audit import audit as audit_check
 from ..audit import fix as audit_fix
 from ..builders import check_name, check_python, list_builders, register_remote, remove_builder, set_pythons
 from ..errors import InputError, PiwheelsError
-from ..executors import probe_remote, remote_builder
+from ..executors import AGENT_FILES, remote_builder
 from ..models import Builder
+from ..probing import probe_remote
 from ..publisher import publish_from
 from ..transport import Endpoint, fingerprint, scan_host_key
 from . import App, cli, out, pass_app
@@ -84,6 +85,13 @@ def _host_key(app: App, name: str, endpoint: Endpoint, host_key: str | None, tru
 @click.option("--slots", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--host-key", help='The builder\'s public host key, "TYPE BASE64".')
 @click.option("--trust-host-key", is_flag=True, help="Record the key the builder offers (first use).")
+@click.option("--root", help="The builder's folder for the agent, outboxes and work (default: ~/piwheels).")
+@click.option("--no-build-check", is_flag=True, help="Do not build a tiny C extension with each interpreter.")
+@click.option(
+    "--sudo-agent",
+    help="Root-owned folder of the agent the SSH user may run as root with sudo (the builder role's), "
+    "used where the builder can make no namespaces.",
+)
 @pass_app
 def builders_add(
     app: App,
@@ -96,8 +104,14 @@ def builders_add(
     slots: int,
     host_key: str | None,
     trust_host_key: bool,
+    root: str | None,
+    no_build_check: bool,
+    sudo_agent: str | None,
 ) -> None:
-    """Register (or update) a builder: its interpreters' ABIs are probed on the builder."""
+    """Register (or update) a builder: its interpreters' ABIs are probed on the builder.
+
+    An interpreter that cannot build there is reported and not used.
+    """
     check_name(name)
     for python in pythons:
         check_python(python)
@@ -106,13 +120,18 @@ def builders_add(
     endpoint = dataclasses.replace(
         endpoint, host_key=_host_key(app, name, endpoint, host_key, trust_host_key)
     )
-    probe = probe_remote(app.settings, endpoint, pythons)
+    probe = probe_remote(
+        app.settings, endpoint, pythons, root=root, sudo_root=sudo_agent, build=not no_build_check
+    )
+    info = {**probe.info, "sudo_agent": sudo_agent, "configured_root": root, "pythons_asked": list(pythons)}
     with app.session() as session:
         state = register_remote(
             session, name=name, host=host, port=port, user=user, key_file=key,
-            host_key=endpoint.host_key or "", slots=slots, info=probe.info, probes=probe.pythons,
+            host_key=endpoint.host_key or "", slots=slots, info=info, probes=probe.pythons,
             glibc=app.settings.glibc,
         )  # fmt: skip
+    for python, why in probe.refused.items():
+        out.print(f"[yellow]{name}: {escape(python)} not used[/]: {escape(why)}")
     tags = ", ".join(f"{p['python_tag']}-{p['abi_tag']}-{p['platform_tag']}" for p in probe.pythons.values())
     out.print(f"{state} {name}: {tags}")
 
@@ -130,6 +149,8 @@ def _builder_dict(builder: Builder) -> dict[str, Any]:
         "free_mb": builder.info.get("free_mb"),
         "load": builder.info.get("load"),
         "sandbox": builder.info.get("sandbox"),
+        "sudo": builder.info.get("sudo_root"),
+        "refused": builder.info.get("refused") or {},
         "checked_at": builder.info.get("checked_at"),
         "last_error": builder.info.get("last_error"),
     }
@@ -176,23 +197,33 @@ def builders_remove(app: App, name: str) -> None:
 
 @builders.command(name="check")
 @click.argument("name", required=False)
+@click.option("--no-build-check", is_flag=True, help="Do not build a tiny C extension with each interpreter.")
 @pass_app
-def builders_check(app: App, name: str | None) -> None:
-    """Probe builders over SSH: ABIs, free disk, load, ccache; an unreachable one is reported."""
+def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
+    """Probe builders over SSH: ABIs, a tiny build with each interpreter, free disk, load, ccache;
+    an unreachable one is reported, an interpreter that cannot build is not used."""
     with app.session() as session:
         targets = [
-            (remote_builder(b), sorted({p.path for p in b.pythons}))
+            (remote_builder(b), sorted(set(b.info.get("pythons_asked") or [p.path for p in b.pythons])),
+             b.info.get("configured_root"), b.info.get("sudo_agent"))
             for b in list_builders(session)
             if b.host is not None and name in (None, b.name)
-        ]
+        ]  # fmt: skip
     if name is not None and not targets:
         raise InputError(f"{name}: no such SSH builder")
     if not targets:
         out.print("no SSH builders to check (add one with 'piwheels-ctl builders add')")
         return
-    for builder, pythons in targets:
+    for builder, pythons, root, sudo_agent in targets:
         try:
-            probe = probe_remote(app.settings, builder.endpoint, pythons)
+            probe = probe_remote(
+                app.settings,
+                builder.endpoint,
+                pythons,
+                root=root,
+                sudo_root=sudo_agent,
+                build=not no_build_check,
+            )
         except PiwheelsError as exc:
             with app.session() as session:
                 row = session.get(Builder, builder.builder_id)
@@ -209,3 +240,13 @@ def builders_check(app: App, name: str | None) -> None:
             row.retry_at = None
             set_pythons(session, row, probe.pythons, app.settings.glibc)
         out.print(f"{builder.name}: ok, {probe.info['free_mb']} MB free, load {probe.info['load']}")
+        for python, why in probe.refused.items():
+            out.print(f"[yellow]{builder.name}: {escape(python)} not used[/]: {escape(why)}")
+
+
+@builders.command(name="agent-files")
+@pass_app
+def builders_agent_files(app: App) -> None:
+    """Print the agent's modules as JSON (name -> text), for the builder role to install the
+    root-owned copy that builders without namespaces run through sudo."""
+    click.echo(json.dumps({name: data.decode("utf-8") for name, data in AGENT_FILES.items()}))

@@ -1,0 +1,126 @@
+"""Emulated ARM Debian roots: qemu-user through binfmt_misc, debootstrap --foreign, cached.
+
+The kernel runs ARM programs through ``qemu-arm-static`` once it is registered with
+binfmt_misc. The ``F`` flag opens the emulator at registration, so the root needs no copy of
+it; the ``C`` flag takes credentials from the program rather than the emulator, so setuid
+programs (sudo) work inside. A root is made once (about 16 minutes here, most of it the
+emulated second stage) under ``debian_roots.CACHE`` and reused by later runs.
+
+Run as a script (``python tests/arm_roots.py [RELEASE]``) to make an armhf root (bullseye by
+default) ahead of the tests, e.g. in the background while other work goes on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from debian_roots import CACHE, debian_mirror
+
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+QEMU_ARM = Path("/usr/bin/qemu-arm-static")
+# The ELF header of a 32-bit little-endian ARM executable, and the mask of the bytes that count.
+ARM_MAGIC = r"\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00"
+ARM_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+ENTRY = "piwheels-qemu-arm"
+
+# What the bullseye builder role installs (with the test inventory's short build-deps list),
+# plus what the tier needs to reach and drive the host: sshd, sudo, python3-apt for Ansible.
+BULLSEYE_PACKAGES = [
+    "python2.7", "python2.7-dev", "python3.9", "python3.9-dev", "python3-pip",
+    "python3-setuptools", "python3-wheel", "python3-venv", "python3-apt",
+    "build-essential", "ccache", "rsync", "bubblewrap", "zlib1g-dev", "libffi-dev",
+    "openssh-server", "sudo", "ca-certificates", "procps", "util-linux",
+]  # fmt: skip
+BOOKWORM_PACKAGES = [
+    "python3.11", "python3.11-dev", "python3-venv", "python3-apt", "build-essential", "ccache", "rsync",
+    "bubblewrap", "zlib1g-dev", "libffi-dev", "openssh-server", "sudo", "ca-certificates", "procps",
+]  # fmt: skip
+PACKAGES = {"bullseye": BULLSEYE_PACKAGES, "bookworm": BOOKWORM_PACKAGES}
+
+
+def why_no_arm_emulation() -> str | None:
+    """None when ARM programs can run here, else what is missing, said for a skip message."""
+    if not QEMU_ARM.exists():
+        return f"{QEMU_ARM} is missing (Debian package qemu-user-static)"
+    if os.geteuid() != 0:
+        return "registering qemu with binfmt_misc needs root"
+    try:
+        register_qemu_arm()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"cannot register qemu-arm with binfmt_misc: {exc}"
+    return None
+
+
+def register_qemu_arm() -> None:
+    """Register ``qemu-arm-static`` for ARM ELF files with the F and C flags (idempotent)."""
+    if not (BINFMT / "register").exists():
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], check=True)
+    entry = BINFMT / ENTRY
+    if entry.exists():
+        return
+    # Another entry (e.g. the Debian package's, without C) would take ARM files first: off it goes.
+    for other in BINFMT.iterdir():
+        if other.name in ("register", "status") or other.name == ENTRY:
+            continue
+        if "magic 7f454c460101010000000000000000000200" in other.read_text():
+            other.write_text("-1")
+    (BINFMT / "register").write_text(f":{ENTRY}:M::{ARM_MAGIC}:{ARM_MASK}:{QEMU_ARM}:FC")
+
+
+def _chroot(root: Path, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    script = (
+        f"mount --bind {root} {root} && mount -t proc proc {root}/proc && "
+        f"mount --rbind /dev {root}/dev && exec chroot {root} env -i "
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive " + " ".join(argv)
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def armhf_root(release: str = "bullseye", packages: list[str] | None = None) -> Path:
+    """An armhf ``release`` root with ``packages``, made once (locked) and cached."""
+    root = CACHE / f"{release}-armhf"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    register_qemu_arm()
+    with open(CACHE / f"{release}-armhf.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "usr" / "bin").is_dir():
+            return root
+        partial = root.with_name(root.name + ".tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        wanted = packages if packages is not None else PACKAGES[release]
+        first = [
+            "debootstrap", "--foreign", "--arch=armhf", "--variant=minbase",
+            f"--include={','.join(wanted)}", release, str(partial), debian_mirror(),
+        ]  # fmt: skip
+        proc = subprocess.run(first, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"debootstrap --foreign {release} armhf failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
+        second = _chroot(partial, ["/debootstrap/debootstrap", "--second-stage"], timeout=5400)
+        if second.returncode != 0:
+            log = partial / "debootstrap" / "debootstrap.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(
+                f"debootstrap --second-stage {release} armhf failed:\n{second.stderr[-3000:]}{tail}"
+            )
+        (partial / "etc" / "apt" / "sources.list").write_text(f"deb {debian_mirror()} {release} main\n")
+        partial.rename(root)
+        return root
+
+
+if __name__ == "__main__":
+    print(armhf_root(sys.argv[1] if len(sys.argv) > 1 else "bullseye"))

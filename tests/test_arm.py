@@ -1,0 +1,388 @@
+"""The ARM tier: an emulated Raspberry-Pi-like builder, provisioned, registered, building for real.
+
+A Debian bullseye armhf root (``arm_roots``: debootstrap --foreign, qemu-user through
+binfmt_misc, cached outside the clone) runs its own sshd on a loopback address of its own, in
+a mount namespace where the cached root is the lower layer of an overlay (the cache stays
+clean). ``playbooks/builders.yml`` provisions it as an ARM builder would be, with this
+machine's controller as the master; no namespaces can be made under qemu-user, so builds go
+through the role's sudo rule to the root-owned agent, each as a uid of its own. The builder
+then builds a C extension for cp27mu and cp39 as ``linux_armv7l`` wheels; they are published,
+and pip inside the ARM host installs and imports them. A build forced to time out on 2.7 is
+killed and recorded as a time-out. A bookworm armhf host (its own root and address) builds the
+same extension for cp311.
+
+Everything ARM here runs emulated (slow: a few builds only, to keep CI within its time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arm_roots import armhf_root, why_no_arm_emulation
+from debian_roots import UID_LOCKS
+from helpers import free_port, running, wait_gone
+from indexserver import IndexServer
+from py2deps import download_py27_wheels
+from sdists import make_sdist
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PY2_PACKAGES = Path(__file__).parent / "packages-py2"
+# This tier's own loopback addresses, one per emulated host.
+ADDRESSES = {"bullseye": "127.0.1.20", "bookworm": "127.0.1.22"}
+CONFIG_DIR = "/etc/ssh/piwheels-test"  # inside the ARM root: this tier's sshd's keys and config
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+BUILDER_USER = "piwheels"  # the role's default build user
+HANG_TOKEN = "100000.2931"  # the sleep of hangs-py2 on 2.7
+NO_KNOWN_HOSTS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"  # a new host key each run
+
+
+def _keygen(path: Path, comment: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+@dataclass
+class ArmHost:
+    """sshd inside the emulated root, on ``address:port``, admitting root with ``key_file``."""
+
+    address: str
+    port: int
+    key_file: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def ssh(
+        self, command: str, *, user: str = "root", timeout: float = 900
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [
+            "ssh", "-i", str(self.key_file), "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+            f"{user}@{self.address}", command,
+        ]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def put(self, local: Path, remote: str) -> None:
+        with open(local, "rb") as source:
+            argv = ["ssh", "-i", str(self.key_file), "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
+                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{self.address}",
+                    f"cat > {remote}"]  # fmt: skip
+            subprocess.run(argv, stdin=source, check=True, timeout=300)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+def start_arm_host(base: Path, root: Path, address: str) -> ArmHost:
+    """sshd of the ARM root on ``address`` over an overlay of it (changes go to ``base``), in a
+    clean environment."""
+    upper, work, merged = base / "upper", base / "overlay-work", base / "merged"
+    config = upper / CONFIG_DIR.lstrip("/")
+    for folder in (work, merged, config / "keys", upper / "run" / "sshd", upper / "etc" / "ssl" / "certs"):
+        folder.mkdir(parents=True, exist_ok=True)
+    # The host's CA certificates, so that whatever the builder fetches over TLS is checked as here.
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", upper / "etc" / "ssl" / "certs" / "ca-certificates.crt")
+    _keygen(config / "host_key", f"host {address}")
+    key_file = base / "root_key"
+    (config / "keys" / "root").write_text(_keygen(key_file, "ansible") + "\n")
+    with socket.socket() as s:
+        s.bind((address, 0))
+        port = s.getsockname()[1]
+    (config / "sshd_config").write_text(
+        f"ListenAddress {address}:{port}\nHostKey {CONFIG_DIR}/host_key\nPidFile /run/sshd-test.pid\n"
+        f"AuthorizedKeysFile {CONFIG_DIR}/keys/%u .ssh/authorized_keys\nPasswordAuthentication no\n"
+        "ChallengeResponseAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        f"AllowUsers root {BUILDER_USER}\nMaxSessions 100\nMaxStartups 100\nSubsystem sftp internal-sftp\n"
+    )
+    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
+    script = " && ".join([
+        f"mount -t overlay overlay -o lowerdir={root},upperdir={upper},workdir={work} {merged}",
+        f"mount -t proc proc {merged}/proc",
+        f"mount --rbind /dev {merged}/dev",
+        f"mkdir -p {merged}{UID_LOCKS}",
+        # Build uids are the machine's: builds inside and outside never take one uid.
+        f"mount --bind {UID_LOCKS} {merged}{UID_LOCKS}",
+        f"exec chroot {merged} env -i PATH={PATH} LANG=C.UTF-8 "
+        f"/usr/sbin/sshd -D -e -f {CONFIG_DIR}/sshd_config",
+    ])  # fmt: skip
+    log = base / "sshd.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )  # fmt: skip
+    host = ArmHost(address, port, key_file, process, log)
+    deadline = time.monotonic() + 120  # emulated: sshd takes seconds to start
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=2):
+                return host
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                host.stop()
+                raise RuntimeError(f"the ARM host's sshd did not start:\n{log.read_text()[-2000:]}") from None
+            time.sleep(0.5)
+
+
+def _requires_python(folder: Path) -> dict[str, str]:
+    """filename -> Requires-Python of each wheel in ``folder``, for the index page (pip 20.3.4 on
+    2.7 must see that the newer setuptools is not for it)."""
+    found = {}
+    for wheel in folder.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            for line in archive.read(name).decode().splitlines():
+                if line.startswith("Requires-Python:"):
+                    found[wheel.name] = line.split(":", 1)[1].strip()
+    return found
+
+
+@dataclass
+class Tier:
+    base: Path
+    host: ArmHost
+    index: IndexServer
+    inventory: Path
+    config: Path
+    links: Path
+
+    def playbook(self) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_LOCAL_TEMP": str(self.base / "ansible-tmp"),
+        }
+        return subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "playbooks/builders.yml"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=3600,
+        )  # fmt: skip
+
+    def controller(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "piwheels-ctl"), "--config", str(self.config), *args],
+            capture_output=True, text=True, check=False, timeout=3600, env={**os.environ, **env},
+        )  # fmt: skip
+
+
+def _recap(output: str) -> dict[str, dict[str, int]]:
+    recap = {}
+    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
+        if ":" in line:
+            host, counts = line.split(":", 1)
+            recap[host.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
+    return recap
+
+
+@contextlib.contextmanager
+def make_tier(release: str, build_deps: Path) -> Iterator[Tier]:
+    """An emulated armhf ``release`` host, its index and a controller with an inventory for it."""
+    problem = why_no_arm_emulation()
+    if problem is not None:
+        pytest.fail(f"the ARM tier cannot run here: {problem}", pytrace=False)
+    root = armhf_root(release)
+    base = Path(tempfile.mkdtemp(prefix=f"piwheels-arm-{release}-", dir="/var/tmp"))
+    base.chmod(0o755)
+    upstream = base / "upstream"
+    upstream.mkdir()
+    links = download_py27_wheels(base / "py27")
+    for wheel in [*build_deps.glob("*.whl"), *links.glob("*.whl")]:
+        shutil.copy(wheel, upstream)
+    for project in ("zlib-ext", "hangs-py2"):
+        make_sdist(PY2_PACKAGES / project, upstream)
+    host = start_arm_host(base, root, ADDRESSES[release])
+    try:
+        with IndexServer(upstream) as index:
+            index.requires_python.update(_requires_python(upstream))
+            config = base / "piwheels.toml"
+            config.write_text(
+                f'data_dir = "{base}/data"\nupstream = "{index.url}"\nlocal_builder = false\n'
+                # qemu-user reserves the 32-bit guest's address space up front: RLIMIT_AS would stop it.
+                "build_memory_mb = 0\nbuild_timeout = 3600\nmin_free_mb = 100\ncommand_timeout = 600\n"
+                "connect_timeout = 60\n"
+            )
+            controller_key = base / "controller_key"
+            _keygen(controller_key, "controller")
+            inventory = base / "inventory.yml"
+            inventory.write_text(yaml.safe_dump({"all": {
+                "vars": {"ansible_user": "root", "ansible_become_method": "su"},
+                "children": {
+                    "master": {"hosts": {"controller": {
+                        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                    }}},
+                    "builders": {"hosts": {"arm1": {
+                        "ansible_host": ADDRESSES[release],
+                        "ansible_port": host.port,
+                        "ansible_ssh_private_key_file": str(host.key_file),
+                        "ansible_ssh_common_args": NO_KNOWN_HOSTS,
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "builder_build_deps": ["zlib1g-dev", "libffi-dev"],
+                        "builder_host_key_file": f"{CONFIG_DIR}/host_key.pub",
+                        "builder_slots": 1,
+                        "builder_sudo_agent": True,
+                        "builder_controller": f"{BIN}/piwheels-ctl --config {config}",
+                        "builder_controller_key": str(controller_key),
+                        "builder_controller_user": "root",
+                    }}},
+                },
+            }}))  # fmt: skip
+            tier = Tier(base, host, index, inventory, config, links)
+            assert tier.controller("init").returncode == 0
+            yield tier
+    finally:
+        host.stop()
+        wait_gone(HANG_TOKEN)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tier(build_deps: Path) -> Iterator[Tier]:
+    with make_tier("bullseye", build_deps) as made:
+        yield made
+
+
+def test_the_emulated_arm_builder_converges_registers_builds_and_pip_installs_its_wheels(tier: Tier) -> None:
+    started = time.monotonic()
+    first = tier.playbook()
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+    second = tier.playbook()
+    assert second.returncode == 0, second.stdout[-6000:]
+    assert _recap(second.stdout)["arm1"]["changed"] == 0, second.stdout[-6000:]
+    converged = time.monotonic()
+
+    # Registered with its host key; both interpreters usable, through the role's sudo rule.
+    listing = json.loads(tier.controller("builders", "list", "--json").stdout)
+    assert [b["name"] for b in listing] == ["arm1"], listing
+    arm1 = listing[0]
+    assert arm1["abis"] == ["cp27-cp27mu-linux_armv7l", "cp39-cp39-linux_armv7l"], arm1
+    assert arm1["sudo"] == "/var/lib/piwheels-agent" and arm1["refused"] == {}, arm1
+    assert arm1["sandbox"].startswith("a uid of its own, no namespaces"), arm1
+
+    # A C extension linking zlib, for both Pythons.
+    assert tier.controller("add", "zlib-ext").returncode == 0
+    run = tier.controller("run")
+    assert "built 2, failed 0" in run.stdout, run.stdout + run.stderr
+    built = time.monotonic()
+    publish = tier.controller("publish")
+    assert publish.returncode == 0, publish.stderr
+    www = tier.base / "data" / "www"
+    wheels = sorted(p.name for p in www.rglob("*.whl"))
+    assert wheels == [
+        "zlib_ext-1.0-cp27-cp27mu-linux_armv7l.whl",
+        "zlib_ext-1.0-cp39-cp39-linux_armv7l.whl",
+    ], wheels
+    deps = json.loads(tier.controller("deps", "zlib-ext", "--json").stdout)
+    assert {d["package"] for d in deps["packages"]} >= {"zlib1g"}, deps
+    assert "sudo apt install zlib1g" in tier.controller("deps", "zlib-ext").stdout
+
+    # pip inside the ARM host installs them from the published index and imports them.
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(www), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/simple/"
+        check = "import zlib_ext; assert zlib_ext.crc('hello') == 907060870, zlib_ext.crc('hello')"
+        py39 = tier.host.ssh(
+            "python3.9 -m venv /tmp/v39 && /tmp/v39/bin/pip install --no-cache-dir --only-binary :all: "
+            f'--index-url {url} zlib-ext && /tmp/v39/bin/python -c "{check}"'
+        )
+        assert py39.returncode == 0, py39.stdout[-3000:] + py39.stderr[-3000:]
+        pip = next(tier.links.glob("pip-20.3.4-*.whl"))
+        tier.host.put(pip, f"/tmp/{pip.name}")
+        py27 = tier.host.ssh(
+            f"python2.7 /tmp/{pip.name}/pip install --no-cache-dir --only-binary :all: --target /tmp/t27 "
+            f'--index-url {url} zlib-ext && PYTHONPATH=/tmp/t27 python2.7 -c "{check}"'
+        )
+        assert py27.returncode == 0, py27.stdout[-3000:] + py27.stderr[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    installed = time.monotonic()
+    took = (converged - started, built - converged, installed - built)
+    print("converge {:.0f}s, builds {:.0f}s, installs {:.0f}s".format(*took))
+
+
+def test_a_build_that_times_out_on_python_2_7_is_killed_and_recorded_as_a_time_out(tier: Tier) -> None:
+    listing = json.loads(tier.controller("builders", "list", "--json").stdout)
+    if not listing:  # this test alone: converge first
+        assert tier.playbook().returncode == 0
+    assert tier.controller("add", "hangs-py2").returncode == 0
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the hanging build's sleep, seen while it runs
+        while not done.is_set() and not seen:
+            seen.extend(running(HANG_TOKEN))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run = tier.controller("run", PIWHEELS_BUILD_TIMEOUT="180")
+    finally:
+        done.set()
+        watcher.join()
+    assert "failed 2" in run.stdout, run.stdout + run.stderr
+    assert seen, "the 2.7 build never reached its hang: the time-out ended something else"
+    failures = json.loads(tier.controller("failures", "hangs-py2", "--json", "--no-hints").stdout)
+    reasons = {f["abi"]: f["reason"] for f in failures}
+    assert reasons.get("cp27-cp27mu-linux_armv7l") == "timeout", failures
+    assert reasons.get("cp39-cp39-linux_armv7l") != "timeout", failures
+    assert wait_gone(HANG_TOKEN) == [], "the 2.7 build outlived its time limit"
+    health = json.loads(tier.controller("builders", "list", "--json").stdout)[0]
+    assert health["healthy"] is True, health
+
+
+def test_a_bookworm_armhf_builder_builds_for_cp311(build_deps: Path) -> None:
+    with make_tier("bookworm", build_deps) as bookworm:
+        converge = bookworm.playbook()
+        assert converge.returncode == 0, converge.stdout[-6000:] + converge.stderr[-2000:]
+        listing = json.loads(bookworm.controller("builders", "list", "--json").stdout)
+        assert listing[0]["abis"] == ["cp311-cp311-linux_armv7l"] and listing[0]["sudo"], listing
+        assert bookworm.controller("add", "zlib-ext").returncode == 0
+        run = bookworm.controller("run")
+        assert "built 1, failed 0" in run.stdout, run.stdout + run.stderr
+        assert bookworm.controller("publish").returncode == 0
+        www = bookworm.base / "data" / "www"
+        assert sorted(p.name for p in www.rglob("*.whl")) == ["zlib_ext-1.0-cp311-cp311-linux_armv7l.whl"]
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(www), str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            check = "import zlib_ext; assert zlib_ext.crc('hello') == 907060870"
+            pip = f"/tmp/v311/bin/pip install --no-cache-dir --only-binary :all: --index-url http://127.0.0.1:{port}/simple/"
+            installed = bookworm.host.ssh(
+                f'python3.11 -m venv /tmp/v311 && {pip} zlib-ext && /tmp/v311/bin/python -c "{check}"'
+            )
+            assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
