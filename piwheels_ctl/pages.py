@@ -23,8 +23,6 @@ from .models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, U
 from .models import Version as VersionRow
 from .queue import runs_on
 
-BINARY_ONLY = "binary only"  # catalog's skip reason of a release without an sdist
-
 templates = Environment(
     loader=PackageLoader("piwheels_ctl", "templates"),
     autoescape=True,
@@ -270,7 +268,7 @@ def _cell(
             builder=builders.get(build.builder_id or -1),
         )
     skip = row.skip_reason or project.skip_reason
-    if row.sdist_url is None or skip == BINARY_ONLY:
+    if row.sdist_url is None:
         return Cell("no-sdist")
     if skip:
         return Cell("skipped", reason=skip)

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import Exists, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
@@ -30,14 +29,6 @@ API_VERSION = "1.1"
 # Keeps every IN (...) list below SQLite's oldest limit of 999 bound parameters.
 CHUNK = 500
 _CANONICAL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-
-_templates = Environment(
-    loader=PackageLoader("piwheels_ctl", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
 
 
 @dataclass
@@ -296,7 +287,7 @@ def _write_project(
     for f in files:
         if f.file_id in metadata:
             _write_if_changed(project_dir / f"{f.filename}.metadata", metadata[f.file_id])
-    html = _templates.get_template("simple_project.html.j2").render(
+    html = pages.templates.get_template("simple_project.html.j2").render(
         api_version=API_VERSION, display_name=display_name, files=files
     )
     _write_if_changed(project_dir / "index.json", _dumps(_project_json(project_dir.name, files)))
@@ -369,7 +360,9 @@ def _write_root(session: Session, simple: Path) -> bool:
         select(Project.name, Project.display_name).where(_has_files()).order_by(Project.name)
     ).all()
     projects = [row for row in listed if _CANONICAL.match(row.name)]
-    html = _templates.get_template("simple_root.html.j2").render(api_version=API_VERSION, projects=projects)
+    html = pages.templates.get_template("simple_root.html.j2").render(
+        api_version=API_VERSION, projects=projects
+    )
     root_json = {
         "meta": {"api-version": API_VERSION},
         "projects": [{"name": row.display_name} for row in projects],
