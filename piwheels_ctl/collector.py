@@ -355,13 +355,11 @@ def inspect_wheel(
     )
 
 
-def with_build_tag(wheel: Wheel, build: int) -> Wheel:
-    """The same wheel under build tag ``build`` (file name and WHEEL's ``Build:``), verified again.
-
-    Uses ``wheel tags --build``, the wheel package's own command; the original file is removed.
-    """
+def _retagged(wheel: Wheel, what: str, *options: str) -> Wheel:
+    """The wheel that ``wheel tags OPTIONS`` (the wheel package's own command) makes of ``wheel``,
+    beside it, read and verified; ``what`` names the new tags in the error."""
     proc = subprocess.run(
-        [sys.executable, "-m", "wheel", "tags", "--remove", "--build", str(build), str(wheel.path)],
+        [sys.executable, "-m", "wheel", "tags", *options, str(wheel.path)],
         capture_output=True,
         text=True,
         timeout=RETAG_TIMEOUT,
@@ -369,13 +367,22 @@ def with_build_tag(wheel: Wheel, build: int) -> Wheel:
         check=False,
     )
     if proc.returncode != 0:
-        raise VerifyError(f"{wheel.filename}: giving it build tag {build} failed: {proc.stderr.strip()}")
+        raise VerifyError(f"{wheel.filename}: tagging it with {what} failed: {proc.stderr.strip()}")
     new_name = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    new_path = wheel.path.with_name(check_filename(new_name))
-    tagged = inspect_wheel(new_path, name=wheel.name, version=wheel.version)
+    return inspect_wheel(
+        wheel.path.with_name(check_filename(new_name)), name=wheel.name, version=wheel.version
+    )
+
+
+def with_build_tag(wheel: Wheel, build: int) -> Wheel:
+    """The same wheel under build tag ``build`` (file name and WHEEL's ``Build:``), verified again.
+
+    Uses ``wheel tags --build``, the wheel package's own command; the original file is removed.
+    """
+    tagged = _retagged(wheel, f"build tag {build}", "--remove", "--build", str(build))
     same = (tagged.python_tag, tagged.abi_tag, tagged.platform_tag, tagged.metadata_sha256)
     if same != (wheel.python_tag, wheel.abi_tag, wheel.platform_tag, wheel.metadata_sha256):
-        raise VerifyError(f"{wheel.filename}: {new_name} is not the same wheel with a build tag")
+        raise VerifyError(f"{wheel.filename}: {tagged.filename} is not the same wheel with a build tag")
     return dataclasses.replace(tagged, deps=wheel.deps)
 
 
@@ -386,21 +393,8 @@ def with_platform(wheel: Wheel, platform: str) -> Wheel:
     Uses ``wheel tags --platform-tag``, the wheel package's own command, so that the WHEEL
     file's tags and RECORD are rewritten; the copy has its own hash and ``.metadata``.
     """
-    proc = subprocess.run(
-        [sys.executable, "-m", "wheel", "tags", "--platform-tag", platform, str(wheel.path)],
-        capture_output=True,
-        text=True,
-        timeout=RETAG_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise VerifyError(f"{wheel.filename}: tagging it for {platform} failed: {proc.stderr.strip()}")
-    new_name = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    copy = inspect_wheel(
-        wheel.path.with_name(check_filename(new_name)), name=wheel.name, version=wheel.version
-    )
+    copy = _retagged(wheel, platform, "--platform-tag", platform)
     same = (copy.python_tag, copy.abi_tag, copy.metadata_sha256)
     if same != (wheel.python_tag, wheel.abi_tag, wheel.metadata_sha256) or copy.platform_tag != platform:
-        raise VerifyError(f"{wheel.filename}: {new_name} is not the same wheel for {platform}")
+        raise VerifyError(f"{wheel.filename}: {copy.filename} is not the same wheel for {platform}")
     return dataclasses.replace(copy, deps=wheel.deps)

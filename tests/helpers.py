@@ -105,3 +105,13 @@ def wait_gone(token: str, timeout: float = 30.0) -> list[str]:
     while (left := running(token)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """ansible-playbook's PLAY RECAP counts per host: {"b1": {"ok": 9, "changed": 0, ...}}."""
+    recap = {}
+    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
+        if ":" in line:
+            host, counts = line.split(":", 1)
+            recap[host.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
+    return recap

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import free_port
+from helpers import free_port, play_recap
 from indexserver import IndexServer
 from sshd import SshHost, start_ssh_host
 
@@ -90,16 +90,6 @@ class Site:
             check=False,
             timeout=600,
         )
-
-
-def _recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counts per host: {"b1": {"ok": 9, "changed": 0, ...}}."""
-    recap = {}
-    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
-        if ":" in line:
-            host, counts = line.split(":", 1)
-            recap[host.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return recap
 
 
 def _inventory(root: Path, hosts: dict[str, SshHost], upstream: str, http_port: int) -> Path:
@@ -192,7 +182,7 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
     assert first.returncode == 0, first.stdout[-5000:]
     second = site.playbook("playbooks/site.yml", "--limit", "master1,b1,b2")
     assert second.returncode == 0, second.stdout[-5000:]
-    recap = _recap(second.stdout)
+    recap = play_recap(second.stdout)
     assert set(recap) == {"master1", "b1", "b2"}
     assert all(counts["changed"] == 0 for counts in recap.values()), second.stdout[-5000:]
     listing = json.loads(site.controller("builders", "list", "--json").stdout)
@@ -200,7 +190,7 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
     # A third builder joins with --limit; the others are not touched.
     third = site.playbook("playbooks/site.yml", "--limit", "master1,b3")
     assert third.returncode == 0, third.stdout[-5000:]
-    assert "b1" not in _recap(third.stdout) and "b2" not in _recap(third.stdout)
+    assert "b1" not in play_recap(third.stdout) and "b2" not in play_recap(third.stdout)
     listing = json.loads(site.controller("builders", "list", "--json").stdout)
     assert sorted(b["name"] for b in listing) == ["b1", "b2", "b3"]
     # The controller on that master builds on the builders; nginx, as the role set it up, serves.

@@ -37,7 +37,7 @@ import yaml
 
 from arm_roots import armhf_root, why_no_arm_emulation
 from debian_roots import UID_LOCKS
-from helpers import free_port, running, wait_gone
+from helpers import free_port, play_recap, running, wait_gone
 from indexserver import IndexServer
 from py2deps import download_py27_wheels
 from sdists import make_sdist
@@ -189,15 +189,6 @@ class Tier:
         )  # fmt: skip
 
 
-def _recap(output: str) -> dict[str, dict[str, int]]:
-    recap = {}
-    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
-        if ":" in line:
-            host, counts = line.split(":", 1)
-            recap[host.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return recap
-
-
 @contextlib.contextmanager
 def make_tier(release: str, build_deps: Path) -> Iterator[Tier]:
     """An emulated armhf ``release`` host, its index and a controller with an inventory for it."""
@@ -271,7 +262,7 @@ def test_the_emulated_arm_builder_converges_registers_builds_and_pip_installs_it
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     second = tier.playbook()
     assert second.returncode == 0, second.stdout[-6000:]
-    assert _recap(second.stdout)["arm1"]["changed"] == 0, second.stdout[-6000:]
+    assert play_recap(second.stdout)["arm1"]["changed"] == 0, second.stdout[-6000:]
     converged = time.monotonic()
 
     # Registered with its host key; both interpreters usable, through the role's sudo rule.

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import free_port
+from helpers import free_port, play_recap
 from indexserver import IndexServer
 from nspawn import Machine, make_machine, why_no_boot
 from sshd import SshHost, start_ssh_host
@@ -104,15 +104,6 @@ class Farm:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
-
-
-def _recap(output: str) -> dict[str, dict[str, int]]:
-    recap = {}
-    for line in output.split("PLAY RECAP")[-1].splitlines()[1:]:
-        if ":" in line:
-            host, counts = line.split(":", 1)
-            recap[host.strip()] = {k: int(v) for k, v in (pair.split("=") for pair in counts.split())}
-    return recap
 
 
 def _task_stdouts(output: str) -> list[str]:
@@ -324,7 +315,7 @@ def test_the_playbook_upgrades_the_farm_keeping_everything_and_reruns_unchanged(
     assert "@localhost:5432/piwheels" in farm.machine.sh("cat /etc/piwheels/piwheels.toml").stdout
     again = _new(farm, "--limit", "master1,b1")
     assert again.returncode == 0, again.stdout[-6000:]
-    recap = _recap(again.stdout)
+    recap = play_recap(again.stdout)
     assert set(recap) == {"master1", "b1"}
     assert all(counts["changed"] == 0 for counts in recap.values()), again.stdout[-6000:]
 
@@ -332,7 +323,7 @@ def test_the_playbook_upgrades_the_farm_keeping_everything_and_reruns_unchanged(
 def test_a_builder_added_with_limit_builds_for_the_service(farm: Farm) -> None:
     proc = _new(farm, "--limit", "master1,b2")
     assert proc.returncode == 0, proc.stdout[-6000:]
-    assert "b1" not in _recap(proc.stdout)
+    assert "b1" not in play_recap(proc.stdout)
     names = sorted(b["name"] for b in json.loads(farm.ctl("builders list --json").stdout))
     assert names == ["b1", "b2"]
     success = farm.status()["success"]
