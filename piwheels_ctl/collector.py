@@ -115,13 +115,16 @@ def check_tags(filename: str, tags: frozenset[Tag], abi: AbiTags) -> None:
     Every tag must be for the builder's platform (or ``any``): a ``manylinux`` or foreign tag
     would make the index serve the wheel to machines it was never built or checked for. A tag
     naming an interpreter or ABI must cover ``abi``; only generic ``pyN-none`` tags may name
-    other Pythons. Either is the builder's fault (TagError: e.g. ``linux_aarch64`` from a 32-bit
-    userland on a 64-bit kernel). And the wheel must install on ``abi`` itself (VerifyError: a
-    project that builds only for other Pythons).
+    other Pythons. The builder's fault (TagError) is what a misconfigured builder makes of an
+    honest project: another Linux machine's tag (``linux_aarch64`` from a 32-bit userland on a
+    64-bit kernel) or another interpreter's. The project's (VerifyError) is what only its own
+    settings make: another system's platform (``win_amd64``, ``manylinux…``), or a wheel that
+    installs on none of ``abi`` (a project that builds only for other Pythons).
     """
     for tag in sorted(tags, key=str):
         if tag.platform not in ("any", abi.platform_tag):
-            raise TagError(
+            wrong = TagError if tag.platform.startswith("linux_") else VerifyError
+            raise wrong(
                 f"{filename}: tag {tag} is for platform {tag.platform!r}, the job's is {abi.platform_tag!r}"
             )
         generic = tag.interpreter.startswith("py") and tag.abi == "none"

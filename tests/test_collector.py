@@ -107,8 +107,6 @@ def farm(db: Database, tmp_path: Path) -> Farm:
     "tag",
     [
         "cp311-cp311-linux_aarch64",  # another Pi's platform (a 32-bit userland on a 64-bit kernel)
-        "cp311-cp311-manylinux_2_17_armv7l",  # a promise no builder checked
-        "cp311-cp311-win_amd64",
         "cp311-cp311-linux_armv7l.linux_aarch64",  # one foreign tag of two
         "cp312-cp312-linux_armv7l",  # another interpreter
     ],
@@ -127,6 +125,8 @@ def test_a_wheel_tagged_for_another_platform_or_python_is_the_builders_fault(far
     ("name", "version", "tag"),
     [
         ("demo", "1.0", "py2-none-any"),  # installs on no Python 3
+        ("demo", "1.0", "cp311-cp311-manylinux_2_17_armv7l"),  # a promise no builder checked
+        ("demo", "1.0", "cp311-cp311-win_amd64"),  # only the project's own settings make this
         ("other", "1.0", GOOD_TAG),  # another project
         ("demo", "2.0", GOOD_TAG),  # another version
     ],

@@ -213,7 +213,8 @@ def test_hostile_builds_cannot_hurt_the_farm(
     builds = _builds(data)
     report = {name: (b.status.value, b.failure_reason, b.failure_detail) for name, b in builds.items()}
     assert set(report) == {"victim", *ATTACKS, "foreign", "tampered"}, report
-    assert "handed back" not in run.stdout, run.stdout  # no hostile build became the builder's fault
+    # No hostile build became the builder's fault.
+    assert "handed back" not in run.stdout, (run.stdout, report)
     assert report["victim"][0] == "success"
     assert hashlib.sha256(victim_wheel.read_bytes()).hexdigest() == victim_sha, "the victim's wheel changed"
 
