@@ -85,9 +85,9 @@ class CacheServer:
             self.process.wait(timeout=10)
 
     def requests(self, project: str) -> list[tuple[str, int]]:
-        """(method, status) of every request nginx logged for ``project``'s folder."""
+        """(method, status) of every request nginx logged for ``project``'s folder ("": all)."""
         found = []
-        prefix = f"/ccache/{self.secret}/{project}/"
+        prefix = f"/ccache/{self.secret}/" + (f"{project}/" if project else "")
         for line in self.access_log.read_text().splitlines() if self.access_log.exists() else []:
             request, _, after = line.partition('"')[2].partition('" ')
             method, _, rest = request.partition(" ")
