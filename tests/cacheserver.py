@@ -3,6 +3,7 @@ loopback address with the server block rendered from the role's own template."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import time
@@ -16,13 +17,15 @@ ROLE = Path(__file__).resolve().parent.parent / "roles" / "master"
 NGINX = "/usr/sbin/nginx"
 
 
-def render_site(**overrides: object) -> str:
-    """roles/master/templates/nginx-ccache.conf.j2 with the role's defaults and ``overrides``."""
+def render(template: str, **overrides: object) -> str:
+    """roles/master/templates/``template`` with the role's defaults and ``overrides``, rendered
+    as Ansible would (its ``comment`` and ``quote`` filters)."""
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     values.update(overrides, ansible_managed="Rendered by the tests from the master role's template")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: "#\n# " + text + "\n#"
-    return env.from_string((ROLE / "templates" / "nginx-ccache.conf.j2").read_text()).render(values)
+    env.filters["quote"] = lambda text: shlex.quote(str(text))
+    return env.from_string((ROLE / "templates" / template).read_text()).render(values)
 
 
 class CacheServer:
@@ -38,7 +41,8 @@ class CacheServer:
         self.cache = folder / "cache"
         self.access_log = folder / "access.log"
         self.process: subprocess.Popen[bytes] | None = None
-        site = render_site(
+        site = render(
+            "nginx-ccache.conf.j2",
             master_ccache_port=f"{address}:{self.port}",
             master_ccache_dir=str(self.cache),
             master_ccache_allow=allow,

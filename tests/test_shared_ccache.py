@@ -18,7 +18,7 @@ import pytest
 
 from piwheels_ctl import remotecache
 
-from cacheserver import CacheServer
+from cacheserver import CacheServer, render
 from helpers import clean_env, piwheels
 from indexserver import IndexServer
 from sshd import SshHost, start_ssh_host
@@ -207,3 +207,19 @@ def test_an_old_ccache_keeps_the_shared_cache_off(
     assert remotecache.check(cache.url) == "off: ccache 4.2 has no remote storage (4.4 or later)"
     monkeypatch.undo()
     assert remotecache.check(cache.url).startswith("on (ccache 4.")
+
+
+def test_the_prune_script_keeps_the_newest_entries_within_the_bound(tmp_path: Path) -> None:
+    folder = tmp_path / "cache dir"
+    script = tmp_path / "prune.sh"
+    text = render("piwheels-ccache-prune.sh.j2", master_ccache_dir=str(folder), master_ccache_max_mb=1)
+    script.write_text(text)
+    for age, name in enumerate(["p/ab/newest", "p/cd/new", "q/ef/old", "q/01/oldest"]):
+        entry = folder / name
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_bytes(b"x" * 400_000)
+        os.utime(entry, (0, 2_000_000_000 - 3600 * age))
+    subprocess.run(["sh", str(script)], check=True)
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert left == ["p/ab/newest", "p/cd/new"], left  # 800 kB of the 1 MB; the next would pass it
+    assert not (folder / "q").exists()  # emptied folders go too
