@@ -21,6 +21,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import uuid
 
 try:
@@ -93,6 +94,12 @@ class Forwarder(object):
         self.cache = Cache(url)
         self.prefix = "/" + quote(project.lower(), safe="")
         self.counts = {"get": 0, "found": 0, "put": 0, "stored": 0, "refused": 0}  # type: Dict[str, int]
+        self._lock = threading.Lock()  # the proxy serves each connection in a thread of its own
+
+    def _count(self, key, add=1):
+        # type: (str, int) -> None
+        with self._lock:
+            self.counts[key] += add
 
     def forward(self, client, head, rest):
         # type: (socket.socket, bytes, bytes) -> None
@@ -114,7 +121,7 @@ class Forwarder(object):
             else:
                 length = int(headers["content-length"])
         if problem is not None:
-            self.counts["refused"] += 1
+            self._count("refused")
             _answer(client, problem[0], "piwheels-ctl agent: " + problem[1])
             return
         upstream = self.cache.connect()
@@ -126,11 +133,11 @@ class Forwarder(object):
         finally:
             upstream.close()
         if method == "PUT":
-            self.counts["put"] += 1
-            self.counts["stored"] += status in (200, 201, 204)
+            self._count("put")
+            self._count("stored", status in (200, 201, 204))
         else:
-            self.counts["get"] += 1
-            self.counts["found"] += status == 200
+            self._count("get")
+            self._count("found", status == 200)
 
 
 def summary(counts):
