@@ -12,6 +12,8 @@ Two builders are real sshd hosts on loopback (127.0.1.30 and .31), the cache a r
 This machine has one CPython, so builder 2 builds for the same ABI; see docs/benchmarks.md for
 what another ABI can share. The sdists and their build dependencies are downloaded first (as
 bench/pipeline.py does, into the same kind of folder); no timed step touches the network.
+The downloads are kept in ``--out`` for the next run: give another ``--out`` for another
+workload or ``--only``.
 """
 
 from __future__ import annotations
