@@ -31,10 +31,11 @@ import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, elfdeps, sandbox, sdistfetch, supervise
+    from . import buildnet, elfdeps, remotecache, sandbox, sdistfetch, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
     import elfdeps  # type: ignore[import-not-found, no-redef]
+    import remotecache  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
     import sdistfetch  # type: ignore[import-not-found, no-redef]
     import supervise  # type: ignore[import-not-found, no-redef]
@@ -64,7 +65,8 @@ PASS_ENV = (
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
-MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py")
+MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py",
+           "remotecache.py")  # fmt: skip
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
 USERLAND_32 = {"aarch64": "armv7l", "armv8l": "armv7l", "x86_64": "i686"}
@@ -180,9 +182,10 @@ def _makedirs(path):
             raise
 
 
-def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
-    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str]) -> Dict[str, str]
-    """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit."""
+def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links, remote=False):
+    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], bool) -> Dict[str, str]
+    """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit
+    (``remote``: also in the farm's shared cache, through the build's proxy)."""
     env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(
@@ -218,6 +221,8 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
         env["CCACHE_BASEDIR"] = work_root
         # Depend mode never runs the preprocessor: a miss costs little more than no ccache.
         env["CCACHE_DEPEND"] = "1"
+        if remote:  # the relay in the sandbox: the agent's proxy forwards to the project's folder
+            env.update(remotecache.storage_env(buildnet.PROXY_PORT))
     return env
 
 
@@ -225,7 +230,7 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links):
 Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
-    "ccache_dir on_start min_free_mb max_procs frontend user personality",
+    "ccache_dir on_start min_free_mb max_procs frontend user personality ccache_remote",
 )
 
 
@@ -388,13 +393,14 @@ def build(
     sdist_url=None,  # type: Optional[str]
     sdist_sha256=None,  # type: Optional[str]
     frontend=None,  # type: Optional[str]
+    ccache_remote=None,  # type: Optional[str]
 ):
     # type: (...) -> Dict[str, Any]
     """Build NAME==VERSION with ``python`` in a sandbox into ``outbox``; return the controller's result.
 
     ``on_start`` is called with the pid of the build's process group. A result with status
     "error" is the builder's fault (no sandbox, too little disk), not the project's: build it
-    elsewhere.
+    elsewhere. ``ccache_remote`` is the URL of the farm's shared compiler cache, if any.
     """
     if not SAFE_NAME.match(name) or not SAFE_NAME.match(version):
         return builder_error("refused: %r %r is not a project name and version" % (name, version))
@@ -432,7 +438,8 @@ def build(
                     pip = frontend and unpack_frontend(frontend)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
-                              min_free_mb, max_procs, pip, user, build_personality())  # fmt: skip
+                              min_free_mb, max_procs, pip, user, build_personality(),
+                              ccache_remote)  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
             except sdistfetch.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
@@ -454,7 +461,12 @@ def _build(job, work, kind, uid, sdist):
         _makedirs(sub)
     os.chmod(work, 0o711)  # noqa: S103 - the build's uid passes through to its folder, sees nothing else
     with _project_cache(job.ccache_dir, job.name) as project_cache:
-        return _build_in(job, work, kind, uid, sdist, box, wheels, project_cache)
+        # The shared cache only behind the proxy (a sandbox with its own network): a build
+        # without one could reach the cache, or learn its URL, by itself.
+        remote = None
+        if project_cache and job.ccache_remote and kind == "bwrap":
+            remote = remotecache.Forwarder(job.ccache_remote, job.name)
+        return _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote)
 
 
 @contextlib.contextmanager
@@ -480,13 +492,14 @@ def _project_cache(ccache_dir, name):
         yield folder
 
 
-def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
-    # type: (Any, str, str, Optional[int], Optional[str], str, str, Optional[str]) -> Dict[str, Any]
+def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
+    # type: (Any, str, str, Optional[int], Optional[str], str, str, Optional[str], Any) -> Dict[str, Any]
     if uid is not None:  # the agent is root: the build's uid owns the build's folders
         for folder in (box, project_cache):
             if folder:
                 _chown_tree(folder, uid)
-    env = build_env(box, job.work_root, job.ccache_dir, project_cache, job.index_url, job.find_links)
+    env = build_env(box, job.work_root, job.ccache_dir, project_cache, job.index_url, job.find_links,
+                    remote is not None)  # fmt: skip
     if sdist is not None:  # checked by the agent: readable by the build in its own folder
         target = os.path.join(box, os.path.basename(sdist))
         shutil.move(sdist, target)
@@ -505,7 +518,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
     proxy = None
     if kind == "bwrap":
         proxy = buildnet.Proxy(
-            os.path.join(work, "proxy.sock"), _allowed_hosts([job.index_url or ""] + job.find_links)
+            os.path.join(work, "proxy.sock"), _allowed_hosts([job.index_url or ""] + job.find_links), remote
         )
         env.update(buildnet.proxy_env())
         read_only = sandbox.interpreter_dirs(job.python) + ([job.frontend] if job.frontend else [])
@@ -533,6 +546,8 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
                 uid=uid if kind == "user" else None, on_start=job.on_start,
                 personality=job.personality is not None,
             )  # fmt: skip
+            if remote is not None:
+                log.write(remotecache.summary(remote.counts).encode() + b"\n")
     except OSError as exc:  # the sandbox or the interpreter could not be started
         return builder_error("cannot start the build: %s" % (exc,))
     finally:
@@ -558,6 +573,8 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache):
         # An ARMv6 userland's armv7l wheels run on ARMv6 too: the controller also publishes them
         # as linux_armv6l (Pi Zero, Pi 1). A Debian armhf (ARMv7) userland's may not.
         "armv6_userland": armv6,
+        # Requests to the shared compiler cache: get/found, put/stored, refused.
+        "ccache_remote": remote.counts if remote is not None else None,
     }  # type: Dict[str, Any]
     if not files:
         # The agent's own check, never the log's text: is the disk full without this build?
@@ -615,6 +632,7 @@ def main(argv=None):
     b.add_argument("--sdist-url")
     b.add_argument("--sdist-sha256")
     b.add_argument("--frontend", help="the pinned pip's wheel on this builder")
+    b.add_argument("--ccache-remote", help="the URL of the farm's shared compiler cache")
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
@@ -642,6 +660,7 @@ def main(argv=None):
             sdist_url=args.sdist_url,
             sdist_sha256=args.sdist_sha256,
             frontend=args.frontend,
+            ccache_remote=args.ccache_remote,
         )
     else:
         parser.print_usage(sys.stderr)

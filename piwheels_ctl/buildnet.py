@@ -5,6 +5,8 @@ sandbox's first process, listens on that loopback and passes each connection thr
 socket to the agent's proxy, which decides where the build may go: the configured index and
 find-links hosts, and otherwise only public addresses, never this machine's loopback or a
 private network (the farm's database, ``serve``, the master). What it refused is reported.
+A request that is not a proxy request is the build's ccache asking for the farm's shared
+compiler cache: given a ``remotecache.Forwarder``, the proxy hands it over, else refuses it.
 
 Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
 """
@@ -17,7 +19,7 @@ import socket
 import threading
 
 try:
-    from typing import Dict, List, Optional, Tuple  # noqa: F401 - used in type comments
+    from typing import Any, Dict, List, Optional, Tuple  # noqa: F401 - used in type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
@@ -126,10 +128,11 @@ class Proxy(object):
     or failed connection is kept in ``attempts`` for the build's result.
     """
 
-    def __init__(self, path, allowed):
-        # type: (str, List[str]) -> None
+    def __init__(self, path, allowed, cache=None):
+        # type: (str, List[str], Optional[Any]) -> None
         self.path = path
         self.allowed = set(a.lower() for a in allowed)
+        self.cache = cache  # a remotecache.Forwarder, or None: no shared compiler cache
         self.attempts = []  # type: List[str]
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
@@ -164,6 +167,10 @@ class Proxy(object):
         try:
             head, rest = _read_head(client)
             method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            if target.startswith("/") and self.cache is not None:
+                self.cache.forward(client, head, rest)
+                client.close()
+                return
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
                 path = None  # type: Optional[str]

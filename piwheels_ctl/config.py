@@ -44,6 +44,9 @@ class Settings(BaseModel):
     ccache: bool = True
     ccache_dir: Path | None = None
     ccache_max_size: str = Field(default="5G", pattern=r"^\d+(\.\d+)?[kMGT]?i?$")
+    # The farm's shared compiler cache (ccache remote storage, the master role's nginx), e.g.
+    # "http://master:8081/ccache/SECRET/": each builder's probe decides whether it can use it.
+    ccache_remote_url: str | None = None
     http_timeout: float = Field(default=30.0, gt=0)
     upstream_redirect_hosts: list[str] = Field(default_factory=list)  # hosts the upstream may redirect to
     local_builder: bool = True
@@ -76,6 +79,13 @@ class Settings(BaseModel):
             return value if value.endswith("/") else value + "/"
         path = Path(value.removeprefix("file://")).expanduser()
         return str(path.resolve())
+
+    @field_validator("ccache_remote_url")
+    @classmethod
+    def _cache_url(cls, value: str | None) -> str | None:
+        if value is None or (value.startswith("http://") and len(value) > len("http://")):
+            return value or None
+        raise ValueError("an http:// URL (ccache speaks no HTTPS)")
 
     @field_validator("debian_mirror")
     @classmethod

@@ -146,6 +146,7 @@ class LocalExecutor:
             index_url=index_url,
             find_links=find_links,
             ccache_dir=self.ccache_dir,
+            ccache_remote=s.ccache_remote_url,
             on_start=self._started,
             min_free_mb=s.min_free_mb,
             sandbox_kind=s.sandbox,
@@ -189,6 +190,7 @@ class RemoteBuilder:
     # The root-owned folder of the agent the SSH user may run as root with sudo (the builder
     # role's, for builders where no namespaces can be made), with its own work and ccache.
     sudo_root: str | None = None
+    ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
 
 
 def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
@@ -268,6 +270,8 @@ class RemoteExecutor:
         ]  # fmt: skip
         if s.ccache:
             argv += ["--ccache-dir", f"{place}/ccache"]
+            if s.ccache_remote_url and self.builder.ccache_remote:
+                argv += ["--ccache-remote", s.ccache_remote_url]
         if index_url:
             argv += ["--index-url", index_url]
         if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
@@ -356,4 +360,5 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         slots=builder.slots,
         pythons={p.abi_id: p.path for p in builder.pythons},
         sudo_root=builder.info.get("sudo_root"),
+        ccache_remote=str(builder.info.get("ccache_remote", "")).startswith("on"),
     )

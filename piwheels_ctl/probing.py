@@ -143,6 +143,24 @@ def _probe_build(
         conn.run(["rm", "-rf", "--", place], timeout=timeout)
 
 
+def _remote_cache(conn: Connection, settings: Settings, root: str, probes: dict[str, dict[str, Any]]) -> str:
+    """Whether the builder's builds use the farm's shared compiler cache: "on (...)" or "off: why"."""
+    if not settings.ccache or not settings.ccache_remote_url:
+        return "off: not configured"
+    if not probes:
+        return "off: no interpreter"
+    python, probe = next(iter(probes.items()))
+    if not str(probe.get("sandbox", "")).startswith("bubblewrap"):
+        # Without a network namespace a build could reach the cache by itself, past its proxy.
+        return "off: builds here have no network sandbox (bubblewrap)"
+    argv = [python, f"{root}/remotecache.py", "check", settings.ccache_remote_url]
+    done = conn.run(argv, timeout=settings.command_timeout)
+    try:
+        return str(parse_result(done.stdout, python, frozenset({"ccache_remote"}))["ccache_remote"])
+    except BuilderError as exc:
+        return f"off: {exc}"
+
+
 def probe_remote(
     settings: Settings,
     endpoint: Endpoint,
@@ -197,6 +215,7 @@ def probe_remote(
         df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
         load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()
         stats = conn.run(["env", f"CCACHE_DIR={root}/ccache", "ccache", "-s"], timeout=timeout)
+        remote = _remote_cache(conn, settings, root, probes)
     if not probes:
         raise BuilderError(f"{endpoint.host}: no interpreter can build: " + "; ".join(
             f"{python}: {why}" for python, why in refused.items()))  # fmt: skip
@@ -211,6 +230,7 @@ def probe_remote(
         "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
         "load": float(load[0]) if load else None,
         "ccache": stats.stdout.strip() if stats.exit_code == 0 else "ccache not installed",
+        "ccache_remote": remote,
         "checked_at": utcnow().isoformat(),
     }
     return Probe(root, probes, info, refused)

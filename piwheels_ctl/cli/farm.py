@@ -150,6 +150,7 @@ def _builder_dict(builder: Builder) -> dict[str, Any]:
         "load": builder.info.get("load"),
         "sandbox": builder.info.get("sandbox"),
         "sudo": builder.info.get("sudo_root"),
+        "ccache_remote": builder.info.get("ccache_remote"),
         "refused": builder.info.get("refused") or {},
         "checked_at": builder.info.get("checked_at"),
         "last_error": builder.info.get("last_error"),
@@ -166,7 +167,9 @@ def builders_list(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("name", "address", "slots", "ABIs", "sandbox", "healthy", "free MB", "load")
+    table = Table(
+        "name", "address", "slots", "ABIs", "sandbox", "shared ccache", "healthy", "free MB", "load"
+    )
     for row in rows:
         user = f"{row['user']}@" if row["user"] else ""
         address = "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}"
@@ -178,6 +181,7 @@ def builders_list(app: App, as_json: bool) -> None:
             str(row["slots"]),
             ", ".join(row["abis"]),
             row["sandbox"] or "-",
+            row["ccache_remote"] or "-",
             health,
             free,
             load,
