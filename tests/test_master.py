@@ -43,6 +43,7 @@ MASTER_ADDRESS = "127.0.1.10"
 BUILDER_ADDRESSES = {"b1": "127.0.1.11", "b2": "127.0.1.12"}
 FRESH_DEBIAN_LACKS = "python3-packaging sudo"
 DB_PASSWORD = "s3cret 'quoted' /slash"
+CCACHE_SECRET = "c4che-s3cret"
 
 pytestmark = [
     pytest.mark.master,
@@ -61,6 +62,7 @@ class Farm:
     http_port: int
     https_port: int
     ca_file: Path
+    ccache_port: int
 
     def playbook(self, checkout: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env = {
@@ -179,7 +181,7 @@ def farm(fixture_sdists: dict[str, Path], build_deps: Path) -> Iterator[Farm]:
         for name, address in BUILDER_ADDRESSES.items():
             builders[name] = start_ssh_host(root, address, f"pwm{name}", admit_root=True)
         with IndexServer(upstream) as index:
-            http_port, https_port = free_port(), free_port()
+            http_port, https_port, ccache_port = free_port(), free_port(), free_port()
             inventory = root / "inventory.yml"
             ssh_args = "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=" + str(root / "known_hosts")
             known = machine.known_hosts.read_text()
@@ -227,8 +229,11 @@ def farm(fixture_sdists: dict[str, Path], build_deps: Path) -> Iterator[Farm]:
                 + "master_backup_keep: 2\nmaster_build_log_days: 1\nmaster_nginx_log_days: 3\n"
                 # The new builder role registers as the controller's user itself: no runuser.
                 + f"builder_controller: {CTL}\n"
+                # The shared compiler cache, for the builders on this machine's loopback addresses.
+                + f"master_ccache: true\nmaster_ccache_port: {ccache_port}\n"
+                + f"master_ccache_allow: [127.0.0.0/8]\nmaster_ccache_secret: {CCACHE_SECRET}\n"
             )
-            yield Farm(root, machine, builders, inventory, old, http_port, https_port, ca_file)
+            yield Farm(root, machine, builders, inventory, old, http_port, https_port, ca_file, ccache_port)
     finally:
         machine.stop()
         for host in builders.values():
@@ -281,6 +286,8 @@ def test_a_failed_migration_leaves_the_old_release_running_and_says_why(farm: Fa
         farm.machine.sh("test -d /opt/piwheels/venv -a ! -L /opt/piwheels/venv", check=False).returncode == 0
     )
     assert json.loads(farm.ctl("status --json").stdout)["builds"]["success"] == 2  # the old CLI works
+    # ... with its own config: the new release's settings wait beside it until the new one runs.
+    assert "ccache_remote_url" not in farm.machine.sh("cat /etc/piwheels/piwheels.toml").stdout
     farm.sql("ALTER TABLE projects DROP COLUMN dirty_generation")
 
 
@@ -313,11 +320,34 @@ def test_the_playbook_upgrades_the_farm_keeping_everything_and_reruns_unchanged(
     config = farm.machine.sh("stat -c '%a %U %G' /etc/piwheels/piwheels.toml /etc/piwheels/backup.env").stdout
     assert config.split("\n")[:2] == ["640 root piwheels-master"] * 2
     assert "@localhost:5432/piwheels" in farm.machine.sh("cat /etc/piwheels/piwheels.toml").stdout
+    _check_shared_ccache(farm)
     again = _new(farm, "--limit", "master1,b1")
     assert again.returncode == 0, again.stdout[-6000:]
     recap = play_recap(again.stdout)
     assert set(recap) == {"master1", "b1"}
     assert all(counts["changed"] == 0 for counts in recap.values()), again.stdout[-6000:]
+
+
+def _check_shared_ccache(farm: Farm) -> None:
+    """The role's shared compiler cache: in the controller's config, served to the allowed
+    addresses under the secret path only (PUT then GET), pruned by a timer."""
+    url = f"http://{farm.machine.address}:{farm.ccache_port}/ccache/{CCACHE_SECRET}/"
+    config = farm.machine.sh("cat /etc/piwheels/piwheels.toml").stdout
+    assert f'ccache_remote_url = "{url}"' in config, config
+    entry = f"{url}demo/ab/cdef0123R"
+    put = urllib.request.Request(entry, data=b"object", method="PUT")
+    with urllib.request.urlopen(put, timeout=30) as response:
+        assert response.status in (201, 204), response.status
+    with urllib.request.urlopen(entry, timeout=30) as response:
+        assert response.read() == b"object"
+    for path in ("ccache/demo/ab/cdef0123R", f"ccache/{CCACHE_SECRET}/"):  # no secret; a listing
+        try:
+            urllib.request.urlopen(f"http://{farm.machine.address}:{farm.ccache_port}/{path}", timeout=30)
+            raise AssertionError(f"/{path} answered")
+        except urllib.error.HTTPError as exc:
+            assert exc.code in (403, 404), (path, exc.code)
+    timer = farm.machine.sh("systemctl is-active piwheels-ccache-prune.timer").stdout.strip()
+    assert timer == "active", timer
 
 
 def test_a_builder_added_with_limit_builds_for_the_service(farm: Farm) -> None:
