@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from . import upstream_coverage
+from . import queue_upkeep, upstream_coverage
 from .errors import InputError, PiwheelsError
 from .models import Abi, Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
@@ -467,6 +467,7 @@ def rebuild(
         result.queued.append(row.version)
         row.priority = max(row.priority, 1)
     cov_abi = Coverage.abi_id.in_(abi_ids) if abi_ids is not None else true()
+    queue_upkeep.touch(session, versions=ids)
     session.execute(delete(Coverage).where(Coverage.version_id.in_(ids), cov_abi))
     session.execute(update(Build).where(Build.version_id.in_(ids), finished, for_abi).values(superseded=True))
     project.dirty = True

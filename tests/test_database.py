@@ -23,6 +23,7 @@ TABLES = {
     "upstream_wheels",
     "files",
     "handbacks",
+    "pending_pairs",
     "projects",
     "served_files",
     "versions",

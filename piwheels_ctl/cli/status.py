@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from .. import catalog
 from ..models import Abi, Build, BuildStatus, File, Project, UpstreamCoverage, Version
 from ..queue import Job, no_sdist_query, pending, waiting
+from ..queue import count as queue_count
 from . import App, cli, out, pass_app
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def _status(session: Session) -> dict[str, Any]:
         "failures": {str(k): v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
         "files": count(select(func.count()).select_from(File)),
         "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
-        "pending": sum(1 for _ in pending(session)),
+        "pending": queue_count(session),
         "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
         "skipped": [
             {"project": name, "version": version, "reason": reason}
