@@ -10,7 +10,8 @@ Per project 6 versions; of the versions
   pair with ``cp39`` is excluded by Requires-Python (never pending);
 
 and 1 project in 20 is not watched. 500,000 projects give 3.0M versions, 4.08M builds, 2.7M
-wheels and 90,000 pairs that Requires-Python excludes: a caught-up farm, nothing pending.
+wheels and 90,000 pairs that Requires-Python excludes: a caught-up farm, nothing pending,
+and one builder (not reachable: 192.0.2.1) with an interpreter for each of the 4 ABIs.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             ),
             {},
         ),
+        # One builder with an interpreter for each ABI (so all four stay active).
+        (
+            'INSERT INTO builders (id, name, host, port, "user", slots, healthy, info) '
+            "VALUES (1, 'pi-1', '192.0.2.1', 22, 'piwheels', 4, true, '{}')",
+            {},
+        ),
+        (
+            "INSERT INTO builder_pythons (builder_id, abi_id, path) VALUES "
+            + ", ".join(f"(1, {i}, '/usr/bin/python3')" for i in range(1, len(ABIS) + 1)),
+            {},
+        ),
         (
             f"{with_seq}INSERT INTO projects (id, name, display_name, watched, dirty, dirty_generation) "
             f"SELECT n, 'project-' || n, 'Project-' || n, n % 20 <> 0, false, 0 FROM {seq}",
@@ -124,7 +136,7 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
         for sql, params in statements:
             session.execute(text(sql), params)
         if engine.dialect.name == "postgresql":
-            for table in ("abis", "projects", "versions", "builds", "files"):
+            for table in ("abis", "builders", "projects", "versions", "builds", "files"):
                 session.execute(
                     text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}")
                 )
