@@ -60,9 +60,11 @@ class _Changes:
     versions: set[int] = field(default_factory=set)
     projects: set[int] = field(default_factory=set)
     abis: set[int] = field(default_factory=set)
+    # (version, ABI) pairs that a new build took: out of the queue, nothing else changes.
+    taken: set[tuple[int, int]] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.versions or self.projects or self.abis)
+        return bool(self.versions or self.projects or self.abis or self.taken)
 
 
 def _changes(session: Session) -> _Changes:
@@ -101,6 +103,8 @@ def _after_flush(session: Session, _context: UOWTransaction) -> None:
     for obj in session.new:
         if isinstance(obj, Version):
             changes.versions.add(obj.id)
+        elif isinstance(obj, Build) and not obj.superseded:
+            changes.taken.add((obj.version_id, obj.abi_id))
         elif isinstance(obj, (Build, Coverage, UpstreamCoverage)):
             changes.versions.add(obj.version_id)
         elif isinstance(obj, Abi):
@@ -110,7 +114,7 @@ def _after_flush(session: Session, _context: UOWTransaction) -> None:
             changes.versions.add(obj.id)
         elif isinstance(obj, Project) and _changed(obj, *_PROJECT_KEYS):
             changes.projects.add(obj.id)
-        elif (isinstance(obj, Build) and _changed(obj, "status", "superseded", "abi_id", "version_id")) or (
+        elif (isinstance(obj, Build) and _changed(obj, "superseded", "abi_id", "version_id")) or (
             isinstance(obj, UpstreamWheel) and _changed(obj, "given_up")
         ):
             changes.versions.add(obj.version_id)
@@ -140,6 +144,10 @@ def apply(session: Session) -> None:
     changes = session.info.pop(_KEY, None)
     if not changes:
         return
+    for version_id, abi_id in sorted(changes.taken):
+        session.execute(
+            delete(PendingPair).where(PendingPair.version_id == version_id, PendingPair.abi_id == abi_id)
+        )
     for abi_id in sorted(changes.abis):
         refresh_abi(session, abi_id)
     versions = set(changes.versions)
