@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from piwheels_ctl import counts
 from piwheels_ctl.queue_upkeep import refresh_all
 
 VERSIONS_PER_PROJECT = 6
@@ -133,8 +134,12 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
         ),
     ]
     with Session(engine) as session, session.begin():
+        # Counted once at the end, not row by row by the triggers.
+        counts.drop_triggers(session.connection())
         for sql, params in statements:
             session.execute(text(sql), params)
+        counts.create_triggers(session.connection())
+        counts.fill(session.connection())
         if engine.dialect.name == "postgresql":
             for table in ("abis", "builders", "projects", "versions", "builds", "files"):
                 session.execute(

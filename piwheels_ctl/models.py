@@ -93,6 +93,16 @@ class Project(Base):
     # still the one it published, so a change committed while it was publishing stays dirty.
     dirty_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    __table_args__ = (
+        # The few projects skipped by hand.
+        Index(
+            "ix_projects_skipped",
+            "id",
+            sqlite_where=text("skip_reason IS NOT NULL"),
+            postgresql_where=text("skip_reason IS NOT NULL"),
+        ),
+    )
+
     versions: Mapped[list[Version]] = relationship(back_populates="project", cascade="all, delete-orphan")
 
 
@@ -125,6 +135,13 @@ class Version(Base):
             "release_time",
             sqlite_where=text("sdist_url IS NULL"),
             postgresql_where=text("sdist_url IS NULL"),
+        ),
+        # The few versions skipped by hand.
+        Index(
+            "ix_versions_skipped",
+            "project_id",
+            sqlite_where=text("skip_reason IS NOT NULL"),
+            postgresql_where=text("skip_reason IS NOT NULL"),
         ),
     )
 
@@ -353,6 +370,15 @@ class PendingPair(Base):
     abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
     priority: Mapped[int] = mapped_column(Integer)
     sort_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Count(Base):
+    """A count ``status`` shows, kept by triggers (``counts``): builds by status, files, …"""
+
+    __tablename__ = "counts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class ServedFile(Base):

@@ -18,6 +18,7 @@ TABLES = {
     "builder_pythons",
     "builders",
     "builds",
+    "counts",
     "coverage",
     "upstream_coverage",
     "upstream_wheels",

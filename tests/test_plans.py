@@ -13,7 +13,7 @@ from sqlalchemy import Executable, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from piwheels_ctl.database import Database, upgrade
-from piwheels_ctl.models import Build, BuildStatus, PendingPair, Project, Version
+from piwheels_ctl.models import Build, BuildStatus, Count, PendingPair, Project, Version
 from piwheels_ctl.queue import CLAIM_BATCH, no_sdist_query, queue_query
 from piwheels_ctl.queue_upkeep import refresh_all
 
@@ -24,7 +24,7 @@ from farm import make_farm  # bench/ is not a package
 BIG = ("projects", "versions", "builds", "files", "coverage", "upstream_coverage", "upstream_wheels")
 
 # Partial indexes hold the few rows a statement wants: reading one whole is what it is for.
-PARTIAL = ("ix_versions_no_sdist",)
+PARTIAL = ("ix_versions_no_sdist", "ix_versions_skipped", "ix_projects_skipped")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,12 @@ def _statements() -> dict[str, Executable]:
         .where(Build.status == BuildStatus.FAILED)
         .group_by(Build.failure_reason),
         "waiting for an sdist": no_sdist_query().limit(100),
+        "skipped projects": select(Project.name, Project.skip_reason).where(Project.skip_reason.is_not(None)),
+        "skipped versions": select(Project.name, Version.version, Version.skip_reason)
+        .join(Version.project)
+        .where(Version.skip_reason.is_not(None)),
+        "counts": select(Count.name, Count.value),
+        "builds under way": select(func.count()).where(Build.status == BuildStatus.BUILDING),
         "dirty projects": select(Project.id, Project.name, Project.display_name).where(Project.dirty),
         "builds of a version": select(Build.id).where(Build.version_id == 7, Build.abi_id == 2),
         "files of a build": select(text("id")).select_from(text("files")).where(text("build_id = 5")),

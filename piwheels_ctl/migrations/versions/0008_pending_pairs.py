@@ -1,4 +1,4 @@
-"""pending_pairs: the queue as rows of its own; indexes for the controller's lookups
+"""pending_pairs: the queue as rows of its own; counts kept by triggers; indexes for the controller's lookups
 
 Revision ID: 0008
 Revises: 0007
@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.orm import Session
 
+from piwheels_ctl import counts
 from piwheels_ctl.models import UTCDateTime
 from piwheels_ctl.queue_upkeep import refresh_all
 
@@ -50,12 +51,35 @@ def upgrade() -> None:
         sqlite_where=sa.text("sdist_url IS NULL"),
         postgresql_where=sa.text("sdist_url IS NULL"),
     )
+    for table, column, index in (
+        ("projects", "id", "ix_projects_skipped"),
+        ("versions", "project_id", "ix_versions_skipped"),
+    ):
+        op.create_index(
+            index,
+            table,
+            [column],
+            sqlite_where=sa.text("skip_reason IS NOT NULL"),
+            postgresql_where=sa.text("skip_reason IS NOT NULL"),
+        )
+    op.create_table(
+        "counts",
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_counts"),
+    )
+    counts.create_triggers(op.get_bind())
+    counts.fill(op.get_bind())
     with Session(bind=op.get_bind()) as session:
         refresh_all(session)
         session.flush()
 
 
 def downgrade() -> None:
+    counts.drop_triggers(op.get_bind())
+    op.drop_table("counts")
+    op.drop_index("ix_versions_skipped", table_name="versions")
+    op.drop_index("ix_projects_skipped", table_name="projects")
     op.drop_index("ix_versions_no_sdist", table_name="versions")
     op.drop_index("ix_files_tags", table_name="files")
     op.drop_index("ix_files_build_id", table_name="files")
