@@ -10,6 +10,7 @@ time and peak memory (the process's maximum resident set) are its own:
 
   status, queue, run    the real commands (``piwheels-ctl``), nothing to build; beside them
                         ``piwheels-ctl --help``, what starting the CLI costs
+  ... (in process)      the same work without starting Python: the database's part
   claim when empty      ``claim_next`` for the builder's 4 ABIs, nothing pending
   new versions          50 new versions of watched projects, as a sync records them
   claim                 ``claim_next`` one at a time (figure: the median of 20)
@@ -44,12 +45,14 @@ from pathlib import Path
 from farm import ABIS, make_farm
 from sqlalchemy import select
 
+from piwheels_ctl import catalog
 from piwheels_ctl.builders import ensure_abi
 from piwheels_ctl.classifier import Failure
 from piwheels_ctl.config import load_settings
 from piwheels_ctl.database import Database, upgrade
+from piwheels_ctl.executors import open_executors
 from piwheels_ctl.models import Project, Version, utcnow
-from piwheels_ctl.queue import claim_next
+from piwheels_ctl.queue import claim_next, pending, waiting
 from piwheels_ctl.recorder import record_failure
 from piwheels_ctl.runner import Runner
 
@@ -115,6 +118,33 @@ def _command(farm: Farm, *args: str) -> Callable[[], float | None]:
         subprocess.run([BIN / "piwheels-ctl", *args], env=farm.env(), check=True, stdout=subprocess.DEVNULL)
 
     return run
+
+
+def _status_queries(farm: Farm) -> float | None:
+    from piwheels_ctl.cli.status import _status  # what `status` asks the database
+
+    with Database(farm.url).reader() as session:
+        start = time.monotonic()
+        _status(session)
+        return time.monotonic() - start
+
+
+def _queue_queries(farm: Farm) -> float | None:
+    with Database(farm.url).reader() as session:
+        start = time.monotonic()
+        list(pending(session, limit=101))
+        catalog.skipped(session)
+        waiting(session, limit=100)
+        return time.monotonic() - start
+
+
+def _run_nothing(farm: Farm) -> float | None:
+    db = Database(farm.url)
+    settings = load_settings(None, farm.env())
+    start = time.monotonic()
+    report = Runner(db, settings, open_executors(db, settings)).run()
+    assert report.built + report.failed == 0, "something was built"
+    return time.monotonic() - start
 
 
 def _claim_empty(farm: Farm) -> float | None:
@@ -198,6 +228,9 @@ STEPS: list[tuple[str, Callable[[Farm], Callable[[], float | None]]]] = [
     ("status", lambda farm: _command(farm, "status")),
     ("queue (first 100)", lambda farm: _command(farm, "queue")),
     ("run, nothing to build", lambda farm: _command(farm, "run")),
+    ("status: its queries (in process)", lambda farm: lambda: _status_queries(farm)),
+    ("queue: its queries (in process)", lambda farm: lambda: _queue_queries(farm)),
+    ("run, nothing to build (in process)", lambda farm: lambda: _run_nothing(farm)),
     ("claim, nothing pending", lambda farm: lambda: _claim_empty(farm)),
     ("50 new versions", lambda farm: lambda: _new_versions(farm)),
     ("claim one job", lambda farm: lambda: _claims(farm)),
