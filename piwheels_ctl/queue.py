@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, false, func, or_, select, true
+from sqlalchemy import Select, and_, bindparam, delete, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from . import queue_upkeep
@@ -198,24 +198,21 @@ def _still_pending(session: Session, version_id: int, abi_id: int) -> bool:
     return not session.scalar(select(taken))
 
 
-def _first_claimable(session: Session, abi_id: int) -> tuple[tuple[int, datetime, int, int], Job] | None:
-    """The first claimable pair of one ABI, its version locked (PostgreSQL), with its queue key."""
-    offset = 0
-    while True:
-        query = (
-            queue_query(abi_ids=[abi_id], claimable=True)
-            .limit(CLAIM_BATCH)
-            .offset(offset)
-            .with_for_update(of=Version, skip_locked=True)
-        )
-        rows = session.execute(query).all()
-        for row in rows:
-            job = _job(row)
-            if _still_pending(session, job.version_id, job.abi_id):
-                return (row[8], row[9], job.version_id, -job.abi_id), job
-        if len(rows) < CLAIM_BATCH:
-            return None
-        offset += CLAIM_BATCH
+def _place(row: Any) -> tuple[int, datetime, int, int]:
+    """A row's place in the queue, first the largest (of rows of ``queue_query``)."""
+    return row[8], row[9], row[0], -row[1]
+
+
+def claim_query(offset: int = 0) -> Select[Any]:
+    """The claimable pairs of the ABI ``abi`` (a parameter) from ``offset`` on, in queue order,
+    their versions locked (PostgreSQL: those locked by another claim skipped)."""
+    return (
+        queue_query(claimable=True)
+        .where(PendingPair.abi_id == bindparam("abi"))
+        .limit(CLAIM_BATCH)
+        .offset(offset)
+        .with_for_update(of=Version, skip_locked=True)
+    )
 
 
 def claim_next(
@@ -224,17 +221,25 @@ def claim_next(
     """Take the next claimable job for one of ``abi_ids``: find it and record its build as one
     step that no other controller can interleave with (None: nothing to claim).
 
-    Each ABI's first pair is one indexed statement; the best of them is taken. Call it in a
-    transaction of its own. SQLite: the session holds the write lock from its BEGIN IMMEDIATE,
-    so claims are one at a time. PostgreSQL: the version's row is locked FOR UPDATE, versions
-    another claim holds are skipped, and the pair is checked again after the lock is held.
+    Each ABI's first pairs are one indexed statement (the same one, for each ABI); the first of
+    them all is taken. Call it in a transaction of its own. SQLite: the session holds the write
+    lock from its BEGIN IMMEDIATE, so claims are one at a time. PostgreSQL: the version's row
+    is locked FOR UPDATE, versions another claim holds are skipped, and the pair is checked
+    again after the lock is held.
     """
     queue_upkeep.apply(session)
-    found = [first for abi_id in sorted(set(abi_ids)) if (first := _first_claimable(session, abi_id))]
-    if not found:
-        return None
-    _key, job = max(found, key=lambda item: item[0])
-    return job, claim(session, job, builder_id, lease)
+    abis = sorted(set(abi_ids))
+    offset = 0
+    while True:
+        first = claim_query(offset)
+        batches = [session.execute(first, {"abi": abi}).all() for abi in abis]
+        for row in sorted((row for batch in batches for row in batch), key=_place, reverse=True):
+            job = _job(row)
+            if _still_pending(session, job.version_id, job.abi_id):
+                return job, claim(session, job, builder_id, lease)
+        if all(len(batch) < CLAIM_BATCH for batch in batches):
+            return None
+        offset += CLAIM_BATCH
 
 
 def _owner_alive(owner: str | None) -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from piwheels_ctl.database import Database, upgrade
 from piwheels_ctl.models import Build, BuildStatus, Count, PendingPair, Project, Version
-from piwheels_ctl.queue import CLAIM_BATCH, no_sdist_query, queue_query
+from piwheels_ctl.queue import claim_query, no_sdist_query, queue_query
 from piwheels_ctl.queue_upkeep import refresh_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -95,9 +95,7 @@ def _full_scans(db: Database, plan: list[str]) -> list[str]:
 def _statements() -> dict[str, Executable]:
     building = (Build.id.in_([1, 2, 3]), Build.status == BuildStatus.BUILDING)
     return {
-        "claim": queue_query(abi_ids=[2], claimable=True)
-        .limit(CLAIM_BATCH)
-        .with_for_update(of=Version, skip_locked=True),
+        "claim": claim_query().params(abi=2),
         "queue": queue_query().limit(101),
         "queue count": select(func.count()).select_from(PendingPair),
         "hand back (versions)": select(Build.version_id).where(*building),
