@@ -106,9 +106,9 @@ def _statements() -> dict[str, Executable]:
         .group_by(Build.failure_reason),
         "waiting for an sdist": no_sdist_query().limit(100),
         "skipped projects": select(Project.name, Project.skip_reason).where(Project.skip_reason.is_not(None)),
-        "skipped versions": select(Project.name, Version.version, Version.skip_reason)
-        .join(Version.project)
-        .where(Version.skip_reason.is_not(None)),
+        "skipped versions": select(Version.project_id, Version.version, Version.skip_reason).where(
+            Version.skip_reason.is_not(None)
+        ),
         "counts": select(Count.name, Count.value),
         "builds under way": select(func.count()).where(Build.status == BuildStatus.BUILDING),
         "dirty projects": select(Project.id, Project.name, Project.display_name).where(Project.dirty),
