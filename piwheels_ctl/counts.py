@@ -41,9 +41,12 @@ SHARES: dict[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] = {
 
 
 def _adds(row: str, sign: str, shares: Sequence[tuple[str, str]]) -> list[str]:
+    """The statements that add ``row``'s shares; a share of 0 (a build under way) writes nothing,
+    so that claims and hand-backs lock no counter."""
     return [
-        f"INSERT INTO counts (name, value) VALUES ({name.replace('R.', row + '.')}, "  # noqa: S608 (SHARES' SQL)
-        f"{sign}({value.replace('R.', row + '.')})) "
+        "INSERT INTO counts (name, value) SELECT share.name, share.value FROM "  # noqa: S608 (SHARES' SQL)
+        f"(SELECT {name.replace('R.', row + '.')} AS name, "
+        f"{sign}({value.replace('R.', row + '.')}) AS value) AS share WHERE share.value <> 0 "
         "ON CONFLICT (name) DO UPDATE SET value = counts.value + excluded.value"
         for name, value in shares
     ]

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from piwheels_ctl import counts
 from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, Version
+from piwheels_ctl.models import Abi, Build, BuildStatus, Count, File, Project, Version
 
 
 def _counted(session: Session) -> dict[str, int]:
@@ -70,6 +70,8 @@ def test_counts_follow_every_change(db: Database) -> None:
         )
         session.flush()
         assert counts.read(session) == _counted(session)
+        # A build under way (a claim) wrote no counter: concurrent claims wait on none.
+        assert "builds:building" not in session.scalars(select(Count.name)).all()
         # The ORM changes rows; a recorded build leaves "building".
         builds[0].status = BuildStatus.FAILED
         builds[0].failure_reason = "cython3"
