@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from packaging import tags
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
@@ -34,6 +35,19 @@ class AbiTags:
     def version(self) -> tuple[int, int]:
         digits = self.python_tag[2:]
         return int(digits[0]), int(digits[1:] or 0)
+
+
+def runs_on(requires_python: str | None, abi: AbiTags) -> bool:
+    """Whether a version with ``requires_python`` installs on the interpreter of ``abi``."""
+    if not requires_python:
+        return True
+    try:
+        spec = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True  # pip ignores a broken Requires-Python as well; let the build decide
+    major, minor = abi.version
+    # The ABI knows its minor version only: stand for the newest patch release of it.
+    return spec.contains(f"{major}.{minor}.999", prereleases=True)
 
 
 def _interpreter_matches(interpreter: str, abi: AbiTags) -> bool:

@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from . import agent, sandbox
+from . import agent, queue_upkeep, sandbox
 from .config import Settings
+from .coverage import cover_new_abi
 from .errors import ConfigError, InputError
-from .models import Abi, Builder, BuilderPython, File
+from .models import Abi, Builder, BuilderPython
 from .upstream_coverage import cover_abi
 
 AGENT = Path(agent.__file__)
@@ -59,12 +60,7 @@ def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] |
         )
         session.add(abi)
         session.flush()
-        # Here only: the recorder pulls in the collector and the publisher, which `status` and
-        # `queue` (they refresh the local builder) do not need otherwise.
-        from .recorder import add_coverage
-
-        for file in session.scalars(select(File).execution_options(yield_per=1000)):
-            add_coverage(session, file, [abi])
+        cover_new_abi(session, abi)
         cover_abi(session, abi, glibc)
     return abi
 
@@ -72,7 +68,10 @@ def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] |
 def refresh_active(session: Session) -> None:
     """An ABI is active while some builder has an interpreter for it."""
     has_python = exists().where(BuilderPython.abi_id == Abi.id)
-    session.execute(update(Abi).values(active=has_python))
+    changed = session.scalars(select(Abi.id).where(Abi.active != has_python)).all()
+    if changed:
+        queue_upkeep.touch(session, abis=changed)
+        session.execute(update(Abi).where(Abi.id.in_(changed)).values(active=has_python))
 
 
 def set_pythons(

@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from . import upstream_coverage
+from . import queue_upkeep, upstream_coverage
 from .errors import InputError, PiwheelsError
 from .models import Abi, Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
@@ -408,12 +408,19 @@ def skipped(session: Session) -> list[tuple[str, str | None, str]]:
         select(Project.name, Project.skip_reason).where(Project.skip_reason.is_not(None))
     ).tuples()
     result: list[tuple[str, str | None, str]] = [(n, None, str(r)) for n, r in projects]
+    # The skipped versions first (a partial index holds them), then their projects' names: as
+    # one join, SQLite's planner would rather walk every project.
     versions = session.execute(
-        select(Project.name, VersionRow.version, VersionRow.skip_reason)
-        .join(VersionRow.project)
-        .where(VersionRow.skip_reason.is_not(None))
-    ).tuples()
-    result += [(n, v, str(r)) for n, v, r in versions]
+        select(VersionRow.project_id, VersionRow.version, VersionRow.skip_reason).where(
+            VersionRow.skip_reason.is_not(None)
+        )
+    ).all()
+    names: dict[int, str] = {}
+    ids = sorted({project_id for project_id, _v, _r in versions})
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        chunk = ids[start : start + 500]
+        names.update(session.execute(select(Project.id, Project.name).where(Project.id.in_(chunk))).tuples())
+    result += [(names[p], v, str(r)) for p, v, r in versions]
     return sorted(result, key=lambda item: (item[0], item[1] or ""))
 
 
@@ -467,6 +474,7 @@ def rebuild(
         result.queued.append(row.version)
         row.priority = max(row.priority, 1)
     cov_abi = Coverage.abi_id.in_(abi_ids) if abi_ids is not None else true()
+    queue_upkeep.touch(session, versions=ids)
     session.execute(delete(Coverage).where(Coverage.version_id.in_(ids), cov_abi))
     session.execute(update(Build).where(Build.version_id.in_(ids), finished, for_abi).values(superseded=True))
     project.dirty = True

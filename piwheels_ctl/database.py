@@ -15,6 +15,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import queue_upkeep
 from .errors import DatabaseError
 
 # Alembic (with Mako and Pygments) is imported only to create, upgrade or explain a schema: a
@@ -121,7 +122,7 @@ def make_engine(url: str) -> Engine:
 
 # This code's newest schema revision, known without loading every migration script
 # (tests/test_migrations.py checks it against their head).
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -202,6 +203,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        queue_upkeep.track(self._sessions)
         if self.engine.dialect.name == "postgresql":
             # One snapshot for the whole read, and no writes by mistake.
             reading = self.engine.execution_options(

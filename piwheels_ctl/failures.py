@@ -13,6 +13,7 @@ from packaging.utils import canonicalize_name
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import queue_upkeep
 from .classifier import REASONS
 from .errors import InputError
 from .hints import REASON_KINDS, Hints, HintsError
@@ -136,6 +137,7 @@ def rebuild_failed(session: Session, reason: str) -> int:
     )
     count = session.scalar(select(func.count()).select_from(Build).where(*counting)) or 0
     versions = select(Build.version_id).where(*counting)
+    queue_upkeep.touch(session, versions=session.scalars(versions))
     session.execute(update(Version).where(Version.id.in_(versions), Version.priority < 1).values(priority=1))
     session.execute(update(Build).where(*counting).values(superseded=True))
     return int(count)

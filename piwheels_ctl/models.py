@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     false,
     inspect,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -92,6 +93,16 @@ class Project(Base):
     # still the one it published, so a change committed while it was publishing stays dirty.
     dirty_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    __table_args__ = (
+        # The few projects skipped by hand.
+        Index(
+            "ix_projects_skipped",
+            "id",
+            sqlite_where=text("skip_reason IS NOT NULL"),
+            postgresql_where=text("skip_reason IS NOT NULL"),
+        ),
+    )
+
     versions: Mapped[list[Version]] = relationship(back_populates="project", cascade="all, delete-orphan")
 
 
@@ -118,6 +129,20 @@ class Version(Base):
     __table_args__ = (
         UniqueConstraint("project_id", "version"),
         Index("ix_versions_queue_order", "priority", "release_time"),
+        # The few versions without an sdist (they wait for one, "no-sdist").
+        Index(
+            "ix_versions_no_sdist",
+            "release_time",
+            sqlite_where=text("sdist_url IS NULL"),
+            postgresql_where=text("sdist_url IS NULL"),
+        ),
+        # The few versions skipped by hand.
+        Index(
+            "ix_versions_skipped",
+            "project_id",
+            sqlite_where=text("skip_reason IS NOT NULL"),
+            postgresql_where=text("skip_reason IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -197,7 +222,12 @@ class Build(Base):
     """One attempt to build one version for one ABI, and how it ended."""
 
     __tablename__ = "builds"
-    __table_args__ = (Index("ix_builds_version_abi", "version_id", "abi_id"),)
+    __table_args__ = (
+        Index("ix_builds_version_abi", "version_id", "abi_id"),
+        # Builds by status (the leases under way, status counts) and failures by reason.
+        Index("ix_builds_status_reason", "status", "failure_reason"),
+        Index("ix_builds_builder_started", "builder_id", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
@@ -246,11 +276,13 @@ class File(Base):
     """A wheel in the repository: what the index lists, with hashes taken at verification."""
 
     __tablename__ = "files"
+    # The kinds of wheel (a new ABI is covered kind by kind, not file by file).
+    __table_args__ = (Index("ix_files_tags", "python_tag", "abi_tag", "platform_tag"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     filename: Mapped[str] = mapped_column(String(255), unique=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
-    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     python_tag: Mapped[str] = mapped_column(String(64))
@@ -319,6 +351,34 @@ class UpstreamCoverage(Base):
     wheel_id: Mapped[int] = mapped_column(
         ForeignKey("upstream_wheels.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class PendingPair(Base):
+    """A (version, ABI) pair that needs a build: the queue, kept by ``queue_upkeep``.
+
+    ``priority`` and ``sort_time`` (the release time, ``NO_TIME`` for none) repeat the
+    version's, so that the queue's order is an index: claims and listings read it in order.
+    """
+
+    __tablename__ = "pending_pairs"
+    __table_args__ = (
+        Index("ix_pending_pairs_order", "priority", "sort_time", "version_id", "abi_id"),
+        Index("ix_pending_pairs_abi", "abi_id", "priority", "sort_time", "version_id"),
+    )
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    abi_id: Mapped[int] = mapped_column(ForeignKey("abis.id", ondelete="CASCADE"), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer)
+    sort_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Count(Base):
+    """A count ``status`` shows, kept by triggers (``counts``): builds by status, files, …"""
+
+    __tablename__ = "counts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class ServedFile(Base):

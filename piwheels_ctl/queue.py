@@ -9,12 +9,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from sqlalchemy import Select, and_, delete, exists, false, or_, select, true
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, and_, bindparam, delete, exists, false, func, or_, select, true
+from sqlalchemy.orm import Session
 
-from .abi import AbiTags
-from .models import Abi, Build, BuildStatus, Coverage, Project, UpstreamCoverage, Version, utcnow
+from . import queue_upkeep
+from .abi import runs_on as runs_on  # pages.py asks the queue's rule from here
+from .models import (
+    Abi,
+    Build,
+    BuildStatus,
+    Coverage,
+    PendingPair,
+    Project,
+    UpstreamCoverage,
+    Version,
+    utcnow,
+)
 
 # Candidates a claim looks at per query; on PostgreSQL it locks their versions until it commits.
 CLAIM_BATCH = 8
@@ -34,68 +44,48 @@ class Job:
     sdist_sha256: str | None = None
 
 
-def runs_on(requires_python: str | None, abi: AbiTags) -> bool:
-    if not requires_python:
-        return True
-    try:
-        spec = SpecifierSet(requires_python)
-    except InvalidSpecifier:
-        return True  # pip ignores a broken Requires-Python as well; let the build decide
-    major, minor = abi.version
-    # The ABI knows its minor version only: stand for the newest patch release of it.
-    return spec.contains(f"{major}.{minor}.999", prereleases=True)
-
-
-def pending_query(*, abi_ids: Collection[int] | None = None, claimable: bool = False) -> Select[Any]:
-    """The pending pairs, highest priority and newest release first.
+def queue_query(*, abi_ids: Collection[int] | None = None, claimable: bool = False) -> Select[Any]:
+    """The pending pairs, highest priority and newest release first (an index's order).
 
     With ``claimable``, versions that are being built for another ABI wait: their wheel may
     turn out to cover this ABI too (a pure-Python project is built once).
     """
-    other = aliased(Build)
     query: Select[Any] = (
         select(
-            Version.id,
-            Abi.id,
+            PendingPair.version_id,
+            PendingPair.abi_id,
             Project.name,
             Version.version,
             Abi.tag,
             Version.priority,
-            Version.requires_python,
-            Abi.python_tag,
-            Abi.abi_tag,
-            Abi.platform_tag,
             Version.sdist_url,
             Version.sdist_sha256,
+            PendingPair.priority,
+            PendingPair.sort_time,
         )
+        .join_from(PendingPair, Version, Version.id == PendingPair.version_id)
         .join_from(Version, Project, Version.project_id == Project.id)
-        .join_from(Version, Abi, Abi.active == true())
-        .where(
-            or_(Project.watched, Version.priority > 0),
-            Project.skip_reason.is_(None),
-            Version.skip_reason.is_(None),
-            Version.sdist_url.is_not(None),
-            or_(Version.yanked == false(), Version.priority > 0),
-            ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
-            ~exists().where(UpstreamCoverage.version_id == Version.id, UpstreamCoverage.abi_id == Abi.id),
-            ~exists().where(
-                Build.version_id == Version.id, Build.abi_id == Abi.id, Build.superseded == false()
-            ),
-        )
+        .join_from(PendingPair, Abi, Abi.id == PendingPair.abi_id)
         .order_by(
-            Version.priority.desc(),
-            Version.release_time.desc().nulls_last(),
-            Version.id.desc(),
-            Abi.id,
+            PendingPair.priority.desc(),
+            PendingPair.sort_time.desc(),
+            PendingPair.version_id.desc(),
+            PendingPair.abi_id,
         )
     )
     if abi_ids is not None:
-        query = query.where(Abi.id.in_(list(abi_ids)))
+        query = query.where(PendingPair.abi_id.in_(list(abi_ids)))
     if claimable:
         query = query.where(
-            ~exists().where(and_(other.version_id == Version.id, other.status == BuildStatus.BUILDING))
+            ~exists().where(Build.version_id == PendingPair.version_id, Build.status == BuildStatus.BUILDING)
         )
     return query
+
+
+def count(session: Session) -> int:
+    """How many (version, ABI) pairs are pending."""
+    queue_upkeep.apply(session)
+    return session.scalar(select(func.count()).select_from(PendingPair)) or 0
 
 
 @dataclass(frozen=True)
@@ -122,10 +112,16 @@ def no_sdist_query() -> Select[Any]:
             Version.skip_reason.is_(None),
             Version.sdist_url.is_(None),
             or_(Version.yanked == false(), Version.priority > 0),
+            # The inner tests name the version of the outermost query (correlated explicitly:
+            # left to itself, SQLAlchemy would read every version there).
             exists().where(
                 Abi.active == true(),
-                ~exists().where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id),
-                ~exists().where(UpstreamCoverage.version_id == Version.id, UpstreamCoverage.abi_id == Abi.id),
+                ~exists()
+                .where(Coverage.version_id == Version.id, Coverage.abi_id == Abi.id)
+                .correlate(Version, Abi),
+                ~exists()
+                .where(UpstreamCoverage.version_id == Version.id, UpstreamCoverage.abi_id == Abi.id)
+                .correlate(Version, Abi),
             ),
         )
         .order_by(Version.release_time.desc().nulls_last(), Version.id.desc())
@@ -138,11 +134,8 @@ def waiting(session: Session, limit: int | None = None) -> list[Waiting]:
     return [Waiting(name, version) for name, version in session.execute(query)]
 
 
-def _job(row: Any) -> Job | None:
-    """The job of a row of ``pending_query``; None if its Requires-Python excludes the ABI."""
-    version_id, abi_id, name, version, tag, priority, requires, py, abi_tag, plat, url, sha256 = row
-    if not runs_on(requires, AbiTags(py, abi_tag, plat)):
-        return None
+def _job(row: Any) -> Job:
+    version_id, abi_id, name, version, tag, priority, url, sha256 = row[:8]
     return Job(version_id, abi_id, name, version, tag, priority, url, sha256)
 
 
@@ -153,19 +146,15 @@ def pending(
     claimable: bool = False,
     limit: int | None = None,
 ) -> Iterator[Job]:
-    """Pending jobs in queue order, leaving out ABIs a version's Requires-Python excludes."""
-    count = 0
-    query = pending_query(abi_ids=abi_ids, claimable=claimable)
+    """Pending jobs in queue order."""
+    queue_upkeep.apply(session)
+    query = queue_query(abi_ids=abi_ids, claimable=claimable)
+    if limit is not None:
+        query = query.limit(limit)
     result = session.execute(query.execution_options(yield_per=500))
     try:
         for row in result:
-            job = _job(row)
-            if job is None:
-                continue
-            yield job
-            count += 1
-            if limit is not None and count >= limit:
-                return
+            yield _job(row)
     finally:
         result.close()  # a server-side cursor on PostgreSQL: close it even if not read to the end
 
@@ -209,32 +198,46 @@ def _still_pending(session: Session, version_id: int, abi_id: int) -> bool:
     return not session.scalar(select(taken))
 
 
+def _place(row: Any) -> tuple[int, datetime, int, int]:
+    """A row's place in the queue, first the largest (of rows of ``queue_query``)."""
+    return row[8], row[9], row[0], -row[1]
+
+
+def claim_query(offset: int = 0) -> Select[Any]:
+    """The claimable pairs of the ABI ``abi`` (a parameter) from ``offset`` on, in queue order,
+    their versions locked (PostgreSQL: those locked by another claim skipped)."""
+    return (
+        queue_query(claimable=True)
+        .where(PendingPair.abi_id == bindparam("abi"))
+        .limit(CLAIM_BATCH)
+        .offset(offset)
+        .with_for_update(of=Version, skip_locked=True)
+    )
+
+
 def claim_next(
     session: Session, abi_ids: Collection[int], builder_id: int | None, lease: timedelta
 ) -> tuple[Job, Build] | None:
     """Take the next claimable job for one of ``abi_ids``: find it and record its build as one
     step that no other controller can interleave with (None: nothing to claim).
 
-    Call it in a transaction of its own. SQLite: the session holds the write lock from its
-    BEGIN IMMEDIATE, so claims are one at a time. PostgreSQL: the version's row is locked FOR
-    UPDATE, versions another claim holds are skipped, and the pair is checked again after the
-    lock is held.
+    Each ABI's first pairs are one indexed statement (the same one, for each ABI); the first of
+    them all is taken. Call it in a transaction of its own. SQLite: the session holds the write
+    lock from its BEGIN IMMEDIATE, so claims are one at a time. PostgreSQL: the version's row
+    is locked FOR UPDATE, versions another claim holds are skipped, and the pair is checked
+    again after the lock is held.
     """
+    queue_upkeep.apply(session)
+    abis = sorted(set(abi_ids))
     offset = 0
     while True:
-        query = (
-            pending_query(abi_ids=abi_ids, claimable=True)
-            .limit(CLAIM_BATCH)
-            .offset(offset)
-            .with_for_update(of=Version, skip_locked=True)
-        )
-        rows = session.execute(query).all()
-        for row in rows:
+        first = claim_query(offset)
+        batches = [session.execute(first, {"abi": abi}).all() for abi in abis]
+        for row in sorted((row for batch in batches for row in batch), key=_place, reverse=True):
             job = _job(row)
-            if job is None or not _still_pending(session, job.version_id, job.abi_id):
-                continue
-            return job, claim(session, job, builder_id, lease)
-        if len(rows) < CLAIM_BATCH:
+            if _still_pending(session, job.version_id, job.abi_id):
+                return job, claim(session, job, builder_id, lease)
+        if all(len(batch) < CLAIM_BATCH for batch in batches):
             return None
         offset += CLAIM_BATCH
 
@@ -265,7 +268,8 @@ def stale_builds(session: Session, now: datetime | None = None) -> list[Build]:
 
 def reclaim(session: Session, now: datetime | None = None) -> int:
     """Hand back stale builds: their jobs are pending again."""
-    stale = [build.id for build in stale_builds(session, now)]
+    stale = stale_builds(session, now)
     if stale:
-        session.execute(delete(Build).where(Build.id.in_(stale)))
+        queue_upkeep.touch(session, versions=[build.version_id for build in stale])
+        session.execute(delete(Build).where(Build.id.in_([build.id for build in stale])))
     return len(stale)

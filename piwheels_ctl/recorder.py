@@ -7,19 +7,19 @@ import gzip
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .abi import AbiTags, wheel_covers
 from .classifier import Failure
 from .collector import Wheel, check_arrival, sha256_of, with_build_tag
+from .coverage import add_coverage
 from .database import Database
 from .errors import VerifyError
-from .models import Abi, Build, BuildStatus, Coverage, File, Handback, Project, ServedFile, Version, utcnow
+from .models import Abi, Build, BuildStatus, File, Handback, Project, ServedFile, Version, utcnow
 from .publisher import write_project_pages
 
 
@@ -40,17 +40,6 @@ def store_log(logs_dir: Path, build: Build, log: Path | None) -> str | None:
         shutil.copyfileobj(src, dst)
     os.replace(temp, target)
     return str(relative)
-
-
-def abi_tags(abi: Abi) -> AbiTags:
-    return AbiTags(abi.python_tag, abi.abi_tag, abi.platform_tag)
-
-
-def add_coverage(session: Session, file: File, abis: Iterable[Abi]) -> None:
-    """Record every ABI the wheel ``file`` installs on, so the queue skips them."""
-    for abi in abis:
-        if wheel_covers(file.filename, abi_tags(abi)):
-            session.merge(Coverage(version_id=file.version_id, abi_id=abi.id, file_id=file.id))
 
 
 def _place(src: Path, dest: Path) -> Callable[[], None]:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
+from . import queue, queue_upkeep
 from .abi import AbiTags
 from .classifier import BUILDER_FAULT, INVALID_WHEEL, Failure, classify
 from .collector import Wheel, check_arrival, inspect_wheel, with_platform
@@ -23,7 +24,7 @@ from .errors import IntegrityError, VerifyError
 from .executors import BuilderError, Executor, Outcome, mark_failed
 from .hints import Hints, HintsError
 from .models import Build, Builder, BuildStatus, utcnow
-from .queue import Job, claim_next, pending_query, reclaim
+from .queue import Job, claim_next, reclaim
 from .recorder import note_handback, record_failure, record_success
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _read_log(path: Path) -> str:
 
 def count_pending(db: Database) -> int:
     with db.reader() as session:
-        return session.scalar(select(func.count()).select_from(pending_query().subquery())) or 0
+        return queue.count(session)
 
 
 class Runner:
@@ -324,6 +325,8 @@ class Runner:
         """Return jobs to the queue: their builds never happened."""
         if build_ids:
             with self.db.session() as session:
-                session.execute(
-                    delete(Build).where(Build.id.in_(build_ids), Build.status == BuildStatus.BUILDING)
+                building = (Build.id.in_(build_ids), Build.status == BuildStatus.BUILDING)
+                queue_upkeep.touch(
+                    session, versions=session.scalars(select(Build.version_id).where(*building))
                 )
+                session.execute(delete(Build).where(*building))

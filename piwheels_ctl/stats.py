@@ -13,10 +13,9 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from . import charts
+from . import charts, queue
 from .models import Abi, Build, Builder, BuildStatus, File, Project, Version, utcnow
 from .pages import templates
-from .queue import pending_query
 
 DAYS = 30  # how far back the charts look
 
@@ -100,7 +99,7 @@ def load_stats(session: Session, now: datetime | None = None) -> SiteStats:
         bytes=count(select(func.coalesce(func.sum(File.size), 0))),
         builds_hour=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(hours=1))),
         builds_day=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(days=1))),
-        queue=count(select(func.count()).select_from(pending_query().subquery())),
+        queue=queue.count(session),
         success=[(tag, ok, bad) for tag, (ok, bad) in sorted(per_abi.items())],
         builders=builders,
         names=[(n, d) for n, d in names],

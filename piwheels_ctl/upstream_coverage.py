@@ -10,18 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, true
+from sqlalchemy import delete, insert, select, true
 from sqlalchemy.orm import Session
 
-from .abi import AbiTags, upstream_covers
+from . import queue_upkeep
+from .abi import AbiTags, runs_on, upstream_covers
 from .models import Abi, Project, UpstreamCoverage, UpstreamWheel
 from .models import Version as VersionRow
-from .queue import runs_on
 
 if TYPE_CHECKING:
     from .upstream import WheelLink
 
 Glibc = tuple[int, int] | None
+# Upstream wheels read, and coverage rows written, per batch when an ABI is added.
+BATCH = 10_000
 
 
 def _tags(abi: Abi) -> AbiTags:
@@ -67,6 +69,7 @@ def record_wheels(
             row.requires_python = link.requires_python
     gone = [row.id for key, row in existing.items() if key not in listed and row.id is not None]
     if gone:
+        queue_upkeep.touch(session, versions={key[0] for key in existing if key not in listed})
         session.execute(delete(UpstreamWheel).where(UpstreamWheel.id.in_(gone)))
     session.flush()
     live = [row for key, row in existing.items() if key in listed and not row.given_up]
@@ -75,11 +78,36 @@ def record_wheels(
 
 
 def cover_abi(session: Session, abi: Abi, glibc: Glibc) -> None:
-    """Cover a new ABI with every upstream wheel (not given up on) that installs on it."""
-    rows = session.scalars(
-        select(UpstreamWheel).where(UpstreamWheel.given_up.is_(False)).execution_options(yield_per=1000)
-    )
-    _cover(session, list(rows), [abi], glibc)
+    """Cover a new ABI (none of its pairs covered yet) with every upstream wheel, not given up
+    on, that installs on it: the wheels read as plain rows, the rows written in batches."""
+    verdicts: dict[tuple[str, str | None], bool] = {}
+    last = 0
+    while True:
+        rows = session.execute(
+            select(
+                UpstreamWheel.id,
+                UpstreamWheel.version_id,
+                UpstreamWheel.filename,
+                UpstreamWheel.requires_python,
+            )
+            .where(UpstreamWheel.given_up.is_(False), UpstreamWheel.id > last)
+            .order_by(UpstreamWheel.id)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            return
+        batch = []
+        for wheel_id, version_id, filename, requires in rows:
+            # The tags and Requires-Python decide alone: wheels that share them share the answer.
+            key = ("-".join(filename.split("-")[-3:]), requires)
+            verdict = verdicts.get(key)
+            if verdict is None:
+                verdict = verdicts[key] = bool(covered_abis(filename, requires, [abi], glibc))
+            if verdict:
+                batch.append({"version_id": version_id, "abi_id": abi.id, "wheel_id": wheel_id})
+        if batch:
+            session.execute(insert(UpstreamCoverage), batch)
+        last = rows[-1][0]
 
 
 def _cover(session: Session, rows: list[UpstreamWheel], abis: list[Abi], glibc: Glibc) -> None:
@@ -110,5 +138,6 @@ def give_up(session: Session, wheel_id: int, error: str) -> None:
         return
     row.given_up = True
     row.error = error
+    queue_upkeep.touch(session, versions=[row.version_id])
     session.execute(delete(UpstreamCoverage).where(UpstreamCoverage.wheel_id == wheel_id))
     row.version.project.dirty = True

@@ -68,3 +68,32 @@ def test_schema_head_is_the_newest_migration(db: Database) -> None:
     # Commands check the schema against SCHEMA_HEAD without loading the migration scripts.
     head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
     assert head == SCHEMA_HEAD, f"the newest migration is {head}; database.SCHEMA_HEAD says {SCHEMA_HEAD}"
+
+
+def test_upgrade_to_0008_fills_the_queue_and_the_counts(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        command.upgrade(alembic_config(database.engine), "0007")
+        with database.engine.begin() as conn:
+            for statement in FIRST_SCHEMA_ROWS:
+                conn.execute(text(statement))
+            conn.execute(
+                text(
+                    "INSERT INTO versions (id, project_id, version, yanked, priority, sdist_url,"
+                    " requires_python) VALUES (2, 1, '2.0', false, 0, 'http://x/a-2.0.tar.gz', NULL),"
+                    " (3, 1, '3.0', false, 0, 'http://x/a-3.0.tar.gz', '>=3.12')"
+                )
+            )
+        command.upgrade(alembic_config(database.engine), "head")
+        with database.engine.connect() as conn:
+            queue = conn.execute(text("SELECT version_id, abi_id FROM pending_pairs")).all()
+            counts = dict(
+                conn.execute(text("SELECT name, value FROM counts WHERE value <> 0")).tuples().all()
+            )
+        # 1.0 has no sdist and is built; 3.0 does not run on cp311: only 2.0 is pending.
+        assert queue == [(2, 1)], queue
+        assert counts == {"projects": 1, "watched": 1, "versions": 3, "builds:success": 1}, counts
+        command.downgrade(alembic_config(database.engine), "0007")
+        command.upgrade(alembic_config(database.engine), "head")
+    finally:
+        database.dispose()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl import catalog
+from piwheels_ctl import catalog, queue_upkeep
 from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, Version
-from piwheels_ctl.queue import Waiting, claim, pending, reclaim, waiting
+from piwheels_ctl.models import Abi, Build, BuildStatus, File, PendingPair, Project, Version
+from piwheels_ctl.queue import Waiting, claim, count, pending, reclaim, waiting
 from piwheels_ctl.recorder import add_coverage
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -171,3 +171,27 @@ def test_a_version_without_sdist_waits_until_one_appears(db: Database) -> None:
         session.flush()
         assert waiting(session) == []
         assert _pairs(session)[:2] == [("3.0", "cp311"), ("3.0", "pp39")], _pairs(session)
+
+
+def test_the_kept_queue_is_what_computing_it_afresh_gives(db: Database) -> None:
+    """After changes of every kind, the pairs kept row by row are those a recount finds; a pair
+    that Requires-Python excludes never enters, so it is not counted as remaining."""
+    with db.session() as session:
+        project, versions, abis = _setup(session)
+        versions["2.0"].requires_python = ">=3.10"  # pp39 cannot install it
+        session.flush()
+        _file(session, versions["1.0"], "demo-1.0-py3-none-any.whl")
+        build = claim(session, next(pending(session)), builder_id=None, lease=timedelta(hours=1))
+        abis["pp39"].active = False
+        session.flush()
+        abis["pp39"].active = True
+        project.watched = False
+        versions["3.0"].priority = 1
+        session.execute(delete(Build).where(Build.id == build.id))  # handed back, in bulk
+        queue_upkeep.touch(session, versions=[build.version_id])
+        assert count(session) == 2  # brings the kept rows up to date first
+        kept = sorted(session.execute(select(PendingPair.version_id, PendingPair.abi_id)).all())
+        assert len(kept) == 2
+        queue_upkeep.refresh_all(session)
+        assert sorted(session.execute(select(PendingPair.version_id, PendingPair.abi_id)).all()) == kept
+        assert _pairs(session) == [("3.0", "cp311"), ("3.0", "pp39")]

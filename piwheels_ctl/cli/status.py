@@ -13,9 +13,10 @@ import click
 from rich.markup import escape
 from sqlalchemy import func, select
 
-from .. import catalog
-from ..models import Abi, Build, BuildStatus, File, Project, UpstreamCoverage, Version
+from .. import catalog, counts
+from ..models import Abi, Build, BuildStatus, UpstreamCoverage, Version
 from ..queue import Job, no_sdist_query, pending, waiting
+from ..queue import count as queue_count
 from . import App, cli, out, pass_app
 
 if TYPE_CHECKING:
@@ -68,26 +69,22 @@ def _status(session: Session) -> dict[str, Any]:
     def count(query: Any) -> int:
         return int(session.scalar(query) or 0)
 
-    builds = dict(session.execute(select(Build.status, func.count()).group_by(Build.status)).tuples().all())
-    reasons = dict(
-        session.execute(
-            select(Build.failure_reason, func.count())
-            .where(Build.status == BuildStatus.FAILED)
-            .group_by(Build.failure_reason)
-        )
-        .tuples()
-        .all()
-    )
+    kept = counts.read(session)
+    building = count(select(func.count()).where(Build.status == BuildStatus.BUILDING))
+    builds = {status.value: kept.get(f"builds:{status.value}", 0) for status in BuildStatus}
+    reasons = {
+        name.removeprefix("failed:") or None: v for name, v in kept.items() if name.startswith("failed:")
+    }
     return {
-        "projects": count(select(func.count()).select_from(Project)),
-        "watched": count(select(func.count()).where(Project.watched)),
-        "versions": count(select(func.count()).select_from(Version)),
+        "projects": kept.get("projects", 0),
+        "watched": kept.get("watched", 0),
+        "versions": kept.get("versions", 0),
         "abis": [a.tag for a in session.scalars(select(Abi).where(Abi.active).order_by(Abi.tag))],
-        "builds": {status.value: builds.get(status, 0) for status in BuildStatus},
+        "builds": {**builds, BuildStatus.BUILDING.value: building},
         "failures": {str(k): v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
-        "files": count(select(func.count()).select_from(File)),
-        "bytes": count(select(func.coalesce(func.sum(File.size), 0))),
-        "pending": sum(1 for _ in pending(session)),
+        "files": kept.get("files", 0),
+        "bytes": kept.get("bytes", 0),
+        "pending": queue_count(session),
         "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
         "skipped": [
             {"project": name, "version": version, "reason": reason}
@@ -103,7 +100,7 @@ def _status(session: Session) -> dict[str, Any]:
                 .subquery()
             )
         ),
-        "mirrored": count(select(func.count()).select_from(File).where(File.mirrored)),
+        "mirrored": kept.get("mirrored", 0),
     }
 
 
