@@ -89,6 +89,7 @@ class App:
             settings.upstream_url,
             timeout=settings.http_timeout,
             redirect_hosts=settings.upstream_redirect_hosts,
+            workers=settings.sync_workers,
         )
 
     def close(self) -> None:

@@ -97,9 +97,12 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     skipped = {name for name, _ in report.problems}
     if as_json:
-        result = {
+        result: dict[str, Any] = {
             "changed": report.changed,
             "new_versions": report.new,
+            "fetched": report.fetched,
+            "unchanged_by_serial": report.unchanged if report.serials else None,
+            "deleted_upstream": report.deleted,
             "problems": [{"project": name, "message": message} for name, message in report.problems],
         }
         if listing is not None:
@@ -112,6 +115,10 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
             f"{report.changed} project(s) changed, {report.new} new version(s)"
             + (f", {len(skipped)} project(s) with problems (see above)" if skipped else "")
         )
+        if report.serials:
+            out.print(f"{report.fetched} page(s) fetched, {report.unchanged} unchanged by their serial")
+        if report.deleted:
+            out.print(f"marked deleted upstream: {', '.join(report.deleted)}")
     if failed:
         raise UpstreamError("sync --all: the upstream's project list could not be read (see above)")
     if report.problems and report.synced == 0:
