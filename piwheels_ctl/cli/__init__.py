@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..database import Database
+    from ..publisher import PublishResult
     from ..upstream import Upstream
 
 err = Console(stderr=True)
@@ -72,6 +73,19 @@ class App:
         """A read-only transaction that never holds up a writer."""
         with self.database().reader() as session:
             yield session
+
+    def publish(self, *, full: bool = False) -> PublishResult:
+        """Publish the index in www/ as the settings say (``upstream_deleted``, ``public_url``)."""
+        from ..publisher import publish_from
+
+        settings = self.settings
+        return publish_from(
+            self.database(),
+            settings.www_dir,
+            full=full,
+            public_url=settings.public_url,
+            withdraw_deleted=settings.upstream_deleted == "withdraw",
+        )
 
     def refresh_local_builder(self) -> None:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""

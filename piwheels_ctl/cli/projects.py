@@ -17,7 +17,6 @@ from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..failures import rebuild_failed
 from ..models import Build
-from ..publisher import publish_from
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
 
@@ -241,9 +240,7 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
     try:
-        result = publish_from(
-            app.database(), app.settings.www_dir, full=full, public_url=app.settings.public_url
-        )
+        result = app.publish(full=full)
     except OSError as exc:
         raise storage_error(exc, app.settings.www_dir) from None
     out.print(
