@@ -181,7 +181,7 @@ def apply_page(
             row = VersionRow(version=release.version, priority=0)
             project.versions.append(row)
             added += 1
-        if row.yanked != release.yanked:
+        if row.yanked != release.yanked or row.id is None:  # its page shows every release
             project.dirty = True
         row.release_time = release.release_time
         row.yanked = release.yanked

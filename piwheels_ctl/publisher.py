@@ -250,27 +250,34 @@ def _site(public_url: str | None) -> dict[str, Any]:
 def _write_human_pages(
     session: Session, www_dir: Path, project_ids: list[int], *, public_url: str | None
 ) -> None:
-    """The project pages of ``project_ids``, then the front page, the statistics and the list of
-    projects."""
+    """The project pages of ``project_ids``, then the front page, the statistics and, when a
+    project's page is new (or the list is missing), the list of projects."""
     site = _site(public_url)
-    _write_project_pages(session, www_dir, project_ids, site)
-    _write_site(session, www_dir, site, prune=False)
+    new_pages = _write_project_pages(session, www_dir, project_ids, site)
+    listed = (www_dir / "project" / "index.html").exists()
+    _write_site(session, www_dir, site, names=new_pages or not listed, prune=False)
 
 
 def _write_project_pages(
     session: Session, www_dir: Path, project_ids: list[int], site: dict[str, Any]
-) -> None:
+) -> bool:
+    """Write the pages for people of these projects; whether one of them is new."""
+    new = False
     for chunk in _chunks(project_ids):
         for page in pages.load_pages(session, chunk):
             if _CANONICAL.match(page.name):
+                new = new or not (www_dir / "project" / page.name / "index.html").exists()
                 _write_files(www_dir, pages.render_project(page, site))
+    return new
 
 
-def _write_site(session: Session, www_dir: Path, site: dict[str, Any], *, prune: bool) -> None:
-    """The front page, statistics and list of projects; with ``prune``, the pages of projects
-    without any version removed."""
-    figures = stats.load_stats(session)
-    if prune and (www_dir / "project").is_dir():
+def _write_site(
+    session: Session, www_dir: Path, site: dict[str, Any], *, names: bool = True, prune: bool
+) -> None:
+    """The front page, statistics and (with ``names``) list of projects; with ``prune``, the
+    pages of projects without any version removed."""
+    figures = stats.load_stats(session, names=names or prune)
+    if prune and figures.names is not None and (www_dir / "project").is_dir():
         keep = {name for name, _ in figures.names}
         for folder in (www_dir / "project").iterdir():
             if folder.is_dir() and folder.name not in keep:

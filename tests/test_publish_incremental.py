@@ -121,3 +121,20 @@ def test_a_project_deleted_upstream_is_withdrawn_only_when_asked(
     else:
         assert names == ["gone", "kept"] and page.exists(), names
     assert publish_from(db, www, full=True, withdraw_deleted=withdraw).root_written is False
+
+
+def test_the_list_of_projects_is_written_only_when_a_project_gets_a_page(
+    db: Database, tmp_path: Path
+) -> None:
+    www = tmp_path / "www"
+    _with_wheel(db, "a")
+    publish_from(db, www)
+    listing = [www / "project" / "index.html", www / "projects.json"]
+    age(listing)
+    _with_wheel(db, "a", version="2.0")
+    publish_from(db, www)
+    assert all(untouched(p) for p in listing), "the list of projects rewritten for a new wheel"
+    _with_wheel(db, "b")
+    publish_from(db, www)
+    assert json.loads(listing[1].read_bytes()) == ["a", "b"]
+    assert not untouched(listing[0])
