@@ -38,10 +38,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, text, update
+from sqlalchemy import func, insert, select, text, update
 
 from piwheels_ctl.database import Database
 from piwheels_ctl.models import Abi, File, Project, Version
+from piwheels_ctl.queue import pending_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [str(Path(sys.executable).parent / "piwheels-ctl")]
@@ -276,11 +277,23 @@ def new_wheel(database_url: str, project: int, *, new_project: bool = False) -> 
         db.dispose()
 
 
+def queue_count(database_url: str) -> float:
+    """Seconds the statistics take to count the pending pairs (in this process)."""
+    db = Database(database_url)
+    try:
+        with db.reader() as session:
+            start = time.monotonic()
+            session.scalar(select(func.count()).select_from(pending_query().subquery()))
+            return time.monotonic() - start
+    finally:
+        db.dispose()
+
+
 def rows(table: list[tuple[str, float, int, str]]) -> Iterator[str]:
     yield "| operation | time | peak RSS | notes |"
     yield "|---|---|---|---|"
     for what, seconds, rss, notes in table:
-        yield f"| {what} | {seconds:.2f} s | {rss} MiB | {notes} |"
+        yield f"| {what} | {seconds:.2f} s | {f'{rss} MiB' if rss >= 0 else 'n/a'} | {notes} |"
 
 
 def main() -> None:
@@ -339,6 +352,10 @@ def main() -> None:
     new_wheel(database_url, n // 2)
     seconds, rss, out = measure(["publish"], env)
     table.append(("`publish` after one new wheel", seconds, rss, out.strip()))
+    seconds = queue_count(database_url)
+    table.append(("of which: the front page's count of the queue (`queue.pending_query`)", seconds, -1, ""))
+    seconds, rss, _out = measure(["--version"], env)
+    table.append(("of which: starting the CLI (`--version`)", seconds, rss, ""))
     new_wheel(database_url, n, new_project=True)
     seconds, rss, out = measure(["publish"], env)
     table.append(("`publish` after the first wheel of a new project", seconds, rss, out.strip()))
