@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import delete, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from . import queue_upkeep, upstream_coverage
-from .errors import InputError, PiwheelsError
+from .errors import InputError, PiwheelsError, ProjectGone
 from .models import Abi, Build, BuildStatus, Coverage, Project, utcnow
 from .models import Version as VersionRow
 
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 # A release with wheels and no sdist (yet): it waits, and is queued when an sdist appears.
 NO_SDIST = "no-sdist"
+
+# Projects recorded in one transaction by ``sync``.
+SYNC_BATCH = 200
+
+T = TypeVar("T")
 
 # A transaction of its own each time it is entered: ``Database.session``.
 Sessions = Callable[[], AbstractContextManager[Session]]
@@ -56,6 +62,10 @@ class SyncReport:
     changed: int = 0
     new: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
+    fetched: int = 0  # pages asked for
+    unchanged: int = 0  # projects whose serial said they had not changed: not asked for
+    deleted: list[str] = field(default_factory=list)  # projects newly marked deleted upstream
+    serials: bool = False  # whether the upstream's listing gave serials
 
     def problem(self, name: str, message: str) -> None:
         self.problems.append((name, message))
@@ -171,7 +181,7 @@ def apply_page(
             row = VersionRow(version=release.version, priority=0)
             project.versions.append(row)
             added += 1
-        if row.yanked != release.yanked:
+        if row.yanked != release.yanked or row.id is None:  # its page shows every release
             project.dirty = True
         row.release_time = release.release_time
         row.yanked = release.yanked
@@ -187,6 +197,7 @@ def apply_page(
     else:
         problems.append(f"{page.name}: display name kept: the new one is longer than {DISPLAY_NAME_MAX}")
     project.etag = page.etag
+    project.last_modified = page.last_modified
     project.synced_at = utcnow()
     return added
 
@@ -244,14 +255,14 @@ def add(
     return added
 
 
+def _tracked() -> ColumnElement[bool]:
+    requested = select(VersionRow.project_id).where(VersionRow.priority > 0)
+    return or_(Project.watched, Project.id.in_(requested))
+
+
 def tracked(session: Session) -> list[Project]:
     """Projects whose versions ``sync`` refreshes: watched, or with a requested version."""
-    requested = select(VersionRow.project_id).where(VersionRow.priority > 0)
-    return list(
-        session.scalars(
-            select(Project).where(or_(Project.watched, Project.id.in_(requested))).order_by(Project.name)
-        )
-    )
+    return list(session.scalars(select(Project).where(_tracked()).order_by(Project.name)))
 
 
 def sync(
@@ -259,40 +270,135 @@ def sync(
     upstream: Upstream,
     progress: Callable[[str], None] = lambda _name: None,
     glibc: tuple[int, int] | None = None,
+    *,
+    batch: int = SYNC_BATCH,
 ) -> SyncReport:
-    """Refresh every tracked project (one conditional request each), one transaction per project.
+    """Refresh the tracked projects that changed upstream, ``batch`` projects a transaction.
 
-    A project the upstream no longer has, or whose page is bad, is reported and skipped: the
-    others are synced all the same. No transaction is open while a page is fetched.
+    When the upstream's root lists serials (PEP 691 JSON, ``_last-serial``), only the projects
+    whose serial changed are fetched, and those it no longer lists are marked deleted; otherwise
+    every page is asked for with a conditional request (its ETag or Last-Modified). Pages are
+    fetched ``upstream.workers`` at a time. A project gone upstream (404) is marked deleted and
+    reported; a bad page, or values the database refuses, are reported and that project alone
+    is skipped. No transaction is open while a page is fetched.
     """
     report = SyncReport()
+    serials: dict[str, int] | None = None
+    try:
+        serials = upstream.serials()
+    except PiwheelsError as exc:  # the listing failed: every page is asked for instead
+        report.problem(upstream.location, f"{exc} (every project's page is asked for instead)")
+    report.serials = serials is not None
     with sessions() as session:
-        todo = [(p.name, p.etag) for p in tracked(session)]
-    for name, etag in todo:
-        progress(name)
-        try:
-            page = upstream.project(name, etag)
-        except PiwheelsError as exc:  # gone (InputError) or a bad page (UpstreamError)
-            report.problem(name, str(exc))
-            continue
-        report.synced += 1
-        if page is None:
-            continue
-        problems: list[str] = []
-        try:
+        rows = session.execute(
+            select(Project.name, Project.etag, Project.last_modified, Project.serial, Project.deleted_at)
+            .where(_tracked())
+            .order_by(Project.name)
+        ).all()
+    todo: list[_Todo] = []
+    gone: list[str] = []
+    for row in rows:
+        if serials is None:
+            todo.append(_Todo(row.name, row.etag, row.last_modified, None))
+        elif row.name not in serials:
+            if row.deleted_at is None:
+                gone.append(row.name)
+        elif serials[row.name] != row.serial or row.deleted_at is not None:
+            # No validators: the serial said it changed, so the whole page is wanted.
+            todo.append(_Todo(row.name, None, None, serials[row.name]))
+    report.unchanged = len(rows) - len(todo) - len(gone)
+    report.synced = report.unchanged
+    del rows, serials
+    if gone:
+        for names in _batched(gone, batch):
             with sessions() as session:
-                project = session.scalar(select(Project).where(Project.name == name))
-                if project is None:  # forgotten since the list was read
-                    continue
-                added = apply_page(session, project, page, problems, glibc)
-        except (DataError, IntegrityError) as exc:  # what the checks before missed: this project only
-            report.problem(name, f"{name}: not recorded: {str(exc.orig).splitlines()[0]}")
-            continue
-        report.changed += 1
-        report.new += added
-        for problem in problems:
-            report.problem(name, problem)
+                _mark_deleted(session, names)
+        report.deleted.extend(gone)
+        for name in gone:
+            report.problem(name, f"{name}: no longer listed by the upstream {upstream.location}")
+
+    def fetch(item: _Todo) -> ProjectPage | PiwheelsError | None:
+        progress(item.name)
+        try:
+            return upstream.project(item.name, item.etag, item.last_modified)
+        except PiwheelsError as exc:  # gone, or a bad page: this project alone
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, upstream.workers)) as pool:
+        for chunk in _batched(todo, batch):
+            # Fetched in full before the transaction opens: none is held over the network.
+            results = list(pool.map(fetch, chunk))
+            report.fetched += len(chunk)
+            _record(sessions, list(zip(chunk, results, strict=True)), report, glibc)
     return report
+
+
+@dataclass(frozen=True)
+class _Todo:
+    """A project to ask the upstream for, with what it said last time."""
+
+    name: str
+    etag: str | None
+    last_modified: str | None
+    serial: int | None  # the root listing's, recorded once the page is in
+
+
+def _record(
+    sessions: Sessions,
+    results: list[tuple[_Todo, ProjectPage | PiwheelsError | None]],
+    report: SyncReport,
+    glibc: tuple[int, int] | None,
+) -> None:
+    """Record a batch of fetched pages in one transaction, each project in a savepoint of its
+    own: one the database refuses is rolled back alone and reported."""
+    gone = [item.name for item, result in results if isinstance(result, ProjectGone)]
+    with sessions() as session:
+        report.deleted.extend(_mark_deleted(session, gone))
+        for item, result in results:
+            if isinstance(result, PiwheelsError):
+                report.problem(item.name, str(result))
+                continue
+            report.synced += 1
+            problems: list[str] = []
+            added: int | None = None  # None: unchanged, or forgotten since the list was read
+            try:
+                with session.begin_nested():
+                    project = session.scalar(select(Project).where(Project.name == item.name))
+                    if project is not None:
+                        if project.deleted_at is not None:
+                            project.deleted_at = None  # back upstream
+                            project.dirty = True
+                        if item.serial is not None:
+                            project.serial = item.serial
+                        if result is not None:
+                            added = apply_page(session, project, result, problems, glibc)
+                        session.flush()  # what the database refuses is refused here, in the savepoint
+            except (DataError, IntegrityError) as exc:  # what the checks before missed
+                report.problem(item.name, f"{item.name}: not recorded: {str(exc.orig).splitlines()[0]}")
+                continue
+            if added is None:
+                continue
+            report.changed += 1
+            report.new += added
+            for problem in problems:
+                report.problem(item.name, problem)
+
+
+def _mark_deleted(session: Session, names: Sequence[str]) -> list[str]:
+    """Mark the projects deleted upstream (those not marked yet); the names newly marked.
+
+    Their rows, versions and wheels stay: the ``upstream_deleted`` setting tells the publisher
+    whether their wheels stay listed.
+    """
+    if not names:
+        return []
+    projects = session.scalars(
+        select(Project).where(Project.name.in_(names), Project.deleted_at.is_(None))
+    ).all()
+    for project in projects:
+        project.deleted_at = utcnow()
+        project.dirty = True
+    return [p.name for p in projects]
 
 
 def sync_all(sessions: Sessions, upstream: Upstream, chunk: int = 10_000) -> tuple[int, list[str]]:
@@ -327,8 +433,8 @@ def sync_all(sessions: Sessions, upstream: Upstream, chunk: int = 10_000) -> tup
     return added, problems
 
 
-def _batched(items: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
-    batch: list[tuple[str, str]] = []
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) >= size:

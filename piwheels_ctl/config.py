@@ -54,6 +54,10 @@ class Settings(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=120.0, gt=0)
     sync_interval: float = Field(default=600.0, gt=0)
+    sync_workers: int = Field(default=8, ge=1, le=64)  # project pages a sync fetches at once
+    # A project deleted upstream: "keep" its published wheels listed, or "withdraw" them from
+    # the index (its rows and wheel files stay, and come back should the project).
+    upstream_deleted: Literal["keep", "withdraw"] = "keep"
     public_url: str | None = None  # where people reach the site; shown in install instructions
     # The Debian mirror whose Contents index names the packages that fix a failure: "auto" is
     # what this machine's apt sources use, "" no hints.

@@ -25,6 +25,10 @@ class InputError(PiwheelsError):
     exit_code = 2
 
 
+class ProjectGone(InputError):
+    """The upstream has no such project (any more): 404 or 410 on its page, or not in its folder."""
+
+
 class UpstreamError(PiwheelsError):
     """The upstream index is unreachable or answered with something we cannot use."""
 

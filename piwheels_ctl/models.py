@@ -86,12 +86,22 @@ class Project(Base):
     watched: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     etag: Mapped[str | None] = mapped_column(String(255))
+    # What the upstream said of the page last time: its Last-Modified (for If-Modified-Since),
+    # and the project's serial in the upstream's root listing (PEP 691 ``_last-serial``): a sync
+    # fetches the page again only when that serial changed.
+    last_modified: Mapped[str | None] = mapped_column(String(64))
+    serial: Mapped[int | None] = mapped_column(BigInteger)
+    # When the upstream stopped having the project (404 on its page, gone from its listing).
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set whenever something the index shows changes; cleared by the publisher.
     dirty: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
     # Raised by every marking dirty: the publisher clears ``dirty`` only where the generation is
     # still the one it published, so a change committed while it was publishing stays dirty.
     dirty_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The name the published root index lists the project under (None: not listed): the
+    # publisher patches the root only where this differs from what it should list now.
+    listed_name: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         # The few projects skipped by hand.

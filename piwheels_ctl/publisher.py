@@ -9,16 +9,18 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from sqlalchemy import Exists, bindparam, exists, or_, select, update
+from sqlalchemy import ColumnElement, Exists, Select, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from . import pages, stats
+from . import pages, rootindex, stats
 from .database import Database
 from .models import File, Project
 from .models import Version as VersionRow
@@ -40,6 +42,9 @@ class PublishResult:
     root_written: bool
     # Project id -> the dirty generation its page shows: what clear_published may clear.
     published: dict[int, int] = field(default_factory=dict)
+    # Project id -> the name the root index now lists it under (None: not listed), where that
+    # changed: what clear_published records in ``listed_name``.
+    listed: dict[int, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,25 +63,45 @@ class _IndexFile:
     uploaded_at: datetime
 
 
+@dataclass
+class _Written:
+    """What publishing some projects' index pages did."""
+
+    published: set[str] = field(default_factory=set)  # names whose pages were written
+    emptied: set[str] = field(default_factory=set)  # names whose pages are to go
+    listed: dict[str, str | None] = field(default_factory=dict)  # root changes, by name
+    listed_ids: dict[int, str | None] = field(default_factory=dict)  # the same, by project id
+
+
 # Where install instructions point when the setting ``public_url`` is not given: ``serve``'s default.
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080/"
 
 
 def publish_from(
-    db: Database, www_dir: Path, *, full: bool = False, public_url: str | None = None
+    db: Database,
+    www_dir: Path,
+    *,
+    full: bool = False,
+    public_url: str | None = None,
+    withdraw_deleted: bool = False,
 ) -> PublishResult:
     """Publish from one read-only snapshot, then clear the flags of what it published in a
-    short write transaction of its own: a long publish never holds up a recorder."""
+    short write transaction of its own: a long publish never holds up a recorder. With ``full``,
+    every project, a chunk at a time, each chunk in short transactions of its own."""
+    if full:
+        return _publish_full(db, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted)
     with db.reader() as session:
-        result = publish(session, www_dir, full=full, public_url=public_url)
+        result = publish(session, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted)
     with db.session() as session:
-        clear_published(session, result.published)
+        clear_published(session, result.published, result.listed)
     return result
 
 
-def clear_published(session: Session, published: Mapping[int, int]) -> None:
+def clear_published(
+    session: Session, published: Mapping[int, int], listed: Mapping[int, str | None] | None = None
+) -> None:
     """Clear ``dirty`` where the generation is still the one published; a project marked dirty
-    again meanwhile keeps its flag for the next run."""
+    again meanwhile keeps its flag for the next run. Record what the root index now lists."""
     table = Project.metadata.tables[Project.__tablename__]
     clear = (
         update(table)
@@ -86,71 +111,173 @@ def clear_published(session: Session, published: Mapping[int, int]) -> None:
     pairs = list(published.items())
     for chunk in _chunks(pairs):
         session.execute(clear, [{"project": p, "generation": g} for p, g in chunk])
+    record = update(table).where(table.c.id == bindparam("project")).values(listed_name=bindparam("listed"))
+    for chunk in _chunks(list((listed or {}).items())):
+        session.execute(record, [{"project": p, "listed": n} for p, n in chunk])
+
+
+def _candidates() -> Select[Any]:
+    return select(
+        Project.id,
+        Project.name,
+        Project.display_name,
+        Project.dirty_generation,
+        Project.listed_name,
+        Project.deleted_at,
+    )
 
 
 def publish(
-    session: Session, www_dir: Path, *, full: bool = False, public_url: str | None = None
+    session: Session, www_dir: Path, *, public_url: str | None = None, withdraw_deleted: bool = False
 ) -> PublishResult:
-    """Write the pages of dirty projects (with ``full``: of every project, removing stray ones),
-    refresh the root index if its listing changed, and the project pages, front page and
-    statistics for people; only reads the database (the flags are cleared by ``clear_published``)."""
+    """Write the pages of dirty projects, patch the root index where the projects it lists
+    changed, and write the project pages, front page and statistics for people; only reads the
+    database (the flags are cleared by ``clear_published``). With ``withdraw_deleted``, projects
+    deleted upstream are not listed."""
     simple = www_dir / "simple"
-    chosen = or_(Project.dirty, _has_files()) if full else Project.dirty
-    projects = session.execute(
-        select(Project.id, Project.name, Project.display_name, Project.dirty_generation)
-        .where(chosen)
-        .order_by(Project.name)
-    ).all()
-    published: set[str] = set()
-    emptied: set[str] = set()
+    projects = session.execute(_candidates().where(Project.dirty).order_by(Project.name)).all()
+    written = _Written()
     for chunk in _chunks(projects):
-        ids = [row.id for row in chunk]
-        files = _load_files(session, ids)
-        written = []
-        for row in chunk:
-            if not _CANONICAL.match(row.name):
-                log.warning("not publishing project %r: not a canonical name", row.name)
-            elif files.get(row.id):
-                written.append((simple / row.name, row.display_name, files[row.id]))
-                published.add(row.name)
-            else:
-                emptied.add(row.name)
-        texts = _load_metadata(session, _metadata_missing(written))
-        for project_dir, display_name, project_files in written:
-            _write_project(project_dir, display_name, project_files, texts)
+        _publish_projects(session, simple, chunk, written, withdraw_deleted)
     # New pages exist before the root links to them; gone ones vanish after it stops.
+    listed = written.listed_ids
     root_written = False
-    if projects or full or not (simple / "index.html").exists():
-        root_written = _write_root(session, simple)
-    if full:
-        # Also the pages of projects the database does not hold any more at all.
-        emptied.update(d.name for d in simple.iterdir() if d.is_dir() and d.name not in published)
-    for name in sorted(emptied):
+    patched = rootindex.patch(simple, written.listed, API_VERSION) if written.listed else False
+    if patched is None or not (simple / rootindex.HTML).exists() or not (simple / rootindex.JSON).exists():
+        root_written, listed = _write_root(session, simple, withdraw_deleted)
+    else:
+        root_written = patched
+    for name in sorted(written.emptied):
         _remove_project(simple / name)
-    _write_human_pages(session, www_dir, [row.id for row in projects], full=full, public_url=public_url)
+    _write_human_pages(session, www_dir, [row.id for row in projects], public_url=public_url)
     generations = {row.id: row.dirty_generation for row in projects}
-    return PublishResult(projects_written=len(projects), root_written=root_written, published=generations)
+    return PublishResult(
+        projects_written=len(projects), root_written=root_written, published=generations, listed=listed
+    )
 
 
-def _write_human_pages(
-    session: Session, www_dir: Path, project_ids: list[int], *, full: bool, public_url: str | None
+def _publish_full(
+    db: Database, www_dir: Path, *, public_url: str | None, withdraw_deleted: bool
+) -> PublishResult:
+    """Every project's pages, CHUNK projects at a time, each chunk read in a snapshot of its own
+    and its flags cleared right after; then the root index, written whole as it streams from the
+    database, stray pages removed, and every page for people. Memory: a chunk, and the names."""
+    simple = www_dir / "simple"
+    written = _Written()
+    count = 0
+    after: str | None = None
+    while True:
+        with db.reader() as session:
+            query = _candidates().where(or_(Project.dirty, _has_files()))
+            if after is not None:
+                query = query.where(Project.name > after)
+            chunk = session.execute(query.order_by(Project.name).limit(CHUNK)).all()
+            if not chunk:
+                break
+            with _synced_together():
+                _publish_projects(session, simple, chunk, written, withdraw_deleted)
+        with db.session() as session:
+            clear_published(session, {row.id: row.dirty_generation for row in chunk})
+        count += len(chunk)
+        after = chunk[-1].name
+    with db.reader() as session:
+        root_written, listed = _write_root(session, simple, withdraw_deleted)
+    with db.session() as session:
+        clear_published(session, {}, listed)
+    # Also the pages of projects the database does not hold any more at all.
+    if simple.is_dir():
+        written.emptied.update(
+            d.name for d in simple.iterdir() if d.is_dir() and d.name not in written.published
+        )
+    for name in sorted(written.emptied):
+        _remove_project(simple / name)
+    site = _site(public_url)
+    after = None
+    while True:
+        with db.reader() as session:
+            query = select(Project.id, Project.name).where(
+                exists().where(VersionRow.project_id == Project.id)
+            )
+            if after is not None:
+                query = query.where(Project.name > after)
+            rows = session.execute(query.order_by(Project.name).limit(CHUNK)).all()
+            if not rows:
+                break
+            with _synced_together():
+                _write_project_pages(session, www_dir, [row.id for row in rows], site)
+        after = rows[-1].name
+    with db.reader() as session:
+        _write_site(session, www_dir, site, prune=True)
+    return PublishResult(projects_written=count, root_written=root_written)
+
+
+def _publish_projects(
+    session: Session, simple: Path, rows: Sequence[Any], written: _Written, withdraw_deleted: bool
 ) -> None:
-    """The project pages of ``project_ids`` (with ``full``: removing those of projects without
-    any version), then the front page, the statistics and the list of projects."""
-    site: dict[str, Any] = {
+    """Write the index pages of ``rows`` (from ``_candidates``) that have files to list; note in
+    ``written`` which were written, which are to be removed, and how the root must change."""
+    files = _load_files(session, [row.id for row in rows])
+    pages_to_write = []
+    for row in rows:
+        canonical = bool(_CANONICAL.match(row.name))
+        if not canonical:
+            log.warning("not publishing project %r: not a canonical name", row.name)
+        withdrawn = withdraw_deleted and row.deleted_at is not None
+        if canonical and files.get(row.id) and not withdrawn:
+            pages_to_write.append((simple / row.name, row.display_name, files[row.id]))
+            written.published.add(row.name)
+            want: str | None = row.display_name
+        else:
+            if canonical:
+                written.emptied.add(row.name)
+            want = None
+        if want != row.listed_name and canonical:
+            written.listed[row.name] = want
+            written.listed_ids[row.id] = want
+    texts = _load_metadata(session, _metadata_missing(pages_to_write))
+    for project_dir, display_name, project_files in pages_to_write:
+        _write_project(project_dir, display_name, project_files, texts)
+
+
+def _site(public_url: str | None) -> dict[str, Any]:
+    return {
         "name": "piwheels-ctl",
         "index_url": (public_url or DEFAULT_PUBLIC_URL).rstrip("/") + "/simple/",
         "generated": None,
     }
-    if full:
-        has_version = exists().where(VersionRow.project_id == Project.id)
-        project_ids = list(session.scalars(select(Project.id).where(has_version).order_by(Project.name)))
+
+
+def _write_human_pages(
+    session: Session, www_dir: Path, project_ids: list[int], *, public_url: str | None
+) -> None:
+    """The project pages of ``project_ids``, then the front page, the statistics and, when a
+    project's page is new (or the list is missing), the list of projects."""
+    site = _site(public_url)
+    new_pages = _write_project_pages(session, www_dir, project_ids, site)
+    listed = (www_dir / "project" / "index.html").exists()
+    _write_site(session, www_dir, site, names=new_pages or not listed, prune=False)
+
+
+def _write_project_pages(
+    session: Session, www_dir: Path, project_ids: list[int], site: dict[str, Any]
+) -> bool:
+    """Write the pages for people of these projects; whether one of them is new."""
+    new = False
     for chunk in _chunks(project_ids):
         for page in pages.load_pages(session, chunk):
             if _CANONICAL.match(page.name):
+                new = new or not (www_dir / "project" / page.name / "index.html").exists()
                 _write_files(www_dir, pages.render_project(page, site))
-    figures = stats.load_stats(session)
-    if full and (www_dir / "project").is_dir():
+    return new
+
+
+def _write_site(
+    session: Session, www_dir: Path, site: dict[str, Any], *, names: bool = True, prune: bool
+) -> None:
+    """The front page, statistics and (with ``names``) list of projects; with ``prune``, the
+    pages of projects without any version removed."""
+    figures = stats.load_stats(session, names=names or prune)
+    if prune and figures.names is not None and (www_dir / "project").is_dir():
         keep = {name for name, _ in figures.names}
         for folder in (www_dir / "project").iterdir():
             if folder.is_dir() and folder.name not in keep:
@@ -354,23 +481,33 @@ def _sha256_of(path: Path) -> str | None:
         return None
 
 
-def _write_root(session: Session, simple: Path) -> bool:
-    """Rewrite the root index (HTML and JSON) if the listing changed; whether it did."""
-    listed = session.execute(
-        select(Project.name, Project.display_name).where(_has_files()).order_by(Project.name)
-    ).all()
-    projects = [row for row in listed if _CANONICAL.match(row.name)]
-    html = pages.templates.get_template("simple_root.html.j2").render(
-        api_version=API_VERSION, projects=projects
+def _write_root(session: Session, simple: Path, withdraw_deleted: bool) -> tuple[bool, dict[int, str | None]]:
+    """Write the root index whole, streamed from the database in name order (bytewise, as
+    ``rootindex`` keeps it); whether it changed, and the projects whose listing differs from
+    their ``listed_name``."""
+    listable: ColumnElement[bool] = _has_files()
+    if withdraw_deleted:
+        listable = and_(listable, Project.deleted_at.is_(None))
+    order = Project.name.collate("C") if session.get_bind().dialect.name == "postgresql" else Project.name
+    rows = session.execute(
+        select(
+            Project.id, Project.name, Project.display_name, Project.listed_name, listable.label("listable")
+        )
+        .where(or_(listable, Project.listed_name.is_not(None)))
+        .order_by(order)
+        .execution_options(yield_per=CHUNK)
     )
-    root_json = {
-        "meta": {"api-version": API_VERSION},
-        "projects": [{"name": row.display_name} for row in projects],
-    }
-    simple.mkdir(parents=True, exist_ok=True)
-    json_written = _write_if_changed(simple / "index.json", _dumps(root_json))
-    html_written = _write_if_changed(simple / "index.html", html.encode("utf-8"))
-    return json_written or html_written
+    listed: dict[int, str | None] = {}
+
+    def projects() -> Iterator[tuple[str, str]]:
+        for row in rows:
+            want = row.display_name if row.listable and _CANONICAL.match(row.name) else None
+            if want != row.listed_name:
+                listed[row.id] = want
+            if want is not None:
+                yield row.name, want
+
+    return rootindex.write(simple, projects(), API_VERSION), listed
 
 
 def _remove_project(project_dir: Path) -> None:
@@ -389,7 +526,7 @@ def _dumps(data: Any) -> bytes:
 
 def _write_if_changed(path: Path, data: bytes) -> bool:
     """Atomically replace ``path`` with ``data`` unless it already holds exactly that; whether it
-    wrote."""
+    wrote (inside ``_synced_together``, the rename waits for the end of its block)."""
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
             return False
@@ -397,16 +534,44 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
         pass
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
+    deferred = _deferred.get()
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             # A crash must not leave a renamed but empty page behind.
-            os.fsync(f.fileno())
+            if deferred is None:
+                os.fsync(f.fileno())
         # mkstemp creates 0600 files; the web server runs as another user.
         tmp.chmod(0o644)
-        tmp.replace(path)
+        if deferred is None:
+            tmp.replace(path)
+        else:
+            deferred.append((tmp, path))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return True
+
+
+# The files written in a ``_synced_together`` block, as (temporary file, its place).
+_deferred: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_deferred", default=None)
+
+
+@contextmanager
+def _synced_together() -> Iterator[None]:
+    """The files written in the block are made durable by one sync at its end, then renamed
+    into place: thousands of files cost one flush, not one each (a full publish)."""
+    pending: list[tuple[Path, Path]] = []
+    token = _deferred.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _path in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _deferred.reset(token)
+    os.sync()
+    for tmp, path in pending:
+        tmp.replace(path)

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from . import charts, queue
-from .models import Abi, Build, Builder, BuildStatus, File, Project, Version, utcnow
+from . import charts, counts, queue
+from .models import Abi, Build, Builder, BuildStatus, Project, Version, utcnow
 from .pages import templates
 
 DAYS = 30  # how far back the charts look
@@ -42,7 +42,7 @@ class SiteStats:
     queue: int
     success: list[tuple[str, int, int]]  # (ABI, ok, failed) of the current builds
     builders: list[BuilderRow]
-    names: list[tuple[str, str]]  # (canonical, display) of every project with a page
+    names: list[tuple[str, str]] | None  # (canonical, display) of every project with a page
     charts: dict[str, str] = field(default_factory=dict)  # name -> SVG text
 
 
@@ -50,8 +50,9 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def load_stats(session: Session, now: datetime | None = None) -> SiteStats:
-    """Every figure of the two pages, from one read of the database."""
+def load_stats(session: Session, now: datetime | None = None, *, names: bool = True) -> SiteStats:
+    """Every figure of the pages, from one read of the database; without ``names``, the projects
+    are counted, not listed (the list of projects is then left as it is)."""
     now = now or utcnow()
 
     def count(query: Any) -> int:
@@ -59,10 +60,12 @@ def load_stats(session: Session, now: datetime | None = None) -> SiteStats:
 
     finished = Build.status != BuildStatus.BUILDING
     has_page = exists().where(Version.project_id == Project.id)
-    names = (
+    listed = (
         session.execute(select(Project.name, Project.display_name).where(has_page).order_by(Project.name))
         .tuples()
         .all()
+        if names
+        else []
     )
     success = (
         session.execute(
@@ -91,18 +94,19 @@ def load_stats(session: Session, now: datetime | None = None) -> SiteStats:
         )
         for b in session.scalars(select(Builder).order_by(Builder.name))
     ]
+    kept = counts.read(session)
     stats = SiteStats(
         generated=_stamp(now),
-        projects=len(names),
-        versions=count(select(func.count()).select_from(Version)),
-        wheels=count(select(func.count()).select_from(File)),
-        bytes=count(select(func.coalesce(func.sum(File.size), 0))),
+        projects=len(listed) if names else count(select(func.count()).select_from(Project).where(has_page)),
+        versions=kept.get("versions", 0),
+        wheels=kept.get("files", 0),
+        bytes=kept.get("bytes", 0),
         builds_hour=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(hours=1))),
         builds_day=count(select(func.count()).where(finished, Build.started_at >= now - timedelta(days=1))),
         queue=queue.count(session),
         success=[(tag, ok, bad) for tag, (ok, bad) in sorted(per_abi.items())],
         builders=builders,
-        names=[(n, d) for n, d in names],
+        names=[(n, d) for n, d in listed] if names else None,
     )
     stats.charts = _charts(session, now)
     return stats
@@ -150,15 +154,18 @@ def _charts(session: Session, now: datetime) -> dict[str, str]:
 
 
 def render_site(stats: SiteStats, site: dict[str, Any]) -> dict[str, bytes]:
-    """The front page, the statistics page, the list of projects and the search list, by path."""
+    """The front page, the statistics page and, when ``stats`` lists the projects, the list of
+    projects and the search list, by path."""
     pages = {
         "index.html": ("front.html.j2", ""),
         "stats/index.html": ("stats.html.j2", "../"),
-        "project/index.html": ("projects.html.j2", "../"),
     }
+    if stats.names is not None:
+        pages["project/index.html"] = ("projects.html.j2", "../")
     result = {
         path: templates.get_template(template).render(stats=stats, site=site, root=root).encode("utf-8")
         for path, (template, root) in pages.items()
     }
-    result["projects.json"] = json.dumps([name for name, _ in stats.names]).encode("utf-8")
+    if stats.names is not None:
+        result["projects.json"] = json.dumps([name for name, _ in stats.names]).encode("utf-8")
     return result

@@ -20,7 +20,7 @@ import pypi_simple
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from .errors import InputError, UpstreamError
+from .errors import InputError, ProjectGone, UpstreamError
 from .upstream_http import Answer, Fetcher
 
 
@@ -58,6 +58,7 @@ class ProjectPage:
     display_name: str
     releases: list[Release] = field(default_factory=list)
     etag: str | None = None
+    last_modified: str | None = None  # the Last-Modified the upstream sent, for If-Modified-Since
 
 
 # PEP 691 JSON when the index offers it, PEP 503 HTML otherwise.
@@ -69,6 +70,8 @@ ACCEPT_PROJECT = (
 ACCEPT_ROOT = (
     "application/vnd.pypi.simple.v1+html, text/html;q=0.5, application/vnd.pypi.simple.v1+json;q=0.1"
 )
+# The root listing with each project's serial: PEP 691 JSON only (HTML has no serials).
+ACCEPT_SERIALS = "application/vnd.pypi.simple.v1+json, text/html;q=0.01"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = frozenset({"application/vnd.pypi.simple.v1+html", "text/html"})
 # Size caps of a page, checked as it streams in. PyPI's root listing (every project name) is
@@ -98,11 +101,16 @@ VOID_ELEMENTS = frozenset(
     }
 )
 ETAG_MAX = 255  # what the database keeps (projects.etag)
+LAST_MODIFIED_MAX = 64  # what the database keeps (projects.last_modified)
+# Project pages fetched at once by a sync (and HTTP connections kept to the upstream).
+WORKERS = 8
 # PEP 508 project names; ASCII only, as IGNORECASE alone lets the Kelvin sign pass for a "k".
 NAME_RE = re.compile(r"[A-Z0-9](?:[A-Z0-9._-]*[A-Z0-9])?", re.IGNORECASE | re.ASCII)
 # The sdist formats pip builds from, most preferred first.
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 LOCAL_SUFFIXES = (*SDIST_SUFFIXES, ".whl")
+# Marks an ETag of ours: the digest of a page whose upstream sent none (never sent back to it).
+DIGEST_PREFIX = "sha256:"
 # Platform tags of wheels that may install on a builder (musllinux never does: Debian is glibc).
 LINUX_PLATFORMS = ("linux_", "manylinux")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -128,12 +136,20 @@ class Upstream:
     the index's own host or to ``redirect_hosts``.
     """
 
-    def __init__(self, location: str, *, timeout: float = 30.0, redirect_hosts: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        location: str,
+        *,
+        timeout: float = 30.0,
+        redirect_hosts: Iterable[str] = (),
+        workers: int = WORKERS,
+    ) -> None:
         self.location = location
+        self.workers = workers  # how many pages a sync may fetch at once (threads may share this)
         self._timeout = timeout
         is_url = location.startswith(("http://", "https://"))
         self._folder = None if is_url else Path(location)
-        self._http = Fetcher(location, frozenset(h.lower() for h in redirect_hosts))
+        self._http = Fetcher(location, frozenset(h.lower() for h in redirect_hosts), connections=workers)
 
     def __enter__(self) -> Upstream:
         return self
@@ -145,8 +161,12 @@ class Upstream:
         """Release the HTTP connections."""
         self._http.close()
 
-    def project(self, name: str, etag: str | None = None) -> ProjectPage | None:
-        """The project's page, or None when it is unchanged since the page that had ``etag``."""
+    def project(
+        self, name: str, etag: str | None = None, last_modified: str | None = None
+    ) -> ProjectPage | None:
+        """The project's page, or None when it is unchanged since the page that had ``etag``
+        (or was last modified at ``last_modified``): ProjectGone when the upstream has no such
+        project. Safe to call from several threads at once."""
         if not NAME_RE.fullmatch(name):
             raise InputError(f"{name!r}: not a valid project name")
         if self._folder is not None:
@@ -154,13 +174,16 @@ class Upstream:
         canonical = canonicalize_name(name)
         url = f"{self.location}{canonical}/"
         headers = {"Accept": ACCEPT_PROJECT}
-        if etag is not None:
+        # A digest of our own (see below) means nothing to the upstream: only its ETags are sent.
+        if etag is not None and not etag.startswith(DIGEST_PREFIX):
             headers["If-None-Match"] = etag
+        if last_modified is not None:
+            headers["If-Modified-Since"] = last_modified
         with self._http.get(url, headers, seconds=self._timeout, limit=PROJECT_PAGE_MAX) as answer:
             if answer.status == 304:
                 return None
-            if answer.status == 404:
-                raise InputError(f"{name}: the upstream {self.location} has no such project")
+            if answer.status in (404, 410):
+                raise ProjectGone(f"{name}: the upstream {self.location} has no such project")
             _check_status(url, answer)
             media, charset = _page_type(url, answer, "project page")
             body = answer.read()
@@ -169,16 +192,56 @@ class Upstream:
         # too long to keep is replaced by the digest too.
         new_etag = answer.headers.get("ETag") or ""
         if not new_etag or len(new_etag) > ETAG_MAX:
-            new_etag = f"sha256:{hashlib.sha256(body).hexdigest()}"
+            new_etag = f"{DIGEST_PREFIX}{hashlib.sha256(body).hexdigest()}"
         if new_etag == etag:
             return None
+        modified = answer.headers.get("Last-Modified") or None
         page = _parse_project(url, name, media, charset, body)
         return ProjectPage(
             name=canonical,
             display_name=page.project or name,
             releases=_releases(page.packages, page.versions or [], url),
             etag=new_etag,
+            last_modified=modified if modified and len(modified) <= LAST_MODIFIED_MAX else None,
         )
+
+    def serials(self) -> dict[str, int] | None:
+        """Every project's last serial (canonical name -> serial) from the upstream's PEP 691
+        JSON root listing, or None when the upstream does not offer serials (a folder, an HTML
+        root, a JSON root without ``_last-serial``): then each page must be asked for."""
+        if self._folder is not None:
+            return None
+        url = self.location
+        seconds = self._timeout * ROOT_TIME_FACTOR
+        headers = {"Accept": ACCEPT_SERIALS}
+        with self._http.get(url, headers, seconds=seconds, limit=ROOT_PAGE_MAX) as answer:
+            if answer.status in (406, 415):  # the upstream serves no JSON root
+                return None
+            _check_status(url, answer)
+            media, _charset = _page_type(url, answer, "project list")
+            if media != JSON_TYPE:
+                return None  # left unread: an HTML root has no serials
+            body = answer.read()
+        try:
+            data = _json(body)
+        except (ValueError, RecursionError) as exc:
+            raise UpstreamError(f"{url}: not a project list we can read: {_short(exc)}") from exc
+        projects = data.get("projects") if isinstance(data, dict) else None
+        if not isinstance(projects, list):
+            raise UpstreamError(f"{url}: not a project list we can read: no list of projects")
+        serials: dict[str, int] = {}
+        for entry in projects:
+            display = entry.get("name") if isinstance(entry, dict) else None
+            serial = entry.get("_last-serial") if isinstance(entry, dict) else None
+            if not isinstance(display, str):
+                raise UpstreamError(f"{url}: not a project list we can read: a project without a name")
+            if not isinstance(serial, int) or isinstance(serial, bool):
+                return None  # serials for some projects only are no use: ask every page
+            if NAME_RE.fullmatch(display):
+                serials[canonicalize_name(display)] = serial
+            else:
+                logger.warning("%s: ignored %r: not a valid project name", url, display[:100])
+        return serials
 
     def download(self, url: str, dest: Path, *, sha256: str, limit: int, seconds: float) -> int:
         """Fetch the file at ``url`` (listed on a project page) to ``dest``; its size.
@@ -255,7 +318,7 @@ class Upstream:
         canonical = canonicalize_name(name)
         files = [f for f in self._local_files(folder) if canonicalize_name(f.project) == canonical]
         if not files:
-            raise InputError(f"{name}: the upstream {self.location} has no such project")
+            raise ProjectGone(f"{name}: the upstream {self.location} has no such project")
         # Names, sizes and times stand for the contents: hashing every file on every sync of a
         # big folder would cost far more than it saves.
         digest = hashlib.sha256()

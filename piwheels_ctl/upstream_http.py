@@ -135,11 +135,14 @@ class Answer:
 class Fetcher:
     """Bounded GETs: ``seconds`` for a whole request, ``limit`` bytes of body, redirects to known hosts."""
 
-    def __init__(self, origin: str, redirect_hosts: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, origin: str, redirect_hosts: frozenset[str] = frozenset(), *, connections: int = 10
+    ) -> None:
         self._hosts = redirect_hosts | {(urlsplit(origin).hostname or "").lower()}
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"piwheels-ctl/{__version__}"
-        adapter = _Adapter()
+        # Kept-alive connections per host: as many as the threads that fetch at once.
+        adapter = _Adapter(pool_connections=connections, pool_maxsize=connections)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import hashlib
 import html
 import json as jsonlib
+import os
 import socket
 import socketserver
 import threading
@@ -41,14 +43,31 @@ class IndexServer:
 
     Tests may set ``yanked`` (filename -> reason), ``requires_python`` (filename -> specifier),
     ``canned`` (path -> (status, content type, body), served instead of anything else) and
-    ``redirects`` (path -> (status, Location)).
+    ``redirects`` (path -> (status, Location)). Pages carry an ETag (``etags``) and answer a
+    matching If-None-Match with 304; with ``last_modified`` they carry a Last-Modified (the
+    newest file's time) and answer If-Modified-Since with 304; with ``serials`` the JSON root
+    lists each project's ``_last-serial`` (a number that changes whenever its files do); with
+    ``json_root`` off the root is HTML only, whatever the pages are.
     """
 
     def __init__(
-        self, folder: Path, *, json: bool = True, html: bool = True, host: str = "127.0.0.1"
+        self,
+        folder: Path,
+        *,
+        json: bool = True,
+        html: bool = True,
+        host: str = "127.0.0.1",
+        serials: bool = False,
+        etags: bool = True,
+        last_modified: bool = False,
+        json_root: bool = True,
     ) -> None:
         self.folder = folder
         self.host = host
+        self.serials = serials
+        self.etags = etags
+        self.last_modified = last_modified
+        self.json_root = json_root
         self.redirects: dict[str, tuple[int, str]] = {}
         self.json = json
         self.html = html
@@ -79,6 +98,12 @@ class IndexServer:
         with self._lock:
             self.requests.append((method, path, status))
 
+    def pages_fetched(self) -> list[str]:
+        """The project pages asked for (answered 200, 304 or 404 alike), by canonical name."""
+        with self._lock:
+            paths = [path for _, path, _ in self.requests]
+        return [p.split("/")[2] for p in paths if p.startswith("/simple/") and p.count("/") == 3]
+
     def projects(self) -> dict[str, tuple[str, list[tuple[Path, str]]]]:
         """Canonical name -> (name as first spelled, [(file, version)]), from the folder now."""
         found: dict[str, tuple[str, list[tuple[Path, str]]]] = {}
@@ -89,9 +114,10 @@ class IndexServer:
                 found.setdefault(canonicalize_name(name), (name, []))[1].append((path, version))
         return dict(sorted(found.items()))
 
-    def negotiate(self, accept: str) -> str:
+    def negotiate(self, accept: str, *, root: bool = False) -> str:
         """The content type to answer with: the one enabled that the client prefers most."""
-        offered = ([JSON_TYPE] if self.json else []) + ([HTML_TYPE, "text/html"] if self.html else [])
+        json = self.json and (self.json_root or not root)
+        offered = ([JSON_TYPE] if json else []) + ([HTML_TYPE, "text/html"] if self.html or not json else [])
         chosen, best = offered[-1], -1.0
         for item in accept.split(","):
             media, *params = (part.strip() for part in item.split(";"))
@@ -106,7 +132,10 @@ class IndexServer:
         """The list of projects."""
         projects = self.projects()
         if content_type == JSON_TYPE:
-            names = [{"name": display} for display, _ in projects.values()]
+            names = [
+                {"name": display, **({"_last-serial": serial(files)} if self.serials else {})}
+                for display, files in projects.values()
+            ]
             return _json({"meta": {"api-version": "1.1"}, "projects": names})
         links = "".join(
             f'<a href="/simple/{canonical}/">{html.escape(display)}</a><br>\n'
@@ -153,6 +182,13 @@ class IndexServer:
         return f'<a href="/files/{path.name}#sha256={sha256}"{attrs}>{path.name}</a><br>\n'
 
 
+def serial(files: list[tuple[Path, str]]) -> int:
+    """A project's serial, made of its files' names, sizes and times: it changes whenever they
+    do (PyPI's grows by one with every change; only whether it changed matters to a sync)."""
+    listing = "".join(f"{p.name}\0{p.stat().st_size}\0{p.stat().st_mtime_ns}\n" for p, _ in files)
+    return int(hashlib.sha256(listing.encode()).hexdigest()[:12], 16)
+
+
 def _json(data: object) -> bytes:
     return jsonlib.dumps(data).encode()
 
@@ -189,27 +225,38 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, "application/octet-stream", file.read_bytes())
         elif path == "/simple/":
-            content_type = self.index.negotiate(self.headers.get("Accept", ""))
-            self._send_page(content_type, self.index.root_page(content_type))
+            content_type = self.index.negotiate(self.headers.get("Accept", ""), root=True)
+            self._send_page(content_type, self.index.root_page(content_type), self.index.folder.stat())
         elif path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3:
             project = self.index.projects().get(canonicalize_name(path.split("/")[2]))
             if project is None:
                 self.send_error(404)
                 return
             content_type = self.index.negotiate(self.headers.get("Accept", ""))
-            self._send_page(content_type, self.index.project_page(content_type, *project))
+            newest = max((path.stat() for path, _ in project[1]), key=lambda s: s.st_mtime)
+            self._send_page(content_type, self.index.project_page(content_type, *project), newest)
         else:
             self.send_error(404)
 
-    def _send_page(self, content_type: str, body: bytes) -> None:
+    def _send_page(self, content_type: str, body: bytes, newest: os.stat_result) -> None:
         """Send a page, or 304 when the client already holds this very page."""
-        etag = '"' + hashlib.sha256(content_type.encode() + body).hexdigest()[:32] + '"'
-        if self.headers.get("If-None-Match") == etag:
+        headers = {"Vary": "Accept"}
+        if self.index.etags:
+            headers["ETag"] = '"' + hashlib.sha256(content_type.encode() + body).hexdigest()[:32] + '"'
+        if self.index.last_modified:
+            headers["Last-Modified"] = email.utils.formatdate(newest.st_mtime, usegmt=True)
+        since = self.headers.get("If-Modified-Since")
+        if ("ETag" in headers and self.headers.get("If-None-Match") == headers["ETag"]) or (
+            since
+            and "Last-Modified" in headers
+            and email.utils.parsedate_to_datetime(since).timestamp() >= int(newest.st_mtime)
+        ):
             self.send_response(304)
-            self.send_header("ETag", etag)
+            for key, value in headers.items():
+                self.send_header(key, value)
             self.end_headers()
         else:
-            self._send(200, content_type, body, {"ETag": etag, "Vary": "Accept"})
+            self._send(200, content_type, body, headers)
 
     def _send(
         self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None

@@ -168,7 +168,7 @@ def test_sync_costs_one_304_per_unchanged_project_and_picks_up_new_versions(tmp_
         piwheels(env, "add", "demo", "binonly")
         index.requests.clear()
         assert "0 project(s) changed" in piwheels(env, "sync").stdout
-        assert sorted(status for _m, _p, status in index.requests) == [304, 304]
+        assert sorted(status for _m, p, status in index.requests if p != "/simple/") == [304, 304]
         (folder / "demo-2.0.tar.gz").write_bytes(b"newer sdist")
         assert "1 project(s) changed, 1 new version(s)" in piwheels(env, "sync").stdout
         queue = json.loads(piwheels(env, "queue", "--json").stdout)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..database import Database
+    from ..publisher import PublishResult
     from ..upstream import Upstream
 
 err = Console(stderr=True)
@@ -73,6 +74,19 @@ class App:
         with self.database().reader() as session:
             yield session
 
+    def publish(self, *, full: bool = False) -> PublishResult:
+        """Publish the index in www/ as the settings say (``upstream_deleted``, ``public_url``)."""
+        from ..publisher import publish_from
+
+        settings = self.settings
+        return publish_from(
+            self.database(),
+            settings.www_dir,
+            full=full,
+            public_url=settings.public_url,
+            withdraw_deleted=settings.upstream_deleted == "withdraw",
+        )
+
     def refresh_local_builder(self) -> None:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
         if self.settings.local_builder:
@@ -89,6 +103,7 @@ class App:
             settings.upstream_url,
             timeout=settings.http_timeout,
             redirect_hosts=settings.upstream_redirect_hosts,
+            workers=settings.sync_workers,
         )
 
     def close(self) -> None:

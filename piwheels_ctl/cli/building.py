@@ -19,7 +19,6 @@ from .. import catalog
 from ..errors import PiwheelsError
 from ..executors import open_executors
 from ..mirror import mirror
-from ..publisher import publish_from
 from ..queue import Job
 from ..runner import Progress, Runner, RunReport
 from . import App, cli, err, out, pass_app
@@ -214,6 +213,6 @@ def run(app: App, limit: int | None, forever: bool) -> None:
             next_sync = time.monotonic() + app.settings.sync_interval
         report = _build_once(app, limit, runner_box, Progress())
         _print_report(report)
-        publish_from(app.database(), app.settings.www_dir, public_url=app.settings.public_url)
+        app.publish()
         if report.built + report.failed == 0:
             stop.wait(min(60.0, max(1.0, next_sync - time.monotonic())))

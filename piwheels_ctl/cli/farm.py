@@ -19,7 +19,6 @@ from ..errors import InputError, PiwheelsError
 from ..executors import AGENT_FILES, remote_builder
 from ..models import Builder
 from ..probing import probe_remote
-from ..publisher import publish_from
 from ..transport import Endpoint, fingerprint, scan_host_key
 from . import App, cli, out, pass_app
 
@@ -45,7 +44,7 @@ def audit(app: App, repair: bool, deep: bool) -> None:
         actions = audit_fix(session, www, app.settings.data_dir, found)
     for action in actions:
         out.print(f"fixed: {escape(action)}")
-    publish_from(app.database(), www, public_url=app.settings.public_url)
+    app.publish()
     with app.reader() as session:
         left = audit_check(session, www, deep=deep)
     if left:

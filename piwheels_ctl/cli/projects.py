@@ -17,7 +17,6 @@ from ..database import upgrade
 from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
 from ..failures import rebuild_failed
 from ..models import Build
-from ..publisher import publish_from
 from ..recorder import import_wheel
 from . import App, cli, err, out, pass_app
 
@@ -97,9 +96,12 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     skipped = {name for name, _ in report.problems}
     if as_json:
-        result = {
+        result: dict[str, Any] = {
             "changed": report.changed,
             "new_versions": report.new,
+            "fetched": report.fetched,
+            "unchanged_by_serial": report.unchanged if report.serials else None,
+            "deleted_upstream": report.deleted,
             "problems": [{"project": name, "message": message} for name, message in report.problems],
         }
         if listing is not None:
@@ -112,6 +114,10 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
             f"{report.changed} project(s) changed, {report.new} new version(s)"
             + (f", {len(skipped)} project(s) with problems (see above)" if skipped else "")
         )
+        if report.serials:
+            out.print(f"{report.fetched} page(s) fetched, {report.unchanged} unchanged by their serial")
+        if report.deleted:
+            out.print(f"marked deleted upstream: {', '.join(report.deleted)}")
     if failed:
         raise UpstreamError("sync --all: the upstream's project list could not be read (see above)")
     if report.problems and report.synced == 0:
@@ -234,9 +240,7 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
     try:
-        result = publish_from(
-            app.database(), app.settings.www_dir, full=full, public_url=app.settings.public_url
-        )
+        result = app.publish(full=full)
     except OSError as exc:
         raise storage_error(exc, app.settings.www_dir) from None
     out.print(

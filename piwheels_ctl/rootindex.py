@@ -1,0 +1,198 @@
+"""The root index (PEP 503 HTML and PEP 691 JSON): written whole from a stream of projects, or
+patched a few lines at a time; either way streamed, in bounded memory, and replaced atomically.
+
+Both files hold one line per project, sorted by canonical name, between a head and a tail: a
+patch copies the old file line by line, dropping and inserting the lines of the changed names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO
+
+from packaging.utils import canonicalize_name
+
+from . import pages
+
+HTML = "index.html"
+JSON = "index.json"
+_HTML_LINE = re.compile(r'    <a href="([a-z0-9-]+)/">')
+_HTML_TAIL = "  </body>\n"
+_JSON_TAIL = "]}\n"
+_CANONICAL_KEY = "_name"
+BLOCK = 1 << 20
+
+
+def _json_head(api_version: str) -> str:
+    return json.dumps({"meta": {"api-version": api_version}}, separators=(",", ":"))[:-1] + ',"projects":[\n'
+
+
+def _json_line(name: str, display_name: str) -> str:
+    """A project's entry; one whose display name is not a spelling of its name also carries the
+    name (a private key, PEP 691), which the file is sorted by."""
+    entry = {"name": display_name}
+    if canonicalize_name(display_name) != name:
+        entry[_CANONICAL_KEY] = name
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
+def _html_line(api_version: str) -> Callable[[str, str], str]:
+    module = pages.templates.get_template("simple_root.html.j2").make_module({"api_version": api_version})
+    link = module.link  # type: ignore[attr-defined]  # the template's macro: one project's line
+    return lambda name, display: str(link(SimpleNamespace(name=name, display_name=display)))
+
+
+def write(simple: Path, projects: Iterable[tuple[str, str]], api_version: str) -> bool:
+    """Write both root files from ``projects`` ((canonical name, display name), sorted by name,
+    read once as they stream in); whether either file's bytes changed."""
+    simple.mkdir(parents=True, exist_ok=True)
+    template = pages.templates.get_template("simple_root.html.j2")
+    html_line = _html_line(api_version)
+    with _replacing(simple / HTML) as html, _replacing(simple / JSON) as js:
+        html.write(
+            template.render(api_version=api_version, projects=[]).removesuffix(_HTML_TAIL + "</html>\n")
+        )
+        js.write(_json_head(api_version))
+        first = True
+        for name, display in projects:
+            html.write(html_line(name, display))
+            js.write(("" if first else ",\n") + _json_line(name, display))
+            first = False
+        html.write(_HTML_TAIL + "</html>\n")
+        js.write(("" if first else "\n") + _JSON_TAIL)
+    return html.changed or js.changed
+
+
+def patch(simple: Path, changes: Mapping[str, str | None], api_version: str) -> bool | None:
+    """Set the line of each changed name (to its display name; None: no line), keeping the rest
+    of both files as they are; whether either changed. None when a file is missing or not in
+    the form ``write`` gives it (an older piwheels-ctl's): then it must be written whole."""
+    html_path, json_path = simple / HTML, simple / JSON
+    try:
+        with open(html_path, encoding="utf-8") as f:
+            html_ok = any(line == _HTML_TAIL for line in f)
+        with open(json_path, encoding="utf-8") as f:
+            json_ok = f.readline() == _json_head(api_version)
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    if not (html_ok and json_ok):
+        return None
+    html_line = _html_line(api_version)
+    html_changed = _patch(html_path, changes, _html_key, html_line, tail=_HTML_TAIL, comma=False)
+    json_changed = _patch(json_path, changes, _json_key, _json_line, tail=_JSON_TAIL, comma=True)
+    return html_changed or json_changed
+
+
+def _html_key(line: str) -> str | None:
+    match = _HTML_LINE.match(line)
+    return match.group(1) if match else None
+
+
+def _json_key(line: str) -> str | None:
+    if not line.startswith('{"name":'):
+        return None
+    entry = json.loads(line.rstrip().removesuffix(","))
+    return str(entry.get(_CANONICAL_KEY) or canonicalize_name(entry["name"]))
+
+
+def _patch(
+    path: Path,
+    changes: Mapping[str, str | None],
+    key_of: Callable[[str], str | None],
+    render: Callable[[str, str], str],
+    *,
+    tail: str,
+    comma: bool,
+) -> bool:
+    """Copy ``path`` with the changed names' lines dropped and their new ones merged in by name."""
+    pending = deque(sorted((name, display) for name, display in changes.items() if display is not None))
+    with open(path, encoding="utf-8") as old, _replacing(path) as new:
+        held: str | None = None  # the last project line, until the next shows whether a comma follows
+
+        def put(entry: str) -> None:
+            nonlocal held
+            if held is not None:
+                new.write(held + (",\n" if comma else "\n"))
+            held = entry.rstrip("\n").removesuffix(",") if comma else entry.rstrip("\n")
+
+        for line in old:
+            key = key_of(line)
+            if key is not None:
+                while pending and pending[0][0] < key:
+                    put(render(*pending.popleft()))
+                if key not in changes:
+                    put(line)
+            elif line == tail:
+                while pending:
+                    put(render(*pending.popleft()))
+                if held is not None:
+                    new.write(held + "\n")
+                    held = None
+                new.write(line)
+            else:
+                new.write(line)  # the head, and what follows the tail
+    return new.changed
+
+
+class _Replacement:
+    """A temporary file beside ``path`` being written and hashed: ``changed`` once closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.changed = False
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        self.tmp = Path(name)
+        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self._digest = hashlib.sha256()
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._digest.update(data)
+        self.file.write(text)
+
+    def finish(self) -> None:
+        self.file.flush()
+        if _digest_of(self.path) == self._digest.hexdigest():
+            self.file.close()
+            self.tmp.unlink()
+            return
+        # A crash must not leave a renamed but empty index behind.
+        os.fsync(self.file.fileno())
+        self.file.close()
+        self.tmp.chmod(0o644)  # mkstemp creates 0600 files; the web server runs as another user
+        self.tmp.replace(self.path)
+        self.changed = True
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[_Replacement]:
+    """A file to write ``path``'s new contents to; it replaces ``path`` at the end of the block
+    unless the bytes are the same, and is removed if the block fails."""
+    replacement = _Replacement(path)
+    try:
+        yield replacement
+        replacement.finish()
+    except BaseException:
+        replacement.file.close()
+        replacement.tmp.unlink(missing_ok=True)
+        raise
+
+
+def _digest_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(BLOCK):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
