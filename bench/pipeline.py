@@ -5,7 +5,7 @@
 Cases, all in one run so that their ratios hold on a noisy machine:
   baseline   two plain `pip wheel` processes on balanced halves, no ccache
   cold       `piwheels-ctl run` of the whole workload, empty ccache, two slots
-  warm       `rebuild` of the same versions, then `run` (ccache warm)
+  warm       `rebuild` of the same versions, then `run` (ccache warm; its hit rate from `status`)
   idle       `run` with nothing to build (median of 5)
   install    new venv + pip install of the workload: from our served index, from a plain
              folder of the same wheels, from the sdists
@@ -155,6 +155,10 @@ def main() -> None:
     for pin in pins:
         sh([*cli, "rebuild", pin], env)
     figures["warm"] = timed([*cli, "run"], env)
+    after = json.loads(sh([*cli, "status", "--json"], env))["ccache"]
+    before = status["ccache"]  # the cold run's builds; the warm run's are the difference
+    hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+    figures["warm_ccache_hit_rate"] = 100 * hits / (hits + misses) if hits + misses else 0.0
     figures["idle"] = statistics.median(timed([*cli, "run"], env) for _ in range(5))
     sh([*cli, "publish"], env)
     wheels = work / "wheels"
@@ -188,7 +192,8 @@ def main() -> None:
     rows = [
         ("two plain pip processes, no ccache", f["baseline"], "1.00"),
         ("piwheels-ctl run, cold (2 slots)", f["cold"], f"{f['baseline'] / f['cold']:.2f}x"),
-        ("rebuild, warm ccache", f["warm"], f"{f['cold'] / f['warm']:.2f}x faster than cold"),
+        ("rebuild, warm ccache", f["warm"],
+         f"{f['cold'] / f['warm']:.2f}x faster than cold; ccache hits {f['warm_ccache_hit_rate']:.0f}%"),
         ("run with nothing to build (median of 5)", f["idle"], ""),
         ("new venv + install from our index (median of 3)", f["install_index"], "1.00"),
         ("new venv + install from a wheel folder (median of 3)", f["install_folder"],

@@ -490,6 +490,9 @@ def build(
         return builder_error("refused: %r %r is not a project name and version" % (name, version))
     user = invoking_user()
     if user is not None:  # root through sudo: root's own folders only, for the build's uid
+        parent = os.path.dirname(deps_cache or "/")
+        if deps_cache and not os.path.exists(deps_cache) and not_root_owned(parent) is None:
+            _makedirs(deps_cache)  # new in root's own folder (builder roles before the cache)
         for folder in [work_root] + [f for f in (ccache_dir, deps_cache) if f]:
             problem = not_root_owned(folder)
             if problem:

@@ -188,3 +188,49 @@ def test_uv_refuses_what_pip_refuses_for_its_requires_python(
 )
 def test_requires_python_is_read_as_pip_reads_it(specifier: str, version: str, allowed: bool) -> None:
     assert agent.specifier_allows(specifier, version) is allowed
+
+
+POISONER_SETUP = """\
+import os
+
+from setuptools import setup
+
+victim = {victim!r}
+for attempt in ("write", "list"):
+    try:
+        if attempt == "write":
+            with open(os.path.join(victim, "setuptools-99-py3-none-any.whl"), "w") as f:
+                f.write("doctored")
+        else:
+            os.listdir(victim)
+        print("POISONER: could", attempt, victim)
+    except OSError as exc:
+        print("POISONER: could not", attempt, victim, type(exc).__name__)
+setup()
+"""
+
+
+@pytest.mark.build
+def test_a_build_cannot_reach_another_projects_cache_of_build_requirements(
+    fixture_sdists: dict[str, Path], build_deps: Path, uv_wheel: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "deps-cache"
+    victim = cache / "projects" / "c-ext"
+    project = tmp_path / "poisoner"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "poisoner"\nversion = "1.0"\n'
+    )
+    (project / "setup.py").write_text(POISONER_SETUP.format(victim=str(victim)))
+    sdist = make_sdist(project, tmp_path / "sdists")
+    with IndexServer(build_deps) as index:
+        first, log = _build(fixture_sdists["c-ext"], tmp_path, index, uv_wheel, "victim",
+                            deps_cache=str(cache), deps_cache_mb=100)  # fmt: skip
+        assert first["status"] == "success", log
+        before = sorted(str(p.relative_to(victim)) for p in victim.rglob("*"))
+        result, log = _build(sdist, tmp_path, index, uv_wheel, "poisoner", deps_cache=str(cache),
+                             deps_cache_mb=100)  # fmt: skip
+    assert result["status"] == "success", log[-2000:]
+    assert "POISONER: could not write" in log and "POISONER: could not list" in log, log[-2000:]
+    assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before
