@@ -77,7 +77,10 @@ def prepare(work: Path, pins: list[str]) -> tuple[Path, Path]:
     upstream, deps = work / "upstream", work / "deps"
     index = ["--index-url", PYPI_SIMPLE_ENDPOINT]
     if not upstream.exists():
-        sh(pip("download", "--no-deps", "--no-binary", ":all:", "-d", str(upstream), *index, *pins))
+        # Sdists of the twelve only: their build requirements (which pip installs to read an
+        # sdist's metadata) come as wheels, not built from source too.
+        names = ",".join(pin.split("==")[0] for pin in pins)
+        sh(pip("download", "--no-deps", "--no-binary", names, "-d", str(upstream), *index, *pins))
         requires = {r for sdist in upstream.iterdir() for r in build_requires(sdist)}
         requires |= {"setuptools", "wheel"}
         sh(pip("download", "--only-binary", ":all:", "-d", str(upstream), *index, *sorted(requires)))

@@ -31,9 +31,10 @@ import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, depscache, elfdeps, sandbox, sdistfetch, supervise
+    from . import buildnet, compilers, depscache, elfdeps, sandbox, sdistfetch, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
+    import compilers  # type: ignore[import-not-found, no-redef]
     import depscache  # type: ignore[import-not-found, no-redef]
     import elfdeps  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
@@ -45,8 +46,6 @@ try:
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
-# Directories where distributions put compiler symlinks to ccache (Debian, Fedora, Arch).
-CCACHE_MASQUERADE = ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/lib/ccache/bin")
 # Variables passed through to pip so that proxies and private CAs keep working.
 PASS_ENV = (
     "PATH",
@@ -67,6 +66,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
 MODULES = (
     "agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py", "depscache.py",
+    "compilers.py",
 )  # fmt: skip
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
@@ -183,8 +183,8 @@ def _makedirs(path):
             raise
 
 
-def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links):
-    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str]) -> Dict[str, str]
+def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, deps=None):
+    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], Optional[str]) -> Dict[str, str]
     """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit."""
     env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -208,89 +208,13 @@ def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links):
     if find_links:
         env["PIP_FIND_LINKS"] = " ".join(find_links)
     if ccache_dir and project_cache:
-        env.update(ccache_env(ccache_dir, project_cache, base_dir, box, env["PATH"]))
+        # Where the frontends' build environments get their random names: pip's in TMPDIR,
+        # uv's in the builds folder of its cache.
+        envs = [(os.path.join(env["TMPDIR"], "pip-build-env-"), env["TMPDIR"])]
+        if deps:
+            envs.append((os.path.join(deps, "builds-v0", ".tmp"), deps))
+        env.update(compilers.ccache_env(ccache_dir, project_cache, base_dir, env["PATH"], envs))
     return env
-
-
-def ccache_env(ccache_dir, project_cache, base_dir, box, path):
-    # type: (str, str, str, str, str) -> Dict[str, str]
-    """The variables that send every compiler of a build through ccache, set up to hit.
-
-    The one place ccache is configured for a build: plain ``cc`` calls (setuptools), CMake
-    (its compiler launcher) and Meson (compilers found on PATH) alike.
-    """
-    ccache = sandbox.which("ccache")
-    if not os.path.isabs(ccache):
-        return {}  # no ccache on this builder: builds run without it
-    masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
-    wrappers = masquerade[0] if masquerade else _ccache_wrappers(ccache, box)
-    env = {
-        "PATH": wrappers + os.pathsep + path,
-        "CCACHE_DIR": project_cache,
-        "CMAKE_C_COMPILER_LAUNCHER": ccache,
-        "CMAKE_CXX_COMPILER_LAUNCHER": ccache,
-        # pip and uv build in randomly named folders, and -g puts the folder into the object
-        # files: without these two every rebuild misses the cache. The base folder holds the
-        # build's folder and the project's frontend cache (uv unpacks sdists there).
-        "CCACHE_NOHASHDIR": "1",
-        "CCACHE_BASEDIR": base_dir,
-        # Depend mode never runs the preprocessor: a miss costs little more than no ccache.
-        "CCACHE_DEPEND": "1",
-        # scikit-build-core builds in a random temporary folder unless told: one beside the
-        # sources keeps the paths of CMake's compiler calls the same from one build to the next.
-        "SKBUILD_BUILD_DIR": "build/piwheels-cmake",
-    }
-    conf = os.path.join(ccache_dir, "ccache.conf")
-    if os.path.exists(conf):
-        env["CCACHE_CONFIGPATH"] = conf  # the size limit the controller set, read-only
-    return env
-
-
-def _ccache_wrappers(ccache, box):
-    # type: (str, str) -> str
-    """A folder of compiler names linked to ccache (its masquerade mode), in the build's folder,
-    for builders whose distribution ships none."""
-    folder = os.path.join(box, "ccache-bin")
-    _makedirs(folder)
-    for name in ("cc", "c++", "gcc", "g++"):
-        if not os.path.lexists(os.path.join(folder, name)):
-            os.symlink(ccache, os.path.join(folder, name))
-    return folder
-
-
-def ccache_counts(project_cache, ccache_dir):
-    # type: (Optional[str], Optional[str]) -> Optional[Dict[str, int]]
-    """The hits and misses counted so far in a project's compiler cache; None without ccache."""
-    if not project_cache or not ccache_dir:
-        return None
-    env = dict(os.environ, CCACHE_DIR=project_cache)
-    conf = os.path.join(ccache_dir, "ccache.conf")
-    if os.path.exists(conf):
-        env["CCACHE_CONFIGPATH"] = conf
-    try:
-        with open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen(["ccache", "--print-stats"], stdin=devnull, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env)  # fmt: skip
-            out = proc.communicate()[0].decode("ascii", "replace")
-    except OSError:
-        return None
-    if proc.returncode != 0:
-        return None  # a ccache older than 4.0 has no machine-readable statistics
-    stats = {}  # type: Dict[str, int]
-    for line in out.splitlines():
-        key, _, value = line.partition("\t")
-        if value.strip().isdigit():
-            stats[key] = int(value)
-    hits = stats.get("direct_cache_hit", 0) + stats.get("preprocessed_cache_hit", 0)
-    return {"hits": hits, "misses": stats.get("cache_miss", 0)}
-
-
-def _ccache_delta(before, after):
-    # type: (Optional[Dict[str, int]], Optional[Dict[str, int]]) -> Optional[Dict[str, int]]
-    """The hits and misses of one build: the project's counts after it less those before."""
-    if before is None or after is None:
-        return None
-    return {"hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"]}
 
 
 # What one build was asked for (the arguments of ``build``).
@@ -608,7 +532,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps):
             if folder:
                 _chown_tree(folder, uid)
     base_dir = _common_folder([job.work_root] + ([job.deps_cache] if deps else []))
-    env = build_env(box, base_dir, job.ccache_dir, project_cache, job.index_url, job.find_links)
+    env = build_env(box, base_dir, job.ccache_dir, project_cache, job.index_url, job.find_links, deps)
     if sdist is not None:  # checked by the agent: readable by the build in its own folder
         target = os.path.join(box, os.path.basename(sdist))
         shutil.move(sdist, target)
@@ -641,7 +565,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps):
     else:
         argv = command
     started = time.time()
-    counts = ccache_counts(project_cache, job.ccache_dir)
+    counts = compilers.ccache_counts(project_cache, job.ccache_dir)
     try:
         with as_user(job.user):
             log = open(job.log_path, "wb")  # noqa: SIM115 - opened as the user, closed below
@@ -652,7 +576,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps):
                 uid=uid if kind == "user" else None, on_start=job.on_start,
                 personality=job.personality is not None,
             )  # fmt: skip
-            ccache = _ccache_delta(counts, ccache_counts(project_cache, job.ccache_dir))
+            ccache = compilers.counts_delta(counts, compilers.ccache_counts(project_cache, job.ccache_dir))
             if ccache is not None and ccache["hits"] + ccache["misses"]:
                 log.write(("\n[piwheels] ccache: %d hits, %d misses (%d%%)\n" % (
                     ccache["hits"], ccache["misses"],

@@ -1,6 +1,6 @@
-"""ccache hits on a rebuild whatever drives the compiler: setuptools with C++, and CMake (its
-compiler launcher), with uv and with pip as the frontend; the hit rate is in the result and
-the log."""
+"""ccache hits on a rebuild whatever drives the compiler: setuptools with C++, CMake (its
+compiler launcher), and C++ that includes a header from the randomly named build environment,
+with uv and with pip as the frontend; the hit rate is in the result and the log."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from piwheels_ctl import agent, frontend
 
 from indexserver import IndexServer
 from sdists import make_sdist
+from wheels import make_wheel
 
 PYTHON = "/usr/bin/python3"
 PYPROJECT = (
@@ -70,15 +71,40 @@ set_target_properties(cmake_ext PROPERTIES PREFIX "" SUFFIX "${SUFFIX}" LIBRARY_
 """
 
 
+# A build requirement with a C++ header, as cppy or pybind11 are: the header is found in the
+# build environment, whose folder has a new random name in every build.
+HEADER_SETUP = """\
+import envhdr
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("envhdr_ext", ["envhdr_ext.cpp"], include_dirs=[envhdr.get_include()],
+                             language="c++")])
+"""
+ENVHDR_INIT = (
+    b"import os\n\n\ndef get_include():\n    return os.path.join(os.path.dirname(__file__), 'include')\n"
+)
+ENVHDR_H = (
+    b'#include <string>\nstatic inline std::string envhdr_text() { return "from the build environment"; }\n'
+)
+
+
 def _sdist(tmp_path: Path, kind: str) -> Path:
-    """A tiny sdist of a C++ extension built by setuptools (``cpp``) or by CMake (``cmake``)."""
+    """A tiny sdist of a C++ extension built by setuptools (``cpp``), by CMake (``cmake``), or
+    by setuptools with a header from a build requirement (``envhdr``)."""
     name = f"{kind}-ext"
     module = name.replace("-", "_")
     project = tmp_path / name
     project.mkdir()
-    (project / "pyproject.toml").write_text(PYPROJECT.format(name=name))
-    (project / f"{module}.cpp").write_text(MODULE_CPP.format(module=module))
-    if kind == "cmake":
+    pyproject = PYPROJECT.format(name=name)
+    source = MODULE_CPP.format(module=module)
+    if kind == "envhdr":
+        pyproject = pyproject.replace('"setuptools>=61"', '"setuptools>=61", "envhdr"')
+        source = '#include "envhdr.h"\n' + source.replace('("hello from C++")', "(envhdr_text())")
+    (project / "pyproject.toml").write_text(pyproject)
+    (project / f"{module}.cpp").write_text(source)
+    if kind == "envhdr":
+        (project / "setup.py").write_text(HEADER_SETUP)
+    elif kind == "cmake":
         (project / "setup.py").write_text(CMAKE_SETUP)
         (project / "CMakeLists.txt").write_text(CMAKELISTS)
     else:
@@ -101,7 +127,7 @@ def _build(
 
 
 @pytest.mark.build
-@pytest.mark.parametrize("kind", ["cpp", "cmake"])
+@pytest.mark.parametrize("kind", ["cpp", "cmake", "envhdr"])
 @pytest.mark.parametrize("front", ["uv", "pip"])
 def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Path, tmp_path: Path) -> None:
     if not shutil.which("ccache"):
@@ -115,7 +141,11 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         (tmp_path / "frontends").mkdir()
         wheel = str(shutil.copy(found[0], tmp_path / "frontends"))
     sdist = _sdist(tmp_path, kind)
-    with IndexServer(build_deps) as index:
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    make_wheel(links, "envhdr", "1.0", extra={"envhdr/__init__.py": ENVHDR_INIT,
+                                              "envhdr/include/envhdr.h": ENVHDR_H})  # fmt: skip
+    with IndexServer(links) as index:
         cold, cold_log = _build(sdist, tmp_path, index, wheel, "cold")
         warm, warm_log = _build(sdist, tmp_path, index, wheel, "warm")
     assert cold["status"] == "success", cold_log[-3000:]
