@@ -30,6 +30,8 @@ from pathlib import Path
 import tomllib
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from piwheels_ctl import frontend
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PIWHEELS = BIN / "piwheels-ctl"
@@ -79,11 +81,20 @@ def prepare(work: Path, pins: list[str]) -> tuple[Path, Path]:
     if not upstream.exists():
         # Sdists of the twelve only: their build requirements (which pip installs to read an
         # sdist's metadata) come as wheels, not built from source too.
-        names = ",".join(pin.split("==")[0] for pin in pins)
-        sh(pip("download", "--no-deps", "--no-binary", names, "-d", str(upstream), *index, *pins))
+        built = ",".join(pin.split("==")[0] for pin in pins)
+        sh(pip("download", "--no-deps", "--no-binary", built, "-d", str(upstream), *index, *pins))
         requires = {r for sdist in upstream.iterdir() for r in build_requires(sdist)}
         requires |= {"setuptools", "wheel"}
         sh(pip("download", "--only-binary", ":all:", "-d", str(upstream), *index, *sorted(requires)))
+    # The builds' frontends (piwheels_ctl.frontend), which the controller fetches from the same
+    # folder: the pinned pip and uv for this machine.
+    python = sys.version_info[:2]
+    wanted = {f"pip-{frontend.pip_version(python)}-": [f"pip=={frontend.pip_version(python)}"],
+              f"uv-{frontend.UV_VERSION}-": ["--platform", f"manylinux_2_17_{os.uname().machine}",
+                                             f"uv=={frontend.UV_VERSION}"]}  # fmt: skip
+    for prefix, args in wanted.items():
+        if not any(upstream.glob(f"{prefix}*.whl")):
+            sh(pip("download", "--no-deps", "--only-binary", ":all:", "-d", str(upstream), *index, *args))
     if not deps.exists():
         sh(pip("download", "--only-binary", ":all:", "-d", str(deps), *index, *pins))
         names = {pin.split("==")[0].lower().replace("-", "_") for pin in pins}
@@ -136,6 +147,7 @@ def main() -> None:
     parser.add_argument("--workload", type=Path, default=ROOT.parent / "shared" / "bench" / "workload-a.txt")
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-bench"))
     parser.add_argument("--only", type=int, help="Use the first N projects (a smoke run).")
+    parser.add_argument("--no-install", action="store_true", help="Measure the builds only.")
     args = parser.parse_args()
     pins = [line.strip() for line in args.workload.read_text().splitlines() if line.strip()]
     pins = pins[: args.only] if args.only else pins
@@ -163,6 +175,18 @@ def main() -> None:
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
     figures["warm_ccache_hit_rate"] = 100 * hits / (hits + misses) if hits + misses else 0.0
     figures["idle"] = statistics.median(timed([*cli, "run"], env) for _ in range(5))
+    if not args.no_install:
+        figures.update(installs(work, env, data, upstream, deps, pins))
+    (work / "figures.json").write_text(json.dumps(figures, indent=2))
+    _print(figures, len(pins))
+
+
+def installs(
+    work: Path, env: dict[str, str], data: Path, upstream: Path, deps: Path, pins: list[str]
+) -> dict[str, float]:
+    """The install cases: from our served index, from a folder of the same wheels, from sdists."""
+    cli = [str(PIWHEELS)]
+    figures: dict[str, float] = {}
     sh([*cli, "publish"], env)
     wheels = work / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
@@ -190,21 +214,27 @@ def main() -> None:
     from_sdists = ["--no-index", "--find-links", str(upstream), "--find-links", str(deps)]
     from_sdists += ["--no-binary", names]
     figures["install_sdists"] = install(work, "sdists", from_sdists, pins)
-    (work / "figures.json").write_text(json.dumps(figures, indent=2))
-    f = figures
+    return figures
+
+
+def _print(f: dict[str, float], projects: int) -> None:
+    """The figures as a Markdown table."""
     rows = [
         ("two plain pip processes, no ccache", f["baseline"], "1.00"),
         ("piwheels-ctl run, cold (2 slots)", f["cold"], f"{f['baseline'] / f['cold']:.2f}x"),
         ("rebuild, warm ccache", f["warm"],
          f"{f['cold'] / f['warm']:.2f}x faster than cold; ccache hits {f['warm_ccache_hit_rate']:.0f}%"),
         ("run with nothing to build (median of 5)", f["idle"], ""),
+    ]  # fmt: skip
+    if "install_index" in f:
+        rows += [
         ("new venv + install from our index (median of 3)", f["install_index"], "1.00"),
         ("new venv + install from a wheel folder (median of 3)", f["install_folder"],
          f"{f['install_folder'] / f['install_index']:.2f}x"),
         ("new venv + install from sdists", f["install_sdists"],
          f"{f['install_sdists'] / f['install_index']:.1f}x slower"),
-    ]  # fmt: skip
-    print(f"\n{len(pins)} projects\n\n| case | wall s | ratio |\n|---|---|---|")
+        ]  # fmt: skip
+    print(f"\n{projects} projects\n\n| case | wall s | ratio |\n|---|---|---|")
     for label, seconds, ratio in rows:
         print(f"| {label} | {seconds:.2f} | {ratio} |")
 
