@@ -74,8 +74,9 @@ def build_requires(sdist: Path) -> list[str]:
     return ["setuptools", "wheel"]
 
 
-def prepare(work: Path, pins: list[str]) -> tuple[Path, Path]:
-    """Download the sdists and their build dependencies (upstream/), and runtime dependencies (deps/)."""
+def prepare(work: Path, pins: list[str], runtime: bool = True) -> tuple[Path, Path]:
+    """Download the sdists and their build dependencies (upstream/), and (``runtime``, for the
+    install cases) runtime dependencies (deps/)."""
     upstream, deps = work / "upstream", work / "deps"
     index = ["--index-url", PYPI_SIMPLE_ENDPOINT]
     if not upstream.exists():
@@ -95,7 +96,7 @@ def prepare(work: Path, pins: list[str]) -> tuple[Path, Path]:
     for prefix, args in wanted.items():
         if not any(upstream.glob(f"{prefix}*.whl")):
             sh(pip("download", "--no-deps", "--only-binary", ":all:", "-d", str(upstream), *index, *args))
-    if not deps.exists():
+    if runtime and not deps.exists():
         sh(pip("download", "--only-binary", ":all:", "-d", str(deps), *index, *pins))
         names = {pin.split("==")[0].lower().replace("-", "_") for pin in pins}
         for wheel in deps.glob("*.whl"):
@@ -153,7 +154,7 @@ def main() -> None:
     pins = pins[: args.only] if args.only else pins
     work: Path = args.out
     work.mkdir(parents=True, exist_ok=True)
-    upstream, deps = prepare(work, pins)
+    upstream, deps = prepare(work, pins, runtime=not args.no_install)
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
     env = pip_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=str(upstream), PIWHEELS_SLOTS="2",
