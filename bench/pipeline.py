@@ -5,7 +5,7 @@
 Cases, all in one run so that their ratios hold on a noisy machine:
   baseline   two plain `pip wheel` processes on balanced halves, no ccache
   cold       `piwheels-ctl run` of the whole workload, empty ccache, two slots
-  warm       `rebuild` of the same versions, then `run` (ccache warm)
+  warm       `rebuild` of the same versions, then `run` (ccache warm; its hit rate from `status`)
   idle       `run` with nothing to build (median of 5)
   install    new venv + pip install of the workload: from our served index, from a plain
              folder of the same wheels, from the sdists
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import tomllib
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
+
+from piwheels_ctl import frontend
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -72,16 +74,29 @@ def build_requires(sdist: Path) -> list[str]:
     return ["setuptools", "wheel"]
 
 
-def prepare(work: Path, pins: list[str]) -> tuple[Path, Path]:
-    """Download the sdists and their build dependencies (upstream/), and runtime dependencies (deps/)."""
+def prepare(work: Path, pins: list[str], runtime: bool = True) -> tuple[Path, Path]:
+    """Download the sdists and their build dependencies (upstream/), and (``runtime``, for the
+    install cases) runtime dependencies (deps/)."""
     upstream, deps = work / "upstream", work / "deps"
     index = ["--index-url", PYPI_SIMPLE_ENDPOINT]
     if not upstream.exists():
-        sh(pip("download", "--no-deps", "--no-binary", ":all:", "-d", str(upstream), *index, *pins))
+        # Sdists of the twelve only: their build requirements (which pip installs to read an
+        # sdist's metadata) come as wheels, not built from source too.
+        built = ",".join(pin.split("==")[0] for pin in pins)
+        sh(pip("download", "--no-deps", "--no-binary", built, "-d", str(upstream), *index, *pins))
         requires = {r for sdist in upstream.iterdir() for r in build_requires(sdist)}
         requires |= {"setuptools", "wheel"}
         sh(pip("download", "--only-binary", ":all:", "-d", str(upstream), *index, *sorted(requires)))
-    if not deps.exists():
+    # The builds' frontends (piwheels_ctl.frontend), which the controller fetches from the same
+    # folder: the pinned pip and uv for this machine.
+    python = sys.version_info[:2]
+    wanted = {f"pip-{frontend.pip_version(python)}-": [f"pip=={frontend.pip_version(python)}"],
+              f"uv-{frontend.UV_VERSION}-": ["--platform", f"manylinux_2_17_{os.uname().machine}",
+                                             f"uv=={frontend.UV_VERSION}"]}  # fmt: skip
+    for prefix, args in wanted.items():
+        if not any(upstream.glob(f"{prefix}*.whl")):
+            sh(pip("download", "--no-deps", "--only-binary", ":all:", "-d", str(upstream), *index, *args))
+    if runtime and not deps.exists():
         sh(pip("download", "--only-binary", ":all:", "-d", str(deps), *index, *pins))
         names = {pin.split("==")[0].lower().replace("-", "_") for pin in pins}
         for wheel in deps.glob("*.whl"):
@@ -133,12 +148,13 @@ def main() -> None:
     parser.add_argument("--workload", type=Path, default=ROOT.parent / "shared" / "bench" / "workload-a.txt")
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-bench"))
     parser.add_argument("--only", type=int, help="Use the first N projects (a smoke run).")
+    parser.add_argument("--no-install", action="store_true", help="Measure the builds only.")
     args = parser.parse_args()
     pins = [line.strip() for line in args.workload.read_text().splitlines() if line.strip()]
     pins = pins[: args.only] if args.only else pins
     work: Path = args.out
     work.mkdir(parents=True, exist_ok=True)
-    upstream, deps = prepare(work, pins)
+    upstream, deps = prepare(work, pins, runtime=not args.no_install)
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
     env = pip_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=str(upstream), PIWHEELS_SLOTS="2",
@@ -155,7 +171,23 @@ def main() -> None:
     for pin in pins:
         sh([*cli, "rebuild", pin], env)
     figures["warm"] = timed([*cli, "run"], env)
+    after = json.loads(sh([*cli, "status", "--json"], env))["ccache"]
+    before = status["ccache"]  # the cold run's builds; the warm run's are the difference
+    hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+    figures["warm_ccache_hit_rate"] = 100 * hits / (hits + misses) if hits + misses else 0.0
     figures["idle"] = statistics.median(timed([*cli, "run"], env) for _ in range(5))
+    if not args.no_install:
+        figures.update(installs(work, env, data, upstream, deps, pins))
+    (work / "figures.json").write_text(json.dumps(figures, indent=2))
+    _print(figures, len(pins))
+
+
+def installs(
+    work: Path, env: dict[str, str], data: Path, upstream: Path, deps: Path, pins: list[str]
+) -> dict[str, float]:
+    """The install cases: from our served index, from a folder of the same wheels, from sdists."""
+    cli = [str(PIWHEELS)]
+    figures: dict[str, float] = {}
     sh([*cli, "publish"], env)
     wheels = work / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
@@ -183,20 +215,27 @@ def main() -> None:
     from_sdists = ["--no-index", "--find-links", str(upstream), "--find-links", str(deps)]
     from_sdists += ["--no-binary", names]
     figures["install_sdists"] = install(work, "sdists", from_sdists, pins)
-    (work / "figures.json").write_text(json.dumps(figures, indent=2))
-    f = figures
+    return figures
+
+
+def _print(f: dict[str, float], projects: int) -> None:
+    """The figures as a Markdown table."""
     rows = [
         ("two plain pip processes, no ccache", f["baseline"], "1.00"),
         ("piwheels-ctl run, cold (2 slots)", f["cold"], f"{f['baseline'] / f['cold']:.2f}x"),
-        ("rebuild, warm ccache", f["warm"], f"{f['cold'] / f['warm']:.2f}x faster than cold"),
+        ("rebuild, warm ccache", f["warm"],
+         f"{f['cold'] / f['warm']:.2f}x faster than cold; ccache hits {f['warm_ccache_hit_rate']:.0f}%"),
         ("run with nothing to build (median of 5)", f["idle"], ""),
+    ]  # fmt: skip
+    if "install_index" in f:
+        rows += [
         ("new venv + install from our index (median of 3)", f["install_index"], "1.00"),
         ("new venv + install from a wheel folder (median of 3)", f["install_folder"],
          f"{f['install_folder'] / f['install_index']:.2f}x"),
         ("new venv + install from sdists", f["install_sdists"],
          f"{f['install_sdists'] / f['install_index']:.1f}x slower"),
-    ]  # fmt: skip
-    print(f"\n{len(pins)} projects\n\n| case | wall s | ratio |\n|---|---|---|")
+        ]  # fmt: skip
+    print(f"\n{projects} projects\n\n| case | wall s | ratio |\n|---|---|---|")
     for label, seconds, ratio in rows:
         print(f"| {label} | {seconds:.2f} | {ratio} |")
 

@@ -31,9 +31,11 @@ import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, elfdeps, remotecache, sandbox, sdistfetch, supervise
+    from . import buildnet, compilers, depscache, elfdeps, remotecache, sandbox, sdistfetch, supervise
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
+    import compilers  # type: ignore[import-not-found, no-redef]
+    import depscache  # type: ignore[import-not-found, no-redef]
     import elfdeps  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
@@ -45,8 +47,6 @@ try:
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
-# Directories where distributions put compiler symlinks to ccache (Debian, Fedora, Arch).
-CCACHE_MASQUERADE = ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/lib/ccache/bin")
 # Variables passed through to pip so that proxies and private CAs keep working.
 PASS_ENV = (
     "PATH",
@@ -65,8 +65,10 @@ PASS_ENV = (
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
-MODULES = ("agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py",
-           "remotecache.py")  # fmt: skip
+MODULES = (
+    "agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py", "depscache.py",
+    "compilers.py", "remotecache.py",
+)  # fmt: skip
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
 USERLAND_32 = {"aarch64": "armv7l", "armv8l": "armv7l", "x86_64": "i686"}
@@ -182,8 +184,8 @@ def _makedirs(path):
             raise
 
 
-def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links, remote=False):
-    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], bool) -> Dict[str, str]
+def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, deps=None, remote=False):
+    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], Optional[str], bool) -> Dict[str, str]
     """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit
     (``remote``: also in the farm's shared cache, through the build's proxy)."""
     env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
@@ -208,19 +210,12 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links, 
     if find_links:
         env["PIP_FIND_LINKS"] = " ".join(find_links)
     if ccache_dir and project_cache:
-        masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
-        if masquerade:
-            env["PATH"] = masquerade[0] + os.pathsep + env["PATH"]
-        env["CCACHE_DIR"] = project_cache
-        conf = os.path.join(ccache_dir, "ccache.conf")
-        if os.path.exists(conf):
-            env["CCACHE_CONFIGPATH"] = conf  # the size limit the controller set, read-only
-        # pip builds in a randomly named folder and -g puts the folder into the object
-        # files: without these two every rebuild misses the cache.
-        env["CCACHE_NOHASHDIR"] = "1"
-        env["CCACHE_BASEDIR"] = work_root
-        # Depend mode never runs the preprocessor: a miss costs little more than no ccache.
-        env["CCACHE_DEPEND"] = "1"
+        # Where the frontends' build environments get their random names: pip's in TMPDIR,
+        # uv's in the builds folder of its cache.
+        envs = [(os.path.join(env["TMPDIR"], "pip-build-env-"), env["TMPDIR"])]
+        if deps:
+            envs.append((os.path.join(deps, "builds-v0", ".tmp"), deps))
+        env.update(compilers.ccache_env(ccache_dir, project_cache, base_dir, env["PATH"], envs))
         if remote:  # the relay in the sandbox: the agent's proxy forwards to the project's folder
             env.update(remotecache.storage_env(buildnet.PROXY_PORT))
     return env
@@ -230,7 +225,8 @@ def build_env(box, work_root, ccache_dir, project_cache, index_url, find_links, 
 Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
-    "ccache_dir on_start min_free_mb max_procs frontend user personality ccache_remote",
+    "ccache_dir on_start min_free_mb max_procs frontend user personality deps_cache deps_cache_mb "
+    "ccache_remote",
 )
 
 
@@ -303,7 +299,8 @@ def _chown_tree(folder, uid):
 
 def unpack_frontend(wheel):
     # type: (str) -> str
-    """The folder the pinned pip's wheel unpacks into beside it (made once, atomically)."""
+    """The folder the pinned frontend's wheel (pip's or uv's) unpacks into beside it (made once,
+    atomically)."""
     if not wheel.endswith(".whl") or not os.path.isfile(wheel):
         raise sdistfetch.DownloadError("frontend %r: not a wheel on this builder" % wheel, False)
     folder = wheel[: -len(".whl")]
@@ -311,12 +308,27 @@ def unpack_frontend(wheel):
         partial = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(wheel))
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(partial)
+        uv = _uv_binary(partial)
+        if uv is not None:  # zip files keep no modes: uv's binary is made runnable here
+            os.chmod(uv, 0o755)  # noqa: S103 - run by every build's uid
         os.chmod(partial, 0o755)  # noqa: S103 - read by every build's uid
         try:
             os.rename(partial, folder)
         except OSError:  # another build unpacked it meanwhile
             shutil.rmtree(partial, ignore_errors=True)
     return folder
+
+
+def _uv_binary(folder):
+    # type: (str) -> Optional[str]
+    """The uv binary in an unpacked uv wheel (``uv-V.data/scripts/uv``), None in pip's."""
+    if not os.path.basename(folder).startswith(("uv-", ".unpack-")):
+        return None
+    for entry in os.listdir(folder):
+        candidate = os.path.join(folder, entry, "scripts", "uv")
+        if entry.endswith(".data") and os.path.isfile(candidate):
+            return candidate
+    return None
 
 
 def _allowed_hosts(urls):
@@ -393,6 +405,8 @@ def build(
     sdist_url=None,  # type: Optional[str]
     sdist_sha256=None,  # type: Optional[str]
     frontend=None,  # type: Optional[str]
+    deps_cache=None,  # type: Optional[str]
+    deps_cache_mb=0,  # type: int
     ccache_remote=None,  # type: Optional[str]
 ):
     # type: (...) -> Dict[str, Any]
@@ -406,7 +420,10 @@ def build(
         return builder_error("refused: %r %r is not a project name and version" % (name, version))
     user = invoking_user()
     if user is not None:  # root through sudo: root's own folders only, for the build's uid
-        for folder in [work_root] + ([ccache_dir] if ccache_dir else []):
+        parent = os.path.dirname(deps_cache or "/")
+        if deps_cache and not os.path.exists(deps_cache) and not_root_owned(parent) is None:
+            _makedirs(deps_cache)  # new in root's own folder (builder roles before the cache)
+        for folder in [work_root] + [f for f in (ccache_dir, deps_cache) if f]:
             problem = not_root_owned(folder)
             if problem:
                 return builder_error("refused as root through sudo: %s (the builder role makes it)"
@@ -438,8 +455,8 @@ def build(
                     pip = frontend and unpack_frontend(frontend)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
-                              min_free_mb, max_procs, pip, user, build_personality(),
-                              ccache_remote)  # fmt: skip
+                              min_free_mb, max_procs, pip, user, build_personality(), deps_cache,
+                              deps_cache_mb, ccache_remote)  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
             except sdistfetch.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
@@ -460,28 +477,33 @@ def _build(job, work, kind, uid, sdist):
     for sub in (box, os.path.join(box, "home"), os.path.join(box, "tmp"), wheels):
         _makedirs(sub)
     os.chmod(work, 0o711)  # noqa: S103 - the build's uid passes through to its folder, sees nothing else
-    with _project_cache(job.ccache_dir, job.name) as project_cache:
+    compilers = _project_cache(job.ccache_dir, job.name)
+    with compilers as project_cache, _project_cache(job.deps_cache, job.name) as deps:
         # The shared cache only behind the proxy (a sandbox with its own network): a build
         # without one could reach the cache, or learn its URL, by itself.
         remote = None
         if project_cache and job.ccache_remote and kind == "bwrap":
             remote = remotecache.Forwarder(job.ccache_remote, job.name)
-        return _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote)
+        result = _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, remote)
+    if job.deps_cache and job.deps_cache_mb:
+        depscache.prune(job.deps_cache, job.deps_cache_mb)
+    return result
 
 
 @contextlib.contextmanager
-def _project_cache(ccache_dir, name):
+def _project_cache(root, name):
     # type: (Optional[str], str) -> Iterator[Optional[str]]
-    """The project's own compiler cache while no other build of the project uses it, else None.
+    """The project's own folder of the cache in ``root`` (compiler or build requirements) while
+    no other build of the project uses it, else None.
 
-    One cache per project: a build can poison only its own project's cached objects. Two builds
-    of one project (two versions, two ABIs) run as two uids: the second builds without a cache
-    rather than fight over the folder's owner.
+    One folder per project: a build can poison only its own project's cached objects and
+    wheels. Two builds of one project (two versions, two ABIs) run as two uids: the second
+    builds without a cache rather than fight over the folder's owner.
     """
-    if not ccache_dir:
+    if not root:
         yield None
         return
-    folder = os.path.join(ccache_dir, "projects", name.lower())
+    folder = os.path.join(root, "projects", name.lower())
     _makedirs(folder)
     with open(folder + ".lock", "a") as lock:
         try:
@@ -489,16 +511,39 @@ def _project_cache(ccache_dir, name):
         except (IOError, OSError):
             yield None  # another build of this project has it now
             return
+        os.utime(folder + ".lock", None)  # last used: pruning drops the longest unused first
         yield folder
 
 
-def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
-    # type: (Any, str, str, Optional[int], Optional[str], str, str, Optional[str], Any) -> Dict[str, Any]
+def frontend_command(job, wheels, wanted, deps, env):
+    # type: (Any, str, List[str], Optional[str], Dict[str, str]) -> List[str]
+    """The command that builds ``wanted`` into ``wheels`` with the job's frontend, ``env`` set
+    for it: uv where the controller sent uv, else the pinned pip (or the interpreter's own)."""
+    uv = _uv_binary(job.frontend) if job.frontend else None
+    if uv is not None:
+        command = [uv, "build", "--wheel", "--no-config", "--no-python-downloads", "--python", job.python,
+                   "--out-dir", wheels, "--system-certs"]  # fmt: skip
+        command += ["--cache-dir", deps] if deps else ["--no-cache"]
+        command += ["--default-index", job.index_url] if job.index_url else ["--no-index"]
+        for link in job.find_links:
+            command += ["--find-links", link]
+        return command + wanted
+    command = [job.python, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels]
+    command += ["--cache-dir", deps] if deps else ["--no-cache-dir"]
+    if job.frontend:  # the pinned pip (frontend.py), whatever the builder has, isolated PEP 517 builds
+        env["PYTHONPATH"] = job.frontend
+        command.append("--use-pep517")
+    return command + wanted
+
+
+def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, remote):
+    # type: (Any, str, str, Optional[int], Optional[str], str, str, Optional[str], Optional[str], Any) -> Dict[str, Any]
     if uid is not None:  # the agent is root: the build's uid owns the build's folders
-        for folder in (box, project_cache):
+        for folder in (box, project_cache, deps):
             if folder:
                 _chown_tree(folder, uid)
-    env = build_env(box, job.work_root, job.ccache_dir, project_cache, job.index_url, job.find_links,
+    base_dir = _common_folder([job.work_root] + ([job.deps_cache] if deps else []))
+    env = build_env(box, base_dir, job.ccache_dir, project_cache, job.index_url, job.find_links, deps,
                     remote is not None)  # fmt: skip
     if sdist is not None:  # checked by the agent: readable by the build in its own folder
         target = os.path.join(box, os.path.basename(sdist))
@@ -508,13 +553,9 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
         wanted = [target]
     else:
         wanted = ["--no-binary", job.name, "%s==%s" % (job.name, job.version)]
-    command = [job.python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--wheel-dir", wheels]
-    if job.frontend:  # the pinned pip (frontend.py), whatever the builder has, isolated PEP 517 builds
-        env["PYTHONPATH"] = job.frontend
-        command.append("--use-pep517")
+    command = frontend_command(job, wheels, wanted, deps, env)
     if job.personality:  # setup.py and bdist_wheel name the userland's platform, not the kernel's
         env["_PYTHON_HOST_PLATFORM"] = job.personality
-    command += wanted
     proxy = None
     if kind == "bwrap":
         proxy = buildnet.Proxy(
@@ -528,7 +569,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
         argv = sandbox.bwrap_command(
             buildnet.relay_command(job.python, command, job.max_procs + supervise.NPROC_MARGIN),
             box,
-            [box] + ([project_cache] if project_cache else []),
+            [box] + [f for f in (project_cache, deps) if f],
             read_only,
             [(proxy.path, buildnet.PROXY_SOCKET)],
             uid,
@@ -536,6 +577,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
     else:
         argv = command
     started = time.time()
+    counts = compilers.ccache_counts(project_cache, job.ccache_dir)
     try:
         with as_user(job.user):
             log = open(job.log_path, "wb")  # noqa: SIM115 - opened as the user, closed below
@@ -546,6 +588,11 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
                 uid=uid if kind == "user" else None, on_start=job.on_start,
                 personality=job.personality is not None,
             )  # fmt: skip
+            ccache = compilers.counts_delta(counts, compilers.ccache_counts(project_cache, job.ccache_dir))
+            if ccache is not None and ccache["hits"] + ccache["misses"]:
+                log.write(("\n[piwheels] ccache: %d hits, %d misses (%d%%)\n" % (
+                    ccache["hits"], ccache["misses"],
+                    100 * ccache["hits"] // (ccache["hits"] + ccache["misses"]))).encode())  # fmt: skip
             if remote is not None:
                 log.write(remotecache.summary(remote.counts).encode() + b"\n")
     except OSError as exc:  # the sandbox or the interpreter could not be started
@@ -556,9 +603,14 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
     duration = time.time() - started
     files = []  # type: List[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
-        with as_user(job.user):
-            files = _collect(wheels, job.outbox)
-            _add_deps(files, job.outbox)
+        refusal = _requires_python_refusal(job.python, wheels) if command[0] != job.python else None
+        if refusal is not None:  # uv builds what pip refuses: the same outcome either way
+            with as_user(job.user), open(job.log_path, "ab") as log:
+                log.write(("ERROR: %s\n" % refusal).encode())
+        else:
+            with as_user(job.user):
+                files = _collect(wheels, job.outbox)
+                _add_deps(files, job.outbox)
     armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and armv6_userland()
     result = {
         "status": "success" if files else "failed",
@@ -573,6 +625,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
         # An ARMv6 userland's armv7l wheels run on ARMv6 too: the controller also publishes them
         # as linux_armv6l (Pi Zero, Pi 1). A Debian armhf (ARMv7) userland's may not.
         "armv6_userland": armv6,
+        "ccache": ccache,
         # Requests to the shared compiler cache: get/found, put/stored, refused.
         "ccache_remote": remote.counts if remote is not None else None,
     }  # type: Dict[str, Any]
@@ -585,6 +638,64 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, remote):
     return result
 
 
+def _requires_python_refusal(python, wheels):
+    # type: (str, str) -> Optional[str]
+    """pip's words if a built wheel's Requires-Python excludes ``python`` (pip refuses to build
+    such a project, uv does not), else None."""
+    try:
+        out = subprocess.check_output(
+            [python, "-E", "-s", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    version = out.decode("ascii", "replace").strip()
+    for filename in sorted(os.listdir(wheels)):
+        if not filename.endswith(".whl"):
+            continue
+        with zipfile.ZipFile(os.path.join(wheels, filename)) as archive:
+            names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            metadata = archive.read(names[0]).decode("utf-8", "replace") if names else ""
+        match = re.search(r"^Requires-Python:[ \t]*(.+?)[ \t]*$", metadata.split("\n\n")[0], re.M)
+        if match and not specifier_allows(match.group(1), version):
+            name = filename.split("-")[0].replace("_", "-")
+            return "Package %r requires a different Python: %s not in %r" % (name, version, match.group(1))
+    return None
+
+
+def _release(text):
+    # type: (str) -> List[int]
+    return [int(part) for part in re.findall(r"\d+", text.split("+")[0])[:4]]
+
+
+def specifier_allows(specifier, version):
+    # type: (str, str) -> bool
+    """True if release ``version`` (such as 3.11.2) is in the PEP 440 ``specifier`` (such as
+    ">=3.8, !=3.9.*"); comparisons of release numbers only, as Requires-Python needs."""
+    have = _release(version)
+    for clause in specifier.split(","):
+        match = re.match(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9][0-9a-zA-Z.*+!]*)\s*$", clause)
+        if not match:
+            continue  # a clause we cannot read never refuses (pip decides on what it can read)
+        op, wanted = match.groups()
+        if wanted.endswith(".*"):
+            prefix = _release(wanted[:-2])
+            equal = have[: len(prefix)] + [0] * (len(prefix) - len(have)) == prefix
+            if (op == "==") != equal:
+                return False
+            continue
+        want = _release(wanted)
+        size = max(len(want), len(have))
+        a, b = have + [0] * (size - len(have)), want + [0] * (size - len(want))
+        if op == "~=":
+            ok = a >= b and a[: len(want) - 1] == want[: len(want) - 1]
+        else:
+            ok = {"==": a == b, "===": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b,
+                  ">=": a >= b}[op]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
 def _add_deps(files, outbox):
     # type: (List[Dict[str, Any]], str) -> None
     """Each file's runtime libraries and their Debian packages here: a help, never a failure."""
@@ -594,6 +705,18 @@ def _add_deps(files, outbox):
         return
     for entry in files:
         entry["deps"] = deps.get(os.path.join(outbox, entry["name"]), [])
+
+
+def _common_folder(folders):
+    # type: (List[str]) -> str
+    """The deepest folder that holds every one of ``folders``."""
+    parts = [os.path.abspath(f).split(os.sep) for f in folders]
+    common = []  # type: List[str]
+    for names in zip(*parts):  # noqa: B905 - Python 2.7's zip() takes no strict=
+        if len(set(names)) != 1:
+            break
+        common.append(names[0])
+    return os.sep.join(common) or os.sep
 
 
 def free_space_mb(path):
@@ -631,7 +754,9 @@ def main(argv=None):
     b.add_argument("--max-procs", type=int, default=1024)
     b.add_argument("--sdist-url")
     b.add_argument("--sdist-sha256")
-    b.add_argument("--frontend", help="the pinned pip's wheel on this builder")
+    b.add_argument("--frontend", help="the pinned pip's or uv's wheel on this builder")
+    b.add_argument("--deps-cache", help="the folder of each project's build requirements' cache")
+    b.add_argument("--deps-cache-mb", type=int, default=0, help="prune the caches to this size")
     b.add_argument("--ccache-remote", help="the URL of the farm's shared compiler cache")
     args = parser.parse_args(argv)
     if args.command == "probe":
@@ -660,6 +785,8 @@ def main(argv=None):
             sdist_url=args.sdist_url,
             sdist_sha256=args.sdist_sha256,
             frontend=args.frontend,
+            deps_cache=args.deps_cache,
+            deps_cache_mb=args.deps_cache_mb,
             ccache_remote=args.ccache_remote,
         )
     else:

@@ -47,6 +47,11 @@ class Settings(BaseModel):
     # The farm's shared compiler cache (ccache remote storage, the master role's nginx), e.g.
     # "http://master:8081/ccache/SECRET/": each builder's probe decides whether it can use it.
     ccache_remote_url: str | None = None
+    # "auto": uv for the Pythons it supports (3.8+), the pinned pip elsewhere; "pip": pip always.
+    frontend: Literal["auto", "pip"] = "auto"
+    # Each project's cache of build requirements' wheels (uv's or pip's cache), all projects'
+    # together pruned to this size (least recently used first); 0: no cache.
+    deps_cache_mb: int = Field(default=2048, ge=0)
     http_timeout: float = Field(default=30.0, gt=0)
     upstream_redirect_hosts: list[str] = Field(default_factory=list)  # hosts the upstream may redirect to
     local_builder: bool = True
@@ -164,6 +169,10 @@ class Settings(BaseModel):
     @property
     def ccache_path(self) -> Path:
         return self.ccache_dir or self.data_dir / "ccache"
+
+    @property
+    def deps_cache_path(self) -> Path:
+        return self.data_dir / "deps-cache"
 
 
 def _env_value(key: str, raw: str) -> Any:

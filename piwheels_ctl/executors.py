@@ -83,10 +83,13 @@ def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
     return settings.build_index_url or settings.upstream_url, list(settings.find_links)
 
 
-def frontend_wheel(settings: Settings, job: Job, index_url: str | None, find_links: list[str]) -> Path:
-    """The pinned pip for ``job``'s Python; not having it is the builder's fault, not the project's."""
+def frontend_wheel(
+    settings: Settings, job: Job, index_url: str | None, find_links: list[str], has_sdist: bool
+) -> Path:
+    """The pinned frontend (uv or pip) for ``job``'s Python; not having it is the builder's
+    fault, not the project's."""
     try:
-        return frontend.wheel(settings, job.abi, index_url, find_links)
+        return frontend.wheel(settings, job.abi, index_url, find_links, has_sdist)
     except frontend.FrontendError as exc:
         raise BuilderError(str(exc)) from None
 
@@ -132,7 +135,7 @@ class LocalExecutor:
         log = work / "logs" / f"{build_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
-        pip = frontend_wheel(s, job, index_url, find_links)
+        pip = frontend_wheel(s, job, index_url, find_links, job.sdist_url is not None)
         result = agent.build(
             self.pythons[job.abi_id],
             job.name,
@@ -154,6 +157,8 @@ class LocalExecutor:
             sdist_url=job.sdist_url,
             sdist_sha256=job.sdist_sha256,
             frontend=str(pip),
+            deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
+            deps_cache_mb=s.deps_cache_mb,
         )
         if result["status"] == "error":
             raise BuilderError(f"local: {result['error']}")
@@ -272,15 +277,18 @@ class RemoteExecutor:
             argv += ["--ccache-dir", f"{place}/ccache"]
             if s.ccache_remote_url and self.builder.ccache_remote:
                 argv += ["--ccache-remote", s.ccache_remote_url]
+        if s.deps_cache_mb:
+            argv += ["--deps-cache", f"{place}/deps-cache", "--deps-cache-mb", str(s.deps_cache_mb)]
         if index_url:
             argv += ["--index-url", index_url]
-        if job.sdist_url and not job.sdist_url.startswith("file:"):  # a folder of this machine's
-            argv += ["--sdist-url", job.sdist_url]
+        sends_sdist = bool(job.sdist_url) and not str(job.sdist_url).startswith("file:")
+        if sends_sdist:  # not a file: URL, a folder of this machine's
+            argv += ["--sdist-url", str(job.sdist_url)]
             if job.sdist_sha256:
                 argv += ["--sdist-sha256", job.sdist_sha256]
         for link in find_links:
             argv += ["--find-links", link]
-        pip = frontend_wheel(s, job, index_url, find_links)
+        pip = frontend_wheel(s, job, index_url, find_links, sends_sdist)
         try:
             argv += ["--frontend", self._send_frontend(pip)]
             done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)

@@ -304,6 +304,23 @@ RULES: tuple[Rule, ...] = (
         "ERROR: No matching distribution found for cffi>=1.0",
         "cffi>=1.0",
     ),
+    # uv's resolver words it as a proof: the requirement is what "you require" (from an index:
+    # "the package registry"; from find-links only: "the provided package locations").
+    Rule(
+        "build-dependency-unresolved",
+        r"Because [\w.-]+ was not found in the (?:package registry|provided package locations) and you"
+        r" require (?P<detail>[^\s,]+)",
+        "      cause: Because no-such-builder was not found in the package registry and you require"
+        " no-such-builder>=2, we can conclude that your requirements are unsatisfiable.",
+        "no-such-builder>=2",
+    ),
+    Rule(
+        "build-dependency-unresolved",
+        r"Because (?:only )?[\w.-]+[<>=!~][^\s,]* (?:is|are) available and you require (?P<detail>[^\s,]+)",
+        "      cause: Because only cython<3 is available and you require cython>=3.1, we can conclude"
+        " that your requirements are unsatisfiable.",
+        "cython>=3.1",
+    ),
     Rule(
         "build-dependency-unresolved",
         r"\bResolutionImpossible\b",

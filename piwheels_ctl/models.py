@@ -263,6 +263,9 @@ class Build(Base):
     failure_packages: Mapped[list[str] | None] = mapped_column(JSON)
     # A rebuild keeps the earlier builds of a version as history; only the others count.
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The compiler cache's hits and misses in this build (None: no ccache, or nothing compiled).
+    ccache_hits: Mapped[int | None] = mapped_column(Integer)
+    ccache_misses: Mapped[int | None] = mapped_column(Integer)
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()

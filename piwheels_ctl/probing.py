@@ -1,6 +1,7 @@
 """What ``builders add`` and ``builders check`` learn on a builder: each interpreter's tags, its
 sandbox (directly or through the builder role's sudo rule) and a real build of a tiny C
-extension with the pinned pip; an interpreter that cannot build is reported and not used."""
+extension with its frontend (uv or the pinned pip); an interpreter that cannot build is reported
+and not used."""
 
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ def _sudo_probe(conn: Connection, python: str, sudo_root: str, who: str, timeout
 def _probe_build(
     conn: Connection, settings: Settings, root: str, python: str, probe: dict[str, Any], sudo: str | None
 ) -> str | None:
-    """Build the tiny sdist with ``python`` as a job would be built; None if a right wheel came out,
-    else what went wrong."""
+    """Build the tiny sdist with ``python`` as a job would be built (its frontend: uv or the pinned
+    pip); None if a right wheel came out, else what went wrong."""
     tags = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
     index_url, find_links = pip_sources(settings)
     try:
@@ -210,7 +211,8 @@ def probe_remote(
                     refused[python] = problem
                     continue
                 probe["build_check"] = f"a tiny C extension built in {time.monotonic() - started:.0f} s"
-            probe["pip"] = frontend.pip_version(frontend.python_version(probe["python_tag"]))
+            tags = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
+            probe["frontend"] = str(frontend.choose(settings, tags))
             probes[python] = probe
         df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
         load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()

@@ -194,11 +194,13 @@ def record_success(
     wheels: list[Wheel],
     duration: float,
     log: Path | None,
+    ccache: tuple[int, int] | None = None,
 ) -> bool:
-    """Record a successful build; False if the build was handed back meanwhile (lease lost)."""
+    """Record a successful build (``ccache``: its compiler cache's hits and misses); False if the
+    build was handed back meanwhile (lease lost)."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
-        build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log)
+        build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log, ccache)
         if build is None:
             raise _LeaseLost
         return build.version, build
@@ -218,11 +220,12 @@ def record_failure(
     duration: float,
     log: Path | None,
     packages: list[str] | None = None,
+    ccache: tuple[int, int] | None = None,
 ) -> bool:
     """Record a failed build with its reason, evidence and the packages that would fix it (None:
     not looked up); False if the build was handed back meanwhile."""
     with db.session() as session:
-        build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log)
+        build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log, ccache)
         if build is None:
             return False
         build.failure_reason = failure.reason
@@ -247,7 +250,13 @@ def note_handback(db: Database, version_id: int, abi_id: int, error: str) -> int
 
 
 def _finish(
-    session: Session, build_id: int, status: BuildStatus, duration: float, logs_dir: Path, log: Path | None
+    session: Session,
+    build_id: int,
+    status: BuildStatus,
+    duration: float,
+    logs_dir: Path,
+    log: Path | None,
+    ccache: tuple[int, int] | None = None,
 ) -> Build | None:
     """End a build still ours (None if it was handed back meanwhile), storing its log."""
     build = session.get(Build, build_id)
@@ -259,6 +268,7 @@ def _finish(
     )
     build.status = status
     build.duration = duration
+    build.ccache_hits, build.ccache_misses = ccache or (None, None)
     build.lease_expires = None
     build.log_path = store_log(logs_dir, build, log)
     return build

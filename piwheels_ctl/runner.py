@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -105,6 +106,17 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     ]
 
 
+def ccache_counts(result: dict[str, Any]) -> tuple[int, int] | None:
+    """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
+    counts = result.get("ccache")
+    if not isinstance(counts, dict):
+        return None
+    hits, misses = counts.get("hits"), counts.get("misses")
+    if type(hits) is not int or type(misses) is not int or hits < 0 or misses < 0 or hits + misses == 0:
+        return None
+    return hits, misses
+
+
 def _read_log(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -172,7 +184,14 @@ class Runner:
                 failure = Failure(INVALID_WHEEL, str(exc))
             else:
                 if not record_success(
-                    self.db, s.www_dir, s.logs_dir, outcome.build_id, wheels, duration, outcome.log
+                    self.db,
+                    s.www_dir,
+                    s.logs_dir,
+                    outcome.build_id,
+                    wheels,
+                    duration,
+                    outcome.log,
+                    ccache_counts(result),
                 ):
                     report.lost += 1
                 return True
@@ -187,7 +206,14 @@ class Runner:
         job = outcome.job
         packages = self._packages(failure, job.abi)
         if not record_failure(
-            self.db, s.logs_dir, outcome.build_id, failure, duration, outcome.log, packages
+            self.db,
+            s.logs_dir,
+            outcome.build_id,
+            failure,
+            duration,
+            outcome.log,
+            packages,
+            ccache_counts(result),
         ):
             report.lost += 1
         report.failures.append(

@@ -147,7 +147,7 @@ def interpreter_dirs(python):
 
     Read from the file system, never by running the interpreter outside the sandbox.
     """
-    path = os.path.abspath(_which(python))
+    path = os.path.abspath(which(python))
     dirs = [os.path.dirname(os.path.dirname(path)), os.path.dirname(os.path.dirname(os.path.realpath(path)))]
     try:
         with open(os.path.join(dirs[0], "pyvenv.cfg")) as cfg:
@@ -161,7 +161,7 @@ def interpreter_dirs(python):
     return dirs
 
 
-def _which(program):
+def which(program):
     # type: (str) -> str
     if os.sep in program:
         return program

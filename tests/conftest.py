@@ -51,10 +51,14 @@ FRONTEND_PIPS = {"3.9": frontend.pip_version((3, 9)), "3.11": frontend.pip_versi
 @pytest.fixture(scope="session")
 def build_deps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Wheels of setuptools and wheel (and their dependencies) for isolated builds, and the
-    pinned pips the builds run with."""
+    pinned pips and uv the builds run with."""
     dest = tmp_path_factory.mktemp("build-deps")
     downloads = [(OLDEST_BUILD_PYTHON, ["setuptools", "wheel"])]
     downloads += [(python, [f"pip=={pip}"]) for python, pip in FRONTEND_PIPS.items()]
+    # uv, the frontend of Python 3.8 and later, for this machine's platform.
+    machine = os.uname().machine
+    downloads.append((OLDEST_BUILD_PYTHON, ["--platform", f"manylinux_2_17_{machine}", "--no-deps",
+                                            f"uv=={frontend.UV_VERSION}"]))  # fmt: skip
     for python, wanted in downloads:
         command = [
             sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--python-version", python,

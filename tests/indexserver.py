@@ -205,6 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def __init__(self, *args: Any, index: IndexServer, **kwargs: Any) -> None:
         self.index = index  # set first: the base class handles the request in __init__
+        self.head_only = False
         super().__init__(*args, **kwargs)
 
     def do_GET(self) -> None:
@@ -223,7 +224,9 @@ class _Handler(BaseHTTPRequestHandler):
             if "/" in path[len("/files/") :] or not file.is_file():
                 self.send_error(404)
             else:
-                self._send(200, "application/octet-stream", file.read_bytes())
+                # A file's bytes never change under its name: cached for good, as PyPI says.
+                immutable = {"Cache-Control": "max-age=365000000, immutable, public"}
+                self._send(200, "application/octet-stream", file.read_bytes(), immutable)
         elif path == "/simple/":
             content_type = self.index.negotiate(self.headers.get("Accept", ""), root=True)
             self._send_page(content_type, self.index.root_page(content_type), self.index.folder.stat())
@@ -237,6 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_page(content_type, self.index.project_page(content_type, *project), newest)
         else:
             self.send_error(404)
+
+    def do_HEAD(self) -> None:
+        """As GET, without the body (uv asks a wheel's size and range support this way)."""
+        self.head_only = True
+        self.do_GET()
 
     def _send_page(self, content_type: str, body: bytes, newest: os.stat_result) -> None:
         """Send a page, or 304 when the client already holds this very page."""
@@ -267,7 +275,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head_only:
+            self.wfile.write(body)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         self.index.record(self.command, self.path, int(code))

@@ -97,6 +97,14 @@ EXCEPT_COMMA_PYPY = """\
       SyntaxError: exception group must be parenthesized
 """
 CLANG_HEADER = "foo.c:1:10: fatal error: 'ffi.h' file not found\n#include <ffi.h>\n"
+# uv, building annoy 1.17.3 (setup_requires=['nose>=1.0']) from a folder of wheels without nose.
+UV_FIND_LINKS = """\
+error: Failed to build `/w/build/annoy-1.17.3.tar.gz`
+  cause: Failed to resolve requirements from `build-system.requires`
+  cause: No solution found when resolving: `setuptools>=40.8.0`, `nose>=1.0`
+  cause: Because nose was not found in the provided package locations and you require nose>=1.0, we \
+can conclude that your requirements are unsatisfiable.
+"""
 
 
 @pytest.mark.parametrize(
@@ -121,6 +129,7 @@ CLANG_HEADER = "foo.c:1:10: fatal error: 'ffi.h' file not found\n#include <ffi.h
         ("SyntaxError: multiple exception types must be parenthesized\n", Failure("python2-only", None)),
         ("ModuleNotFoundError: No module named 'urllib2'\n", Failure("python2-only", None)),
         (CLANG_HEADER, Failure("missing-header", "ffi.h")),
+        (UV_FIND_LINKS, Failure("build-dependency-unresolved", "nose>=1.0")),
         ("error: subprocess-exited-with-error\nERROR: Failed building wheel for x\n", Failure("other", None)),
         ("", Failure("other", None)),
     ],
@@ -141,6 +150,7 @@ CLANG_HEADER = "foo.c:1:10: fatal error: 'ffi.h' file not found\n#include <ffi.h
         "except-comma-cpython",
         "py2-module",
         "clang-header",
+        "uv-find-links",
         "unknown",
         "empty",
     ],

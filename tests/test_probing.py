@@ -1,6 +1,6 @@
 """``builders add`` / ``check`` probing on a real SSH builder (sshd on a loopback address):
-every interpreter builds a tiny C extension with its pinned pip, and one that cannot is reported
-and not used."""
+every interpreter builds a tiny C extension with its frontend (uv or the pinned pip), and one
+that cannot is reported and not used."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from piwheels_ctl import frontend
 from piwheels_ctl.config import Settings
 from piwheels_ctl.executors import BuilderError
 from piwheels_ctl.probing import probe_remote, probe_sdist
@@ -55,17 +56,27 @@ def _no_headers_python(host: SshHost) -> str:
 def test_each_interpreter_builds_a_tiny_c_extension_and_one_that_cannot_is_not_used(
     host: SshHost, settings: Settings
 ) -> None:
+    # The fake fails `python -m pip`: the pinned pip is this test's frontend (uv would build
+    # with the real interpreter behind the fake).
+    settings = settings.model_copy(update={"frontend": "pip"})
     fake = _no_headers_python(host)
     probe = probe_remote(settings, host.endpoint(), ["/usr/bin/python3", fake, "/usr/bin/python0.9"])
     assert list(probe.pythons) == ["/usr/bin/python3"], probe
     assert str(probe.pythons["/usr/bin/python3"]["build_check"]).startswith("a tiny C extension built in")
-    assert probe.pythons["/usr/bin/python3"]["pip"] == "26.3"
+    assert probe.pythons["/usr/bin/python3"]["frontend"] == "pip 26.3"
     assert "Python.h: No such file or directory" in probe.refused[fake], probe.refused
     assert probe.refused["/usr/bin/python0.9"].startswith("cannot run the agent"), probe.refused
     assert probe.info["refused"] == probe.refused
 
 
+def test_the_probe_builds_with_uv_where_uv_supports_the_python(host: SshHost, settings: Settings) -> None:
+    probe = probe_remote(settings, host.endpoint(), ["/usr/bin/python3"])
+    assert probe.pythons["/usr/bin/python3"]["frontend"] == f"uv {frontend.UV_VERSION}", probe
+    assert str(probe.pythons["/usr/bin/python3"]["build_check"]).startswith("a tiny C extension built in")
+
+
 def test_a_builder_none_of_whose_interpreters_can_build_is_refused(host: SshHost, settings: Settings) -> None:
+    settings = settings.model_copy(update={"frontend": "pip"})  # the fake fails `python -m pip`
     fake = _no_headers_python(host)
     with pytest.raises(
         BuilderError, match=r"no interpreter can build: .*no-headers-python: cannot build a tiny C"

@@ -12,9 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
+from .. import frontend
 from ..audit import audit as audit_check
 from ..audit import fix as audit_fix
 from ..builders import check_name, check_python, list_builders, register_remote, remove_builder, set_pythons
+from ..config import Settings
 from ..errors import InputError, PiwheelsError
 from ..executors import AGENT_FILES, remote_builder
 from ..models import Builder
@@ -135,7 +137,7 @@ def builders_add(
     out.print(f"{state} {name}: {tags}")
 
 
-def _builder_dict(builder: Builder) -> dict[str, Any]:
+def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
     return {
         "name": builder.name,
         "host": builder.host,
@@ -145,6 +147,8 @@ def _builder_dict(builder: Builder) -> dict[str, Any]:
         "healthy": builder.healthy,
         "abis": sorted(p.abi.tag for p in builder.pythons),
         "pythons": sorted(p.path for p in builder.pythons),
+        # The frontend each ABI's builds run (sdists reach every builder as files).
+        "frontends": {p.abi.tag: str(frontend.choose(settings, p.abi.tag)) for p in builder.pythons},
         "free_mb": builder.info.get("free_mb"),
         "load": builder.info.get("load"),
         "sandbox": builder.info.get("sandbox"),
@@ -162,7 +166,7 @@ def _builder_dict(builder: Builder) -> dict[str, Any]:
 def builders_list(app: App, as_json: bool) -> None:
     """Show the builders, their ABIs and health."""
     with app.session() as session:
-        rows = [_builder_dict(b) for b in list_builders(session)]
+        rows = [_builder_dict(b, app.settings) for b in list_builders(session)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -178,7 +182,7 @@ def builders_list(app: App, as_json: bool) -> None:
             row["name"],
             address,
             str(row["slots"]),
-            ", ".join(row["abis"]),
+            ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
             row["sandbox"] or "-",
             row["ccache_remote"] or "-",
             health,

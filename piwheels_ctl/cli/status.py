@@ -65,6 +65,24 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
             out.print(f"  {escape(shown)}: {escape(reason)}", highlight=False)
 
 
+# How many of the newest builds that compiled something the compiler cache figure covers.
+RECENT_BUILDS = 100
+
+
+def _ccache(session: Session) -> dict[str, Any]:
+    """The compiler cache's hits and misses over the newest builds that compiled something."""
+    rows = session.execute(
+        select(Build.ccache_hits, Build.ccache_misses)
+        .where(Build.ccache_hits.is_not(None))
+        .order_by(Build.id.desc())
+        .limit(RECENT_BUILDS)
+    ).all()
+    hits = sum(int(h or 0) for h, _ in rows)
+    misses = sum(int(m or 0) for _, m in rows)
+    rate = round(100 * hits / (hits + misses), 1) if hits + misses else None
+    return {"builds": len(rows), "hits": hits, "misses": misses, "hit_rate": rate}
+
+
 def _status(session: Session) -> dict[str, Any]:
     def count(query: Any) -> int:
         return int(session.scalar(query) or 0)
@@ -101,6 +119,7 @@ def _status(session: Session) -> dict[str, Any]:
             )
         ),
         "mirrored": kept.get("mirrored", 0),
+        "ccache": _ccache(session),
     }
 
 
@@ -119,6 +138,7 @@ _STATUS_LABELS = {
     "upstream_covered": "(version, ABI) pairs the upstream's own wheels cover: not built",
     "mirrored": "wheels mirrored from the upstream",
     "skipped": "skipped (unskip NAME[==VERSION])",
+    "ccache": f"compiler cache over the newest {RECENT_BUILDS} builds that compiled",
 }
 
 
@@ -141,6 +161,13 @@ def status(app: App, as_json: bool) -> None:
         if key == "skipped":
             value = ", ".join(
                 f"{s['project']}{'==' + s['version'] if s['version'] else ''} ({s['reason']})" for s in value
+            )
+        elif key == "ccache":
+            value = (
+                f"{value['hit_rate']}% hits ({value['hits']} hits, {value['misses']} misses in "
+                f"{value['builds']} builds)"
+                if value["hit_rate"] is not None
+                else "-"
             )
         elif isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())

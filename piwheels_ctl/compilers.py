@@ -1,0 +1,184 @@
+"""A build's compilers through ccache, set up so that a rebuild hits, and its hits counted.
+
+Every compiler a build starts goes through ccache: plain ``cc`` calls (setuptools) and Meson's
+compilers find the wrappers first on PATH, CMake gets them as its compiler launcher. The
+frontends build in randomly named folders: pip unpacks the sdist and makes the isolated build
+environment in new temporary folders, uv in new folders of its cache. ``CCACHE_BASEDIR`` above
+them all turns the compiler's absolute paths into paths relative to where it runs, which hides
+the random names of the build's own folders. The build environment's random name would still
+show in ``-I`` options pointing into it (C++ headers of cppy, pybind11, numpy, and uv's
+``-I<venv>/include``): the wrappers give it a stable name, a link made on first use in the
+project's own folder, and pass that name to the compiler instead.
+
+Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import subprocess
+
+if __package__:  # the local builder: imported as part of piwheels_ctl
+    from . import sandbox, supervise
+else:  # on a builder: the files sent beside agent.py
+    import sandbox  # type: ignore[import-not-found, no-redef]
+    import supervise  # type: ignore[import-not-found, no-redef]
+
+try:
+    from typing import Dict, List, Optional, Tuple  # noqa: F401 - used in type comments
+except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
+    pass
+
+# Directories where distributions put compiler symlinks to ccache (Debian, Fedora, Arch).
+CCACHE_MASQUERADE = ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/lib/ccache/bin")
+# The compilers wrapped where the distribution has no such folder.
+COMPILERS = ("cc", "c++", "gcc", "g++")
+LAUNCHER = "ccache-launcher"  # the wrapper CMake starts with the compiler as its first argument
+STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder above it
+
+# POSIX sh, run for every compile. Each (marker, base) pair of ENVS says where a build
+# environment's random name starts in an argument; the name is replaced by the link
+# BASE/piwheels-env, made (atomically, by a rename: the build's compilers run in parallel)
+# to point to the environment of this build.
+WRAPPER = r"""#!/bin/sh
+# Made by the piwheels agent for this build: stable paths for the build environment, then ccache.
+# Out of PATH wherever it is (the frontends put their environment's bin folder before it), so
+# that ccache finds the real compiler, not this again.
+case ":$PATH:" in
+    *":%(wrappers)s:"*) PATH=":$PATH:"; PATH=${PATH%%%%":%(wrappers)s:"*}:${PATH#*":%(wrappers)s:"}
+        PATH=${PATH#:}; PATH=${PATH%%:}; export PATH ;;
+esac
+if [ "${0##*/}" = %(launcher)s ]; then
+    case $1 in  # CMake found a wrapper as its compiler: ccache runs the compiler of that name
+        "%(wrappers)s"/*) compiler=${1##*/}; shift; set -- "$compiler" "$@" ;;
+    esac
+else
+    set -- "${0##*/}" "$@"
+fi
+stable() {
+    rest=${arg#*"$1"}
+    random=${rest%%%%/*}
+    link=$2/%(stable)s
+    if [ "$(readlink "$link")" != "$1$random" ]; then
+        ln -s "$1$random" "$link.$$" && mv -f -T "$link.$$" "$link"
+    fi
+    arg=${arg%%%%"$1"*}$link${rest#"$random"}
+}
+for arg do
+    shift
+    case $arg in
+%(cases)s
+    esac
+    set -- "$@" "$arg"
+done
+exec %(ccache)s "$@"
+"""
+
+
+def ccache_env(ccache_dir, project_cache, base_dir, path, envs):
+    # type: (str, str, str, str, List[Tuple[str, str]]) -> Dict[str, str]
+    """The variables that send every compiler of a build through ccache, set up to hit.
+
+    The one place ccache is configured for a build. ``envs`` are the (marker, base) pairs of
+    the frontend's build environments (see ``WRAPPER``); ``path`` is the build's PATH.
+    """
+    ccache = sandbox.which("ccache")
+    if not os.path.isabs(ccache):
+        return {}  # no ccache on this builder: builds run without it
+    # In the project's cache folder, not the build's: a wrapper whose path and modification time
+    # stay the same is the same compiler to a ccache that Meson or CMake put in front of it.
+    wrappers = os.path.join(project_cache, "piwheels-bin")
+    launcher = _write_wrappers(ccache, wrappers, envs)
+    env = {
+        "PATH": wrappers + os.pathsep + path,
+        "CCACHE_DIR": project_cache,
+        "CMAKE_C_COMPILER_LAUNCHER": launcher,
+        "CMAKE_CXX_COMPILER_LAUNCHER": launcher,
+        # -g puts the folder a compiler runs in into the object files: without NOHASHDIR every
+        # rebuild in a new folder misses the cache. The base folder holds the build's folder
+        # and the project's frontend cache (uv unpacks sdists there).
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_BASEDIR": base_dir,
+        # Depend mode never runs the preprocessor: a miss costs little more than no ccache.
+        "CCACHE_DEPEND": "1",
+        # scikit-build-core builds in a random temporary folder unless told: one beside the
+        # sources keeps the paths of CMake's compiler calls the same from one build to the next.
+        "SKBUILD_BUILD_DIR": "build/piwheels-cmake",
+    }
+    conf = os.path.join(ccache_dir, "ccache.conf")
+    if os.path.exists(conf):
+        env["CCACHE_CONFIGPATH"] = conf  # the size limit the controller set, read-only
+    return env
+
+
+def _write_wrappers(ccache, folder, envs):
+    # type: (str, str, List[Tuple[str, str]]) -> str
+    """Write the wrappers into ``folder``: one per compiler name the distribution's ccache
+    folder has (else ``COMPILERS``) and the launcher; the launcher's path."""
+    cases = "\n".join(
+        '        *"%s"*) stable "%s" "%s" ;;' % (_sh(marker), _sh(marker), _sh(base)) for marker, base in envs
+    )
+    script = WRAPPER % {"wrappers": _sh(folder), "launcher": LAUNCHER, "stable": STABLE_NAME,
+                        "cases": cases or "        *) ;;", "ccache": _sh(ccache)}  # fmt: skip
+    masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
+    names = sorted(os.listdir(masquerade[0])) if masquerade else list(COMPILERS)
+    first = os.path.join(folder, LAUNCHER)
+    try:
+        with open(first) as f:
+            if f.read() == script and sorted(os.listdir(folder)) == sorted(set(names) | {LAUNCHER}):
+                return first  # as the last build left them: their times too
+    except (IOError, OSError):
+        pass
+    supervise.remove_tree(folder)
+    os.makedirs(folder)
+    with open(first, "w") as f:
+        f.write(script)
+    os.chmod(first, 0o755)  # noqa: S103 - run by the build's uid
+    for name in names:
+        if "/" not in name and name != LAUNCHER:
+            os.link(first, os.path.join(folder, name))
+    return first
+
+
+def _sh(text):
+    # type: (str) -> str
+    """``text`` inside double quotes of a shell script (paths the agent chose: no quotes in them)."""
+    for char in '"$`\\':
+        if char in text:
+            raise ValueError("%r: not usable in a shell script" % (text,))
+    return text
+
+
+def ccache_counts(project_cache, ccache_dir):
+    # type: (Optional[str], Optional[str]) -> Optional[Dict[str, int]]
+    """The hits and misses counted so far in a project's compiler cache; None without ccache."""
+    if not project_cache or not ccache_dir:
+        return None
+    env = dict(os.environ, CCACHE_DIR=project_cache)
+    conf = os.path.join(ccache_dir, "ccache.conf")
+    if os.path.exists(conf):
+        env["CCACHE_CONFIGPATH"] = conf
+    try:
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(["ccache", "--print-stats"], stdin=devnull, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env)  # fmt: skip
+            out = proc.communicate()[0].decode("ascii", "replace")
+    except OSError:
+        return None
+    if proc.returncode != 0:
+        return None  # a ccache older than 4.0 has no machine-readable statistics
+    stats = {}  # type: Dict[str, int]
+    for line in out.splitlines():
+        key, _, value = line.partition("\t")
+        if value.strip().isdigit():
+            stats[key] = int(value)
+    hits = stats.get("direct_cache_hit", 0) + stats.get("preprocessed_cache_hit", 0)
+    return {"hits": hits, "misses": stats.get("cache_miss", 0)}
+
+
+def counts_delta(before, after):
+    # type: (Optional[Dict[str, int]], Optional[Dict[str, int]]) -> Optional[Dict[str, int]]
+    """The hits and misses of one build: the project's counts after it less those before."""
+    if before is None or after is None:
+        return None
+    return {"hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"]}
