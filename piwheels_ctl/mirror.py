@@ -16,18 +16,21 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from .collector import inspect_wheel
 from .config import Settings
 from .database import Database
 from .errors import UpstreamError, VerifyError
 from .models import Abi, Build, Coverage, File, Project, UpstreamCoverage, UpstreamWheel, Version
-from .recorder import install_files
-from .upstream import Upstream
 from .upstream_coverage import give_up
+
+# Finding the candidates is every `run`'s work; fetching one is rare: the HTTP client and the
+# wheel checks are imported by whoever has one to fetch.
+if TYPE_CHECKING:
+    from .upstream import Upstream
 
 # Failed fetches of one wheel (the upstream down, a broken transfer) before its ABIs are built.
 MIRROR_ATTEMPTS = 3
@@ -124,12 +127,11 @@ def mirror(
     db: Database,
     settings: Settings,
     upstream: Upstream,
+    todo: list[Candidate],
     progress: Callable[[Candidate], None] = lambda _c: None,
 ) -> MirrorReport:
-    """Fetch, verify and publish every upstream wheel that covers a pair lacking a wheel of ours."""
+    """Fetch, verify and publish the upstream wheels ``todo`` (from ``candidates``)."""
     report = MirrorReport()
-    with db.reader() as session:
-        todo = candidates(session)
     if not todo:
         return report
     settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,9 @@ def _mirror_one(
     dest: Path,
     report: MirrorReport,
 ) -> None:
+    from .collector import inspect_wheel
+    from .recorder import install_files
+
     limit = settings.mirror_max_mb * 1024 * 1024
     try:
         if candidate.size is not None and candidate.size > limit:

@@ -10,23 +10,27 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
 from . import queue, queue_upkeep
 from .abi import AbiTags
-from .classifier import BUILDER_FAULT, INVALID_WHEEL, Failure, classify
-from .collector import Wheel, check_arrival, inspect_wheel, with_platform
 from .config import Settings
 from .database import Database
 from .errors import IntegrityError, VerifyError
 from .executors import BuilderError, Executor, Outcome, mark_failed
-from .hints import Hints, HintsError
 from .models import Build, Builder, BuildStatus, utcnow
 from .queue import Job, claim_next, reclaim
-from .recorder import note_handback, record_failure, record_success
+
+# What verifies, classifies and records an outcome is imported with the first outcome: a run
+# with nothing to build (`run` from cron, `run --forever` between releases) never needs it.
+if TYPE_CHECKING:
+    from .classifier import Failure
+    from .collector import Wheel
+    from .hints import Hints
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     fault); only then is each one's content checked (VerifyError: the project's fault), so one
     refused wheel refuses the whole build and a transfer fault is never blamed on the project.
     """
+    from .collector import check_arrival, inspect_wheel
+
     entries = outcome.result.get("files") or []
     if not entries:
         raise VerifyError("the build reported success but no wheel")
@@ -144,8 +150,15 @@ class Runner:
         self.executors = list(executors)
         self.progress = progress or Progress()
         self.stopping = threading.Event()
+
+    @cached_property
+    def hints(self) -> Hints:
+        """The package hints for failures, from the Debian release's Contents index."""
+        from .hints import Hints
+
+        settings = self.settings
         mirror, suite = settings.debian_source or (None, None)
-        self.hints = Hints(
+        return Hints(
             settings.contents_dir,
             mirror,
             suite,
@@ -155,6 +168,8 @@ class Runner:
 
     def _packages(self, failure: Failure, abi: str) -> list[str] | None:
         """The packages that would fix ``failure``, from the cached Contents index only."""
+        from .hints import HintsError
+
         try:
             return self.hints.packages(failure.reason, failure.detail, abi.split("-")[-1], fetch=False)
         except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
@@ -167,6 +182,10 @@ class Runner:
 
     def record(self, outcome: Outcome, report: RunReport) -> bool:
         """Verify and record one outcome; True when it was a success."""
+        from .classifier import INVALID_WHEEL, Failure, classify
+        from .collector import with_platform
+        from .recorder import record_failure, record_success
+
         s = self.settings
         result = outcome.result
         duration = float(result.get("duration", 0.0))
@@ -319,6 +338,9 @@ class Runner:
     ) -> None:
         """The builder let the job down: rest the builder, put the job back in the queue; after
         ``builder_fault_limit`` hand-backs in a row, record it as a ``builder-fault`` instead."""
+        from .classifier import BUILDER_FAULT, Failure
+        from .recorder import note_handback, record_failure
+
         mark_failed(executor)
         self._set_health(executor, False, error)
         report.builder_errors.append(error)

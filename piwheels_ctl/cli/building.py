@@ -15,10 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextCol
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from .. import catalog
 from ..errors import PiwheelsError
-from ..executors import open_executors
-from ..mirror import mirror
 from ..queue import Job
 from ..runner import Progress, Runner, RunReport
 from . import App, cli, err, out, pass_app
@@ -135,11 +132,16 @@ def _mirror_round(app: App) -> None:
     """Fetch and publish the upstream's wheels that cover what would otherwise be built."""
     if not app.settings.mirror_upstream:
         return
+    from ..mirror import candidates, mirror
+
     app.refresh_local_builder()  # a new ABI gets its upstream coverage first
+    db = app.database()
+    with db.reader() as session:
+        todo = candidates(session)
+    if not todo:  # the usual round: nothing to fetch, so no upstream to open
+        return
     with app.upstream() as upstream, err.status("mirroring") as status:
-        report = mirror(
-            app.database(), app.settings, upstream, lambda c: status.update(f"mirroring {c.filename}")
-        )
+        report = mirror(db, app.settings, upstream, todo, lambda c: status.update(f"mirroring {c.filename}"))
     for _filename, error in report.retried:
         err.print(
             f"[yellow]mirror:[/] {escape(error)} (tried again next run)", highlight=False, soft_wrap=True
@@ -155,6 +157,8 @@ def _mirror_round(app: App) -> None:
 
 
 def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress: Progress) -> RunReport:
+    from ..executors import open_executors
+
     _mirror_round(app)
     db = app.database()
     runner = Runner(db, app.settings, open_executors(db, app.settings), progress)
@@ -164,6 +168,8 @@ def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress:
 
 def _sync_round(app: App) -> None:
     """One sync of ``run --forever``: whatever goes wrong is reported, and the farm goes on."""
+    from .. import catalog
+
     try:
         with app.upstream() as upstream:
             report = catalog.sync(app.database().session, upstream, glibc=app.settings.glibc)
