@@ -1,13 +1,17 @@
-"""How long the light commands take to start, and what they import: a git ref against this tree.
+"""How long the light commands and a no-op `run` take, and what they import: a git ref against this tree.
 
     .venv/bin/python bench/startup.py [--before main] [--runs 10]
+    PIWHEELS_UPSTREAM=... PIWHEELS_PYTHONS=... .venv/bin/python bench/startup.py --data FARM/data
 
 Both trees run with this virtualenv, side by side in one run and interleaved: the ``--before``
 ref's ``piwheels_ctl`` is exported with ``git archive`` into a temporary folder and put first on
-``sys.path``. Each command runs against the same freshly initialised data folder (empty SQLite
-database, the local builder). Reports, per command and tree, the median wall time of ``--runs``
-runs, the sum of the import times ``python -X importtime`` reports, the number of modules
-imported, and which of the heavy dependencies were imported.
+``sys.path``. Each command runs against the same data folder: a freshly initialised one (empty
+SQLite database, the local builder), or with ``--data`` a farm's, with the ``PIWHEELS_*``
+settings of this environment (those the farm was built with). ``run`` is measured only when it
+has nothing to build: each of its runs must report "built 0, failed 0, remaining 0". Reports,
+per command and tree, the median wall time of ``--runs`` runs, the sum of the import times
+``python -X importtime`` reports, the number of modules imported, and which of the heavy
+dependencies were imported.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = (["--version"], ["--help"], ["status"], ["queue"])
-HEAVY = ("sqlalchemy", "alembic", "pydantic", "jinja2", "wheel", "paramiko", "rich.table")
+COMMANDS = (["--version"], ["--help"], ["status"], ["queue"], ["run"])
+HEAVY = ("sqlalchemy", "alembic", "pydantic", "jinja2", "wheel", "paramiko", "rich.table", "pypi_simple",
+         "piwheels_ctl.recorder")  # fmt: skip
+NOTHING_BUILT = "built 0, failed 0, remaining 0"
 # Runs the CLI of the tree first on sys.path, then prints which modules it imported.
 RUNNER = """\
 import sys
@@ -64,6 +70,8 @@ def run(tree: Path, args: list[str], env: dict[str, str], importtime: bool = Fal
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} with {tree} exited {proc.returncode}:\n{proc.stderr}")
+    if args == ["run"] and NOTHING_BUILT not in proc.stdout:
+        raise SystemExit(f"run with {tree} was not a no-op: {proc.stdout.strip()}")
     return elapsed, proc.stderr
 
 
@@ -83,18 +91,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="main", help="git ref to compare with (default: main)")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--data", type=Path, help="a farm's data folder (default: a new, empty one)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="piwheels-startup-") as tmp:
         before = export(options.before, Path(tmp) / "before")
         after = ROOT
-        data = Path(tmp) / "data"
-        data.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIWHEELS_")}
-        env.update(PIWHEELS_DATA_DIR=str(data), PIWHEELS_DEBIAN_MIRROR="", COLUMNS="100")
-        run(after, ["init"], env)
+        if options.data:
+            data = options.data.resolve()
+            env = dict(os.environ)
+        else:
+            data = Path(tmp) / "data"
+            data.mkdir()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PIWHEELS_")}
+            env.update(PIWHEELS_DEBIAN_MIRROR="")
+        env.update(PIWHEELS_DATA_DIR=str(data), COLUMNS="100")
+        if not options.data:
+            run(after, ["init"], env)
+        run(after, ["run"], env)  # the local builder's ABIs are registered: every later run is a no-op
         trees = {options.before: before, "this tree": after}
-        print(f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs; "
-              f"median of {options.runs} runs, interleaved\n")  # fmt: skip
+        load = os.getloadavg()[0]
+        print(f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+              f"load average {load:.1f} at the start; median of {options.runs} runs, interleaved; "
+              f"data: {options.data or 'a new, empty folder'}\n")  # fmt: skip
         print("| command | tree | wall s (median) | imports ms | modules | heavy ones imported |")
         print("|---|---|---|---|---|---|")
         for args in COMMANDS:

@@ -127,11 +127,15 @@ def mirror(
     db: Database,
     settings: Settings,
     upstream: Upstream,
-    todo: list[Candidate],
     progress: Callable[[Candidate], None] = lambda _c: None,
+    todo: list[Candidate] | None = None,
 ) -> MirrorReport:
-    """Fetch, verify and publish the upstream wheels ``todo`` (from ``candidates``)."""
+    """Fetch, verify and publish every upstream wheel that covers a pair lacking a wheel of ours
+    (``todo``, when the caller has already found them with ``candidates``)."""
     report = MirrorReport()
+    if todo is None:
+        with db.reader() as session:
+            todo = candidates(session)
     if not todo:
         return report
     settings.work_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Light commands import only what they need: `--version` and `--help` neither SQLAlchemy nor
-pydantic, `status` and `queue` none of the publisher, collector, wheel, Jinja2 or Alembic; and the
-lazily loaded commands are listed exactly as click would list them."""
+pydantic, `status` and `queue` none of the publisher, collector, wheel, Jinja2 or Alembic, a `run`
+with nothing to build nothing that builds, records or fetches; and the lazily loaded commands are
+listed exactly as click would list them."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ print("MODULES", *sorted(sys.modules))
 
 
 def _imported(args: list[str], env: dict[str, str], cwd: Path) -> set[str]:
+    return _run_imported(args, env, cwd)[0]
+
+
+def _run_imported(args: list[str], env: dict[str, str], cwd: Path) -> tuple[set[str], str]:
+    """The modules the CLI imported with ``args``, and what it printed before them."""
     proc = subprocess.run(
         [sys.executable, "-c", IMPORTED, *args],
         env=env,
@@ -41,9 +47,9 @@ def _imported(args: list[str], env: dict[str, str], cwd: Path) -> set[str]:
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr
-    line = proc.stdout.splitlines()[-1]
+    *printed, line = proc.stdout.splitlines()
     assert line.startswith("MODULES "), proc.stdout
-    return set(line.split()[1:])
+    return set(line.split()[1:]), "\n".join(printed)
 
 
 def _packages(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -83,6 +89,36 @@ def test_status_and_queue_import_only_what_a_query_needs(args: list[str], tmp_pa
     if "--json" in args:
         unneeded += ("rich.table",)
     assert _packages(modules, unneeded) == [], f"piwheels-ctl {' '.join(args)} imported these"
+
+
+def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetches(tmp_path: Path) -> None:
+    # An upstream that cannot be reached: a run with nothing to mirror must not need it.
+    env = clean_env(
+        PIWHEELS_DATA_DIR=str(tmp_path / "data"),
+        PIWHEELS_DEBIAN_MIRROR="",
+        PIWHEELS_UPSTREAM="http://127.0.0.1:9/simple/",
+    )
+    piwheels(env, "init")
+    piwheels(env, "run")  # registers the local builder's ABIs: every later run is the no-op one
+    modules, printed = _run_imported(["run"], env, tmp_path)
+    assert "built 0, failed 0, remaining 0" in printed, printed
+    assert "piwheels_ctl.runner" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
+    unneeded = (
+        "alembic",
+        "jinja2",
+        "wheel",
+        "paramiko",
+        "requests",
+        "pypi_simple",
+        "piwheels_ctl.upstream",
+        "piwheels_ctl.catalog",
+        "piwheels_ctl.collector",
+        "piwheels_ctl.recorder",
+        "piwheels_ctl.classifier",
+        "piwheels_ctl.hints",
+        "piwheels_ctl.publisher",
+    )
+    assert _packages(modules, unneeded) == [], "a run with nothing to build imported these"
 
 
 def test_each_listed_summary_is_the_commands_own() -> None:

@@ -141,7 +141,7 @@ def _mirror_round(app: App) -> None:
     if not todo:  # the usual round: nothing to fetch, so no upstream to open
         return
     with app.upstream() as upstream, err.status("mirroring") as status:
-        report = mirror(db, app.settings, upstream, todo, lambda c: status.update(f"mirroring {c.filename}"))
+        report = mirror(db, app.settings, upstream, lambda c: status.update(f"mirroring {c.filename}"), todo)
     for _filename, error in report.retried:
         err.print(
             f"[yellow]mirror:[/] {escape(error)} (tried again next run)", highlight=False, soft_wrap=True
