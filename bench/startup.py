@@ -69,7 +69,8 @@ def run(tree: Path, args: list[str], env: dict[str, str], importtime: bool = Fal
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=env["PIWHEELS_DATA_DIR"])
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} with {tree} exited {proc.returncode}:\n{proc.stderr}")
+        said = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("MODULES "))
+        raise SystemExit(f"{' '.join(args)} with {tree} exited {proc.returncode}:\n{said}")
     if args == ["run"] and NOTHING_BUILT not in proc.stdout:
         raise SystemExit(f"run with {tree} was not a no-op: {proc.stdout.strip()}")
     return elapsed, proc.stderr
@@ -93,6 +94,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--data", type=Path, help="a farm's data folder (default: a new, empty one)")
     options = parser.parse_args()
+    if options.data and not options.data.is_dir():
+        parser.error(f"--data {options.data}: not a folder")
     with tempfile.TemporaryDirectory(prefix="piwheels-startup-") as tmp:
         before = export(options.before, Path(tmp) / "before")
         after = ROOT
