@@ -525,7 +525,9 @@ def skipped(session: Session) -> list[tuple[str, str | None, str]]:
     ids = sorted({project_id for project_id, _v, _r in versions})
     for start in range(0, len(ids), 500):  # bounded IN lists
         chunk = ids[start : start + 500]
-        names.update(session.execute(select(Project.id, Project.name).where(Project.id.in_(chunk))).tuples())
+        names.update(
+            session.execute(select(Project.id, Project.name).where(Project.id.in_(chunk))).tuples().all()
+        )
     result += [(names[p], v, str(r)) for p, v, r in versions]
     return sorted(result, key=lambda item: (item[0], item[1] or ""))
 

@@ -573,5 +573,10 @@ def _synced_together() -> Iterator[None]:
     finally:
         _deferred.reset(token)
     os.sync()
-    for tmp, path in pending:
-        tmp.replace(path)
+    for done, (tmp, path) in enumerate(pending):
+        try:
+            tmp.replace(path)
+        except BaseException:  # a rename refused (a folder in the way): the rest are not left behind
+            for left, _path in pending[done:]:
+                left.unlink(missing_ok=True)
+            raise

@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import SimpleNamespace
 from typing import IO
@@ -182,7 +182,8 @@ def _replacing(path: Path) -> Iterator[_Replacement]:
         yield replacement
         replacement.finish()
     except BaseException:
-        replacement.file.close()
+        with suppress(OSError):  # closing flushes what is left: on a full disk that fails again
+            replacement.file.close()
         replacement.tmp.unlink(missing_ok=True)
         raise
 

@@ -55,10 +55,10 @@ def build_deps(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("build-deps")
     downloads = [(OLDEST_BUILD_PYTHON, ["setuptools", "wheel"])]
     downloads += [(python, [f"pip=={pip}"]) for python, pip in FRONTEND_PIPS.items()]
-    # uv, the frontend of Python 3.8 and later, for this machine's platform.
-    machine = os.uname().machine
-    downloads.append((OLDEST_BUILD_PYTHON, ["--platform", f"manylinux_2_17_{machine}", "--no-deps",
-                                            f"uv=={frontend.UV_VERSION}"]))  # fmt: skip
+    # uv, the frontend of Python 3.8 and later, for this machine's platform and the ARM tier's.
+    for machine in sorted({os.uname().machine, "armv7l"}):
+        downloads.append((OLDEST_BUILD_PYTHON, ["--platform", f"manylinux_2_17_{machine}", "--no-deps",
+                                                f"uv=={frontend.UV_VERSION}"]))  # fmt: skip
     for python, wanted in downloads:
         command = [
             sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--python-version", python,
