@@ -24,12 +24,22 @@ SHARES: dict[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] = {
     ),
     "versions": ((), (("'versions'", "1"),)),
     "builds": (
-        ("status", "failure_reason"),
+        ("status", "failure_reason", "superseded", "abi_id"),
         (
             ("'builds:' || R.status", "CASE WHEN R.status <> 'building' THEN 1 ELSE 0 END"),
             (
                 "'failed:' || coalesce(R.failure_reason, '')",
                 "CASE WHEN R.status = 'failed' THEN 1 ELSE 0 END",
+            ),
+            # The current (not superseded) builds: per ABI id and status, and failures by reason
+            # (the front page's success per ABI, the statistics' reasons).
+            (
+                "'abi:' || R.abi_id || ':' || R.status",
+                "CASE WHEN R.status <> 'building' AND NOT R.superseded THEN 1 ELSE 0 END",
+            ),
+            (
+                "'reason:' || coalesce(R.failure_reason, '')",
+                "CASE WHEN R.status = 'failed' AND NOT R.superseded THEN 1 ELSE 0 END",
             ),
         ),
     ),
