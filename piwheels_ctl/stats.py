@@ -77,9 +77,7 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
             ok = status == BuildStatus.SUCCESS.value
             per_abi.setdefault(tags[int(abi_id)], [0, 0])[0 if ok else 1] += number
     # Each builder's newest build, from the end of the index on (builder, started): a few rows.
-    newest = (
-        select(func.max(Build.started_at)).where(Build.builder_id == Builder.id).scalar_subquery()
-    )
+    newest = select(func.max(Build.started_at)).where(Build.builder_id == Builder.id).scalar_subquery()
     last = dict(session.execute(select(Builder.id, newest)).tuples().all())
     builders = [
         BuilderRow(
