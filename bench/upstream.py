@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +28,7 @@ class Upstream:
         self.serial = [1] * (projects + 1)  # by project id; 0 unused
         self._roots: dict[bool, bytes] = {}
         self.pages = 0  # project pages asked for
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, upstream=self))
+        self._server = _Server(("127.0.0.1", 0), functools.partial(_Handler, upstream=self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple/"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -69,6 +70,13 @@ class Upstream:
             for v in versions
         ]
         return json.dumps({"meta": {"api-version": "1.1"}, "name": display_name(i), "files": files}).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when a client hangs up (one that wants no HTML root); loud otherwise."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
