@@ -264,8 +264,9 @@ def _sync(farm: Farm, *, serials: bool, round_: int) -> Callable[[], float | Non
 
 def _publish_after_wheel(farm: Farm, *, new_project: bool) -> Callable[[], float | None]:
     """Record one wheel as the recorder would (the project marked dirty), of a new version of a
-    listed project or of a new project; then a child runs ``publish``."""
-    number = farm.projects + 1 if new_project else farm.projects // 2 - 1
+    listed project whose pages are there (the first the sync changed: the publish after it
+    wrote them) or of a new project; then a child runs ``publish``."""
+    number = farm.projects + 1 if new_project else 1
     db = Database(farm.url)
     with db.engine.begin() as conn:
         if new_project:

@@ -90,7 +90,7 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
     ]
     stats = SiteStats(
         generated=_stamp(now),
-        projects=len(listed) if names else count(select(func.count()).select_from(Project).where(has_page)),
+        projects=len(listed) if names else kept.get("pages", 0),
         versions=kept.get("versions", 0),
         wheels=kept.get("files", 0),
         bytes=kept.get("bytes", 0),

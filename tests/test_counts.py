@@ -20,6 +20,7 @@ def _counted(session: Session) -> dict[str, int]:
         "files": session.scalar(select(func.count()).select_from(File)),
         "bytes": session.scalar(select(func.coalesce(func.sum(File.size), 0))),
         "mirrored": session.scalar(select(func.count()).where(File.mirrored)),
+        "pages": session.scalar(select(func.count(func.distinct(Version.project_id)))),
     }
     for status, number in session.execute(
         select(Build.status, func.count()).where(Build.status != BuildStatus.BUILDING).group_by(Build.status)
@@ -102,6 +103,11 @@ def test_counts_follow_every_change(db: Database) -> None:
         assert (before.get("reason:"), after.get("reason:")) == (1, None), (before, after)
         assert after[f"abi:{abi.id}:failed"] == before[f"abi:{abi.id}:failed"] - 1, (before, after)
         assert after["failed:"] == before["failed:"], (before, after)
+        # A project's versions but one go, then the last: it has a page until then.
+        session.execute(delete(Version).where(Version.project_id == projects[3].id, Version.version != "1.0"))
+        assert counts.read(session) == _counted(session)
+        session.execute(delete(Version).where(Version.project_id == projects[3].id))
+        assert counts.read(session) == _counted(session)
     with db.session() as session:
         # A project removed: its versions and their builds and files go with it (ON DELETE CASCADE).
         session.execute(delete(Project).where(Project.name == "p0"))

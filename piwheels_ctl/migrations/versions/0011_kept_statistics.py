@@ -1,5 +1,6 @@
-"""The front page's figures kept: the current builds per ABI and status and failures by reason
-kept by the counts triggers; builds indexed by start (the last hours' and days' builds)
+"""The front page's figures kept: the projects with a page (a version), the current builds per
+ABI and status and failures by reason kept by the counts triggers; builds indexed by start (the
+last hours' and days' builds)
 
 Revision ID: 0011
 Revises: 0009
