@@ -16,6 +16,7 @@ and one builder (not reachable: 192.0.2.1) with an interpreter for each of the 4
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -32,6 +33,18 @@ ABIS = (
     ("cp313", "cp313", "linux_aarch64"),
 )
 START = 1_500_000_000  # the first release's Unix time; one release every 60 s after it
+METADATA = "Metadata-Version: 2.1"  # every wheel's core metadata
+
+
+NAME, DISPLAY = "project-", "Project-"  # project i's (canonical) name and display name: these + i
+
+
+def project_name(i: int) -> str:
+    return f"{NAME}{i}"
+
+
+def display_name(i: int) -> str:
+    return f"{DISPLAY}{i}"
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,11 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             {},
         ),
         (
-            f"{with_seq}INSERT INTO projects (id, name, display_name, watched, dirty, dirty_generation) "
-            f"SELECT n, 'project-' || n, 'Project-' || n, n % 20 <> 0, false, 0 FROM {seq}",
+            # As a sync left them (serial 1, ETag "1" of ``upstream.Upstream``); the root index
+            # lists those with a wheel (below).
+            f"{with_seq}INSERT INTO projects (id, name, display_name, watched, dirty, dirty_generation, "
+            f"serial, etag) SELECT n, '{NAME}' || n, '{DISPLAY}' || n, "
+            f"n % 20 <> 0, false, 0, 1, '\"1\"' FROM {seq}",
             {"count": projects},
         ),
         (
@@ -121,7 +137,8 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             f"CASE WHEN {kind} < 87 THEN 'py3' ELSE a.python_tag END, "
             f"CASE WHEN {kind} < 87 THEN 'none' ELSE a.abi_tag END, "
             f"CASE WHEN {kind} < 87 THEN 'any' ELSE a.platform_tag END, "
-            "v.requires_python, '" + "2" * 64 + "', 'Metadata-Version: 2.1', b.started_at, false "
+            f"v.requires_python, '{hashlib.sha256(METADATA.encode()).hexdigest()}', '{METADATA}', "
+            "b.started_at, false "
             "FROM builds b JOIN versions v ON v.id = b.version_id JOIN abis a ON a.id = b.abi_id "
             "WHERE b.status = 'success'",
             {},
@@ -130,6 +147,11 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             "INSERT INTO coverage (version_id, abi_id, file_id) SELECT f.version_id, a.id, f.id "
             "FROM files f JOIN abis a ON f.abi_tag = 'none' OR a.abi_tag = f.abi_tag "
             "AND a.platform_tag = f.platform_tag",
+            {},
+        ),
+        (
+            "UPDATE projects SET listed_name = display_name WHERE EXISTS (SELECT 1 FROM versions v "
+            "JOIN files f ON f.version_id = v.id WHERE v.project_id = projects.id)",
             {},
         ),
     ]

@@ -1,7 +1,7 @@
 """Time the controller's operations on a synthetic farm of PyPI's size (issue 10).
 
     .venv/bin/python bench/scale.py [--projects N ...] [--db sqlite|postgresql ...]
-                                    [--postgres-url URL] [--keep DIR]
+                                    [--postgres-url URL] [--keep DIR] [--quick]
 
 For each size (default: 50,000 and 500,000 projects, i.e. 3.0M versions, 4.08M builds,
 2.7M wheels, 4 ABIs at the larger) and each database, ``farm.make_farm`` builds a caught-up
@@ -16,19 +16,29 @@ time and peak memory (the process's maximum resident set) are its own:
   claim                 ``claim_next`` one at a time (figure: the median of 20)
   record                ``record_failure`` of a claimed build (median of 10)
   hand back             a claimed build handed back by a failing builder (median of 10)
+  publish, first        ``publish`` of the farm as built: the root index written whole
+  sync                  one round against a local upstream (``upstream.Upstream``) where 100
+                        watched projects changed: with serials in its JSON root, and (not with
+                        --quick) without them: an HTML root, every page asked for with its ETag
+  publish the synced    ``publish`` of the 100 projects the sync changed
+  publish, one wheel    ``publish`` after one new wheel of a listed project
+  publish, new project  ``publish`` after the first wheel of a new project (the root patched)
+  publish --full        every page again, www/ in place (not with --quick)
   add an ABI            a fifth ABI (coverage by our wheels and the pending pairs)
 
 PostgreSQL is a throwaway cluster started here (as tests/conftest.py does) unless
 ``--postgres-url`` names a server (an empty database of it). ``--keep DIR`` (one size,
 SQLite) leaves DIR as a data dir the CLI uses: ``PIWHEELS_DATA_DIR=DIR
-PIWHEELS_LOCAL_BUILDER=false piwheels-ctl status``. More steps (publishing, a sync round)
-are added to STEPS.
+PIWHEELS_LOCAL_BUILDER=false piwheels-ctl status``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -42,8 +52,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from farm import ABIS, make_farm
-from sqlalchemy import select
+from farm import ABIS, METADATA, display_name, make_farm, project_name
+from sqlalchemy import insert, select, update
+from upstream import Upstream
 
 from piwheels_ctl import catalog
 from piwheels_ctl.builders import ensure_abi
@@ -51,7 +62,7 @@ from piwheels_ctl.classifier import Failure
 from piwheels_ctl.config import load_settings
 from piwheels_ctl.database import Database, upgrade
 from piwheels_ctl.executors import open_executors
-from piwheels_ctl.models import Project, Version, utcnow
+from piwheels_ctl.models import File, Project, Version, utcnow
 from piwheels_ctl.queue import claim_next, pending, waiting
 from piwheels_ctl.recorder import record_failure
 from piwheels_ctl.runner import Runner
@@ -59,6 +70,7 @@ from piwheels_ctl.runner import Runner
 BIN = Path(sys.executable).parent
 LEASE = timedelta(hours=1)
 ABI_IDS = list(range(1, len(ABIS) + 1))
+CHANGED = 100  # projects changed upstream before a sync round
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,15 @@ class Farm:
 
     url: str
     data_dir: Path
+    projects: int = 0
+    upstream: Upstream | None = None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIWHEELS_")}
         env.update(PIWHEELS_DATA_DIR=str(self.data_dir), PIWHEELS_LOCAL_BUILDER="false")
+        env["PIWHEELS_DEBIAN_MIRROR"] = ""
+        if self.upstream is not None:
+            env["PIWHEELS_UPSTREAM"] = self.upstream.url
         if not self.url.startswith("sqlite"):
             env["PIWHEELS_DATABASE_URL"] = self.url
         return env
@@ -222,6 +239,73 @@ def _add_abi(farm: Farm) -> float | None:
     return None
 
 
+def _sync(farm: Farm, *, serials: bool, round_: int) -> Callable[[], float | None]:
+    """Change CHANGED watched projects upstream (here, in the process that serves them), then
+    a child runs ``sync``, which must find exactly those."""
+    assert farm.upstream is not None
+    farm.upstream.serials = serials
+    watched = [i for i in range(1, farm.projects + 1) if i % 20][CHANGED * round_ : CHANGED * (round_ + 1)]
+    farm.upstream.bump(watched)
+
+    def run() -> None:
+        done = subprocess.run(
+            [BIN / "piwheels-ctl", "sync", "--json"],
+            env=farm.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        report = json.loads(done.stdout)
+        found = (report["changed"], report["new_versions"])
+        assert found == (CHANGED, CHANGED), f"sync changed {found}, not {CHANGED}: {report}"
+
+    return run
+
+
+def _publish_after_wheel(farm: Farm, *, new_project: bool) -> Callable[[], float | None]:
+    """Record one wheel as the recorder would (the project marked dirty), of a new version of a
+    listed project whose pages are there (the first the sync changed: the publish after it
+    wrote them) or of a new project; then a child runs ``publish``."""
+    number = farm.projects + 1 if new_project else 1
+    db = Database(farm.url)
+    with db.engine.begin() as conn:
+        if new_project:
+            project_id = conn.execute(
+                insert(Project)
+                .values(
+                    name=project_name(number), display_name=display_name(number), watched=True, dirty=True
+                )
+                .returning(Project.id)
+            ).scalar_one()
+        else:
+            project_id = number
+            conn.execute(
+                update(Project)
+                .where(Project.id == project_id)
+                .values(dirty=True, dirty_generation=Project.dirty_generation + 1)
+            )
+        version_id = conn.execute(
+            insert(Version)
+            .values(project_id=project_id, version="9.0", yanked=False, priority=0)
+            .returning(Version.id)
+        ).scalar_one()
+        conn.execute(
+            insert(File).values(
+                version_id=version_id, filename=f"{display_name(number)}-9.0-py3-none-any.whl", size=1,
+                sha256="0" * 64, python_tag="py3", abi_tag="none", platform_tag="any",
+                metadata_sha256=hashlib.sha256(METADATA.encode()).hexdigest(), core_metadata=METADATA,
+                mirrored=False,
+            )
+        )  # fmt: skip
+    db.dispose()
+    return _command(farm, "publish")
+
+
+SYNC_SERIALS = f"sync, {CHANGED} changed: serials in the JSON root"
+SYNC_CONDITIONAL = f"sync, {CHANGED} changed: HTML root, conditional requests"
+PUBLISH_FULL = "publish --full, www/ in place"
+SLOW = {SYNC_CONDITIONAL, PUBLISH_FULL}  # what --quick leaves out
+
 # (name, what it runs): in this order, each on the farm the steps before it left.
 STEPS: list[tuple[str, Callable[[Farm], Callable[[], float | None]]]] = [
     ("CLI start (--help): the floor of the three below", lambda farm: _command(farm, "--help")),
@@ -237,6 +321,13 @@ STEPS: list[tuple[str, Callable[[Farm], Callable[[], float | None]]]] = [
     ("record one build", lambda farm: lambda: _records(farm)),
     ("hand back one job", lambda farm: lambda: _hand_backs(farm)),
     ("status, with jobs pending", lambda farm: _command(farm, "status")),
+    ("publish, first (the root index whole)", lambda farm: _command(farm, "publish")),
+    (SYNC_SERIALS, lambda farm: _sync(farm, serials=True, round_=0)),
+    (SYNC_CONDITIONAL, lambda farm: _sync(farm, serials=False, round_=1)),
+    ("publish the synced projects", lambda farm: _command(farm, "publish")),
+    ("publish after one new wheel", lambda farm: _publish_after_wheel(farm, new_project=False)),
+    ("publish after a new project's first wheel", lambda farm: _publish_after_wheel(farm, new_project=True)),
+    (PUBLISH_FULL, lambda farm: _command(farm, "publish", "--full")),
     ("add an ABI", lambda farm: lambda: _add_abi(farm)),
 ]
 
@@ -279,8 +370,9 @@ def _fresh_database(base: str, name: str) -> str:
     return base + name
 
 
-def bench(farm: Farm, projects: int) -> list[tuple[str, Figure]]:
-    """Build the farm, then run every step on it; the figures in order."""
+def bench(farm: Farm, projects: int, *, quick: bool) -> list[tuple[str, Figure]]:
+    """Build the farm, then run every step on it (but SLOW ones with ``quick``); the figures
+    in order."""
     db = Database(farm.url)
     upgrade(db.engine)
     db.dispose()
@@ -290,9 +382,16 @@ def bench(farm: Farm, projects: int) -> list[tuple[str, Figure]]:
         print(f"  {size}", flush=True)
 
     figures = [("build the farm", _measured(build))]
-    for name, step in STEPS:
-        figures.append((name, _measured(step(farm))))
-        print(f"  {name}: {figures[-1][1]}", flush=True)
+    farm = dataclasses.replace(farm, projects=projects, upstream=Upstream(projects))
+    try:
+        for name, step in STEPS:
+            if quick and name in SLOW:
+                continue
+            figures.append((name, _measured(step(farm))))
+            print(f"  {name}: {figures[-1][1]}", flush=True)
+    finally:
+        assert farm.upstream is not None
+        farm.upstream.close()
     return figures
 
 
@@ -304,6 +403,9 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], action="append", help="(repeatable)")
     parser.add_argument("--postgres-url", help="a PostgreSQL server to use instead of a throwaway one")
     parser.add_argument("--keep", type=Path, help="leave the (SQLite, one size) farm in this data dir")
+    parser.add_argument(
+        "--quick", action="store_true", help="leave out publish --full and the sync without serials"
+    )
     args = parser.parse_args()
     sizes = args.projects or [50_000, 500_000]
     databases = args.db or ["sqlite", "postgresql"]
@@ -327,7 +429,7 @@ def main() -> None:
                 else:
                     assert base is not None
                     url = _fresh_database(base, f"scale_{projects}")
-                results[database, projects] = bench(Farm(url, data_dir), projects)
+                results[database, projects] = bench(Farm(url, data_dir), projects, quick=args.quick)
     _print_table(results)
 
 

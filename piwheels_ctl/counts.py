@@ -22,14 +22,36 @@ SHARES: dict[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] = {
         ("watched",),
         (("'projects'", "1"), ("'watched'", "CASE WHEN R.watched THEN 1 ELSE 0 END")),
     ),
-    "versions": ((), (("'versions'", "1"),)),
+    "versions": (
+        (),
+        (
+            ("'versions'", "1"),
+            # Projects with a version (a page for people): a project's first version adds it,
+            # its last one takes it away.
+            (
+                "'pages'",
+                "CASE WHEN NOT EXISTS (SELECT 1 FROM versions other "
+                "WHERE other.project_id = R.project_id AND other.id <> R.id) THEN 1 ELSE 0 END",
+            ),
+        ),
+    ),
     "builds": (
-        ("status", "failure_reason"),
+        ("status", "failure_reason", "superseded", "abi_id"),
         (
             ("'builds:' || R.status", "CASE WHEN R.status <> 'building' THEN 1 ELSE 0 END"),
             (
                 "'failed:' || coalesce(R.failure_reason, '')",
                 "CASE WHEN R.status = 'failed' THEN 1 ELSE 0 END",
+            ),
+            # The current (not superseded) builds: per ABI id and status, and failures by reason
+            # (the front page's success per ABI, the statistics' reasons).
+            (
+                "'abi:' || R.abi_id || ':' || R.status",
+                "CASE WHEN R.status <> 'building' AND NOT R.superseded THEN 1 ELSE 0 END",
+            ),
+            (
+                "'reason:' || coalesce(R.failure_reason, '')",
+                "CASE WHEN R.status = 'failed' AND NOT R.superseded THEN 1 ELSE 0 END",
             ),
         ),
     ),
@@ -38,6 +60,14 @@ SHARES: dict[str, tuple[Sequence[str], Sequence[tuple[str, str]]]] = {
         (("'files'", "1"), ("'bytes'", "R.size"), ("'mirrored'", "CASE WHEN R.mirrored THEN 1 ELSE 0 END")),
     ),
 }
+
+
+# Shares that look at the table's other rows: PostgreSQL fires AFTER row triggers once the whole
+# statement is done (a project's versions inserted or deleted together would each see all the
+# others, or none), so theirs fire BEFORE, each row seeing the rows before it, as on SQLite.
+BEFORE = {"versions"}
+# Counted from scratch otherwise than by summing each row's share.
+FILLED = {"'pages'": "SELECT 'pages', count(DISTINCT project_id) FROM versions"}
 
 
 def _adds(row: str, sign: str, shares: Sequence[tuple[str, str]]) -> list[str]:
@@ -62,13 +92,15 @@ def create_triggers(conn: Connection) -> None:
                     f"CREATE FUNCTION counts_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
                     f"IF TG_OP IN ('DELETE', 'UPDATE') THEN {'; '.join(taken)}; END IF; "
                     f"IF TG_OP IN ('INSERT', 'UPDATE') THEN {'; '.join(added)}; END IF; "
-                    "RETURN NULL; END $$"
+                    # A BEFORE trigger's row goes on (an AFTER trigger's answer is not read).
+                    "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END $$"
                 )
             )
             update = f" OR UPDATE OF {', '.join(columns)}" if columns else ""
+            timing = "BEFORE" if table in BEFORE else "AFTER"
             conn.execute(
                 text(
-                    f"CREATE TRIGGER counts_{table} AFTER INSERT OR DELETE{update} ON {table} "
+                    f"CREATE TRIGGER counts_{table} {timing} INSERT OR DELETE{update} ON {table} "
                     f"FOR EACH ROW EXECUTE FUNCTION counts_{table}()"
                 )
             )
@@ -108,12 +140,11 @@ def fill(conn: Connection) -> None:
     conn.execute(text("DELETE FROM counts"))
     for table, (_columns, shares) in SHARES.items():
         for name, value in shares:
-            conn.execute(
-                text(
-                    f"INSERT INTO counts (name, value) SELECT {name.replace('R.', '')}, "  # noqa: S608 (SHARES' SQL)
-                    f"sum({value.replace('R.', '')}) FROM {table} GROUP BY 1"
-                )
+            select = FILLED.get(name) or (
+                f"SELECT {name.replace('R.', table + '.')}, "  # noqa: S608 (SHARES' SQL)
+                f"sum({value.replace('R.', table + '.')}) FROM {table} GROUP BY 1"
             )
+            conn.execute(text(f"INSERT INTO counts (name, value) {select}"))
 
 
 def read(session: Session) -> dict[str, int]:

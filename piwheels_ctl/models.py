@@ -237,6 +237,8 @@ class Build(Base):
         # Builds by status (the leases under way, status counts) and failures by reason.
         Index("ix_builds_status_reason", "status", "failure_reason"),
         Index("ix_builds_builder_started", "builder_id", "started_at"),
+        # The builds of the last hours and days (the statistics' figures and charts).
+        Index("ix_builds_started", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

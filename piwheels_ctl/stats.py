@@ -67,24 +67,18 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
         if names
         else []
     )
-    success = (
-        session.execute(
-            select(Abi.tag, Build.status, func.count())
-            .join(Abi, Abi.id == Build.abi_id)
-            .where(finished, Build.superseded.is_(False))
-            .group_by(Abi.tag, Build.status)
-        )
-        .tuples()
-        .all()
-    )
+    kept = counts.read(session)
+    tags = dict(session.execute(select(Abi.id, Abi.tag)).tuples().all())
     per_abi: dict[str, list[int]] = {}
-    for tag, status, number in success:
-        per_abi.setdefault(tag, [0, 0])[0 if status is BuildStatus.SUCCESS else 1] += number
-    last = dict(
-        session.execute(select(Build.builder_id, func.max(Build.started_at)).group_by(Build.builder_id))
-        .tuples()
-        .all()
-    )
+    for name, number in kept.items():
+        kind, _, rest = name.partition(":")
+        if kind == "abi":
+            abi_id, _, status = rest.partition(":")
+            ok = status == BuildStatus.SUCCESS.value
+            per_abi.setdefault(tags[int(abi_id)], [0, 0])[0 if ok else 1] += number
+    # Each builder's newest build, from the end of the index on (builder, started): a few rows.
+    newest = select(func.max(Build.started_at)).where(Build.builder_id == Builder.id).scalar_subquery()
+    last = dict(session.execute(select(Builder.id, newest)).tuples().all())
     builders = [
         BuilderRow(
             name=b.name,
@@ -94,10 +88,9 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
         )
         for b in session.scalars(select(Builder).order_by(Builder.name))
     ]
-    kept = counts.read(session)
     stats = SiteStats(
         generated=_stamp(now),
-        projects=len(listed) if names else count(select(func.count()).select_from(Project).where(has_page)),
+        projects=len(listed) if names else kept.get("pages", 0),
         versions=kept.get("versions", 0),
         wheels=kept.get("files", 0),
         bytes=kept.get("bytes", 0),
@@ -108,12 +101,13 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
         builders=builders,
         names=[(n, d) for n, d in listed] if names else None,
     )
-    stats.charts = _charts(session, now)
+    stats.charts = _charts(session, now, kept)
     return stats
 
 
-def _charts(session: Session, now: datetime) -> dict[str, str]:
-    """Builds per day, success rate per ABI per day, and failed builds per reason."""
+def _charts(session: Session, now: datetime, kept: dict[str, int]) -> dict[str, str]:
+    """Builds per day, success rate per ABI per day, and failed builds per reason (of the
+    current builds, from the ``kept`` counts)."""
     start = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     days = [(start + timedelta(days=i)).date() for i in range(DAYS)]
     labels = [d.strftime("%m-%d") for d in days]
@@ -137,18 +131,14 @@ def _charts(session: Session, now: datetime) -> dict[str, str]:
         (tag, [100.0 * c[0] / (c[0] + c[1]) if c[0] + c[1] else None for c in cells])
         for tag, cells in sorted(per_abi.items())
     ]
-    reasons = session.execute(
-        select(Build.failure_reason, func.count())
-        .where(Build.status == BuildStatus.FAILED, Build.superseded.is_(False))
-        .group_by(Build.failure_reason)
-    ).tuples()
+    reasons = [(name.removeprefix("reason:"), n) for name, n in kept.items() if name.startswith("reason:")]
     return {
         "builds": charts.stacked_bars(
             f"Builds per day (last {DAYS} days)", labels, [("built", ok), ("failed", failed)]
         ).svg(),
         "success": charts.lines(f"Success rate per ABI (last {DAYS} days)", labels, rates).svg(),
         "reasons": charts.horizontal_bars(
-            "Failed builds by reason", [(r or "unknown", int(n)) for r, n in reasons]
+            "Failed builds by reason", [(r or "unknown", n) for r, n in reasons]
         ).svg(),
     }
 

@@ -20,6 +20,7 @@ def _counted(session: Session) -> dict[str, int]:
         "files": session.scalar(select(func.count()).select_from(File)),
         "bytes": session.scalar(select(func.coalesce(func.sum(File.size), 0))),
         "mirrored": session.scalar(select(func.count()).where(File.mirrored)),
+        "pages": session.scalar(select(func.count(func.distinct(Version.project_id)))),
     }
     for status, number in session.execute(
         select(Build.status, func.count()).where(Build.status != BuildStatus.BUILDING).group_by(Build.status)
@@ -31,6 +32,17 @@ def _counted(session: Session) -> dict[str, int]:
         .group_by(Build.failure_reason)
     ):
         found[f"failed:{reason or ''}"] = number
+    current = (Build.status != BuildStatus.BUILDING, Build.superseded.is_(False))
+    for abi_id, status, number in session.execute(
+        select(Build.abi_id, Build.status, func.count()).where(*current).group_by(Build.abi_id, Build.status)
+    ):
+        found[f"abi:{abi_id}:{status.value}"] = number
+    for reason, number in session.execute(
+        select(Build.failure_reason, func.count())
+        .where(Build.status == BuildStatus.FAILED, Build.superseded.is_(False))
+        .group_by(Build.failure_reason)
+    ):
+        found[f"reason:{reason or ''}"] = number
     return {name: int(value) for name, value in found.items() if value}
 
 
@@ -82,6 +94,19 @@ def test_counts_follow_every_change(db: Database) -> None:
         session.execute(update(Build).where(Build.failure_reason == "cython3").values(failure_reason=None))
         session.execute(update(File).values(size=File.size * 3, mirrored=False))
         session.execute(delete(Build).where(Build.status == BuildStatus.SUCCESS))
+        assert counts.read(session) == _counted(session)
+        before = counts.read(session)
+        session.execute(update(Build).where(Build.failure_reason.is_(None)).values(superseded=True))
+        after = counts.read(session)
+        assert after == _counted(session)
+        # A superseded build leaves the current builds' counts, and only those.
+        assert (before.get("reason:"), after.get("reason:")) == (1, None), (before, after)
+        assert after[f"abi:{abi.id}:failed"] == before[f"abi:{abi.id}:failed"] - 1, (before, after)
+        assert after["failed:"] == before["failed:"], (before, after)
+        # A project's versions but one go, then the last: it has a page until then.
+        session.execute(delete(Version).where(Version.project_id == projects[3].id, Version.version != "1.0"))
+        assert counts.read(session) == _counted(session)
+        session.execute(delete(Version).where(Version.project_id == projects[3].id))
         assert counts.read(session) == _counted(session)
     with db.session() as session:
         # A project removed: its versions and their builds and files go with it (ON DELETE CASCADE).

@@ -92,7 +92,11 @@ def test_upgrade_to_0008_fills_the_queue_and_the_counts(database_url: str) -> No
             )
         # 1.0 has no sdist and is built; 3.0 does not run on cp311: only 2.0 is pending.
         assert queue == [(2, 1)], queue
-        assert counts == {"projects": 1, "watched": 1, "versions": 3, "builds:success": 1}, counts
+        # 0011 adds the projects with a page and the current builds per ABI and status.
+        assert counts == {
+            "projects": 1, "watched": 1, "versions": 3, "pages": 1, "builds:success": 1,
+            "abi:1:success": 1,
+        }, counts  # fmt: skip
         command.downgrade(alembic_config(database.engine), "0007")
         command.upgrade(alembic_config(database.engine), "head")
     finally:
