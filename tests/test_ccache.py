@@ -5,6 +5,7 @@ with uv and with pip as the frontend; the hit rate is in the result and the log.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         pytest.skip("cmake is not installed (apt-get install cmake; .ci/setup does)")
     wheel = None
     if front == "uv":
-        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*.whl"))
+        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
         assert found, f"no uv wheel in {build_deps}"
         (tmp_path / "frontends").mkdir()
         wheel = str(shutil.copy(found[0], tmp_path / "frontends"))

@@ -24,7 +24,7 @@ PYTHON = "/usr/bin/python3"
 @pytest.fixture
 def uv_wheel(build_deps: Path, tmp_path: Path) -> Path:
     """The pinned uv's wheel for this machine, in a folder of the test's own (it unpacks beside it)."""
-    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*.whl"))
+    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
     assert found, f"no uv {frontend.UV_VERSION} wheel in {sorted(p.name for p in build_deps.iterdir())}"
     target = tmp_path / "frontends" / found[0].name
     target.parent.mkdir()
