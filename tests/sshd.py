@@ -7,7 +7,10 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +158,18 @@ Subsystem sftp internal-sftp
     host = SshHost(address, port, user, home, client_key, host_key, folder)
     host.start()
     return host
+
+
+@contextmanager
+def ssh_hosts(prefix: str, hosts: list[tuple[str, str]]) -> Iterator[list[SshHost]]:
+    """sshd hosts for (address, user) pairs, stopped and removed at the end."""
+    # Not under pytest's temp folder: that is private to root, and the builders' users need in.
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    started: list[SshHost] = []
+    try:
+        started += [start_ssh_host(root, address, user) for address, user in hosts]
+        yield started
+    finally:
+        for host in started:
+            host.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -78,7 +78,9 @@ def _one_job(db: Database) -> tuple[int, int, int]:
 
 
 def _runner(db: Database, tmp_path: Path, executor: FakeFaultyExecutor) -> Runner:
-    settings = Settings(data_dir=tmp_path / "data", build_timeout=60, builder_fault_limit=3, debian_mirror="")
+    settings = Settings(
+        data_dir=tmp_path / "data", build_timeout=600, builder_fault_limit=3, debian_mirror=""
+    )
     return Runner(db, settings, [executor])
 
 

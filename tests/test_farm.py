@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from piwheels_ctl.models import Build, Project, Version
 
 from helpers import PIWHEELS, clean_env, piwheels
 from indexserver import IndexServer
-from sshd import SshHost, start_ssh_host
+from sshd import SshHost, ssh_hosts
 
 pytestmark = pytest.mark.build
 
@@ -36,15 +35,10 @@ ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[list[SshHost]]:
-    # Not under pytest's temp folder: that is private to root, and the builders' users need in.
-    root = Path(tempfile.mkdtemp(prefix="piwheels-hosts-"))
-    started = [start_ssh_host(root, address, f"pwfarm{n}") for n, address in enumerate(ADDRESSES, 1)]
-    try:
+    with ssh_hosts(
+        "piwheels-hosts-", [(address, f"pwfarm{n}") for n, address in enumerate(ADDRESSES, 1)]
+    ) as started:
         yield started
-    finally:
-        for host in started:
-            host.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_the_bar_shows_each_build_in_progress_from_its_start(db: Database, tmp_p
     abi_id, builder_id = _two_versions(db)
     executor = FakeBlockingExecutor(builder_id, abi_id, tmp_path)
     progress = RecordingProgress()
-    settings = Settings(data_dir=tmp_path / "data", build_timeout=60, debian_mirror="")
+    settings = Settings(data_dir=tmp_path / "data", build_timeout=600, debian_mirror="")
     runner = Runner(db, settings, [executor], progress)
     reports: list[RunReport] = []
     thread = threading.Thread(target=lambda: reports.append(runner.run()))

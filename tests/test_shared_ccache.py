@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from piwheels_ctl import remotecache
 from cacheserver import CacheServer, render
 from helpers import clean_env, piwheels
 from indexserver import IndexServer
-from sshd import SshHost, start_ssh_host
+from sshd import SshHost, ssh_hosts
 
 pytestmark = pytest.mark.build
 
@@ -34,15 +33,8 @@ SECRET = "s3cret-path"
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[list[SshHost]]:
-    # Not under pytest's temp folder: that is private to root, and the builders' users need in.
-    root = Path(tempfile.mkdtemp(prefix="piwheels-ccache-hosts-"))
-    started = [start_ssh_host(root, address, user) for address, user in BUILDERS]
-    try:
+    with ssh_hosts("piwheels-ccache-hosts-", BUILDERS) as started:
         yield started
-    finally:
-        for host in started:
-            host.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
