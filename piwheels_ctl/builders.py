@@ -13,14 +13,14 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from . import agent, queue_upkeep, sandbox
+from . import queue_upkeep, sandbox
 from .config import Settings
 from .coverage import cover_new_abi
 from .errors import ConfigError, InputError
 from .models import Abi, Builder, BuilderPython
 from .upstream_coverage import cover_abi
 
-AGENT = Path(agent.__file__)
+AGENT = Path(__file__).with_name("agent.py")
 LOCAL = "local"
 BUILDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PYTHON_PATH = re.compile(r"^/?[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from . import agent, frontend
+from . import frontend
 from .builders import ensure_local
 from .config import Settings
 from .database import Database
@@ -26,9 +27,6 @@ from .models import Builder, utcnow
 from .queue import Job
 from .transport import Connection, Endpoint, TransportError, rsync_pull, write_known_hosts
 
-# The agent and the modules it imports, sent to every builder.
-AGENT_FILES = {name: (Path(agent.__file__).parent / name).read_bytes() for name in agent.MODULES}
-AGENT_HASHES = {name: hashlib.sha256(data).hexdigest() for name, data in AGENT_FILES.items()}
 # What a remote path or interpreter may look like: no shell syntax even before quoting.
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 PROBE_KEYS = frozenset({"python_tag", "abi_tag", "platform_tag"})
@@ -70,9 +68,21 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+@functools.cache
+def agent_files() -> dict[str, bytes]:
+    """The agent and the modules it imports, sent to every builder (read when first needed)."""
+    from . import agent
+
+    return {name: (Path(agent.__file__).parent / name).read_bytes() for name in agent.MODULES}
+
+
+def agent_hashes() -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in agent_files().items()}
+
+
 def send_agent(conn: Connection, root: str) -> None:
     """Put the agent and its modules into ``root`` on the builder."""
-    for name, source in AGENT_FILES.items():
+    for name, source in agent_files().items():
         conn.put(source, f"{root}/{name}")
 
 
@@ -136,6 +146,8 @@ class LocalExecutor:
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
         pip = frontend_wheel(s, job, index_url, find_links, job.sdist_url is not None)
+        from . import agent  # the local builder's builds run in this process
+
         result = agent.build(
             self.pythons[job.abi_id],
             job.name,

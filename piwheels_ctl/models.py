@@ -239,6 +239,13 @@ class Build(Base):
         Index("ix_builds_builder_started", "builder_id", "started_at"),
         # The builds of the last hours and days (the statistics' figures and charts).
         Index("ix_builds_started", "started_at"),
+        # The builds that compiled something (the compiler cache's hit rate in ``status``).
+        Index(
+            "ix_builds_ccache",
+            "id",
+            sqlite_where=text("ccache_hits IS NOT NULL"),
+            postgresql_where=text("ccache_hits IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -17,10 +17,10 @@ from typing import Any
 from . import frontend
 from .config import Settings
 from .executors import (
-    AGENT_HASHES,
     PROBE_KEYS,
     SAFE_PATH,
     BuilderError,
+    agent_hashes,
     parse_result,
     pip_sources,
     send_agent,
@@ -84,7 +84,7 @@ def _sudo_probe(conn: Connection, python: str, sudo_root: str, who: str, timeout
         )
     probe = parse_result(done.stdout, who, PROBE_KEYS)
     theirs = probe.get("modules") or {}
-    stale = sorted(name for name, digest in AGENT_HASHES.items() if theirs.get(name) != digest)
+    stale = sorted(name for name, digest in agent_hashes().items() if theirs.get(name) != digest)
     if stale:
         raise BuilderError(
             f"{who}: the root-owned agent in {sudo_root}/agent is not this controller's "

@@ -117,6 +117,7 @@ def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetc
         "piwheels_ctl.classifier",
         "piwheels_ctl.hints",
         "piwheels_ctl.publisher",
+        "piwheels_ctl.agent",  # what builds on this machine, and what is sent to builders
     )
     assert _packages(modules, unneeded) == [], "a run with nothing to build imported these"
 

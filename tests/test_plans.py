@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Executable, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
+from piwheels_ctl.cli.status import ccache_query
 from piwheels_ctl.database import Database, upgrade
 from piwheels_ctl.models import Build, BuildStatus, Count, PendingPair, Project, Version
 from piwheels_ctl.queue import claim_query, no_sdist_query, queue_query
@@ -24,7 +25,7 @@ from farm import make_farm  # bench/ is not a package
 BIG = ("projects", "versions", "builds", "files", "coverage", "upstream_coverage", "upstream_wheels")
 
 # Partial indexes hold the few rows a statement wants: reading one whole is what it is for.
-PARTIAL = ("ix_versions_no_sdist", "ix_versions_skipped", "ix_projects_skipped")
+PARTIAL = ("ix_versions_no_sdist", "ix_versions_skipped", "ix_projects_skipped", "ix_builds_ccache")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,8 @@ def farm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         session.execute(update(Build).where(Build.version_id % 10 == 1).values(superseded=True))
         session.execute(update(Build).where(Build.version_id % 1000 == 2).values(status=BuildStatus.BUILDING))
         session.execute(update(Project).where(Project.id % 500 == 0).values(dirty=True))
+        # Builds that compiled something, with the compiler cache's hits and misses.
+        session.execute(update(Build).where(Build.id % 50 == 0).values(ccache_hits=9, ccache_misses=1))
         # The upstream's own wheels for 1 version in 4, covering the third ABI; a few versions
         # without an sdist yet.
         session.execute(
@@ -111,6 +114,7 @@ def _statements() -> dict[str, Executable]:
         ),
         "counts": select(Count.name, Count.value),
         "builds under way": select(func.count()).where(Build.status == BuildStatus.BUILDING),
+        "compiler cache figure": ccache_query(),
         "dirty projects": select(Project.id, Project.name, Project.display_name).where(Project.dirty),
         "builds of a version": select(Build.id).where(Build.version_id == 7, Build.abi_id == 2),
         "files of a build": select(text("id")).select_from(text("files")).where(text("build_id = 5")),

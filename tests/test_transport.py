@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.executors import AGENT_FILES
+from piwheels_ctl.executors import agent_files
 from piwheels_ctl.transport import (
     Connection,
     HostKeyError,
@@ -87,7 +87,7 @@ def test_socket_has_tcp_nodelay(conn: Connection) -> None:
 def test_put_sends_the_agent_and_it_runs_there(conn: Connection, host: SshHost) -> None:
     folder = f"{host.home}/agent-test"
     conn.run(["mkdir", "-p", folder], timeout=30)
-    for name, source in AGENT_FILES.items():
+    for name, source in agent_files().items():
         conn.put(source, f"{folder}/{name}")
     done = conn.run(["python3", f"{folder}/agent.py", "probe"], timeout=30)
     assert '"python_tag": "cp3' in done.stdout, done

@@ -18,7 +18,7 @@ from ..audit import fix as audit_fix
 from ..builders import check_name, check_python, list_builders, register_remote, remove_builder, set_pythons
 from ..config import Settings
 from ..errors import InputError, PiwheelsError
-from ..executors import AGENT_FILES, remote_builder
+from ..executors import agent_files, remote_builder
 from ..models import Builder
 from ..probing import probe_remote
 from ..transport import Endpoint, fingerprint, scan_host_key
@@ -256,4 +256,4 @@ def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
 def builders_agent_files(app: App) -> None:
     """Print the agent's modules as JSON (name -> text), for the builder role to install the
     root-owned copy that builders without namespaces run through sudo."""
-    click.echo(json.dumps({name: data.decode("utf-8") for name, data in AGENT_FILES.items()}))
+    click.echo(json.dumps({name: data.decode("utf-8") for name, data in agent_files().items()}))

@@ -20,6 +20,7 @@ from ..queue import count as queue_count
 from . import App, cli, out, pass_app
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.orm import Session
 
 
@@ -69,14 +70,19 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
 RECENT_BUILDS = 100
 
 
-def _ccache(session: Session) -> dict[str, Any]:
-    """The compiler cache's hits and misses over the newest builds that compiled something."""
-    rows = session.execute(
+def ccache_query() -> Select[tuple[int | None, int | None]]:
+    """The newest builds that compiled something, read from their partial index."""
+    return (
         select(Build.ccache_hits, Build.ccache_misses)
         .where(Build.ccache_hits.is_not(None))
         .order_by(Build.id.desc())
         .limit(RECENT_BUILDS)
-    ).all()
+    )
+
+
+def _ccache(session: Session) -> dict[str, Any]:
+    """The compiler cache's hits and misses over the newest builds that compiled something."""
+    rows = session.execute(ccache_query()).all()
     hits = sum(int(h or 0) for h, _ in rows)
     misses = sum(int(m or 0) for _, m in rows)
     rate = round(100 * hits / (hits + misses), 1) if hits + misses else None
