@@ -67,7 +67,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
 MODULES = (
     "agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py", "depscache.py",
-    "compilers.py", "remotecache.py",
+    "compilers.py", "remotecache.py", "cythonhook.py",
 )  # fmt: skip
 HERE = os.path.dirname(os.path.abspath(__file__))
 # A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
@@ -515,12 +515,14 @@ def _project_cache(root, name):
         yield folder
 
 
-def frontend_command(job, wheels, wanted, deps, env):
-    # type: (Any, str, List[str], Optional[str], Dict[str, str]) -> List[str]
+def frontend_command(job, wheels, wanted, deps, env, site):
+    # type: (Any, str, List[str], Optional[str], Dict[str, str], Dict[str, str]) -> List[str]
     """The command that builds ``wanted`` into ``wheels`` with the job's frontend, ``env`` set
-    for it: uv where the controller sent uv, else the pinned pip (or the interpreter's own)."""
+    for it: uv where the controller sent uv, else the pinned pip (or the interpreter's own).
+    ``site``: what the build backend's Python should start with (uv passes it on, pip not)."""
     uv = _uv_binary(job.frontend) if job.frontend else None
     if uv is not None:
+        env.update(site)
         command = [uv, "build", "--wheel", "--no-config", "--no-python-downloads", "--python", job.python,
                    "--out-dir", wheels, "--system-certs"]  # fmt: skip
         command += ["--cache-dir", deps] if deps else ["--no-cache"]
@@ -553,7 +555,8 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
         wanted = [target]
     else:
         wanted = ["--no-binary", job.name, "%s==%s" % (job.name, job.version)]
-    command = frontend_command(job, wheels, wanted, deps, env)
+    site = compilers.cython_env(box, project_cache) if project_cache else {}
+    command = frontend_command(job, wheels, wanted, deps, env, site)
     if job.personality:  # setup.py and bdist_wheel name the userland's platform, not the kernel's
         env["_PYTHON_HOST_PLATFORM"] = job.personality
     proxy = None

@@ -16,6 +16,7 @@ Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type com
 from __future__ import absolute_import, division, print_function
 
 import os
+import shutil
 import subprocess
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
@@ -34,6 +35,7 @@ CCACHE_MASQUERADE = ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/lib/ccache/bi
 # The compilers wrapped where the distribution has no such folder.
 COMPILERS = ("cc", "c++", "gcc", "g++")
 LAUNCHER = "ccache-launcher"  # the wrapper CMake starts with the compiler as its first argument
+HERE = os.path.dirname(os.path.abspath(__file__))
 STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder above it
 
 # POSIX sh, run for every compile. Each (marker, base) pair of ENVS says where a build
@@ -109,6 +111,17 @@ def ccache_env(ccache_dir, project_cache, base_dir, path, envs):
     if os.path.exists(conf):
         env["CCACHE_CONFIGPATH"] = conf  # the size limit the controller set, read-only
     return env
+
+
+def cython_env(box, project_cache):
+    # type: (str, str) -> Dict[str, str]
+    """The variables that give a build's ``cythonize()`` calls Cython's cache in the project's
+    folder: ``cythonhook.py`` copied into the build's own folder as the backend's sitecustomize."""
+    site = os.path.join(box, "site")
+    if not os.path.isdir(site):
+        os.mkdir(site)
+    shutil.copyfile(os.path.join(HERE, "cythonhook.py"), os.path.join(site, "sitecustomize.py"))
+    return {"PYTHONPATH": site, "PIWHEELS_CYTHON_CACHE": os.path.join(project_cache, "cython")}
 
 
 def _write_wrappers(ccache, folder, envs):

@@ -1,21 +1,26 @@
 """ccache hits on a rebuild whatever drives the compiler: setuptools with C++, CMake (its
 compiler launcher), and C++ that includes a header from the randomly named build environment,
-with uv and with pip as the frontend; the hit rate is in the result and the log."""
+with uv and with pip as the frontend; the hit rate is in the result and the log. With uv,
+Cython's ``.pyx -> .c`` step of a rebuild comes from Cython's cache in the project's folder."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from piwheels_ctl import agent, frontend
+from piwheels_ctl import agent, cythonhook, frontend
 
 from indexserver import IndexServer
-from sdists import make_sdist
+from sdists import make_sdist, pip_env
 from wheels import make_wheel
 
 PYTHON = "/usr/bin/python3"
@@ -157,3 +162,96 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         warm_log[-3000:],
     )
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
+
+
+CYTHON_PYX = "def hello():\n    return 'hello from Cython'\n"
+CYTHON_SETUP = """\
+from Cython.Build import cythonize
+from setuptools import setup
+
+setup(ext_modules=cythonize(["cy_ext.pyx"]))
+"""
+
+
+@pytest.fixture(scope="module")
+def cython_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cython (3.1 or later: the cache needs it) as a wheel for this machine's Python."""
+    dest = tmp_path_factory.mktemp("cython")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps", "--dest", str(dest),
+         "--index-url", PYPI_SIMPLE_ENDPOINT, "Cython>=3.1"],
+        env=pip_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"downloading Cython failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return next(dest.glob("*.whl"))
+
+
+@pytest.mark.build
+def test_a_rebuild_takes_cythons_output_from_the_cache(
+    build_deps: Path, cython_wheel: Path, tmp_path: Path
+) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
+    assert found, f"no uv wheel in {build_deps}"
+    (tmp_path / "frontends").mkdir()
+    uv = str(shutil.copy(found[0], tmp_path / "frontends"))
+    project = tmp_path / "cy-ext"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        PYPROJECT.format(name="cy-ext").replace('"setuptools>=61"', '"setuptools>=61", "Cython>=3.1"')
+    )
+    (project / "cy_ext.pyx").write_text(CYTHON_PYX)
+    (project / "setup.py").write_text(CYTHON_SETUP)
+    sdist = make_sdist(project, tmp_path / "sdists")
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    shutil.copy(cython_wheel, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
+        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
+    assert cold["status"] == "success", cold_log[-3000:]
+    assert warm["status"] == "success", warm_log[-3000:]
+    assert "Found compiled" not in cold_log, cold_log[-3000:]
+    cached = sorted(p.name for p in (tmp_path / "ccache" / "projects" / "cy-ext" / "cython").iterdir())
+    assert [name for name in cached if name.startswith("cy_ext.c-")], cached
+    assert "Found compiled cy_ext.pyx in cache" in warm_log, warm_log[-3000:]
+    # The same C, so the compiler cache hits too; and the wheel works.
+    assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
+        warm["ccache"],
+        warm_log[-3000:],
+    )
+    wheel = tmp_path / "outbox-warm" / warm["files"][0]["name"]
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "installed")
+    out = subprocess.run(
+        [PYTHON, "-c", "import cy_ext; print(cy_ext.hello())"],
+        cwd=tmp_path / "installed", capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "hello from Cython", out
+
+
+def test_the_hook_runs_the_interpreters_own_sitecustomize(tmp_path: Path) -> None:
+    """The hook hides the sitecustomize that would have run (Debian's, say): it runs it."""
+    hook, own = tmp_path / "hook", tmp_path / "own"
+    hook.mkdir()
+    own.mkdir()
+    shutil.copy(cythonhook.__file__, hook / "sitecustomize.py")
+    (own / "sitecustomize.py").write_text("import builtins\nbuiltins.OWN_SITECUSTOMIZE = True\n")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{hook}:{own}", "PIWHEELS_CYTHON_CACHE": str(tmp_path)}
+    probe = (
+        "import builtins, sys; "
+        "print(getattr(builtins, 'OWN_SITECUSTOMIZE', False), type(sys.meta_path[0]).__name__)"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["True", "CythonCache"], out
+
+
+def test_cython_versions_before_3_1_are_left_alone() -> None:
+    assert cythonhook._version("3.1.0") == (3, 1)
+    assert cythonhook._version("3.2.0b1") == (3, 2)
+    assert cythonhook._version("0.29.37") < (3, 1)
+    assert cythonhook._version("3.0.12") < (3, 1)

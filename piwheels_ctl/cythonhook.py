@@ -1,0 +1,100 @@
+"""Cython's own cache of the C it generates, switched on from outside the project.
+
+A build's Python runs this at start as its ``sitecustomize`` (the agent puts a copy, named so,
+in a folder of the build's own and names that folder in ``PYTHONPATH``; uv passes it on to the
+build backend, pip replaces it). From then on every ``cythonize()`` the build makes, directly
+or through ``Cython.Distutils`` or the ``cythonize`` command, caches its ``.pyx -> .c`` step in
+``PIWHEELS_CYTHON_CACHE``, the project's own folder of the compiler cache, unless the project
+says otherwise (``cache=...``). Cython keys each file by its Cython version, the contents of
+the file and of everything it includes, and the options: what a rebuild gets from the cache is
+what Cython would have generated. Cython before 3.1 is left alone.
+
+The interpreter's own ``sitecustomize``, which this one hides, runs afterwards as it would have.
+
+Sent to builders beside ``agent.py``; runs in build backends of Python 3.8 and later.
+"""
+
+import os
+import sys
+
+try:
+    from typing import Tuple  # noqa: F401 - used in type comments
+except ImportError:  # pragma: no cover
+    pass
+
+MODULE = "Cython.Build.Dependencies"
+CACHE = os.environ.get("PIWHEELS_CYTHON_CACHE", "")
+
+
+def _version(text):
+    # type: (str) -> Tuple[int, ...]
+    """(major, minor) of a Cython version such as "3.1.0" or "3.2.0b1"."""
+    numbers = []
+    for part in text.split(".")[:2]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        numbers.append(int(digits or 0))
+    return tuple(numbers)
+
+
+def patch(module):
+    # type: (object) -> None
+    """Give ``module.cythonize`` (Cython 3.1 and later) the cache folder as its default."""
+    cython = sys.modules.get("Cython")
+    if not CACHE or _version(getattr(cython, "__version__", "0")) < (3, 1):
+        return
+    original = module.cythonize  # type: ignore[attr-defined]
+
+    def cythonize(*args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("cache", CACHE)
+        return original(*args, **kwargs)
+
+    cythonize.__doc__ = original.__doc__
+    cythonize.__wrapped__ = original  # type: ignore[attr-defined]
+    module.cythonize = cythonize  # type: ignore[attr-defined]
+
+
+class CythonCache:
+    """A finder that lets the usual finders find Cython's cythonize module, then patches it as
+    soon as it has run."""
+
+    def find_spec(self, name, path=None, target=None):  # type: ignore[no-untyped-def]
+        if name != MODULE:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):  # type: ignore[no-untyped-def]
+            run(module)
+            patch(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _next_sitecustomize():
+    # type: () -> None
+    """Run the ``sitecustomize`` this one hides: the next one on ``sys.path``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        folder = os.path.abspath(entry or os.curdir)
+        path = os.path.join(folder, "sitecustomize.py")
+        if folder != here and os.path.isfile(path):
+            with open(path) as source:
+                code = compile(source.read(), path, "exec")
+            exec(code, {"__name__": "sitecustomize", "__file__": path})  # noqa: S102 - the interpreter's own
+            return
+
+
+if CACHE:
+    sys.meta_path.insert(0, CythonCache())
+if __name__ == "sitecustomize":
+    _next_sitecustomize()
