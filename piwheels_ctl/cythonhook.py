@@ -7,7 +7,10 @@ or through ``Cython.Distutils`` or the ``cythonize`` command, caches its ``.pyx 
 ``PIWHEELS_CYTHON_CACHE``, the project's own folder of the compiler cache, unless the project
 says otherwise (``cache=...``). Cython keys each file by its Cython version, the contents of
 the file and of everything it includes, and the options: what a rebuild gets from the cache is
-what Cython would have generated. Cython before 3.1 is left alone.
+what Cython would have generated. Cython hashes each file with its path, and a build's paths
+are random (the unpacked sdist's folder, the build environment's with Cython's own ``.pxd``
+files): here a file is hashed by its name and contents, which is what decides the C (as
+Cython's options fingerprint says of its include paths). Cython before 3.1 is left alone.
 
 The interpreter's own ``sitecustomize``, which this one hides, runs afterwards as it would have.
 
@@ -40,12 +43,28 @@ def _version(text):
     return tuple(numbers)
 
 
+def file_hash(filename):
+    # type: (str) -> str
+    """A source file's key in the cache: its name and its contents, not the folder it is in."""
+    import hashlib
+
+    digest = hashlib.sha256(os.path.basename(filename).encode("utf-8") + b"\0")
+    with open(filename, "rb") as source:
+        for block in iter(lambda: source.read(65536), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def patch(module):
     # type: (object) -> None
-    """Give ``module.cythonize`` (Cython 3.1 and later) the cache folder as its default."""
+    """Give ``module.cythonize`` (Cython 3.1 and later) the cache folder as its default, and
+    the cache keys that do not depend on where the build runs."""
     cython = sys.modules.get("Cython")
     if not CACHE or _version(getattr(cython, "__version__", "0")) < (3, 1):
         return
+    cache = sys.modules.get("Cython.Build.Cache")
+    if cache is not None and hasattr(cache, "file_hash"):
+        cache.file_hash = file_hash  # type: ignore[attr-defined]
     original = module.cythonize  # type: ignore[attr-defined]
 
     def cythonize(*args, **kwargs):  # type: ignore[no-untyped-def]

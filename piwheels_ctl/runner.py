@@ -267,6 +267,9 @@ class Runner:
         lease = timedelta(seconds=self.settings.build_timeout) + LEASE_MARGIN
         claimed = 0
         running: dict[Future[Outcome], tuple[Executor, Job, int]] = {}
+        # Builds that finished, verified and recorded once their slots have their next jobs:
+        # recording (and writing the project's pages) no longer keeps a slot waiting.
+        finished: list[tuple[Future[Outcome], Executor, Job, int]] = []
         busy = {id(e): 0 for e in self.executors}
         slots = sum(e.slots for e in self.executors) or 1
         with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
@@ -291,6 +294,11 @@ class Runner:
                             self.progress.started(job, executor.name)
                             busy[id(executor)] += 1
                             claimed += 1
+                    if finished:
+                        while finished:
+                            self._complete(*finished[0], report)
+                            del finished[0]
+                        continue  # a builder found lying hands its job back: claim again
                     if not running:
                         break
                     done, _ = wait(running, timeout=POLL if waiting_for_retry else None,
@@ -298,11 +306,15 @@ class Runner:
                     for future in done:
                         executor, job, build_id = running.pop(future)
                         busy[id(executor)] -= 1
-                        self._complete(future, executor, job, build_id, report)
+                        if future.exception() is None:
+                            finished.append((future, executor, job, build_id))
+                        else:  # the builder's fault: it rests before anything more is claimed for it
+                            self._complete(future, executor, job, build_id, report)
             except BaseException:
                 for executor in self.executors:
                     executor.kill_all()
-                self._hand_back([build_id for _e, _j, build_id in running.values()])
+                unrecorded = [build_id for *_rest, build_id in finished]
+                self._hand_back([build_id for _e, _j, build_id in running.values()] + unrecorded)
                 raise
             finally:
                 for executor in self.executors:

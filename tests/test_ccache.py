@@ -164,7 +164,8 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
 
 
-CYTHON_PYX = "def hello():\n    return 'hello from Cython'\n"
+# It includes a .pxd of Cython's own, from the build environment (a random folder each build).
+CYTHON_PYX = "from libc.math cimport sqrt\n\ndef hello():\n    return 'hello from Cython' * int(sqrt(1.0))\n"
 CYTHON_SETUP = """\
 from Cython.Build import cythonize
 from setuptools import setup
