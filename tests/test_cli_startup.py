@@ -91,6 +91,27 @@ def test_status_and_queue_import_only_what_a_query_needs(args: list[str], tmp_pa
     assert _packages(modules, unneeded) == [], f"piwheels-ctl {' '.join(args)} imported these"
 
 
+def test_publish_imports_the_publisher_not_what_fetches_builds_or_explains(tmp_path: Path) -> None:
+    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_DEBIAN_MIRROR="")
+    piwheels(env, "init")
+    modules = _imported(["publish"], env, tmp_path)
+    assert "piwheels_ctl.publisher" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
+    unneeded = (
+        "alembic",
+        "wheel",
+        "paramiko",
+        "requests",
+        "pypi_simple",
+        "piwheels_ctl.catalog",
+        "piwheels_ctl.collector",
+        "piwheels_ctl.recorder",
+        "piwheels_ctl.hints",
+        "piwheels_ctl.failures",
+        "piwheels_ctl.cli.projects",
+    )
+    assert _packages(modules, unneeded) == [], "piwheels-ctl publish imported these"
+
+
 def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetches(tmp_path: Path) -> None:
     # An upstream that cannot be reached: a run with nothing to mirror must not need it.
     env = clean_env(

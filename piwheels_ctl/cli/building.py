@@ -134,7 +134,6 @@ def _mirror_round(app: App) -> None:
         return
     from ..mirror import candidates, mirror
 
-    app.refresh_local_builder()  # a new ABI gets its upstream coverage first
     db = app.database()
     with db.reader() as session:
         todo = candidates(session)
@@ -159,9 +158,17 @@ def _mirror_round(app: App) -> None:
 def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress: Progress) -> RunReport:
     from ..executors import open_executors
 
-    _mirror_round(app)
     db = app.database()
-    runner = Runner(db, app.settings, open_executors(db, app.settings), progress)
+    # Brings the local builder up to the settings first: a new ABI gets its upstream coverage
+    # before the mirror round looks for what to fetch. (No connection is made yet.)
+    executors = open_executors(db, app.settings)
+    try:
+        _mirror_round(app)
+    except BaseException:
+        for executor in executors:
+            executor.close()
+        raise
+    runner = Runner(db, app.settings, executors, progress)
     runner_box[:] = [runner]
     return runner.run(limit=limit)
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from .. import catalog
 from ..collector import inspect_wheel
 from ..database import upgrade
-from ..errors import InputError, PiwheelsError, UpstreamError, storage_error
+from ..errors import InputError, PiwheelsError, UpstreamError
 from ..failures import rebuild_failed
 from ..models import Build
 from ..recorder import import_wheel
@@ -232,38 +232,3 @@ def import_(app: App, wheels: tuple[Path, ...]) -> None:
         placed = import_wheel(db, app.settings.www_dir, wheel)
         renamed = "" if placed.filename == wheel.filename else f" as {placed.filename} (its name was taken)"
         out.print(f"imported {wheel.filename}{renamed}")
-
-
-@cli.command()
-@click.option("--full", is_flag=True, help="Rewrite every page, not only what changed.")
-@pass_app
-def publish(app: App, full: bool) -> None:
-    """Write the static index under <data dir>/www from the database."""
-    try:
-        result = app.publish(full=full)
-    except OSError as exc:
-        raise storage_error(exc, app.settings.www_dir) from None
-    out.print(
-        f"published {result.projects_written} project page(s)"
-        + (", root index rewritten" if result.root_written else "")
-        + f" in {app.settings.www_dir}"
-    )
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@pass_app
-def serve(app: App, host: str, port: int) -> None:
-    """Serve the index (for one machine; a farm uses nginx)."""
-    from ..server import serve as serve_index
-
-    www = app.settings.www_dir
-    if not (www / "simple").is_dir():
-        raise InputError(f"{www}: nothing published yet (run 'piwheels-ctl publish')")
-
-    def announce(url: str) -> None:
-        # Said once the port is bound: a client started on this line finds the server there.
-        err.print(f"serving {www} on {url} (index: {url}simple/)", highlight=False, soft_wrap=True)
-
-    serve_index(www, host, port, app.settings.logs_dir, announce=announce)
