@@ -60,6 +60,7 @@ class Settings(BaseModel):
     command_timeout: float = Field(default=120.0, gt=0)
     sync_interval: float = Field(default=600.0, gt=0)
     sync_workers: int = Field(default=8, ge=1, le=64)  # project pages a sync fetches at once
+    publish_workers: int = Field(default=0, ge=0, le=64)  # processes of `publish --full`; 0: one per CPU
     # A project deleted upstream: "keep" its published wheels listed, or "withdraw" them from
     # the index (its rows and wheel files stay, and come back should the project).
     upstream_deleted: Literal["keep", "withdraw"] = "keep"

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import multiprocessing
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import ColumnElement, Exists, Select, and_, bindparam, exists, or_, select, update
@@ -84,12 +87,16 @@ def publish_from(
     full: bool = False,
     public_url: str | None = None,
     withdraw_deleted: bool = False,
+    workers: int = 1,
 ) -> PublishResult:
     """Publish from one read-only snapshot, then clear the flags of what it published in a
     short write transaction of its own: a long publish never holds up a recorder. With ``full``,
-    every project, a chunk at a time, each chunk in short transactions of its own."""
+    every project, a chunk at a time, each chunk in short transactions of its own, ``workers``
+    chunks at once."""
     if full:
-        return _publish_full(db, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted)
+        return _publish_full(
+            db, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted, workers=workers
+        )
     with db.reader() as session:
         result = publish(session, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted)
     with db.session() as session:
@@ -157,29 +164,24 @@ def publish(
 
 
 def _publish_full(
-    db: Database, www_dir: Path, *, public_url: str | None, withdraw_deleted: bool
+    db: Database, www_dir: Path, *, public_url: str | None, withdraw_deleted: bool, workers: int
 ) -> PublishResult:
-    """Every project's pages, CHUNK projects at a time, each chunk read in a snapshot of its own
-    and its flags cleared right after; then the root index, written whole as it streams from the
-    database, stray pages removed, and every page for people. Memory: a chunk, and the names."""
+    """Every project's pages, CHUNK projects (by name) at a time, each chunk read in a snapshot
+    of its own by one of ``workers`` processes and its flags cleared right after; then the root
+    index, written whole as it streams from the database, stray pages removed, and every page
+    for people, again by chunks. Memory: the names, and a chunk per worker."""
     simple = www_dir / "simple"
     written = _Written()
     count = 0
-    after: str | None = None
-    while True:
-        with db.reader() as session:
-            query = _candidates().where(or_(Project.dirty, _has_files()))
-            if after is not None:
-                query = query.where(Project.name > after)
-            chunk = session.execute(query.order_by(Project.name).limit(CHUNK)).all()
-            if not chunk:
-                break
-            with _synced_together():
-                _publish_projects(session, simple, chunk, written, withdraw_deleted)
+    ranges = _name_ranges(db)
+    for generations, chunk_written in _each_range(
+        db, workers, _index_pages, ranges, simple, withdraw_deleted
+    ):
         with db.session() as session:
-            clear_published(session, {row.id: row.dirty_generation for row in chunk})
-        count += len(chunk)
-        after = chunk[-1].name
+            clear_published(session, generations)
+        count += len(generations)
+        written.published |= chunk_written.published
+        written.emptied |= chunk_written.emptied
     with db.reader() as session:
         root_written, listed = _write_root(session, simple, withdraw_deleted)
     with db.session() as session:
@@ -192,23 +194,92 @@ def _publish_full(
     for name in sorted(written.emptied):
         _remove_project(simple / name)
     site = _site(public_url)
-    after = None
-    while True:
-        with db.reader() as session:
-            query = select(Project.id, Project.name).where(
-                exists().where(VersionRow.project_id == Project.id)
-            )
-            if after is not None:
-                query = query.where(Project.name > after)
-            rows = session.execute(query.order_by(Project.name).limit(CHUNK)).all()
-            if not rows:
-                break
-            with _synced_together():
-                _write_project_pages(session, www_dir, [row.id for row in rows], site)
-        after = rows[-1].name
+    for _ in _each_range(db, workers, _people_pages, ranges, www_dir, site):
+        pass
     with db.reader() as session:
         _write_site(session, www_dir, site, prune=True)
     return PublishResult(projects_written=count, root_written=root_written)
+
+
+# A chunk of a full publish: the projects whose names are after the first (None: from the
+# start) and up to the second (None: to the end).
+_Range = tuple[str | None, str | None]
+_T = TypeVar("_T")
+
+
+def _name_ranges(db: Database) -> list[_Range]:
+    """The projects' names cut into ranges of CHUNK projects."""
+    with db.reader() as session:
+        names = session.scalars(select(Project.name).order_by(Project.name)).all()
+    return list(itertools.pairwise([None, *names[CHUNK - 1 :: CHUNK], None]))
+
+
+def _within(query: Select[Any], names: _Range) -> Select[Any]:
+    after, upto = names
+    if after is not None:
+        query = query.where(Project.name > after)
+    if upto is not None:
+        query = query.where(Project.name <= upto)
+    return query.order_by(Project.name)
+
+
+def _index_pages(
+    db: Database, names: _Range, simple: Path, withdraw_deleted: bool
+) -> tuple[dict[int, int], _Written]:
+    """The index pages of a range's projects (those with files, or dirty); the generations
+    published, and what was written."""
+    written = _Written()
+    with db.reader() as session:
+        rows = session.execute(_within(_candidates().where(or_(Project.dirty, _has_files())), names)).all()
+        if rows:
+            with _synced_together():
+                _publish_projects(session, simple, rows, written, withdraw_deleted)
+    return {row.id: row.dirty_generation for row in rows}, written
+
+
+def _people_pages(db: Database, names: _Range, www_dir: Path, site: dict[str, Any]) -> None:
+    """The pages for people of a range's projects that have a version."""
+    with db.reader() as session:
+        query = select(Project.id).where(exists().where(VersionRow.project_id == Project.id))
+        ids = list(session.scalars(_within(query, names)))
+        if ids:
+            with _synced_together():
+                _write_project_pages(session, www_dir, ids, site)
+
+
+# In a worker process of a full publish: its own connection to the database.
+_worker_db: Database | None = None
+
+
+def _start_worker(url: str) -> None:
+    global _worker_db  # one per worker process, made when it starts
+    _worker_db = Database(url)
+
+
+def _in_worker(work: Callable[..., _T], *args: Any) -> _T:
+    assert _worker_db is not None
+    return work(_worker_db, *args)
+
+
+def _each_range(
+    db: Database, workers: int, work: Callable[..., _T], ranges: list[_Range], *args: Any
+) -> Iterator[_T]:
+    """``work(db, names, *args)`` for each range, in order: here, or in ``workers`` processes
+    of their own (each with its own connection) when there is more than one range."""
+    if workers <= 1 or len(ranges) <= 1:
+        for names in ranges:
+            yield work(db, names, *args)
+        return
+    url = db.engine.url.render_as_string(hide_password=False)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(url,)
+    )
+    try:
+        yield from pool.map(_in_worker, *zip(*[(work, names, *args) for names in ranges], strict=True))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # no worker goes on writing behind the error
+        raise
+    pool.shutdown(wait=True)
 
 
 def _publish_projects(

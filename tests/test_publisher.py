@@ -387,6 +387,30 @@ def test_many_projects(db: Database, www: Path) -> None:
     assert (www / "simple" / "p599" / "p599-1.0-py3-none-any.whl.metadata").exists()
 
 
+def test_a_full_publish_in_worker_processes_writes_what_one_process_writes(
+    db: Database, tmp_path: Path
+) -> None:
+    """Three chunks of projects in two worker processes: the same files, byte for byte."""
+    with db.session() as session:
+        for n in range(1100):
+            project = add_project(session, f"p{n:04d}", f"P{n:04d}")
+            add_wheel(session, add_version(session, project, "1.0"))
+            if n % 3 == 0:
+                add_wheel(session, add_version(session, project, "2.0"), "cp311-cp311-linux_armv7l")
+            if n % 7 == 0:
+                add_version(session, project, "3.0")  # no files
+    trees = {}
+    for workers in (1, 2):
+        www = tmp_path / f"www-{workers}"
+        result = publish_from(db, www, full=True, workers=workers)
+        assert (result.projects_written, result.root_written) == (1100, True), (workers, result)
+        trees[workers] = {str(p.relative_to(www)): p.read_bytes() for p in all_files(www)}
+    assert len(trees[1]) > 4400, len(trees[1])
+    assert trees[2].keys() == trees[1].keys(), sorted(trees[2].keys() ^ trees[1].keys())[:10]
+    differ = [name for name in trees[1] if trees[1][name] != trees[2][name]]
+    assert not differ, differ[:10]
+
+
 def make_wheel(path: Path, name: str, version: str, metadata: str) -> bytes:
     """A minimal, valid pure-Python wheel whose METADATA is ``metadata``."""
     dist_info = f"{name}-{version}.dist-info"

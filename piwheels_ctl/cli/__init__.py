@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +86,7 @@ class App:
             full=full,
             public_url=settings.public_url,
             withdraw_deleted=settings.upstream_deleted == "withdraw",
+            workers=settings.publish_workers or os.cpu_count() or 1,
         )
 
     def refresh_local_builder(self) -> None:
