@@ -65,51 +65,42 @@ def test_version_and_help_import_no_database_or_settings_library(args: list[str]
     assert not (tmp_path / "data").exists(), "a help or version call created the data folder"
 
 
-@pytest.mark.parametrize("args", [["status"], ["queue"], ["status", "--json"], ["queue", "--json"]])
-def test_status_and_queue_import_only_what_a_query_needs(args: list[str], tmp_path: Path) -> None:
+# What no light command imports: what fetches from the upstream, builds, records or explains.
+UNNEEDED = (
+    "alembic",
+    "wheel",
+    "paramiko",
+    "piwheels_ctl.collector",
+    "piwheels_ctl.recorder",
+    "piwheels_ctl.upstream",
+    "piwheels_ctl.cli.projects",
+)
+QUERY = ("jinja2", "piwheels_ctl.publisher", "piwheels_ctl.cli.building")  # nor a query command this
+PUBLISH = ("requests", "pypi_simple", "piwheels_ctl.catalog", "piwheels_ctl.hints", "piwheels_ctl.failures")
+
+
+@pytest.mark.parametrize(
+    ("args", "doer", "unneeded"),
+    [
+        (["status"], "piwheels_ctl.cli.status", QUERY),
+        (["queue"], "piwheels_ctl.cli.status", QUERY),
+        (["status", "--json"], "piwheels_ctl.cli.status", (*QUERY, "rich.table")),
+        (["queue", "--json"], "piwheels_ctl.cli.status", (*QUERY, "rich.table")),
+        (["publish"], "piwheels_ctl.publisher", PUBLISH),
+    ],
+)
+def test_light_commands_import_only_what_their_work_needs(
+    args: list[str], doer: str, unneeded: tuple[str, ...], tmp_path: Path
+) -> None:
     env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_DEBIAN_MIRROR="")
     piwheels(env, "init")
     # The first command registers the local builder's ABI, and with it the coverage of the wheels
     # already there (the recorder's work); what is measured is every later start.
     piwheels(env, "queue")
     modules = _imported(args, env, tmp_path)
-    assert "piwheels_ctl.cli.status" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
-    unneeded = (
-        "alembic",
-        "jinja2",
-        "wheel",
-        "paramiko",
-        "piwheels_ctl.publisher",
-        "piwheels_ctl.collector",
-        "piwheels_ctl.recorder",
-        "piwheels_ctl.upstream",
-        "piwheels_ctl.cli.projects",
-        "piwheels_ctl.cli.building",
-    )
-    if "--json" in args:
-        unneeded += ("rich.table",)
-    assert _packages(modules, unneeded) == [], f"piwheels-ctl {' '.join(args)} imported these"
-
-
-def test_publish_imports_the_publisher_not_what_fetches_builds_or_explains(tmp_path: Path) -> None:
-    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_DEBIAN_MIRROR="")
-    piwheels(env, "init")
-    modules = _imported(["publish"], env, tmp_path)
-    assert "piwheels_ctl.publisher" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
-    unneeded = (
-        "alembic",
-        "wheel",
-        "paramiko",
-        "requests",
-        "pypi_simple",
-        "piwheels_ctl.catalog",
-        "piwheels_ctl.collector",
-        "piwheels_ctl.recorder",
-        "piwheels_ctl.hints",
-        "piwheels_ctl.failures",
-        "piwheels_ctl.cli.projects",
-    )
-    assert _packages(modules, unneeded) == [], "piwheels-ctl publish imported these"
+    assert doer in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
+    imported = _packages(modules, UNNEEDED + unneeded)
+    assert imported == [], f"piwheels-ctl {' '.join(args)} imported these"
 
 
 def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetches(tmp_path: Path) -> None:
@@ -125,18 +116,10 @@ def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetc
     assert "built 0, failed 0, remaining 0" in printed, printed
     assert "piwheels_ctl.runner" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
     unneeded = (
-        "alembic",
+        *UNNEEDED,
+        *PUBLISH,
         "jinja2",
-        "wheel",
-        "paramiko",
-        "requests",
-        "pypi_simple",
-        "piwheels_ctl.upstream",
-        "piwheels_ctl.catalog",
-        "piwheels_ctl.collector",
-        "piwheels_ctl.recorder",
         "piwheels_ctl.classifier",
-        "piwheels_ctl.hints",
         "piwheels_ctl.publisher",
         "piwheels_ctl.agent",  # what builds on this machine, and what is sent to builders
     )
