@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import re
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -251,9 +253,17 @@ def _people_pages(db: Database, names: _Range, www_dir: Path, site: dict[str, An
 _worker_db: Database | None = None
 
 
-def _start_worker(url: str) -> None:
+def _start_worker(url: str, parent: int) -> None:
     global _worker_db  # one per worker process, made when it starts
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     _worker_db = Database(url)
+
+
+def _exit_with(parent: int) -> None:
+    """A worker whose publish was killed ends too, rather than wait for more work for ever."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _in_worker(work: Callable[..., _T], *args: Any) -> _T:
@@ -271,9 +281,9 @@ def _each_range(
             yield work(db, names, *args)
         return
     url = db.engine.url.render_as_string(hide_password=False)
-    pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(url,)
-    )
+    context = multiprocessing.get_context("spawn")
+    start = (url, os.getpid())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=start)
     try:
         yield from pool.map(_in_worker, *zip(*[(work, names, *args) for names in ranges], strict=True))
     except BaseException:

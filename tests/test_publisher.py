@@ -20,11 +20,11 @@ from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, IndexPage, ProjectPa
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl.database import Database
+from piwheels_ctl.database import Database, upgrade
 from piwheels_ctl.models import File, Project, Version
 from piwheels_ctl.publisher import publish_from
 
-from helpers import serving
+from helpers import PIWHEELS, clean_env, serving
 
 OLD = 1_000_000_000  # an mtime far in the past: a rewrite shows as a newer one
 
@@ -409,6 +409,51 @@ def test_a_full_publish_in_worker_processes_writes_what_one_process_writes(
     assert trees[2].keys() == trees[1].keys(), sorted(trees[2].keys() ^ trees[1].keys())[:10]
     differ = [name for name in trees[1] if trees[1][name] != trees[2][name]]
     assert not differ, differ[:10]
+
+
+def _stat(pid: int) -> tuple[str, int, bytes] | None:
+    """A process's state, parent and command line; None when it is gone (or only a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else (fields[0], int(fields[1]), cmdline)
+
+
+def _workers(parent: int) -> list[int]:
+    """The multiprocessing workers whose parent is ``parent``."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if (st := _stat(pid)) and st[1] == parent and b"spawn_main" in st[2]]
+
+
+def test_the_workers_of_a_killed_full_publish_end_too(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(f"sqlite:///{data / 'piwheels.db'}")
+    upgrade(db.engine)
+    with db.session() as session:
+        for n in range(6000):
+            add_wheel(session, add_version(session, add_project(session, f"p{n:04d}"), "1.0"))
+    db.dispose()
+    env = clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_LOCAL_BUILDER="false", PIWHEELS_PUBLISH_WORKERS="2")
+    proc = subprocess.Popen([str(PIWHEELS), "publish", "--full"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = _workers(proc.pid)
+        assert len(workers) == 2, f"no two workers seen (publish ended: {proc.poll()}): {workers}"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_stat(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if _stat(pid)]
+    assert not left, f"workers still running after their publish was killed: {left}"
 
 
 def make_wheel(path: Path, name: str, version: str, metadata: str) -> bytes:
