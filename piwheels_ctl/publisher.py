@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from . import pages, rootindex, stats
 from .database import Database
+from .errors import PiwheelsError
 from .models import File, Project
 from .models import Version as VersionRow
 
@@ -286,6 +288,13 @@ def _each_range(
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=start)
     try:
         yield from pool.map(_in_worker, *zip(*[(work, names, *args) for names in ranges], strict=True))
+    except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise PiwheelsError(
+            "publish --full: a worker process ended abruptly (killed, or out of memory: fewer "
+            "publish_workers need less); the pages written so far are whole and the root index is "
+            "the one before: run it again"
+        ) from None
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # no worker goes on writing behind the error
         raise

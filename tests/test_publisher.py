@@ -427,7 +427,8 @@ def _workers(parent: int) -> list[int]:
     return [pid for pid in pids if (st := _stat(pid)) and st[1] == parent and b"spawn_main" in st[2]]
 
 
-def test_the_workers_of_a_killed_full_publish_end_too(tmp_path: Path) -> None:
+def _full_publish_with_two_workers(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """``publish --full`` of 6,000 projects (12 chunks) with two workers, and their pids."""
     data = tmp_path / "data"
     data.mkdir()
     db = Database(f"sqlite:///{data / 'piwheels.db'}")
@@ -437,23 +438,38 @@ def test_the_workers_of_a_killed_full_publish_end_too(tmp_path: Path) -> None:
             add_wheel(session, add_version(session, add_project(session, f"p{n:04d}"), "1.0"))
     db.dispose()
     env = clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_LOCAL_BUILDER="false", PIWHEELS_PUBLISH_WORKERS="2")
-    proc = subprocess.Popen([str(PIWHEELS), "publish", "--full"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        workers: list[int] = []
-        deadline = time.monotonic() + 120
-        while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            workers = _workers(proc.pid)
-        assert len(workers) == 2, f"no two workers seen (publish ended: {proc.poll()}): {workers}"
-    finally:
+    proc = subprocess.Popen([str(PIWHEELS), "publish", "--full"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        workers = _workers(proc.pid)
+    if len(workers) < 2:
         proc.kill()
-        proc.wait()
+        out, err = proc.communicate()
+        pytest.fail(f"no two workers seen (publish ended: {proc.returncode}): {workers}\n{out}{err}")
+    return proc, workers
+
+
+def test_the_workers_of_a_killed_full_publish_end_too(tmp_path: Path) -> None:
+    proc, workers = _full_publish_with_two_workers(tmp_path)
+    proc.kill()
+    proc.communicate()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(_stat(pid) for pid in workers):
         time.sleep(0.1)
     left = [pid for pid in workers if _stat(pid)]
     assert not left, f"workers still running after their publish was killed: {left}"
+
+
+def test_a_full_publish_whose_worker_dies_says_so(tmp_path: Path) -> None:
+    proc, workers = _full_publish_with_two_workers(tmp_path)
+    os.kill(workers[0], 9)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, (proc.returncode, out, err)
+    assert "a worker process ended abruptly" in err and "Traceback" not in err, err
+    assert not [pid for pid in workers if _stat(pid)], "a worker outlived its publish"
 
 
 def make_wheel(path: Path, name: str, version: str, metadata: str) -> bytes:
