@@ -339,8 +339,12 @@ def test_make_server_errors(www: Path, tmp_path: Path) -> None:
 
 
 def test_serve_until_interrupted(www: Path) -> None:
+    # Ctrl-C as a terminal sends it: the server as a user starts it, whatever this test process
+    # inherited (SIGINT ignored by a shell's background job, or blocked) and passed on.
     code = (
-        "import logging, sys; from pathlib import Path; from piwheels_ctl.server import serve; "
+        "import logging, signal, sys; from pathlib import Path; from piwheels_ctl.server import serve; "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+        "signal.signal(signal.SIGINT, signal.default_int_handler); "
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s'); "
         "serve(Path(sys.argv[1]), '127.0.0.1', 0)"
     )
