@@ -118,8 +118,7 @@ def cython_env(box, project_cache):
     """The variables that give a build's ``cythonize()`` calls Cython's cache in the project's
     folder: ``cythonhook.py`` copied into the build's own folder as the backend's sitecustomize."""
     site = os.path.join(box, "site")
-    if not os.path.isdir(site):
-        os.mkdir(site)
+    os.mkdir(site)  # the build's folder is new
     shutil.copyfile(os.path.join(HERE, "cythonhook.py"), os.path.join(site, "sitecustomize.py"))
     return {"PYTHONPATH": site, "PIWHEELS_CYTHON_CACHE": os.path.join(project_cache, "cython")}
 

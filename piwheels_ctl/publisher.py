@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -287,7 +288,7 @@ def _each_range(
     start = (url, os.getpid())
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=start)
     try:
-        yield from pool.map(_in_worker, *zip(*[(work, names, *args) for names in ranges], strict=True))
+        yield from pool.map(functools.partial(_in_worker, work), ranges, *map(itertools.repeat, args))
     except BrokenProcessPool:
         pool.shutdown(wait=True, cancel_futures=True)
         raise PiwheelsError(
