@@ -18,8 +18,10 @@ from piwheels_ctl.cli import COMMANDS, cli
 
 from helpers import clean_env, piwheels
 
-# Prints, after running the CLI with the given arguments, the modules it imported.
+# Prints, after running the CLI with the given arguments, the state of the cyclic garbage
+# collector and the modules it imported.
 IMPORTED = """\
+import gc
 import sys
 from piwheels_ctl.cli import main
 try:
@@ -27,6 +29,7 @@ try:
 except SystemExit:
     pass
 sys.stdout.flush()
+print("GC", int(gc.isenabled()), gc.get_freeze_count())
 print("MODULES", *sorted(sys.modules))
 """
 
@@ -114,6 +117,10 @@ def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetc
     piwheels(env, "run")  # registers the local builder's ABIs: every later run is the no-op one
     modules, printed = _run_imported(["run"], env, tmp_path)
     assert "built 0, failed 0, remaining 0" in printed, printed
+    # What the command's imports made is frozen, out of the collections (the one at exit
+    # too), and the collector is on again for the command's own work.
+    enabled, frozen = printed.splitlines()[-1].split()[1:]
+    assert (enabled, int(frozen) > 50_000) == ("1", True), printed
     assert "piwheels_ctl.runner" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
     unneeded = (
         *UNNEEDED,
