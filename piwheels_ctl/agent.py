@@ -200,9 +200,12 @@ def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, d
             "PIP_CONFIG_FILE": os.devnull,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PIP_NO_INPUT": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
+    # Bytecode is written (as a user's pip build writes it): the build environment's packages
+    # come without it, and the backend's Python starts twice in it (uv: the requirements, then
+    # the wheel; pip three times), so the second start reads what the first compiled
+    # (setuptools imports in half the time). Only the build's own folders are writable.
     if index_url:
         env["PIP_INDEX_URL"] = index_url
     else:

@@ -234,3 +234,30 @@ def test_a_build_cannot_reach_another_projects_cache_of_build_requirements(
     assert result["status"] == "success", log[-2000:]
     assert "POISONER: could not write" in log and "POISONER: could not list" in log, log[-2000:]
     assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == before
+
+
+@pytest.mark.build
+def test_the_backends_second_start_reads_the_bytecode_its_first_wrote(
+    build_deps: Path, uv_wheel: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "says-bytecode"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        '[project]\nname = "says-bytecode"\nversion = "1.0"\n'
+    )
+    # Each start of the backend says when setuptools' bytecode was written, if it was.
+    (project / "setup.py").write_text(
+        "import importlib.util, os, setuptools\n"
+        "pyc = importlib.util.cache_from_source(setuptools.__file__)\n"
+        "print('setuptools bytecode:', os.stat(pyc).st_mtime_ns if os.path.exists(pyc) else None)\n"
+        "setuptools.setup(py_modules=[])\n"
+    )
+    sdist = make_sdist(project, tmp_path / "sdists")
+    with IndexServer(build_deps) as index:
+        result, log = _build(sdist, tmp_path, index, uv_wheel, "uv")
+    assert result["status"] == "success", log
+    # uv starts the backend for the build requirements, then for the wheel, in one environment:
+    # the first start writes the bytecode, the second reads it (and so does not write it again).
+    said = [line.split(":", 1)[1].strip() for line in log.splitlines() if line.startswith("setuptools byte")]
+    assert len(said) == 2 and said[0] == said[1] != "None", said
