@@ -194,9 +194,14 @@ class Connection:
         *,
         timeout: float,
         env: Mapping[str, str] | None = None,
-        stdin: bytes | None = None,
     ) -> CommandResult:
-        """Run ``argv`` on the builder; TransportError if the connection fails or time runs out."""
+        """Run ``argv`` on the builder; TransportError if the connection fails or time runs out.
+
+        The command's stdin is the builder's ``/dev/null``, so nothing is ever sent on the channel:
+        paramiko sends an EOF outside the channel's lock, and one that crosses the close of a
+        command that already ended reaches sshd after the channel is gone, which makes sshd drop
+        the whole connection, every slot's command with it (paramiko issues 1115 and 1705).
+        """
         import paramiko
 
         label = self.endpoint.label
@@ -208,12 +213,7 @@ class Connection:
         out: list[bytes] = []
         err: list[bytes] = []
         try:
-            chan.exec_command(self.command_line(argv, env))
-            if stdin:
-                chan.settimeout(max(0.1, deadline - time.monotonic()))  # a stalled reader cannot hold us
-                chan.sendall(stdin)
-                chan.settimeout(None)
-            chan.shutdown_write()
+            chan.exec_command(f"{self.command_line(argv, env)} </dev/null")
             while True:
                 while chan.recv_ready():
                     out.append(chan.recv(1 << 16))
