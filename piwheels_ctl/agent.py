@@ -18,26 +18,35 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import stat
-import struct
-import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import zipfile
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildnet, compilers, depscache, elfdeps, remotecache, sandbox, sdistfetch, supervise
+    from . import (
+        buildnet,
+        buildplatform,
+        compilers,
+        depscache,
+        elfdeps,
+        remotecache,
+        requirespython,
+        sandbox,
+        sdistfetch,  # fmt: skip
+        supervise,
+    )
 else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
+    import buildplatform  # type: ignore[import-not-found, no-redef]
     import compilers  # type: ignore[import-not-found, no-redef]
     import depscache  # type: ignore[import-not-found, no-redef]
     import elfdeps  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
+    import requirespython  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
     import sdistfetch  # type: ignore[import-not-found, no-redef]
     import supervise  # type: ignore[import-not-found, no-redef]
@@ -66,104 +75,19 @@ PASS_ENV = (
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
 # The files the controller sends to a builder: this one and the modules it imports.
 MODULES = (
-    "agent.py", "sandbox.py", "supervise.py", "buildnet.py", "sdistfetch.py", "elfdeps.py", "depscache.py",
-    "compilers.py", "remotecache.py", "cythonhook.py",
+    "agent.py", "buildplatform.py", "requirespython.py", "sandbox.py", "supervise.py", "buildnet.py",
+    "sdistfetch.py", "elfdeps.py", "depscache.py", "compilers.py", "remotecache.py", "cythonhook.py",
 )  # fmt: skip
 HERE = os.path.dirname(os.path.abspath(__file__))
-# A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
-USERLAND_32 = {"aarch64": "armv7l", "armv8l": "armv7l", "x86_64": "i686"}
 
 
 def probe():
     # type: () -> Dict[str, Any]
-    """The tags of the running interpreter, as bdist_wheel names the wheels it builds."""
-    impl = platform.python_implementation()
-    major, minor = sys.version_info[:2]
-    python_tag = ("pp" if impl == "PyPy" else "cp") + str(major) + str(minor)
-    soabi = sysconfig.get_config_var("SOABI")
-    if soabi and soabi.startswith("cpython-"):
-        abi_tag = "cp" + soabi.split("-")[1]
-    elif soabi and soabi.startswith("pypy"):
-        abi_tag = "_".join(soabi.split("-")[:2])
-    else:  # CPython 2.7 has no SOABI: rebuild it from the build flags
-        abi_tag = "cp" + str(major) + str(minor)
-        if sysconfig.get_config_var("Py_DEBUG"):
-            abi_tag += "d"
-        if sysconfig.get_config_var("WITH_PYMALLOC") and major == 2:
-            abi_tag += "m"
-        if major == 2 and sys.maxunicode == 0x10FFFF:
-            abi_tag += "u"
-    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
-    machine = kernel_machine()
-    personality = None
-    if pointer_bits() == 32 and machine in USERLAND_32:
-        # A 32-bit userland on a 64-bit kernel (Raspberry Pi OS on a Pi 4/5): its wheels are for
-        # the userland, and its builds run under the 32-bit personality (see build_personality).
-        plat = "linux_" + USERLAND_32[machine]
-        personality = "linux32"
-    elif plat == "linux_armv8l":  # the same userland already under linux32
-        plat = "linux_armv7l"
-    result = {
-        "python_tag": python_tag,
-        "abi_tag": abi_tag,
-        "platform_tag": plat,
-        "implementation": impl,
-        "version": "%d.%d.%d" % tuple(sys.version_info[:3]),
-        "executable": sys.executable,
-        "machine": machine,
-        "personality": personality,
-        "modules": dict((name, sha256_file(os.path.join(HERE, name))) for name in MODULES),
-    }  # type: Dict[str, Any]
-    if plat == "linux_armv7l":
-        result["armv6_userland"] = armv6_userland()
+    """What the controller asks of a builder's interpreter: its tags and platform, and the
+    digests of the agent's files here (so the controller knows when to send them again)."""
+    result = buildplatform.describe()
+    result["modules"] = dict((name, sha256_file(os.path.join(HERE, name))) for name in MODULES)
     return result
-
-
-def kernel_machine():
-    # type: () -> str
-    """The machine the kernel reports (``uname -m``)."""
-    return os.uname()[4]
-
-
-def pointer_bits():
-    # type: () -> int
-    """The running interpreter's pointer size in bits: 32 for a 32-bit userland."""
-    return struct.calcsize("P") * 8
-
-
-def armv6_userland():
-    # type: () -> bool
-    """True if this userland is built for ARMv6 (Raspbian, 32-bit Raspberry Pi OS), not ARMv7.
-
-    Asked of the compiler (the architecture it targets by default) and /etc/os-release, never
-    guessed from a machine name: a Debian armhf userland on the same Pi is ARMv7.
-    """
-    try:
-        with open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen(["cc", "-dM", "-E", "-"], stdin=devnull,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-            out = proc.communicate()[0].decode("ascii", "replace")
-    except OSError:
-        out = ""
-    match = re.search(r"#define __ARM_ARCH (\d+)", out)
-    if match:
-        return int(match.group(1)) <= 6
-    return os_release().get("ID") == "raspbian"  # no compiler: Raspbian's userland is ARMv6
-
-
-def os_release():
-    # type: () -> Dict[str, str]
-    """/etc/os-release as a dict (empty where there is none)."""
-    values = {}  # type: Dict[str, str]
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                key, sep, value = line.strip().partition("=")
-                if sep:
-                    values[key] = value.strip('"')
-    except (IOError, OSError):
-        pass
-    return values
 
 
 def sha256_file(path):
@@ -282,15 +206,6 @@ def not_root_owned(path):
         if current == "/":
             return None
         current = os.path.dirname(current)
-
-
-def build_personality():
-    # type: () -> Optional[str]
-    """The platform a build must be tagged for when it needs the 32-bit personality, else None."""
-    machine = kernel_machine()
-    if pointer_bits() == 32 and machine in USERLAND_32:
-        return "linux-" + USERLAND_32[machine]
-    return None
 
 
 def _chown_tree(folder, uid):
@@ -458,8 +373,8 @@ def build(
                     pip = frontend and unpack_frontend(frontend)
                 job = Request(python, name, version, outbox, log_path, work_root, timeout, memory_mb,
                               log_max_bytes, index_url, list(find_links), ccache_dir, on_start,
-                              min_free_mb, max_procs, pip, user, build_personality(), deps_cache,
-                              deps_cache_mb, ccache_remote)  # fmt: skip
+                              min_free_mb, max_procs, pip, user, buildplatform.build_personality(),
+                              deps_cache, deps_cache_mb, ccache_remote)  # fmt: skip
                 return _build(job, work, kind, uid, sdist)
             except sdistfetch.DownloadError as exc:
                 if exc.mismatch:  # the index's file is not what it says: the project's record
@@ -609,7 +524,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
     duration = time.time() - started
     files = []  # type: List[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
-        refusal = _requires_python_refusal(job.python, wheels) if command[0] != job.python else None
+        refusal = requirespython.refusal(job.python, wheels) if command[0] != job.python else None
         if refusal is not None:  # uv builds what pip refuses: the same outcome either way
             with as_user(job.user), open(job.log_path, "ab") as log:
                 log.write(("ERROR: %s\n" % refusal).encode())
@@ -617,7 +532,7 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
             with as_user(job.user):
                 files = _collect(wheels, job.outbox)
                 _add_deps(files, job.outbox)
-    armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and armv6_userland()
+    armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and buildplatform.armv6_userland()
     result = {
         "status": "success" if files else "failed",
         "returncode": finished.returncode,
@@ -642,64 +557,6 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
         if free_mb < max(job.min_free_mb, 1):
             return builder_error("disk full: %d MB free in %s after the build" % (free_mb, job.work_root))
     return result
-
-
-def _requires_python_refusal(python, wheels):
-    # type: (str, str) -> Optional[str]
-    """pip's words if a built wheel's Requires-Python excludes ``python`` (pip refuses to build
-    such a project, uv does not), else None."""
-    try:
-        out = subprocess.check_output(
-            [python, "-E", "-s", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    version = out.decode("ascii", "replace").strip()
-    for filename in sorted(os.listdir(wheels)):
-        if not filename.endswith(".whl"):
-            continue
-        with zipfile.ZipFile(os.path.join(wheels, filename)) as archive:
-            names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            metadata = archive.read(names[0]).decode("utf-8", "replace") if names else ""
-        match = re.search(r"^Requires-Python:[ \t]*(.+?)[ \t]*$", metadata.split("\n\n")[0], re.M)
-        if match and not specifier_allows(match.group(1), version):
-            name = filename.split("-")[0].replace("_", "-")
-            return "Package %r requires a different Python: %s not in %r" % (name, version, match.group(1))
-    return None
-
-
-def _release(text):
-    # type: (str) -> List[int]
-    return [int(part) for part in re.findall(r"\d+", text.split("+")[0])[:4]]
-
-
-def specifier_allows(specifier, version):
-    # type: (str, str) -> bool
-    """True if release ``version`` (such as 3.11.2) is in the PEP 440 ``specifier`` (such as
-    ">=3.8, !=3.9.*"); comparisons of release numbers only, as Requires-Python needs."""
-    have = _release(version)
-    for clause in specifier.split(","):
-        match = re.match(r"^\s*(~=|===|==|!=|<=|>=|<|>)\s*([0-9][0-9a-zA-Z.*+!]*)\s*$", clause)
-        if not match:
-            continue  # a clause we cannot read never refuses (pip decides on what it can read)
-        op, wanted = match.groups()
-        if wanted.endswith(".*"):
-            prefix = _release(wanted[:-2])
-            equal = have[: len(prefix)] + [0] * (len(prefix) - len(have)) == prefix
-            if (op == "==") != equal:
-                return False
-            continue
-        want = _release(wanted)
-        size = max(len(want), len(have))
-        a, b = have + [0] * (size - len(have)), want + [0] * (size - len(want))
-        if op == "~=":
-            ok = a >= b and a[: len(want) - 1] == want[: len(want) - 1]
-        else:
-            ok = {"==": a == b, "===": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b,
-                  ">=": a >= b}[op]  # fmt: skip
-        if not ok:
-            return False
-    return True
 
 
 def _add_deps(files, outbox):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent
+from piwheels_ctl import agent, buildplatform
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # in the sandbox's /usr, unlike this venv's interpreter
 AGENT = Path(agent.__file__)
@@ -47,8 +47,8 @@ def public() -> Iterator[Path]:
 @pytest.fixture
 def reported_aarch64(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake: the kernel reports aarch64 and the interpreter is 32-bit (Raspberry Pi OS on a Pi 4)."""
-    monkeypatch.setattr(agent, "kernel_machine", lambda: "aarch64")
-    monkeypatch.setattr(agent, "pointer_bits", lambda: 32)
+    monkeypatch.setattr(buildplatform, "kernel_machine", lambda: "aarch64")
+    monkeypatch.setattr(buildplatform, "pointer_bits", lambda: 32)
 
 
 @pytest.mark.usefixtures("reported_aarch64")
@@ -182,8 +182,8 @@ def test_an_armv6_userland_is_told_by_the_compilers_default_architecture(
     fake_cc.write_text(f"#!/bin/sh\necho '#define __ARM_ARCH {arch}'\n")
     fake_cc.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setattr(agent, "os_release", lambda: {"ID": "debian"})
-    assert agent.armv6_userland() is armv6
+    monkeypatch.setattr(buildplatform, "os_release", lambda: {"ID": "debian"})
+    assert buildplatform.armv6_userland() is armv6
 
 
 @pytest.mark.parametrize(("os_id", "armv6"), [("raspbian", True), ("debian", False)])
@@ -191,9 +191,9 @@ def test_without_a_compiler_raspbian_is_armv6(
     monkeypatch: pytest.MonkeyPatch, os_id: str, armv6: bool
 ) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr(agent, "os_release", lambda: {"ID": os_id})
-    assert agent.armv6_userland() is armv6
+    monkeypatch.setattr(buildplatform, "os_release", lambda: {"ID": os_id})
+    assert buildplatform.armv6_userland() is armv6
 
 
 def test_this_machines_compiler_is_not_armv6() -> None:
-    assert agent.armv6_userland() is False  # x86-64: no __ARM_ARCH at all, and not Raspbian
+    assert buildplatform.armv6_userland() is False  # x86-64: no __ARM_ARCH at all, and not Raspbian

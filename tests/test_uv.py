@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from piwheels_ctl import agent, depscache, frontend
+from piwheels_ctl import agent, depscache, frontend, requirespython
 from piwheels_ctl.classifier import Failure, classify
 from piwheels_ctl.config import Settings
 
@@ -187,7 +187,7 @@ def test_uv_refuses_what_pip_refuses_for_its_requires_python(
     ],
 )
 def test_requires_python_is_read_as_pip_reads_it(specifier: str, version: str, allowed: bool) -> None:
-    assert agent.specifier_allows(specifier, version) is allowed
+    assert requirespython.specifier_allows(specifier, version) is allowed
 
 
 POISONER_SETUP = """\
