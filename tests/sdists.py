@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -57,6 +58,31 @@ def _add(archive: tarfile.TarFile, arcname: str, data: bytes, mode: int = 0o644)
     info.mtime = _MTIME
     info.mode = mode
     archive.addfile(info, io.BytesIO(data))
+
+
+def setuptools_project(
+    root: Path,
+    name: str,
+    files: Mapping[str, str] | None = None,
+    *,
+    requires: Sequence[str] = (),
+    tables: str = "",
+) -> Path:
+    """The folder ``root/name`` of a project ``name`` 1.0 built by setuptools, with ``files``.
+
+    Its build requirements are setuptools and ``requires``; ``tables`` is TOML added to its
+    pyproject.toml after the ``[project]`` table's name and version (more of that table first).
+    """
+    folder = root / name
+    folder.mkdir(parents=True)
+    build_requires = ", ".join(f'"{r}"' for r in ("setuptools>=61", *requires))
+    (folder / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = [{build_requires}]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{name}"\nversion = "1.0"\n{tables}'
+    )
+    for path, text in (files or {}).items():
+        (folder / path).write_text(text)
+    return folder
 
 
 def make_sdist(project_dir: Path, dest: Path) -> Path:

@@ -20,14 +20,10 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from piwheels_ctl import agent, cythonhook, frontend
 
 from indexserver import IndexServer
-from sdists import make_sdist, pip_env
+from sdists import make_sdist, pip_env, setuptools_project
 from wheels import make_wheel
 
 PYTHON = "/usr/bin/python3"
-PYPROJECT = (
-    '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
-    '[project]\nname = "{name}"\nversion = "1.0"\n'
-)
 MODULE_CPP = """\
 #include <Python.h>
 #include <string>
@@ -99,23 +95,17 @@ def _sdist(tmp_path: Path, kind: str) -> Path:
     by setuptools with a header from a build requirement (``envhdr``)."""
     name = f"{kind}-ext"
     module = name.replace("-", "_")
-    project = tmp_path / name
-    project.mkdir()
-    pyproject = PYPROJECT.format(name=name)
     source = MODULE_CPP.format(module=module)
     if kind == "envhdr":
-        pyproject = pyproject.replace('"setuptools>=61"', '"setuptools>=61", "envhdr"')
         source = '#include "envhdr.h"\n' + source.replace('("hello from C++")', "(envhdr_text())")
-    (project / "pyproject.toml").write_text(pyproject)
-    (project / f"{module}.cpp").write_text(source)
-    if kind == "envhdr":
-        (project / "setup.py").write_text(HEADER_SETUP)
+        files = {"setup.py": HEADER_SETUP}
     elif kind == "cmake":
-        (project / "setup.py").write_text(CMAKE_SETUP)
-        (project / "CMakeLists.txt").write_text(CMAKELISTS)
+        files = {"setup.py": CMAKE_SETUP, "CMakeLists.txt": CMAKELISTS}
     else:
-        (project / "setup.py").write_text(CPP_SETUP)
-    return make_sdist(project, tmp_path / "sdists")
+        files = {"setup.py": CPP_SETUP}
+    files[f"{module}.cpp"] = source
+    requires = ["envhdr"] if kind == "envhdr" else []
+    return make_sdist(setuptools_project(tmp_path, name, files, requires=requires), tmp_path / "sdists")
 
 
 def _build(
@@ -198,13 +188,8 @@ def test_a_rebuild_takes_cythons_output_from_the_cache(
     assert found, f"no uv wheel in {build_deps}"
     (tmp_path / "frontends").mkdir()
     uv = str(shutil.copy(found[0], tmp_path / "frontends"))
-    project = tmp_path / "cy-ext"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        PYPROJECT.format(name="cy-ext").replace('"setuptools>=61"', '"setuptools>=61", "Cython>=3.1"')
-    )
-    (project / "cy_ext.pyx").write_text(CYTHON_PYX)
-    (project / "setup.py").write_text(CYTHON_SETUP)
+    files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": CYTHON_SETUP}
+    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
     sdist = make_sdist(project, tmp_path / "sdists")
     links = tmp_path / "index"
     shutil.copytree(build_deps, links)

@@ -30,7 +30,7 @@ from piwheels_ctl.models import Build, Project, Version
 
 from helpers import PIWHEELS, clean_env, piwheels, running, serving, wait_gone
 from indexserver import IndexServer
-from sdists import make_sdist, pip_env
+from sdists import make_sdist, pip_env, setuptools_project
 from sshd import SshHost, start_ssh_host
 
 pytestmark = pytest.mark.build
@@ -102,19 +102,15 @@ ATTACKS = {
 
 
 def _project(root: Path, name: str, setup_body: str, attack: dict[str, object], setup_cfg: str = "") -> Path:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "pyproject.toml").write_text(
-        "[build-system]\nrequires = ['setuptools>=61']\nbuild-backend = 'setuptools.build_meta'\n\n"
-        f"[project]\nname = '{name}'\nversion = '1.0'\n\n[tool.setuptools]\npy-modules = ['{name}']\n"
-    )
-    (folder / f"{name}.py").write_text("VALUE = 42\n")
-    (folder / "setup.py").write_text(SETUP_HEAD + textwrap.dedent(setup_body) + "\nsetup()\n")
-    (folder / "attack.json").write_text(json.dumps(attack))
-    (folder / "MANIFEST.in").write_text("include attack.json\n")
+    files = {
+        f"{name}.py": "VALUE = 42\n",
+        "setup.py": SETUP_HEAD + textwrap.dedent(setup_body) + "\nsetup()\n",
+        "attack.json": json.dumps(attack),
+        "MANIFEST.in": "include attack.json\n",
+    }
     if setup_cfg:
-        (folder / "setup.cfg").write_text(setup_cfg)
-    return folder
+        files["setup.cfg"] = setup_cfg
+    return setuptools_project(root, name, files, tables=f"\n[tool.setuptools]\npy-modules = ['{name}']\n")
 
 
 @pytest.fixture(scope="module")

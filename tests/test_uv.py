@@ -16,7 +16,7 @@ from piwheels_ctl.classifier import Failure, classify
 from piwheels_ctl.config import Settings
 
 from indexserver import IndexServer
-from sdists import make_sdist
+from sdists import make_sdist, setuptools_project
 
 PYTHON = "/usr/bin/python3"
 
@@ -108,12 +108,7 @@ def test_uvs_failures_have_pips_reasons(
 def test_a_build_requirement_missing_from_the_index_is_named(
     build_deps: Path, uv_wheel: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "needs-missing"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61", "no-such-builder>=2"]\n'
-        'build-backend = "setuptools.build_meta"\n\n[project]\nname = "needs-missing"\nversion = "1.0"\n'
-    )
+    project = setuptools_project(tmp_path, "needs-missing", requires=["no-such-builder>=2"])
     sdist = make_sdist(project, tmp_path / "sdists")
     with IndexServer(build_deps) as index:
         result, log = _build(sdist, tmp_path, index, uv_wheel, "uv")
@@ -159,13 +154,7 @@ def test_the_caches_are_pruned_to_their_size_longest_unused_first(tmp_path: Path
 def test_uv_refuses_what_pip_refuses_for_its_requires_python(
     build_deps: Path, uv_wheel: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "old-only"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
-        '[project]\nname = "old-only"\nversion = "1.0"\nrequires-python = "<3"\n'
-    )
-    (project / "old_only.py").write_text("")
+    project = setuptools_project(tmp_path, "old-only", {"old_only.py": ""}, tables='requires-python = "<3"\n')
     sdist = make_sdist(project, tmp_path / "sdists")
     with IndexServer(build_deps) as index:
         result, log = _build(sdist, tmp_path, index, uv_wheel, "uv")
@@ -216,13 +205,9 @@ def test_a_build_cannot_reach_another_projects_cache_of_build_requirements(
 ) -> None:
     cache = tmp_path / "deps-cache"
     victim = cache / "projects" / "c-ext"
-    project = tmp_path / "poisoner"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
-        '[project]\nname = "poisoner"\nversion = "1.0"\n'
+    project = setuptools_project(
+        tmp_path, "poisoner", {"setup.py": POISONER_SETUP.format(victim=str(victim))}
     )
-    (project / "setup.py").write_text(POISONER_SETUP.format(victim=str(victim)))
     sdist = make_sdist(project, tmp_path / "sdists")
     with IndexServer(build_deps) as index:
         first, log = _build(fixture_sdists["c-ext"], tmp_path, index, uv_wheel, "victim",
@@ -240,20 +225,16 @@ def test_a_build_cannot_reach_another_projects_cache_of_build_requirements(
 def test_the_backends_second_start_reads_the_bytecode_its_first_wrote(
     build_deps: Path, uv_wheel: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "says-bytecode"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
-        '[project]\nname = "says-bytecode"\nversion = "1.0"\n'
-    )
     # Each start of the backend says when setuptools' bytecode was written, if it was.
-    (project / "setup.py").write_text(
+    setup = (
         "import importlib.util, os, setuptools\n"
         "pyc = importlib.util.cache_from_source(setuptools.__file__)\n"
         "print('setuptools bytecode:', os.stat(pyc).st_mtime_ns if os.path.exists(pyc) else None)\n"
         "setuptools.setup(py_modules=[])\n"
     )
-    sdist = make_sdist(project, tmp_path / "sdists")
+    sdist = make_sdist(
+        setuptools_project(tmp_path, "says-bytecode", {"setup.py": setup}), tmp_path / "sdists"
+    )
     with IndexServer(build_deps) as index:
         result, log = _build(sdist, tmp_path, index, uv_wheel, "uv")
     assert result["status"] == "success", log
