@@ -13,7 +13,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -202,7 +202,7 @@ def _publish_full(
     for _ in _each_range(db, workers, _people_pages, ranges, www_dir, site):
         pass
     with db.reader() as session:
-        _write_site(session, www_dir, site, prune=True)
+        _write_site(session, www_dir, site, stats.INITIALS, prune=True)
     return PublishResult(projects_written=count, root_written=root_written)
 
 
@@ -341,35 +341,43 @@ def _site(public_url: str | None) -> dict[str, Any]:
 def _write_human_pages(
     session: Session, www_dir: Path, project_ids: list[int], *, public_url: str | None
 ) -> None:
-    """The project pages of ``project_ids``, then the front page, the statistics and, when a
-    project's page is new (or the list is missing), the list of projects."""
+    """The project pages of ``project_ids``, then the front page, the statistics and the lists
+    of projects that got a new page (or are missing)."""
     site = _site(public_url)
-    new_pages = _write_project_pages(session, www_dir, project_ids, site)
-    listed = (www_dir / "project" / "index.html").exists()
-    _write_site(session, www_dir, site, names=new_pages or not listed, prune=False)
+    initials = _write_project_pages(session, www_dir, project_ids, site)
+    initials |= {c for c in stats.INITIALS if not (www_dir / "project" / f"index-{c}.html").exists()}
+    _write_site(session, www_dir, site, initials, prune=False)
 
 
 def _write_project_pages(
     session: Session, www_dir: Path, project_ids: list[int], site: dict[str, Any]
-) -> bool:
-    """Write the pages for people of these projects; whether one of them is new."""
-    new = False
+) -> set[str]:
+    """Write the pages for people of these projects; the lists of projects a new one is on."""
+    new: set[str] = set()
     for chunk in _chunks(project_ids):
         for page in pages.load_pages(session, chunk):
             if _CANONICAL.match(page.name):
-                new = new or not (www_dir / "project" / page.name / "index.html").exists()
+                if not (www_dir / "project" / page.name / "index.html").exists():
+                    new.add(stats.initial(page.name))
                 _write_files(www_dir, pages.render_project(page, site))
     return new
 
 
 def _write_site(
-    session: Session, www_dir: Path, site: dict[str, Any], *, names: bool = True, prune: bool
+    session: Session,
+    www_dir: Path,
+    site: dict[str, Any],
+    initials: Collection[str],
+    *,
+    prune: bool,
 ) -> None:
-    """The front page, statistics and (with ``names``) list of projects; with ``prune``, the
-    pages of projects without any version removed."""
-    figures = stats.load_stats(session, names=names or prune)
-    if prune and figures.names is not None and (www_dir / "project").is_dir():
-        keep = {name for name, _ in figures.names}
+    """The front page, statistics and the lists of projects of ``initials``; with ``prune``
+    (and every list), the pages of projects without any version removed."""
+    figures = stats.load_stats(session, initials=initials)
+    if prune and (www_dir / "project").is_dir():
+        assert set(initials) == set(stats.INITIALS), "pruning needs every list"
+        (www_dir / "projects.json").unlink(missing_ok=True)  # the one list of earlier releases
+        keep = {name for listed in figures.names.values() for name, _ in listed}
         for folder in (www_dir / "project").iterdir():
             if folder.is_dir() and folder.name not in keep:
                 for stale in ("index.html", "json"):

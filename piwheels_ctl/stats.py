@@ -5,12 +5,13 @@ Only reads and renders; ``publisher`` writes the result. Charts are SVG drawn no
 
 from __future__ import annotations
 
-import json
+import string
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import charts, counts, queue
@@ -18,6 +19,8 @@ from .models import Abi, Build, Builder, BuildStatus, Project, Version, utcnow
 from .pages import templates
 
 DAYS = 30  # how far back the charts look
+# The lists of projects, by the first character of their canonical names ("0": a digit).
+INITIALS = ("0", *string.ascii_lowercase)
 
 
 @dataclass
@@ -42,7 +45,8 @@ class SiteStats:
     queue: int
     success: list[tuple[str, int, int]]  # (ABI, ok, failed) of the current builds
     builders: list[BuilderRow]
-    names: list[tuple[str, str]] | None  # (canonical, display) of every project with a page
+    # initial -> (canonical, display) of its projects with a page, for the lists to write
+    names: dict[str, list[tuple[str, str]]]
     charts: dict[str, str] = field(default_factory=dict)  # name -> SVG text
 
 
@@ -50,9 +54,14 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def load_stats(session: Session, now: datetime | None = None, *, names: bool = True) -> SiteStats:
-    """Every figure of the pages, from one read of the database; without ``names``, the projects
-    are counted, not listed (the list of projects is then left as it is)."""
+def initial(name: str) -> str:
+    """The list of projects a canonical name is on: its first letter, or "0" for a digit."""
+    return "0" if name[0].isdigit() else name[0]
+
+
+def load_stats(session: Session, now: datetime | None = None, *, initials: Collection[str] = ()) -> SiteStats:
+    """Every figure of the pages, from one read of the database, and the projects with a page
+    of the lists of ``initials`` (each an index range of names: a few rows of a big farm)."""
     now = now or utcnow()
 
     def count(query: Any) -> int:
@@ -60,13 +69,13 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
 
     finished = Build.status != BuildStatus.BUILDING
     has_page = exists().where(Version.project_id == Project.id)
-    listed = (
-        session.execute(select(Project.name, Project.display_name).where(has_page).order_by(Project.name))
-        .tuples()
-        .all()
-        if names
-        else []
-    )
+    names: dict[str, list[tuple[str, str]]] = {first: [] for first in sorted(initials)}
+    # ":" follows "9" and "{" follows "z": each list is one range of the index on names.
+    ranges = [and_(Project.name >= c, Project.name < (":" if c == "0" else chr(ord(c) + 1))) for c in names]
+    if ranges:
+        listed = select(Project.name, Project.display_name).where(or_(*ranges), has_page)
+        for name, display in session.execute(listed.order_by(Project.name)).tuples():
+            names[initial(name)].append((name, display))
     kept = counts.read(session)
     tags = dict(session.execute(select(Abi.id, Abi.tag)).tuples().all())
     per_abi: dict[str, list[int]] = {}
@@ -90,7 +99,7 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
     ]
     stats = SiteStats(
         generated=_stamp(now),
-        projects=len(listed) if names else kept.get("pages", 0),
+        projects=kept.get("pages", 0),
         versions=kept.get("versions", 0),
         wheels=kept.get("files", 0),
         bytes=kept.get("bytes", 0),
@@ -99,7 +108,7 @@ def load_stats(session: Session, now: datetime | None = None, *, names: bool = T
         queue=queue.count(session),
         success=[(tag, ok, bad) for tag, (ok, bad) in sorted(per_abi.items())],
         builders=builders,
-        names=[(n, d) for n, d in listed] if names else None,
+        names=names,
     )
     stats.charts = _charts(session, now, kept)
     return stats
@@ -144,18 +153,19 @@ def _charts(session: Session, now: datetime, kept: dict[str, int]) -> dict[str, 
 
 
 def render_site(stats: SiteStats, site: dict[str, Any]) -> dict[str, bytes]:
-    """The front page, the statistics page and, when ``stats`` lists the projects, the list of
-    projects and the search list, by path."""
+    """The front page, the statistics page, the index of the lists of projects and the lists of
+    ``stats.names``, by path."""
+    lists: dict[str, dict[str, Any]] = {"project/index.html": {"current": None, "listed": []}}
+    for first, listed in stats.names.items():
+        lists[f"project/index-{first}.html"] = {"current": first, "listed": listed}
     pages = {
-        "index.html": ("front.html.j2", ""),
-        "stats/index.html": ("stats.html.j2", "../"),
+        "index.html": ("front.html.j2", "", {}),
+        "stats/index.html": ("stats.html.j2", "../", {}),
+        **{path: ("projects.html.j2", "../", extra) for path, extra in lists.items()},
     }
-    if stats.names is not None:
-        pages["project/index.html"] = ("projects.html.j2", "../")
-    result = {
-        path: templates.get_template(template).render(stats=stats, site=site, root=root).encode("utf-8")
-        for path, (template, root) in pages.items()
+    return {
+        path: templates.get_template(template)
+        .render(stats=stats, site=site, root=root, initials=INITIALS, **extra)
+        .encode("utf-8")
+        for path, (template, root, extra) in pages.items()
     }
-    if stats.names is not None:
-        result["projects.json"] = json.dumps([name for name, _ in stats.names]).encode("utf-8")
-    return result

@@ -107,3 +107,17 @@ def test_front_page_in_chromium(page: Page, site: str, shots: Path) -> None:
     heading = page.evaluate("[location.pathname, document.querySelector('h1').textContent]")
     assert heading == ["/project/fails-header/", "fails_header"], heading  # as the upstream spells it
     assert page.errors == [], page.errors
+
+
+def test_the_lists_of_projects_lead_to_a_project(page: Page, site: str, shots: Path) -> None:
+    _visit(page, site, "/project/index-p.html", shots, "projects-p")
+    _visit(page, site, "/project/", shots, "projects")
+    page.evaluate("document.querySelector('#initials a[href=\"index-p.html\"]').click()")
+    page.wait_for("Page.loadEventFired")
+    listed = page.evaluate("[...document.querySelectorAll('#projects a')].map(a => a.textContent)")
+    assert listed == ["pure_ok", "py2_only"], listed  # as the upstream spells them
+    page.evaluate("document.querySelector('#projects a').click()")
+    page.wait_for("Page.loadEventFired")
+    heading = page.evaluate("[location.pathname, document.querySelector('h1').textContent]")
+    assert heading == ["/project/pure-ok/", "pure_ok"], heading
+    assert page.errors == [], page.errors

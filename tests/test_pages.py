@@ -69,12 +69,14 @@ def test_front_and_stats_pages_count_and_chart(site_farm: SiteFarm) -> None:
     assert stats.count("<svg") == 3, stats
     assert "missing-header" in stats  # the failure reasons chart
     assert "http" not in re.sub(r'xmlns="http://www\.w3\.org/2000/svg"|http://pi\.example\.org/', "", stats)
-    assert json.loads((site_farm.www / "projects.json").read_bytes()) == [
-        "c-ext",
-        "fails-header",
-        "pure-ok",
-        "py2-only",
-    ]
+    lists = site_farm.www / "project"
+    link = re.compile(r'<li><a href="([^"/]+)/">')
+    assert link.findall((lists / "index-c.html").read_text()) == ["c-ext"]
+    listed = [link.findall(p.read_text()) for p in sorted(lists.glob("index-*.html"))]
+    assert [name for names in listed for name in names] == ["c-ext", "fails-header", "pure-ok", "py2-only"]
+    assert len(listed) == 27, "a list for the digits and one for each letter"
+    index = (lists / "index.html").read_text()
+    assert 'href="index-0.html">0\N{EN DASH}9</a>' in index and 'href="index-z.html">Z</a>' in index, index
 
 
 def test_logs_are_served_gzipped_or_inflated(site_farm: SiteFarm) -> None:

@@ -123,18 +123,24 @@ def test_a_project_deleted_upstream_is_withdrawn_only_when_asked(
     assert publish_from(db, www, full=True, withdraw_deleted=withdraw).root_written is False
 
 
-def test_the_list_of_projects_is_written_only_when_a_project_gets_a_page(
+def test_a_list_of_projects_is_written_only_when_one_of_its_projects_gets_a_page(
     db: Database, tmp_path: Path
 ) -> None:
     www = tmp_path / "www"
-    _with_wheel(db, "a")
+    _with_wheel(db, "apple")
     publish_from(db, www)
-    listing = [www / "project" / "index.html", www / "projects.json"]
-    age(listing)
-    _with_wheel(db, "a", version="2.0")
+    lists = {first: www / "project" / f"index-{first}.html" for first in ("0", "a", "b", "z")}
+    assert all(page.exists() for page in lists.values()), "a list missing after the first publish"
+    age(list(lists.values()))
+    _with_wheel(db, "apple", version="2.0")
     publish_from(db, www)
-    assert all(untouched(p) for p in listing), "the list of projects rewritten for a new wheel"
-    _with_wheel(db, "b")
+    assert all(untouched(p) for p in lists.values()), "a list of projects rewritten for a new wheel"
+    _with_wheel(db, "banana", "Banana")
+    _with_wheel(db, "7zip")
     publish_from(db, www)
-    assert json.loads(listing[1].read_bytes()) == ["a", "b"]
-    assert not untouched(listing[0])
+    rewritten = sorted(first for first, page in lists.items() if not untouched(page))
+    assert rewritten == ["0", "b"], rewritten
+    assert '<a href="banana/">Banana</a>' in lists["b"].read_text()
+    assert '<a href="7zip/">7zip</a>' in lists["0"].read_text()
+    assert "banana" not in lists["a"].read_text() and "apple" in lists["a"].read_text()
+    assert "No project with a page starts with Z." in lists["z"].read_text()
