@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import charts, counts, queue
@@ -59,6 +59,20 @@ def initial(name: str) -> str:
     return "0" if name[0].isdigit() else name[0]
 
 
+def lists_query(initials: Collection[str]) -> Select[tuple[str, str]]:
+    """The (canonical, display) names of the projects with a page on the lists of ``initials``:
+    each list one range of the index on names, bounded by the next initial, never by a
+    character a database's collation might ignore (PostgreSQL's en_US sorts ":" first)."""
+    has_page = exists().where(Version.project_id == Project.id)
+    ranges = []
+    for first in initials:
+        after = INITIALS[INITIALS.index(first) + 1 :]
+        ranges.append(
+            and_(Project.name >= first, Project.name < after[0]) if after else Project.name >= first
+        )
+    return select(Project.name, Project.display_name).where(or_(*ranges), has_page).order_by(Project.name)
+
+
 def load_stats(session: Session, now: datetime | None = None, *, initials: Collection[str] = ()) -> SiteStats:
     """Every figure of the pages, from one read of the database, and the projects with a page
     of the lists of ``initials`` (each an index range of names: a few rows of a big farm)."""
@@ -68,13 +82,9 @@ def load_stats(session: Session, now: datetime | None = None, *, initials: Colle
         return int(session.scalar(query) or 0)
 
     finished = Build.status != BuildStatus.BUILDING
-    has_page = exists().where(Version.project_id == Project.id)
     names: dict[str, list[tuple[str, str]]] = {first: [] for first in sorted(initials)}
-    # ":" follows "9" and "{" follows "z": each list is one range of the index on names.
-    ranges = [and_(Project.name >= c, Project.name < (":" if c == "0" else chr(ord(c) + 1))) for c in names]
-    if ranges:
-        listed = select(Project.name, Project.display_name).where(or_(*ranges), has_page)
-        for name, display in session.execute(listed.order_by(Project.name)).tuples():
+    if names:
+        for name, display in session.execute(lists_query(names)).tuples():
             names[initial(name)].append((name, display))
     kept = counts.read(session)
     tags = dict(session.execute(select(Abi.id, Abi.tag)).tuples().all())
