@@ -36,15 +36,24 @@ START = 1_500_000_000  # the first release's Unix time; one release every 60 s a
 METADATA = "Metadata-Version: 2.1"  # every wheel's core metadata
 
 
-NAME, DISPLAY = "project-", "Project-"  # project i's (canonical) name and display name: these + i
+# Project i's (canonical) name and display name: SPREAD[i % 100], then these, then i.
+NAME, DISPLAY = "project-", "Project-"
+# The first characters of the names, a hundred projects' worth, spread over the lists of
+# projects by first character roughly as PyPI's are: the largest list ("p", with the py-
+# names) about an eighth of the projects, "s" a tenth, the digits and the rare letters 1%.
+SHARES = {"p": 13, "s": 10, "c": 7, "d": 6, "m": 5, "a": 5, "t": 5, "f": 4, "b": 4, "g": 4, "l": 4, "r": 4,
+          "h": 3, "e": 3, "i": 3, "o": 3, "n": 3, "w": 2, "k": 2, "v": 2, "j": 2, "u": 1, "q": 1, "x": 1,
+          "y": 1, "z": 1, "0": 1}  # fmt: skip
+SPREAD = "".join(first * share for first, share in SHARES.items())
+assert len(SPREAD) == 100, len(SPREAD)
 
 
 def project_name(i: int) -> str:
-    return f"{NAME}{i}"
+    return f"{SPREAD[i % 100]}-{NAME}{i}"
 
 
 def display_name(i: int) -> str:
-    return f"{DISPLAY}{i}"
+    return f"{SPREAD[i % 100].upper()}-{DISPLAY}{i}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,7 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
     with_seq, seq = _series(engine, "count")
     released = _time(engine, f"{START} + n * 60")
     kind = "(v.id % 100)"
+    first = f"substr('{SPREAD}', n % 100 + 1, 1)"  # project n's first character: SPREAD[n % 100]
     statements = [
         (
             "INSERT INTO abis (id, tag, python_tag, abi_tag, platform_tag, active) VALUES "
@@ -100,7 +110,7 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             # As a sync left them (serial 1, ETag "1" of ``upstream.Upstream``); the root index
             # lists those with a wheel (below).
             f"{with_seq}INSERT INTO projects (id, name, display_name, watched, dirty, dirty_generation, "
-            f"serial, etag) SELECT n, '{NAME}' || n, '{DISPLAY}' || n, "
+            f"serial, etag) SELECT n, {first} || '-{NAME}' || n, upper({first}) || '-{DISPLAY}' || n, "
             f"n % 20 <> 0, false, 0, 1, '\"1\"' FROM {seq}",
             {"count": projects},
         ),

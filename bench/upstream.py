@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -92,8 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
             content_type, body = up.root()
             return self._send(200, content_type, body)
         parts = self.path.split("/")
-        number = parts[2].removeprefix(NAME) if len(parts) == 4 and parts[2].startswith(NAME) else ""
-        i = int(number) if number.isdigit() else -1
+        named = re.fullmatch(rf"[a-z0-9]-{re.escape(NAME)}(\d+)", parts[2]) if len(parts) == 4 else None
+        i = int(named.group(1)) if named else -1
         if not 1 <= i <= up.projects:
             return self._send(404, "text/plain", b"no such project")
         up.pages += 1
