@@ -7,6 +7,7 @@ patch copies the old file line by line, dropping and inserting the lines of the 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -78,8 +79,9 @@ def patch(simple: Path, changes: Mapping[str, str | None], api_version: str) -> 
     the form ``write`` gives it (an older piwheels-ctl's): then it must be written whole."""
     html_path, json_path = simple / HTML, simple / JSON
     try:
-        with open(html_path, encoding="utf-8") as f:
-            html_ok = any(line == _HTML_TAIL for line in f)
+        with open(html_path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 64))
+            html_ok = f.read().endswith(f"\n{_HTML_TAIL}</html>\n".encode())
         with open(json_path, encoding="utf-8") as f:
             json_ok = f.readline() == _json_head(api_version)
     except (FileNotFoundError, UnicodeDecodeError):
@@ -113,8 +115,12 @@ def _patch(
     tail: str,
     comma: bool,
 ) -> bool:
-    """Copy ``path`` with the changed names' lines dropped and their new ones merged in by name."""
+    """Copy ``path`` with the changed names' lines dropped and their new ones merged in by name.
+
+    Read a block of lines at a time: a block of project lines that holds no changed name and
+    is not where a new line goes is copied whole, its keys unread but its first and last."""
     pending = deque(sorted((name, display) for name, display in changes.items() if display is not None))
+    changed = sorted(changes)
     with open(path, encoding="utf-8") as old, _replacing(path) as new:
         held: str | None = None  # the last project line, until the next shows whether a comma follows
 
@@ -124,22 +130,38 @@ def _patch(
                 new.write(held + (",\n" if comma else "\n"))
             held = entry.rstrip("\n").removesuffix(",") if comma else entry.rstrip("\n")
 
-        for line in old:
-            key = key_of(line)
-            if key is not None:
-                while pending and pending[0][0] < key:
-                    put(render(*pending.popleft()))
-                if key not in changes:
-                    put(line)
-            elif line == tail:
-                while pending:
-                    put(render(*pending.popleft()))
-                if held is not None:
-                    new.write(held + "\n")
+        def untouched(block: list[str]) -> bool:
+            first, last = key_of(block[0]), key_of(block[-1])
+            if first is None or last is None or (pending and pending[0][0] <= last):
+                return False
+            # Sorted lines between two project lines are all project lines.
+            at = bisect.bisect_left(changed, first)
+            return not (at < len(changed) and changed[at] <= last)
+
+        while block := old.readlines(BLOCK):
+            if untouched(block):
+                put(block[0])
+                if len(block) > 1:  # the lines between the first and last, as they were
+                    new.write(f"{held}{',' if comma else ''}\n{''.join(block[1:-1])}")
                     held = None
-                new.write(line)
-            else:
-                new.write(line)  # the head, and what follows the tail
+                    put(block[-1])
+                continue
+            for line in block:
+                key = key_of(line)
+                if key is not None:
+                    while pending and pending[0][0] < key:
+                        put(render(*pending.popleft()))
+                    if key not in changes:
+                        put(line)
+                elif line == tail:
+                    while pending:
+                        put(render(*pending.popleft()))
+                    if held is not None:
+                        new.write(held + "\n")
+                        held = None
+                    new.write(line)
+                else:
+                    new.write(line)  # the head, and what follows the tail
     return new.changed
 
 
