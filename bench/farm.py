@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.orm import Session
 
 from piwheels_ctl import counts
+from piwheels_ctl.models import File, Project, Version
 from piwheels_ctl.queue_upkeep import refresh_all
 
 VERSIONS_PER_PROJECT = 6
@@ -186,3 +187,37 @@ def make_farm(engine: Engine, projects: int) -> FarmSize:
             return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
 
         return FarmSize(projects, count("versions"), count("builds"), count("files"), count("pending_pairs"))
+
+
+def add_wheel(engine: Engine, number: int, *, new_project: bool) -> None:
+    """Record a wheel of version 9.0 as the recorder would, the project marked dirty: of project
+    ``number`` (listed, its pages there), or of a new project ``number``."""
+    with engine.begin() as conn:
+        if new_project:
+            project_id = conn.execute(
+                insert(Project)
+                .values(
+                    name=project_name(number), display_name=display_name(number), watched=True, dirty=True
+                )
+                .returning(Project.id)
+            ).scalar_one()
+        else:
+            project_id = number
+            conn.execute(
+                update(Project)
+                .where(Project.id == project_id)
+                .values(dirty=True, dirty_generation=Project.dirty_generation + 1)
+            )
+        version_id = conn.execute(
+            insert(Version)
+            .values(project_id=project_id, version="9.0", yanked=False, priority=0)
+            .returning(Version.id)
+        ).scalar_one()
+        conn.execute(
+            insert(File).values(
+                version_id=version_id, filename=f"{display_name(number)}-9.0-py3-none-any.whl", size=1,
+                sha256="0" * 64, python_tag="py3", abi_tag="none", platform_tag="any",
+                metadata_sha256=hashlib.sha256(METADATA.encode()).hexdigest(), core_metadata=METADATA,
+                mirrored=False,
+            )
+        )  # fmt: skip

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -52,8 +51,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from farm import ABIS, METADATA, display_name, make_farm, project_name
-from sqlalchemy import insert, select, update
+from farm import ABIS, add_wheel, make_farm
+from sqlalchemy import select
 from upstream import Upstream
 
 from piwheels_ctl import catalog
@@ -62,7 +61,7 @@ from piwheels_ctl.classifier import Failure
 from piwheels_ctl.config import load_settings
 from piwheels_ctl.database import Database, upgrade
 from piwheels_ctl.executors import open_executors
-from piwheels_ctl.models import File, Project, Version, utcnow
+from piwheels_ctl.models import Project, Version, utcnow
 from piwheels_ctl.queue import claim_next, pending, waiting
 from piwheels_ctl.recorder import record_failure
 from piwheels_ctl.runner import Runner
@@ -266,37 +265,8 @@ def _publish_after_wheel(farm: Farm, *, new_project: bool) -> Callable[[], float
     """Record one wheel as the recorder would (the project marked dirty), of a new version of a
     listed project whose pages are there (the first the sync changed: the publish after it
     wrote them) or of a new project; then a child runs ``publish``."""
-    number = farm.projects + 1 if new_project else 1
     db = Database(farm.url)
-    with db.engine.begin() as conn:
-        if new_project:
-            project_id = conn.execute(
-                insert(Project)
-                .values(
-                    name=project_name(number), display_name=display_name(number), watched=True, dirty=True
-                )
-                .returning(Project.id)
-            ).scalar_one()
-        else:
-            project_id = number
-            conn.execute(
-                update(Project)
-                .where(Project.id == project_id)
-                .values(dirty=True, dirty_generation=Project.dirty_generation + 1)
-            )
-        version_id = conn.execute(
-            insert(Version)
-            .values(project_id=project_id, version="9.0", yanked=False, priority=0)
-            .returning(Version.id)
-        ).scalar_one()
-        conn.execute(
-            insert(File).values(
-                version_id=version_id, filename=f"{display_name(number)}-9.0-py3-none-any.whl", size=1,
-                sha256="0" * 64, python_tag="py3", abi_tag="none", platform_tag="any",
-                metadata_sha256=hashlib.sha256(METADATA.encode()).hexdigest(), core_metadata=METADATA,
-                mirrored=False,
-            )
-        )  # fmt: skip
+    add_wheel(db.engine, farm.projects + 1 if new_project else 1, new_project=new_project)
     db.dispose()
     return _command(farm, "publish")
 
