@@ -524,13 +524,18 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
     duration = time.time() - started
     files = []  # type: List[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
-        refusal = requirespython.refusal(job.python, wheels) if command[0] != job.python else None
-        if refusal is not None:  # uv builds what pip refuses: the same outcome either way
-            with as_user(job.user), open(job.log_path, "ab") as log:
-                log.write(("ERROR: %s\n" % refusal).encode())
-        else:
-            with as_user(job.user):
-                files = _collect(wheels, job.outbox)
+        with as_user(job.user):
+            files = _collect(wheels, job.outbox)  # read nothing the build left before this
+        built = [os.path.join(job.outbox, f["name"]) for f in files]
+        refusal = requirespython.refusal(job.python, built) if command[0] != job.python else None
+        with as_user(job.user):
+            if refusal is not None:  # uv builds what pip refuses: the same outcome either way
+                for path in built:
+                    os.remove(path)
+                files = []
+                with open(job.log_path, "ab") as log:
+                    log.write(("ERROR: %s\n" % refusal).encode())
+            else:
                 _add_deps(files, job.outbox)
     armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and buildplatform.armv6_userland()
     result = {

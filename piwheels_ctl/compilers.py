@@ -16,8 +16,11 @@ Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type com
 from __future__ import absolute_import, division, print_function
 
 import os
+import resource
 import shutil
+import stat
 import subprocess
+import threading
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import sandbox, supervise
@@ -35,6 +38,8 @@ CCACHE_MASQUERADE = ("/usr/lib/ccache", "/usr/lib64/ccache", "/usr/lib/ccache/bi
 # The compilers wrapped where the distribution has no such folder.
 COMPILERS = ("cc", "c++", "gcc", "g++")
 LAUNCHER = "ccache-launcher"  # the wrapper CMake starts with the compiler as its first argument
+# ccache reading a project's statistics: its time (seconds) and memory (MB) at most.
+STATS_TIMEOUT, STATS_MEMORY_MB = 60, 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
 STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder above it
 
@@ -136,8 +141,11 @@ def _write_wrappers(ccache, folder, envs):
     names = sorted(os.listdir(masquerade[0])) if masquerade else list(COMPILERS)
     first = os.path.join(folder, LAUNCHER)
     try:
-        with open(first) as f:
-            if f.read() == script and sorted(os.listdir(folder)) == sorted(set(names) | {LAUNCHER}):
+        # The project's builds can write here: read a regular file's first bytes, nothing else.
+        if stat.S_ISREG(os.lstat(first).st_mode):
+            with open(first) as f:
+                same = f.read(len(script) + 1) == script
+            if same and sorted(os.listdir(folder)) == sorted(set(names) | {LAUNCHER}):
                 return first  # as the last build left them: their times too
     except (IOError, OSError):
         pass
@@ -170,15 +178,11 @@ def ccache_counts(project_cache, ccache_dir):
     conf = os.path.join(ccache_dir, "ccache.conf")
     if os.path.exists(conf):
         env["CCACHE_CONFIGPATH"] = conf
-    try:
-        with open(os.devnull, "rb") as devnull:
-            proc = subprocess.Popen(["ccache", "--print-stats"], stdin=devnull, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=env)  # fmt: skip
-            out = proc.communicate()[0].decode("ascii", "replace")
-    except OSError:
-        return None
-    if proc.returncode != 0:
-        return None  # a ccache older than 4.0 has no machine-readable statistics
+    # The project's builds can write into its cache (a FIFO for a stats file, a link to
+    # /dev/zero): ccache reads it within a time and a memory limit, else there are no counts.
+    out = _bounded_output(["ccache", "--print-stats"], env, STATS_TIMEOUT, STATS_MEMORY_MB)
+    if out is None:
+        return None  # failed, stopped, or a ccache older than 4.0 (no machine-readable statistics)
     stats = {}  # type: Dict[str, int]
     for line in out.splitlines():
         key, _, value = line.partition("\t")
@@ -186,6 +190,30 @@ def ccache_counts(project_cache, ccache_dir):
             stats[key] = int(value)
     hits = stats.get("direct_cache_hit", 0) + stats.get("preprocessed_cache_hit", 0)
     return {"hits": hits, "misses": stats.get("cache_miss", 0)}
+
+
+def _bounded_output(argv, env, timeout, memory_mb):
+    # type: (List[str], Dict[str, str], float, int) -> Optional[str]
+    """The output of ``argv`` if it succeeds within ``timeout`` seconds and ``memory_mb`` of
+    address space, else None (it is killed at the time limit)."""
+
+    def limit_memory():
+        # type: () -> None
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+
+    try:
+        with open(os.devnull, "rb") as devnull, open(os.devnull, "wb") as sink:
+            proc = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=sink, env=env,
+                                    preexec_fn=limit_memory, close_fds=True)  # fmt: skip
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                out = proc.communicate()[0]
+            finally:
+                timer.cancel()
+    except OSError:
+        return None
+    return out.decode("ascii", "replace") if proc.returncode == 0 else None
 
 
 def counts_delta(before, after):

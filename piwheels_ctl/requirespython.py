@@ -18,10 +18,16 @@ except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
 
+# A METADATA larger than this is not read (the controller's checks refuse such a wheel).
+MAX_METADATA = 1024 * 1024
+METADATA = re.compile(r"^[^/]+\.dist-info/METADATA$")
+
+
 def refusal(python, wheels):
-    # type: (str, str) -> Optional[str]
-    """pip's words if a built wheel's Requires-Python excludes ``python`` (pip refuses to build
-    such a project, uv does not), else None."""
+    # type: (str, List[str]) -> Optional[str]
+    """pip's words if one of the built ``wheels`` (paths of regular files the agent checked) has
+    a Requires-Python that excludes ``python`` (pip refuses to build such a project, uv does
+    not), else None. A wheel that cannot be read is left to the controller's checks."""
     try:
         out = subprocess.check_output(
             [python, "-E", "-s", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"]
@@ -29,15 +35,19 @@ def refusal(python, wheels):
     except (OSError, subprocess.CalledProcessError):
         return None
     version = out.decode("ascii", "replace").strip()
-    for filename in sorted(os.listdir(wheels)):
-        if not filename.endswith(".whl"):
+    for path in wheels:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                infos = [i for i in archive.infolist() if METADATA.match(i.filename)]
+                if not infos or infos[0].file_size > MAX_METADATA:
+                    continue
+                metadata = archive.read(infos[0]).decode("utf-8", "replace")
+        except (zipfile.BadZipfile, zipfile.LargeZipFile, IOError, OSError, ValueError, EOFError,
+                NotImplementedError, RuntimeError):  # fmt: skip
             continue
-        with zipfile.ZipFile(os.path.join(wheels, filename)) as archive:
-            names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
-            metadata = archive.read(names[0]).decode("utf-8", "replace") if names else ""
         match = re.search(r"^Requires-Python:[ \t]*(.+?)[ \t]*$", metadata.split("\n\n")[0], re.M)
         if match and not specifier_allows(match.group(1), version):
-            name = filename.split("-")[0].replace("_", "-")
+            name = os.path.basename(path).split("-")[0].replace("_", "-")
             return "Package %r requires a different Python: %s not in %r" % (name, version, match.group(1))
     return None
 

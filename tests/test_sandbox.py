@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent, sandbox
+from piwheels_ctl import agent, compilers, sandbox
 
 from helpers import running, wait_gone
 
@@ -327,3 +327,32 @@ def test_two_builds_of_one_project_at_once_do_not_fight_over_its_compiler_cache(
     assert all("WROTE" in log for log in logs), logs
     caches = {line for log in logs for line in log.splitlines() if line.startswith("CCACHE_DIR=")}
     assert caches == {"CCACHE_DIR=none", f"CCACHE_DIR={ccache}/projects/demo"}, caches
+
+
+@pytest.mark.parametrize(
+    "trap",
+    [
+        'mkdir -p "$CCACHE_DIR/0/0" && mkfifo "$CCACHE_DIR/0/0/stats"',  # ccache waits for a writer
+        'mkdir -p "$CCACHE_DIR/0/0" && ln -s /dev/zero "$CCACHE_DIR/0/0/stats"',  # endless bytes
+    ],
+)
+def test_a_trap_in_the_projects_compiler_cache_costs_the_agent_a_time_limit_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trap: str
+) -> None:
+    """The agent reads the statistics of a cache the project's builds write (as root, in some
+    modes): within a time and a memory limit, the build's outcome its own."""
+    monkeypatch.setattr(compilers, "STATS_TIMEOUT", 3)
+    ccache = tmp_path / "ccache"
+    results: list[dict[str, object]] = []
+    python = _fake_python(tmp_path, f"{trap} && echo TRAPPED; exit 1")
+    worker = threading.Thread(target=lambda: results.append(_build(tmp_path, python, ccache_dir=str(ccache))))
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), "the agent hangs on its compiler cache's statistics"
+    assert "TRAPPED" in _log(tmp_path), _log(tmp_path)
+    assert results[0]["status"] == "failed" and results[0]["ccache"] is None, results
+    # The project's next build reads the same trap before it starts: it builds all the same.
+    again = _build(
+        tmp_path / "again", _fake_python(tmp_path / "again", "echo AGAIN; exit 1"), ccache_dir=str(ccache)
+    )
+    assert again["status"] == "failed" and "AGAIN" in _log(tmp_path / "again"), again

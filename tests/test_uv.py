@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +244,20 @@ def test_the_backends_second_start_reads_the_bytecode_its_first_wrote(
     # the first start writes the bytecode, the second reads it (and so does not write it again).
     said = [line.split(":", 1)[1].strip() for line in log.splitlines() if line.startswith("setuptools byte")]
     assert len(said) == 2 and said[0] == said[1] != "None", said
+
+
+def test_a_wheel_the_requires_python_check_cannot_read_is_left_to_the_controller(tmp_path: Path) -> None:
+    """What the build left is read after the agent's checks, and never trusted: a file that is
+    not a zip, or whose METADATA is too big to read, gives no refusal and no error."""
+    garbage = tmp_path / "garbage-1.0-py3-none-any.whl"
+    garbage.write_bytes(b"<html>not a zip</html>")
+    bomb = tmp_path / "bomb-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb-1.0.dist-info/METADATA", "Requires-Python: <3\n" + " " * (2 << 20))
+    old = tmp_path / "old_only-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(old, "w") as archive:
+        archive.writestr("old_only-1.0.dist-info/METADATA", "Name: old-only\nRequires-Python: <3\n")
+    python = sys.executable
+    assert requirespython.refusal(python, [str(garbage), str(bomb)]) is None
+    refused = requirespython.refusal(python, [str(garbage), str(bomb), str(old)])
+    assert refused is not None and "'old-only' requires a different Python" in refused, refused
