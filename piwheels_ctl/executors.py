@@ -14,9 +14,11 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from sqlalchemy import select
+from typing_extensions import NotRequired, TypedDict
 
 from . import frontend
 from .builders import ensure_local
@@ -172,8 +174,9 @@ class LocalExecutor:
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
         )
+        result = check_answer(result, "local")
         if result["status"] == "error":
-            raise BuilderError(f"local: {result['error']}")
+            raise BuilderError(f"local: {result.get('error')}")
         return Outcome(job, build_id, result, outbox, log)
 
     def _started(self, pid: int) -> None:
@@ -208,6 +211,45 @@ class RemoteBuilder:
     # role's, for builders where no namespaces can be made), with its own work and ccache.
     sudo_root: str | None = None
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
+
+
+class _FileAnswer(TypedDict):
+    name: str
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    deps: NotRequired[list[Any]]
+
+
+@with_config(ConfigDict(extra="allow"))
+class _BuildAnswer(TypedDict):
+    """The parts of the agent's answer to a build that the controller reads."""
+
+    status: Literal["success", "failed", "error"]
+    error: NotRequired[str]
+    files: NotRequired[list[_FileAnswer]]
+    duration: NotRequired[Annotated[float, Field(ge=0)]]
+    timed_out: NotRequired[bool]
+    limit: NotRequired[str | None]
+    network: NotRequired[list[str]]
+    download_error: NotRequired[str | None]
+    armv6_userland: NotRequired[bool]
+
+
+@functools.cache
+def _build_answer() -> TypeAdapter[_BuildAnswer]:
+    return TypeAdapter(_BuildAnswer)
+
+
+def check_answer(result: dict[str, Any], who: str) -> dict[str, Any]:
+    """``result`` if it has the shape of an answer to a build (strictly: no string for a number),
+    else BuilderError: a builder that answers nonsense is at fault, not the project."""
+    try:
+        return dict(_build_answer().validate_python(result, strict=True))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        problem = f"{where.lstrip('.')}: {error['msg']}"
+        raise BuilderError(f"{who}: the agent's answer is malformed: {problem}") from None
 
 
 def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
@@ -304,7 +346,7 @@ class RemoteExecutor:
         try:
             argv += ["--frontend", self._send_frontend(pip)]
             done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
-            result = parse_result(done.stdout, self.name)
+            result = check_answer(parse_result(done.stdout, self.name), self.name)
             if result["status"] == "error":
                 raise BuilderError(f"{self.name}: {result.get('error')}")
             incoming = s.data_dir.resolve() / "incoming" / self.name / str(build_id)

@@ -243,8 +243,19 @@ else
 fi
 """
 
+MALFORMED = f"""#!/bin/sh
+# Runs the agent, then answers a wheel's size with a word.
+if [ "$2" = "build" ]; then
+    {SYSTEM_PYTHON} "$@" | sed -e 's/"size": [0-9]*/"size": "big"/'
+else
+    exec {SYSTEM_PYTHON} "$@"
+fi
+"""
 
-@pytest.mark.parametrize("script", [CORRUPT, ESCAPE], ids=["corrupted-wheel", "path-escape"])
+
+@pytest.mark.parametrize(
+    "script", [CORRUPT, ESCAPE, MALFORMED], ids=["corrupted-wheel", "path-escape", "malformed-answer"]
+)
 def test_lying_builder_is_rejected_and_the_job_built_elsewhere(
     controller: Controller, hosts: list[SshHost], script: str
 ) -> None:
