@@ -146,8 +146,11 @@ def _check_member_name(filename: str, name: str) -> None:
         raise VerifyError(f"{filename}: member {name!r} is not a plain relative path")
 
 
-def _check_structure(filename: str, archive: zipfile.ZipFile, limits: Limits, dist_info: str) -> None:
-    """Names, types and declared sizes of every member, before a byte is decompressed."""
+def _check_structure(
+    filename: str, archive: zipfile.ZipFile, limits: Limits, dist_info: str, file_size: int
+) -> None:
+    """Names, types and declared sizes of every member, and the archive's extent in the file,
+    before a byte is decompressed."""
     infos = archive.infolist()
     if len(infos) > limits.members:
         raise VerifyError(f"{filename}: {len(infos)} members, more than {limits.members}")
@@ -182,6 +185,38 @@ def _check_structure(filename: str, archive: zipfile.ZipFile, limits: Limits, di
     dist_infos = {n.split("/", 1)[0] for n in seen if n.split("/", 1)[0].endswith(".dist-info")}
     if len(dist_infos) != 1:
         raise VerifyError(f"{filename}: expected one .dist-info folder, found {sorted(dist_infos)}")
+    _check_extent(filename, archive, infos, file_size)
+
+
+# What a member may take in the file besides its compressed data: a local header and a central
+# one (46 bytes with its name, extra field and comment; the local one about the same), a data
+# descriptor (up to 24 bytes), and some slack for extra fields the two headers do not share.
+_MEMBER_SLACK = 128
+_END_SLACK = 22 + 20 + 56 + 65535  # the end record, ZIP64's locator and record, a comment
+
+
+def _check_extent(
+    filename: str, archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], file_size: int
+) -> None:
+    """Every byte of the file belongs to a member or to the archive's directory: nothing hides
+    before the first member (a zip is read from its end: pip would install such a wheel, and a
+    browser or another tool might read what comes first) and nothing pads the file beyond what
+    its members account for (the limits above bound those)."""
+    first = min((info.header_offset for info in infos), default=0)
+    if first != 0:
+        raise VerifyError(f"{filename}: {first} bytes before the first member belong to none")
+    accounted = (
+        sum(
+            info.compress_size
+            + 2 * (46 + len(info.orig_filename.encode()) + len(info.extra) + len(info.comment))
+            + _MEMBER_SLACK
+            for info in infos
+        )
+        + len(archive.comment)
+        + _END_SLACK
+    )
+    if file_size > accounted:
+        raise VerifyError(f"{filename}: {file_size} bytes, more than its members account for ({accounted})")
 
 
 def _cap(name: str, dist_info: str, limits: Limits) -> int:
@@ -204,7 +239,7 @@ def _read_members(path: Path, limits: Limits) -> _Contents:
     filename = path.name
     with zipfile.ZipFile(path) as plain:
         dist_info_guess = "-".join(filename.split("-")[:2]) + ".dist-info"
-        _check_structure(filename, plain, limits, dist_info_guess)
+        _check_structure(filename, plain, limits, dist_info_guess, path.stat().st_size)
     with WheelFile(path) as archive:
         dist_info = archive.dist_info_path
         record_path = archive.record_path

@@ -213,7 +213,26 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "zip bomb member": (lambda t: _hostile(t, extra={"demo/zeros.bin": bytes(64 << 20)}), "ratio"),
     "METADATA of 300 MB": (lambda t: make_metadata_bomb(t, "demo", "1.0", 300 << 20, GOOD_TAG), "METADATA"),
+    "a page before the archive": (lambda t: _with_bytes(_hostile(t), prefix=True), "before the first"),
+    "a page after the members": (lambda t: _with_bytes(_hostile(t), prefix=False), "members account for"),
 }
+
+
+def _with_bytes(wheel: Path, *, prefix: bool) -> Path:
+    """``wheel`` with 8 MB of a web page before its first member (which pip would still install:
+    a zip is read from its end), or between its last member and its central directory (the end
+    record's offset of that directory moved along)."""
+    junk = b"<html><script>alert(1)</script>" + b" " * (8 << 20)
+    data = wheel.read_bytes()
+    if prefix:
+        wheel.write_bytes(junk + data)
+        return wheel
+    end = data[-22:]  # the end record, without a comment
+    assert end[:4] == b"PK\x05\x06", end
+    directory = int.from_bytes(end[16:20], "little")
+    moved = end[:16] + (directory + len(junk)).to_bytes(4, "little") + end[20:]
+    wheel.write_bytes(data[:directory] + junk + data[directory:-22] + moved)
+    return wheel
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
