@@ -86,7 +86,7 @@ def proxy_env():
 
 def _ipv4_public(octets):
     # type: (List[int]) -> bool
-    a, b = octets[0], octets[1]
+    a, b, c = octets[0], octets[1], octets[2]
     return not (
         a in (0, 10, 127)
         or a >= 224
@@ -94,6 +94,8 @@ def _ipv4_public(octets):
         or (a == 169 and b == 254)
         or (a == 172 and 16 <= b < 32)
         or (a == 192 and b == 168)
+        or (a == 192 and b == 0 and c == 0)  # IETF protocol assignments
+        or (a == 198 and b in (18, 19))  # benchmarking networks: often a lab's private ones
     )
 
 
@@ -108,9 +110,18 @@ def is_public(address):
         packed = bytearray(socket.inet_pton(socket.AF_INET6, address.split("%")[0]))
     except (socket.error, ValueError):
         return False
-    if packed[:12] == bytearray(10) + bytearray(b"\xff\xff"):  # ::ffff:a.b.c.d
+    # IPv6 addresses that lead to an IPv4 address are judged by it: ::a.b.c.d (:: and ::1
+    # among them), ::ffff:a.b.c.d, NAT64's 64:ff9b::a.b.c.d and 6to4's 2002:ab:cd::.
+    if packed[:12] in (
+        bytearray(12),
+        bytearray(10) + bytearray(b"\xff\xff"),
+        bytearray(b"\x00\x64\xff\x9b") + bytearray(8),
+    ):
         return _ipv4_public(list(packed[12:]))
-    if packed[:15] == bytearray(15):  # :: and ::1
+    if packed[:2] == bytearray(b"\x20\x02"):
+        return _ipv4_public(list(packed[2:6]))
+    # A local NAT64 prefix (64:ff9b:1::/48) and Teredo (2001::/32) hide where they lead.
+    if packed[:6] == bytearray(b"\x00\x64\xff\x9b\x00\x01") or packed[:4] == bytearray(b"\x20\x01\x00\x00"):
         return False
     return not (packed[0] in (0xFC, 0xFD, 0xFF) or (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80))
 
@@ -124,9 +135,14 @@ class Proxy(object):
 
     Hosts in ``allowed`` ("host:port", the configured index and find-links) are reached
     wherever they are; any other host only at public addresses, never on this machine's
-    loopback or a private network (the farm's database, ``serve``, the master). Every refused
-    or failed connection is kept in ``attempts`` for the build's result.
+    loopback or a private network (the farm's database, ``serve``, the master). Refused
+    connections are kept in ``attempts`` for the build's result: the first ``MAX_ATTEMPTS``
+    different ones, so that a build that asks without end cannot grow the result. At most
+    ``MAX_CLIENTS`` connections are served at once (a thread each); more wait to be accepted.
     """
+
+    MAX_ATTEMPTS = 100
+    MAX_CLIENTS = 64
 
     def __init__(self, path, allowed, cache=None):
         # type: (str, List[str], Optional[Any]) -> None
@@ -134,6 +150,7 @@ class Proxy(object):
         self.allowed = set(a.lower() for a in allowed)
         self.cache = cache  # a remotecache.Forwarder, or None: no shared compiler cache
         self.attempts = []  # type: List[str]
+        self._clients = threading.BoundedSemaphore(self.MAX_CLIENTS)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
         os.chmod(path, 0o666)  # noqa: S103 - a build running as its own uid must be able to connect
@@ -153,13 +170,22 @@ class Proxy(object):
     def _serve(self):
         # type: () -> None
         while True:
+            self._clients.acquire()
             try:
                 client = self._listener.accept()[0]
             except socket.error:
+                self._clients.release()
                 return  # closed
-            thread = threading.Thread(target=self._handle, args=(client,))
+            thread = threading.Thread(target=self._handle_one, args=(client,))
             thread.daemon = True
             thread.start()
+
+    def _handle_one(self, client):
+        # type: (socket.socket) -> None
+        try:
+            self._handle(client)
+        finally:
+            self._clients.release()
 
     def _handle(self, client):
         # type: (socket.socket) -> None
@@ -184,7 +210,9 @@ class Proxy(object):
             host = host.strip("[]")
             upstream = self._connect(host, int(port))
         except _Denied as exc:
-            self.attempts.append(str(exc))
+            said = str(exc)[:300]
+            if len(self.attempts) < self.MAX_ATTEMPTS and said not in self.attempts:
+                self.attempts.append(said)
             _send_error(client, "403 Forbidden", str(exc))
             client.close()
             return
