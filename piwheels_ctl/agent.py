@@ -73,6 +73,8 @@ PASS_ENV = (
 # Project names and versions as the controller sends them (canonical names, PEP 440 versions):
 # nothing a shell or a path could misread, checked again here.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$")
+# The names of wheels the agent collects; the controller checks them again as wheel names.
+WHEEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
 # The files the controller sends to a builder: this one and the modules it imports.
 MODULES = (
     "agent.py", "buildplatform.py", "requirespython.py", "sandbox.py", "supervise.py", "buildnet.py",
@@ -290,12 +292,13 @@ def _sweep(work_root):
 
 def _collect(wheels, outbox):
     # type: (str, str) -> List[Dict[str, Any]]
-    """Move the wheels a build left into the outbox: regular files only, never a link."""
+    """Move the wheels a build left into the outbox: regular files only, never a link, under a
+    name a wheel can have (ASCII: Python 2.7's JSON cannot report bytes of another encoding)."""
     files = []
     for filename in sorted(os.listdir(wheels)):
         source = os.path.join(wheels, filename)
         st = os.lstat(source)
-        if not filename.endswith(".whl") or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        if not WHEEL_NAME.match(filename) or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             continue
         target = os.path.join(outbox, filename)
         shutil.copyfile(source, target)
@@ -555,6 +558,12 @@ def _build_in(job, work, kind, uid, sdist, box, wheels, project_cache, deps, rem
         # Requests to the shared compiler cache: get/found, put/stored, refused.
         "ccache_remote": remote.counts if remote is not None else None,
     }  # type: Dict[str, Any]
+    if free_space_mb(job.work_root) < max(job.min_free_mb, 1):
+        # A build can fill the disk through its project's caches, which outlive it: they go
+        # first (this build holds them), so that the builder stays in service for the others.
+        for folder in (project_cache, deps):
+            if folder:
+                supervise.remove_tree(folder)
     if not files:
         # The agent's own check, never the log's text: is the disk full without this build?
         supervise.remove_tree(box)

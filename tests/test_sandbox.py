@@ -356,3 +356,35 @@ def test_a_trap_in_the_projects_compiler_cache_costs_the_agent_a_time_limit_at_m
         tmp_path / "again", _fake_python(tmp_path / "again", "echo AGAIN; exit 1"), ccache_dir=str(ccache)
     )
     assert again["status"] == "failed" and "AGAIN" in _log(tmp_path / "again"), again
+
+
+def test_a_wheel_under_a_name_no_wheel_has_is_not_collected(tmp_path: Path) -> None:
+    # Not ASCII: Python 2.7's agent could not even report it (its JSON takes no such bytes).
+    body = (
+        'while [ $# -gt 0 ]; do [ "$1" = "--wheel-dir" ] && out="$2"; shift; done\n'
+        'echo wheel > "$out/$(printf "demo-1.0-py3-none-any\\377.whl")"; echo MADE; exit 0'
+    )
+    result = _build(tmp_path, _fake_python(tmp_path, body))
+    assert "MADE" in _log(tmp_path), _log(tmp_path)
+    assert result["status"] == "failed" and result["files"] == [], result
+
+
+def test_a_build_filling_the_disk_through_its_cache_loses_the_cache_not_the_builder(
+    tmp_path: Path,
+) -> None:
+    """The project's caches outlive its build: filled with junk, they would leave the disk full
+    for every later build of every project, and the builder out of service."""
+    ccache = tmp_path / "ccache"
+    work = tmp_path / "work"
+    work.mkdir()
+    free_mb = shutil.disk_usage(work).free >> 20
+    body = 'dd if=/dev/zero of="$CCACHE_DIR/junk" bs=1M count=400 2>/dev/null && echo FILLED; exit 1'
+    result = _build(tmp_path, _fake_python(tmp_path, body), ccache_dir=str(ccache), min_free_mb=free_mb - 200)
+    assert "FILLED" in _log(tmp_path), _log(tmp_path)
+    assert result["status"] == "failed", result
+    assert not (ccache / "projects" / "demo" / "junk").exists()
+    other = tmp_path / "other"
+    python = _fake_python(other, "echo OTHER; exit 1")
+    again = agent.build(python, "other", "1.0", str(other / "outbox"), str(other / "build.log"), str(work),
+                        ccache_dir=str(ccache), min_free_mb=free_mb - 200)  # fmt: skip
+    assert again["status"] == "failed", again
