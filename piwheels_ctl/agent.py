@@ -212,9 +212,16 @@ def not_root_owned(path):
 
 def _chown_tree(folder, uid):
     # type: (str, int) -> None
+    """Give ``folder`` (a cache an earlier build of the project wrote) to ``uid``, but for files
+    with more than one name: a hard link a build made to a file it could not write (where the
+    kernel lets it) is never given away. (The compiler wrappers are such files: they are run,
+    not written.)"""
     for root, dirs, names in os.walk(folder):
-        for entry in [root] + [os.path.join(root, e) for e in dirs + names]:
-            os.lchown(entry, uid, uid)
+        os.lchown(root, uid, uid)
+        for entry in [os.path.join(root, e) for e in dirs + names]:
+            st = os.lstat(entry)
+            if stat.S_ISDIR(st.st_mode) or st.st_nlink == 1:
+                os.lchown(entry, uid, uid)
 
 
 def unpack_frontend(wheel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from sqlalchemy import select
@@ -335,8 +336,10 @@ class RemoteExecutor:
             argv += ["--deps-cache", f"{place}/deps-cache", "--deps-cache-mb", str(s.deps_cache_mb)]
         if index_url:
             argv += ["--index-url", index_url]
-        sends_sdist = bool(job.sdist_url) and not str(job.sdist_url).startswith("file:")
-        if sends_sdist:  # not a file: URL, a folder of this machine's
+        # Only a URL the builder can fetch: not a file: one (a folder of this machine's, in any
+        # spelling), nor another scheme an upstream page might give.
+        sends_sdist = urlsplit(str(job.sdist_url or "")).scheme in ("http", "https")
+        if sends_sdist:
             argv += ["--sdist-url", str(job.sdist_url)]
             if job.sdist_sha256:
                 argv += ["--sdist-sha256", job.sdist_sha256]

@@ -53,6 +53,8 @@ def fetch_sdist(url, sha256, folder, opening=None):
     except ImportError:  # pragma: no cover - Python 2.7 builders
         from urllib import unquote  # type: ignore[attr-defined, no-redef]
     filename = unquote(filename)
+    if url.split(":", 1)[0].lower() not in ("http", "https", "file"):
+        raise DownloadError("%r: not an http(s) or file URL" % url[:200], True)
     if not SDIST_NAME.match(filename):
         raise DownloadError("%r: not an sdist file name" % filename, True)
     target = os.path.join(folder, filename)

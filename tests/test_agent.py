@@ -11,7 +11,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from piwheels_ctl import agent
+import pytest
+
+from piwheels_ctl import agent, sdistfetch
 
 AGENT = Path(agent.__file__)
 
@@ -103,3 +105,10 @@ def test_the_build_runs_the_pinned_pip_not_the_interpreters_own(tmp_path: Path) 
     )
     text = log.read_text()
     assert result["status"] == "failed" and "PINNED-PIP" in text and "--use-pep517" in text, text
+
+
+@pytest.mark.parametrize("url", ["ftp://files.example/demo-1.0.tar.gz", "jar:file:///x!/demo-1.0.tar.gz"])
+def test_an_sdist_url_of_another_scheme_is_not_fetched(tmp_path: Path, url: str) -> None:
+    with pytest.raises(sdistfetch.DownloadError, match="not an http"):
+        sdistfetch.fetch_sdist(url, "0" * 64, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []

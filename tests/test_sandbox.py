@@ -388,3 +388,27 @@ def test_a_build_filling_the_disk_through_its_cache_loses_the_cache_not_the_buil
     again = agent.build(python, "other", "1.0", str(other / "outbox"), str(other / "build.log"), str(work),
                         ccache_dir=str(ccache), min_free_mb=free_mb - 200)  # fmt: skip
     assert again["status"] == "failed", again
+
+
+def test_a_hard_link_left_in_a_projects_cache_is_not_given_to_the_next_build(tmp_path: Path) -> None:
+    """Where the kernel lets a build link a file it cannot write (no protected_hardlinks: the
+    old kernels the uid fallback is for), the agent's giving the cache to the next build's uid
+    must not give that file too. The link is made here, as such a build would have made it."""
+    public = Path(tempfile.mkdtemp(prefix="piwheels-hardlink-"))
+    public.chmod(0o711)
+    try:
+        secret = public / "root-only"
+        secret.write_text("root's")
+        secret.chmod(0o600)
+        cache = public / "ccache" / "projects" / "demo"
+        cache.mkdir(parents=True)
+        (cache / "stolen").hardlink_to(secret)
+        (cache / "mine").write_text("an earlier build's")
+        result = _build(public, _fake_python(public, "id -u; exit 1"), sandbox_kind="user",
+                        ccache_dir=str(public / "ccache"))  # fmt: skip
+        uid = _uid_in(_log(public))
+        assert result["status"] == "failed" and uid in BUILD_UIDS, result
+        assert secret.stat().st_uid == 0, f"the root-owned file was given to uid {secret.stat().st_uid}"
+        assert (cache / "mine").stat().st_uid == uid  # the rest of the cache is the build's
+    finally:
+        shutil.rmtree(public)
