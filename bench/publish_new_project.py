@@ -35,9 +35,9 @@ from piwheels_ctl.models import Project
 def publish(tree: Path, env: dict[str, str]) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak MB of one ``publish`` with ``tree``'s code."""
     start = time.perf_counter()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     command = [sys.executable, "-c", RUNNER, str(tree), "publish"]
-    proc = subprocess.Popen(command, env=env, cwd=env["PIWHEELS_DATA_DIR"], **quiet)
+    quiet = subprocess.DEVNULL
+    proc = subprocess.Popen(command, env=env, cwd=env["PIWHEELS_DATA_DIR"], stdout=quiet, stderr=quiet)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start

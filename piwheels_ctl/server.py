@@ -357,6 +357,7 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
         self.send_response_only(status)
         self.send_header("Server", self.version_string())
         self.send_header("Date", self.date_time_string())
+        self.send_header("X-Content-Type-Options", "nosniff")  # a build log is text, whatever it holds
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()

@@ -254,6 +254,7 @@ def _check_pages(base: str, logs: Path) -> None:
         kind = response.headers["Content-Type"]
         page = response.read().decode()
     assert kind.split(";")[0] == "text/html", f"/project/pure-ok/ came back as {kind!r}"
+    assert response.headers["X-Content-Type-Options"] == "nosniff", dict(response.headers)
     assert "pure-ok" in page and "<table" in page, page[:2000]
     with urllib.request.urlopen(f"{base}/project/pure-ok/json", timeout=5) as response:
         kind = response.headers["Content-Type"]
@@ -272,6 +273,7 @@ def _check_pages(base: str, logs: Path) -> None:
         body = response.read()
     assert headers.get("Content-Encoding") == "gzip", f"/{path} with gzip accepted: {headers}"
     assert headers["Content-Type"] == "text/plain; charset=utf-8", headers
+    assert headers["X-Content-Type-Options"] == "nosniff", headers  # a log is never sniffed as HTML
     assert gzip.decompress(body) == stored
     request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "identity"})
     with urllib.request.urlopen(request, timeout=5) as response:

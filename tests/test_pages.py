@@ -90,6 +90,7 @@ def test_logs_are_served_gzipped_or_inflated(site_farm: SiteFarm) -> None:
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.headers["Content-Encoding"] == "gzip", dict(response.headers)
             assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert response.headers["X-Content-Type-Options"] == "nosniff"  # never sniffed as HTML
             assert gzip.decompress(response.read()) == text
         request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "identity"})
         with urllib.request.urlopen(request, timeout=30) as response:
