@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.orm import Session
 
-from piwheels_ctl import counts
-from piwheels_ctl.models import File, Project, Version
-from piwheels_ctl.queue_upkeep import refresh_all
+from piwheels_ctl.db import counts
+from piwheels_ctl.db.models import File, Project, Version
+from piwheels_ctl.queue.upkeep import refresh_all
 
 VERSIONS_PER_PROJECT = 6
 ABIS = (

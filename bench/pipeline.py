@@ -30,7 +30,7 @@ from pathlib import Path
 import tomllib
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from piwheels_ctl import frontend
+from piwheels_ctl.farm import frontend
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -87,7 +87,7 @@ def prepare(work: Path, pins: list[str], runtime: bool = True) -> tuple[Path, Pa
         requires = {r for sdist in upstream.iterdir() for r in build_requires(sdist)}
         requires |= {"setuptools", "wheel"}
         sh(pip("download", "--only-binary", ":all:", "-d", str(upstream), *index, *sorted(requires)))
-    # The builds' frontends (piwheels_ctl.frontend), which the controller fetches from the same
+    # The builds' frontends (piwheels_ctl.farm.frontend), which the controller fetches from the same
     # folder: the pinned pip and uv for this machine.
     python = sys.version_info[:2]
     wanted = {f"pip-{frontend.pip_version(python)}-": [f"pip=={frontend.pip_version(python)}"],

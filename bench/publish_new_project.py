@@ -28,8 +28,8 @@ from farm import SPREAD, add_wheel
 from sqlalchemy import func, select
 from startup import ROOT, RUNNER, export
 
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Project
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Project
 
 
 def publish(tree: Path, env: dict[str, str]) -> tuple[float, float, float]:

@@ -27,9 +27,9 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from piwheels_ctl.catalog import read_requirements  # noqa: E402 - after the path is set
-from piwheels_ctl.database import Database  # noqa: E402
-from piwheels_ctl.models import Build, BuildStatus, File, Project, UpstreamWheel, Version  # noqa: E402
+from piwheels_ctl.catalog.projects import read_requirements  # noqa: E402 - after the path is set
+from piwheels_ctl.db.engine import Database  # noqa: E402
+from piwheels_ctl.db.models import Build, BuildStatus, File, Project, UpstreamWheel, Version  # noqa: E402
 
 PIWHEELS = Path(sys.executable).parent / "piwheels-ctl"
 DEFAULT_LIST = ROOT.parent / "shared" / "bench" / "sample-top40.txt"

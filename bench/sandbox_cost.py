@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from piwheels_ctl import agent  # noqa: E402 - after the path is set
+from piwheels_ctl.agent import agent  # noqa: E402 - after the path is set
 
 from sdists import make_sdist, pip_env  # noqa: E402
 

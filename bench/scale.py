@@ -55,16 +55,16 @@ from farm import ABIS, add_wheel, make_farm
 from sqlalchemy import select
 from upstream import Upstream
 
-from piwheels_ctl import catalog
-from piwheels_ctl.builders import ensure_abi
-from piwheels_ctl.classifier import Failure
+from piwheels_ctl.builds.record import record_failure
+from piwheels_ctl.builds.runner import Runner
+from piwheels_ctl.catalog import projects
 from piwheels_ctl.config import load_settings
-from piwheels_ctl.database import Database, upgrade
-from piwheels_ctl.executors import open_executors
-from piwheels_ctl.models import Project, Version, utcnow
-from piwheels_ctl.queue import claim_next, pending, waiting
-from piwheels_ctl.recorder import record_failure
-from piwheels_ctl.runner import Runner
+from piwheels_ctl.db.engine import Database, upgrade
+from piwheels_ctl.db.models import Project, Version, utcnow
+from piwheels_ctl.failures.classify import Failure
+from piwheels_ctl.farm.executors import open_executors
+from piwheels_ctl.farm.registry import ensure_abi
+from piwheels_ctl.queue.claims import claim_next, pending, waiting
 
 BIN = Path(sys.executable).parent
 LEASE = timedelta(hours=1)
@@ -149,7 +149,7 @@ def _queue_queries(farm: Farm) -> float | None:
     with Database(farm.url).reader() as session:
         start = time.monotonic()
         list(pending(session, limit=101))
-        catalog.skipped(session)
+        projects.skipped(session)
         waiting(session, limit=100)
         return time.monotonic() - start
 
@@ -201,7 +201,7 @@ def _claims(farm: Farm) -> float | None:
 
 
 def _building(db: Database) -> list[int]:
-    from piwheels_ctl.models import Build, BuildStatus
+    from piwheels_ctl.db.models import Build, BuildStatus
 
     with db.reader() as session:
         return list(session.scalars(select(Build.id).where(Build.status == BuildStatus.BUILDING)))

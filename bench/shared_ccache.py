@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from pipeline import PIWHEELS, pip, pip_env, prepare, sh  # noqa: E402 - the same downloads as the pipeline's
 from pypi_simple import PYPI_SIMPLE_ENDPOINT  # noqa: E402
 
-from piwheels_ctl.frontend import pip_version  # noqa: E402
+from piwheels_ctl.farm.frontend import pip_version  # noqa: E402
 
 from cacheserver import CacheServer  # noqa: E402 - the test servers live with the tests
 from sshd import SshHost, start_ssh_host  # noqa: E402

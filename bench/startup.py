@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = (["--version"], ["--help"], ["status"], ["queue"], ["run"])
 HEAVY = ("sqlalchemy", "alembic", "pydantic", "jinja2", "wheel", "paramiko", "rich.table", "pypi_simple",
-         "piwheels_ctl.recorder")  # fmt: skip
+         "piwheels_ctl.builds.record")  # fmt: skip
 NOTHING_BUILT = "built 0, failed 0, remaining 0"
 # Runs the CLI of the tree first on sys.path, then prints which modules it imported.
 RUNNER = """\

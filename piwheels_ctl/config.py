@@ -137,7 +137,7 @@ class Settings(BaseModel):
         """(mirror URL, suite) of the Contents index for hints, or None: no hints."""
         if not self.debian_mirror:
             return None
-        from .hints import apt_mirror
+        from .failures.hints import apt_mirror
 
         apt = apt_mirror() if "auto" in (self.debian_mirror, self.debian_suite) else None
         mirror = apt[0] if self.debian_mirror == "auto" and apt else self.debian_mirror

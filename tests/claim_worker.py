@@ -12,11 +12,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from piwheels_ctl.builds.runner import Runner
 from piwheels_ctl.config import Settings
-from piwheels_ctl.database import Database
-from piwheels_ctl.executors import Outcome
-from piwheels_ctl.queue import Job
-from piwheels_ctl.runner import Runner
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.farm.executors import Outcome
+from piwheels_ctl.queue.claims import Job
 
 # Long enough that the other controller claims while this one's builds run.
 BUILD_SECONDS = 0.02

@@ -21,10 +21,10 @@ from psycopg import sql
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from sqlalchemy import select
 
-from piwheels_ctl import frontend
-from piwheels_ctl.database import Database, upgrade
-from piwheels_ctl.models import Build, Project
-from piwheels_ctl.models import Version as VersionRow
+from piwheels_ctl.db.engine import Database, upgrade
+from piwheels_ctl.db.models import Build, Project
+from piwheels_ctl.db.models import Version as VersionRow
+from piwheels_ctl.farm import frontend
 
 from helpers import clean_env, free_port, piwheels
 from indexserver import IndexServer
@@ -44,7 +44,7 @@ def fixture_sdists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {project_name_version(p)[0]: make_sdist(p, dest) for p in fixture_projects()}
 
 
-# The pinned pips of piwheels_ctl.frontend for the Pythons the tests build with.
+# The pinned pips of piwheels_ctl.farm.frontend for the Pythons the tests build with.
 FRONTEND_PIPS = {"3.9": frontend.pip_version((3, 9)), "3.11": frontend.pip_version((3, 11))}
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from piwheels_ctl.server import make_server
+from piwheels_ctl.publish.server import make_server
 
 PIWHEELS = Path(sys.executable).with_name("piwheels-ctl")
 

@@ -11,7 +11,7 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from sdists import pip_env
 
 # setuptools 44.1.1 and wheel 0.37.1 are the last for Python 2.7; pip 20.3.4 is its frontend
-# (piwheels_ctl.frontend.PINS).
+# (piwheels_ctl.farm.frontend.PINS).
 PY27_WHEELS = ("setuptools==44.1.1", "wheel==0.37.1", "pip==20.3.4")
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from piwheels_ctl.transport import Endpoint
+from piwheels_ctl.farm.transport import Endpoint
 
 SSHD = "/usr/sbin/sshd"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent, sdistfetch
+from piwheels_ctl.agent import agent, sdistfetch
 
 AGENT = Path(agent.__file__)
 
@@ -93,7 +93,7 @@ def test_an_sdist_that_cannot_be_fetched_is_the_builders_fault(tmp_path: Path) -
 
 
 def test_the_build_runs_the_pinned_pip_not_the_interpreters_own(tmp_path: Path) -> None:
-    # A stand-in for the pinned pip's wheel (piwheels_ctl.frontend): its `python -m pip` says so.
+    # A stand-in for the pinned pip's wheel (piwheels_ctl.farm.frontend): its `python -m pip` says so.
     wheel = tmp_path / "frontends" / "pip-0-py3-none-any.whl"
     wheel.parent.mkdir()
     with zipfile.ZipFile(wheel, "w") as archive:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent, buildplatform
+from piwheels_ctl.agent import agent, buildplatform
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # in the sandbox's /usr, unlike this venv's interpreter
 AGENT = Path(agent.__file__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent
+from piwheels_ctl.agent import agent
 
 from debian_roots import debian_root, install_packages, run_in_root
 from helpers import wait_gone

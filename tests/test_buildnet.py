@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.buildnet import Proxy, is_public
+from piwheels_ctl.agent.buildnet import Proxy, is_public
 
 
 @pytest.mark.parametrize(

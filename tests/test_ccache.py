@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from piwheels_ctl import agent, cythonhook, frontend
+from piwheels_ctl.agent import agent, cythonhook
+from piwheels_ctl.farm import frontend
 
 from indexserver import IndexServer
 from sdists import make_sdist, pip_env, setuptools_project

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, Builder, Project, Version
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, Builder, Project, Version
 
 WORKER = Path(__file__).with_name("claim_worker.py")
 VERSIONS = 40

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.classifier import REASONS, TAIL_LINES, Failure, classify
-from piwheels_ctl.failure_rules import RULES, Rule
+from piwheels_ctl.failures.classify import REASONS, TAIL_LINES, Failure, classify
+from piwheels_ctl.failures.rules import RULES, Rule
 
 from sdists import pip_wheel
 

@@ -42,7 +42,7 @@ def served(env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
             paths.append(record.getMessage())
 
     handler = Collect()
-    logger = logging.getLogger("piwheels_ctl.server")
+    logger = logging.getLogger("piwheels_ctl.publish.server")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

@@ -73,13 +73,19 @@ UNNEEDED = (
     "alembic",
     "wheel",
     "paramiko",
-    "piwheels_ctl.collector",
-    "piwheels_ctl.recorder",
-    "piwheels_ctl.upstream",
+    "piwheels_ctl.builds.verify",
+    "piwheels_ctl.builds.record",
+    "piwheels_ctl.upstream.index",
     "piwheels_ctl.cli.projects",
 )
-QUERY = ("jinja2", "piwheels_ctl.publisher", "piwheels_ctl.cli.building")  # nor a query command this
-PUBLISH = ("requests", "pypi_simple", "piwheels_ctl.catalog", "piwheels_ctl.hints", "piwheels_ctl.failures")
+QUERY = ("jinja2", "piwheels_ctl.publish.publisher", "piwheels_ctl.cli.building")  # nor a query command this
+PUBLISH = (
+    "requests",
+    "pypi_simple",
+    "piwheels_ctl.catalog.projects",
+    "piwheels_ctl.failures.hints",
+    "piwheels_ctl.failures.failed",
+)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,7 @@ PUBLISH = ("requests", "pypi_simple", "piwheels_ctl.catalog", "piwheels_ctl.hint
         (["queue"], "piwheels_ctl.cli.status", QUERY),
         (["status", "--json"], "piwheels_ctl.cli.status", (*QUERY, "rich.table")),
         (["queue", "--json"], "piwheels_ctl.cli.status", (*QUERY, "rich.table")),
-        (["publish"], "piwheels_ctl.publisher", PUBLISH),
+        (["publish"], "piwheels_ctl.publish.publisher", PUBLISH),
     ],
 )
 def test_light_commands_import_only_what_their_work_needs(
@@ -121,14 +127,14 @@ def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetc
     # too), and the collector is on again for the command's own work.
     enabled, frozen = printed.splitlines()[-1].split()[1:]
     assert (enabled, int(frozen) > 50_000) == ("1", True), printed
-    assert "piwheels_ctl.runner" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
+    assert "piwheels_ctl.builds.runner" in modules, sorted(m for m in modules if m.startswith("piwheels_ctl"))
     unneeded = (
         *UNNEEDED,
         *PUBLISH,
         "jinja2",
-        "piwheels_ctl.classifier",
-        "piwheels_ctl.publisher",
-        "piwheels_ctl.agent",  # what builds on this machine, and what is sent to builders
+        "piwheels_ctl.failures.classify",
+        "piwheels_ctl.publish.publisher",
+        "piwheels_ctl.agent.agent",  # what builds on this machine, and what is sent to builders
     )
     assert _packages(modules, unneeded) == [], "a run with nothing to build imported these"
 

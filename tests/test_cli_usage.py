@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, BuildStatus, Version
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, BuildStatus, Version
 
 from helpers import PIWHEELS, clean_env, piwheels
 from sdists import PACKAGES, make_sdist

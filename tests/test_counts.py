@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from piwheels_ctl import counts
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, BuildStatus, Count, File, Project, Version
+from piwheels_ctl.db import counts
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, BuildStatus, Count, File, Project, Version
 
 
 def _counted(session: Session) -> dict[str, int]:

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from piwheels_ctl.database import Database, check_schema, schema_state, upgrade
+from piwheels_ctl.db.engine import Database, check_schema, schema_state, upgrade
+from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, Project, Version
 from piwheels_ctl.errors import DatabaseError
-from piwheels_ctl.models import Abi, Build, BuildStatus, File, Project, Version
 
 TABLES = {
     "abis",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import elfdeps
+from piwheels_ctl.agent import elfdeps
 
 from helpers import clean_env, piwheels
 from wheels import make_wheel

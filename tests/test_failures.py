@@ -11,16 +11,16 @@ import pytest
 from debmirror import debian_mirror
 from sqlalchemy import select
 
-from piwheels_ctl.classifier import Failure
+from piwheels_ctl.builds.record import record_failure
+from piwheels_ctl.builds.runner import Runner
 from piwheels_ctl.config import Settings
-from piwheels_ctl.database import Database
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, Builder, BuildStatus, Handback, Project, Version
 from piwheels_ctl.errors import InputError
-from piwheels_ctl.executors import BuilderError, Outcome
-from piwheels_ctl.failures import failed_builds, rebuild_failed
-from piwheels_ctl.models import Abi, Build, Builder, BuildStatus, Handback, Project, Version
-from piwheels_ctl.queue import Job, claim, pending
-from piwheels_ctl.recorder import record_failure
-from piwheels_ctl.runner import Runner
+from piwheels_ctl.failures.classify import Failure
+from piwheels_ctl.failures.failed import failed_builds, rebuild_failed
+from piwheels_ctl.farm.executors import BuilderError, Outcome
+from piwheels_ctl.queue.claims import Job, claim, pending
 
 from helpers import clean_env, piwheels
 from indexserver import IndexServer
@@ -221,7 +221,7 @@ def test_failures_command_looks_packages_up_once(tmp_path: Path) -> None:
 
 @pytest.mark.build
 def test_a_builder_that_cannot_get_its_pinned_pip_is_at_fault_never_the_project(tmp_path: Path) -> None:
-    # The index has the project but not the pip the builds run with (piwheels_ctl.frontend).
+    # The index has the project but not the pip the builds run with (piwheels_ctl.farm.frontend).
     upstream = tmp_path / "upstream"
     upstream.mkdir()
     make_sdist(Path(__file__).parent / "packages" / "pure-ok", upstream)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Build, Project, Version
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Build, Project, Version
 
 from helpers import PIWHEELS, clean_env, piwheels
 from indexserver import IndexServer

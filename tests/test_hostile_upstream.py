@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.errors import UpstreamError
-from piwheels_ctl.upstream import PROJECT_PAGE_MAX, ROOT_PAGE_MAX, Upstream
+from piwheels_ctl.upstream.index import PROJECT_PAGE_MAX, ROOT_PAGE_MAX, Upstream
 
 from helpers import clean_env, piwheels
 from indexserver import (

@@ -8,8 +8,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from piwheels_ctl.database import SCHEMA_HEAD, Database, alembic_config
-from piwheels_ctl.models import Base
+from piwheels_ctl.db.engine import SCHEMA_HEAD, Database, alembic_config
+from piwheels_ctl.db.models import Base
 
 FIRST_SCHEMA_ROWS = [
     "INSERT INTO projects (id, name, display_name, watched, dirty) VALUES (1, 'a', 'a', true, false)",

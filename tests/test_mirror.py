@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl import catalog
-from piwheels_ctl.builders import ensure_abi
+from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.mirror import MIRROR_ATTEMPTS, mirror
 from piwheels_ctl.config import Settings
-from piwheels_ctl.database import Database
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, Coverage, File, UpstreamCoverage, UpstreamWheel
 from piwheels_ctl.errors import UpstreamError
-from piwheels_ctl.mirror import MIRROR_ATTEMPTS, mirror
-from piwheels_ctl.models import Abi, Build, Coverage, File, UpstreamCoverage, UpstreamWheel
-from piwheels_ctl.queue import pending
-from piwheels_ctl.upstream import Upstream
+from piwheels_ctl.farm.registry import ensure_abi
+from piwheels_ctl.queue.claims import pending
+from piwheels_ctl.upstream.index import Upstream
 
 from helpers import clean_env, piwheels, serving
 from indexserver import IndexServer
@@ -63,7 +63,7 @@ def _abis(db: Database) -> None:
 
 def _add(db: Database, index: IndexServer) -> None:
     with Upstream(index.url, timeout=10) as upstream, db.session() as session:
-        catalog.add(session, upstream, [catalog.parse_wanted("mirr==1.0", "test")])
+        projects.add(session, upstream, [projects.parse_wanted("mirr==1.0", "test")])
 
 
 def _queue(db: Database) -> list[tuple[str, str, str]]:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Build, BuildStatus, File
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Build, BuildStatus, File
 
 from helpers import clean_env, free_port, piwheels
 from indexserver import IndexServer

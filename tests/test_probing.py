@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import frontend
 from piwheels_ctl.config import Settings
-from piwheels_ctl.executors import BuilderError
-from piwheels_ctl.probing import probe_remote, probe_sdist
+from piwheels_ctl.farm import frontend
+from piwheels_ctl.farm.executors import BuilderError
+from piwheels_ctl.farm.probing import probe_remote, probe_sdist
 
 from indexserver import IndexServer
 from sshd import SshHost, start_ssh_host

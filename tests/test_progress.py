@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from piwheels_ctl.builds.runner import Progress, Runner, RunReport
 from piwheels_ctl.cli.building import BarProgress
 from piwheels_ctl.config import Settings
-from piwheels_ctl.database import Database
-from piwheels_ctl.executors import Outcome
-from piwheels_ctl.models import Abi, Builder, Project, Version
-from piwheels_ctl.queue import Job
-from piwheels_ctl.runner import Progress, Runner, RunReport
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Builder, Project, Version
+from piwheels_ctl.farm.executors import Outcome
+from piwheels_ctl.queue.claims import Job
 
 from helpers import PIWHEELS, clean_env, piwheels
 from indexserver import IndexServer

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 from test_publisher import add_project, add_version, add_wheel, age, untouched
 
-from piwheels_ctl import publisher
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Project, utcnow
-from piwheels_ctl.publisher import publish_from
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Project, utcnow
+from piwheels_ctl.publish import publisher
+from piwheels_ctl.publish.publisher import publish_from
 
 
 def _with_wheel(db: Database, name: str, display: str | None = None, version: str = "1.0") -> None:

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl import publisher
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import File, Project, Version
-from piwheels_ctl.publisher import clear_published, publish, publish_from
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import File, Project, Version
+from piwheels_ctl.publish import publisher
+from piwheels_ctl.publish.publisher import clear_published, publish, publish_from
 
 # Far more than the few milliseconds a write takes here; only reached when the lock is held.
 PATIENCE = 120.0

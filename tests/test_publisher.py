@@ -20,9 +20,9 @@ from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, IndexPage, ProjectPa
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl.database import Database, upgrade
-from piwheels_ctl.models import File, Project, Version
-from piwheels_ctl.publisher import publish_from
+from piwheels_ctl.db.engine import Database, upgrade
+from piwheels_ctl.db.models import File, Project, Version
+from piwheels_ctl.publish.publisher import publish_from
 
 from helpers import PIWHEELS, clean_env, serving
 
@@ -499,7 +499,7 @@ def test_pip_and_uv_install_from_the_published_index(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """pip and uv check the wheel's and the metadata file's hashes against the index."""
-    caplog.set_level(logging.INFO, logger="piwheels_ctl.server")
+    caplog.set_level(logging.INFO, logger="piwheels_ctl.publish.server")
     text = metadata_text("tiny-pkg", "1.0").replace("Name: tiny-pkg", "Name: tiny_pkg")
     project_dir = www / "simple" / "tiny-pkg"
     project_dir.mkdir(parents=True)

@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from piwheels_ctl import catalog, queue_upkeep
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Abi, Build, BuildStatus, File, PendingPair, Project, Version
-from piwheels_ctl.queue import Waiting, claim, count, pending, reclaim, waiting
-from piwheels_ctl.recorder import add_coverage
+from piwheels_ctl.builds.record import add_coverage
+from piwheels_ctl.catalog import projects
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, PendingPair, Project, Version
+from piwheels_ctl.queue import upkeep
+from piwheels_ctl.queue.claims import Waiting, claim, count, pending, reclaim, waiting
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -143,7 +144,7 @@ def test_rebuild_queues_again_and_keeps_the_old_build(db: Database) -> None:
             build.status = BuildStatus.SUCCESS
         session.flush()
         assert _pairs(session) == []
-        assert catalog.rebuild(session, "demo", "2.0").queued == ["2.0"]
+        assert projects.rebuild(session, "demo", "2.0").queued == ["2.0"]
         session.flush()
         assert _pairs(session) == [("2.0", "cp311"), ("2.0", "pp39")]
         assert versions["2.0"].priority == 1
@@ -188,10 +189,10 @@ def test_the_kept_queue_is_what_computing_it_afresh_gives(db: Database) -> None:
         project.watched = False
         versions["3.0"].priority = 1
         session.execute(delete(Build).where(Build.id == build.id))  # handed back, in bulk
-        queue_upkeep.touch(session, versions=[build.version_id])
+        upkeep.touch(session, versions=[build.version_id])
         assert count(session) == 2  # brings the kept rows up to date first
         kept = sorted(session.execute(select(PendingPair.version_id, PendingPair.abi_id)).all())
         assert len(kept) == 2
-        queue_upkeep.refresh_all(session)
+        upkeep.refresh_all(session)
         assert sorted(session.execute(select(PendingPair.version_id, PendingPair.abi_id)).all()) == kept
         assert _pairs(session) == [("3.0", "cp311"), ("3.0", "pp39")]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from piwheels_ctl import agent
+from piwheels_ctl.agent import agent
 
 from debian_roots import CACHE, run_in_root
 

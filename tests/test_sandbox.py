@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import agent, compilers, sandbox
+from piwheels_ctl.agent import agent, compilers, sandbox
 
 from helpers import running, wait_gone
 

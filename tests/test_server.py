@@ -20,7 +20,7 @@ import requests
 from pypi_simple import ACCEPT_ANY, ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, ACCEPT_JSON_PREFERRED
 
 from piwheels_ctl.errors import ConfigError, InputError
-from piwheels_ctl.server import HTML_V1, JSON_V1, make_server, negotiate, parse_range
+from piwheels_ctl.publish.server import HTML_V1, JSON_V1, make_server, negotiate, parse_range
 
 from helpers import serving
 
@@ -306,7 +306,7 @@ def test_paths_outside_or_missing_are_404(base: str, path: str) -> None:
 def test_requests_are_logged(
     base: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="piwheels_ctl.server")
+    caplog.set_level(logging.INFO, logger="piwheels_ctl.publish.server")
     get(f"{base}/simple/foo/{WHEEL}.metadata")
     get(f"{base}/simple/foo/{WHEEL}", Range="bytes=0-9")
     get(f"{base}/simple/nothing/")
@@ -345,7 +345,8 @@ def test_serve_until_interrupted(www: Path) -> None:
     # Ctrl-C as a terminal sends it: the server as a user starts it, whatever this test process
     # inherited (SIGINT ignored by a shell's background job, or blocked) and passed on.
     code = (
-        "import logging, signal, sys; from pathlib import Path; from piwheels_ctl.server import serve; "
+        "import logging, signal, sys; from pathlib import Path; "
+        "from piwheels_ctl.publish.server import serve; "
         "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
         "signal.signal(signal.SIGINT, signal.default_int_handler); "
         "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(message)s'); "

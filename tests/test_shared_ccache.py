@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl import remotecache
+from piwheels_ctl.agent import remotecache
 
 from cacheserver import CacheServer, render
 from helpers import clean_env, piwheels

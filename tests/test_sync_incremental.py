@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl import catalog
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Project
-from piwheels_ctl.upstream import Upstream
+from piwheels_ctl.catalog import projects
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Project
+from piwheels_ctl.upstream.index import Upstream
 
 from indexserver import JSON_TYPE, IndexServer
 
@@ -33,7 +33,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _watch(db: Database, upstream: Upstream) -> None:
     with db.session() as session:
-        catalog.add(session, upstream, [catalog.parse_wanted(n, "test") for n in PROJECTS])
+        projects.add(session, upstream, [projects.parse_wanted(n, "test") for n in PROJECTS])
 
 
 def _release(folder: Path, name: str, version: str) -> None:
@@ -66,27 +66,27 @@ def test_a_round_fetches_exactly_the_pages_whose_serial_changed(
 ) -> None:
     with Upstream(serial_index.url, timeout=10) as upstream:
         _watch(db, upstream)
-        first = catalog.sync(db.session, upstream)  # no serial known yet: every page once
+        first = projects.sync(db.session, upstream)  # no serial known yet: every page once
         assert (first.serials, first.fetched, first.problems) == (True, 100, []), first
         serial_index.requests.clear()
-        second = catalog.sync(db.session, upstream)
+        second = projects.sync(db.session, upstream)
         assert serial_index.pages_fetched() == [], "pages fetched with no serial changed"
         assert (second.fetched, second.unchanged, second.changed) == (0, 100, 0), second
         _release(folder, "proj007", "1.1")
         _release(folder, "proj042", "2.0")
         (folder / "proj099-1.0.tar.gz").unlink()  # deleted upstream: gone from the listing
         serial_index.requests.clear()
-        third = catalog.sync(db.session, upstream)
+        third = projects.sync(db.session, upstream)
     assert sorted(serial_index.pages_fetched()) == ["proj007", "proj042"], serial_index.requests
     assert [path for _, path, _ in serial_index.requests].count("/simple/") == 1
     assert (third.fetched, third.changed, third.new, third.unchanged) == (2, 2, 2, 97), third
     assert third.deleted == ["proj099"], third
     assert _versions(db, "proj007") == ["1.0", "1.1"]
     assert _versions(db, "proj042") == ["1.0", "2.0"]
-    projects = _projects(db)
-    assert projects["proj099"].deleted_at is not None and projects["proj099"].dirty
+    rows = _projects(db)
+    assert rows["proj099"].deleted_at is not None and rows["proj099"].dirty
     assert _versions(db, "proj099") == ["1.0"], "a deleted project's versions are kept"
-    assert [n for n, p in projects.items() if p.deleted_at is not None] == ["proj099"]
+    assert [n for n, p in rows.items() if p.deleted_at is not None] == ["proj099"]
 
 
 def test_a_project_back_upstream_is_no_longer_marked_deleted(
@@ -95,10 +95,10 @@ def test_a_project_back_upstream_is_no_longer_marked_deleted(
     with Upstream(serial_index.url, timeout=10) as upstream:
         _watch(db, upstream)
         (folder / "proj003-1.0.tar.gz").unlink()
-        assert catalog.sync(db.session, upstream).deleted == ["proj003"]
-        assert catalog.sync(db.session, upstream).deleted == [], "marked deleted twice"
+        assert projects.sync(db.session, upstream).deleted == ["proj003"]
+        assert projects.sync(db.session, upstream).deleted == [], "marked deleted twice"
         _release(folder, "proj003", "3.0")
-        report = catalog.sync(db.session, upstream)
+        report = projects.sync(db.session, upstream)
     assert _projects(db)["proj003"].deleted_at is None, report
     assert _versions(db, "proj003") == ["1.0", "3.0"]
 
@@ -112,11 +112,11 @@ def test_without_serials_each_page_is_asked_for_conditionally(
         Upstream(index.url, timeout=10) as upstream,
     ):
         _watch(db, upstream)
-        assert catalog.sync(db.session, upstream).serials is False
+        assert projects.sync(db.session, upstream).serials is False
         _release(folder, "proj010", "1.1")
         _release(folder, "proj020", "1.1")
         index.requests.clear()
-        report = catalog.sync(db.session, upstream)
+        report = projects.sync(db.session, upstream)
     statuses = Counter(status for _, path, status in index.requests if path != "/simple/")
     assert statuses == {304: 98, 200: 2}, index.requests
     assert (report.fetched, report.changed, report.new, report.problems) == (100, 2, 2, []), report
@@ -129,11 +129,11 @@ def test_an_index_with_neither_serials_nor_validators_still_syncs(db: Database, 
         Upstream(index.url, timeout=10) as upstream,
     ):
         _watch(db, upstream)
-        catalog.sync(db.session, upstream)
+        projects.sync(db.session, upstream)
         _release(folder, "proj001", "1.1")
         (folder / "proj002-1.0.tar.gz").unlink()  # 404 now
         index.requests.clear()
-        report = catalog.sync(db.session, upstream)
+        report = projects.sync(db.session, upstream)
     assert Counter(s for _, p, s in index.requests if p != "/simple/") == {200: 99, 404: 1}
     assert (report.serials, report.changed, report.new, report.deleted) == (False, 1, 1, ["proj002"])
     assert dict(report.problems) == {"proj002": f"proj002: the upstream {index.url} has no such project"}
@@ -149,7 +149,7 @@ def test_bad_pages_in_a_batch_are_skipped_alone(
         for name in ("proj005", "proj006", "proj050"):
             _release(folder, name, "1.1")
         serial_index.canned["/simple/proj006/"] = (200, JSON_TYPE, NESTED)
-        report = catalog.sync(db.session, upstream, batch=10)
+        report = projects.sync(db.session, upstream, batch=10)
     problems = dict(report.problems)
     assert sorted(problems) == ["proj006"], report.problems
     assert "not a project page we can read" in problems["proj006"]
@@ -159,7 +159,7 @@ def test_bad_pages_in_a_batch_are_skipped_alone(
     with Upstream(serial_index.url, timeout=10) as upstream:
         del serial_index.canned["/simple/proj006/"]
         serial_index.requests.clear()
-        again = catalog.sync(db.session, upstream)
+        again = projects.sync(db.session, upstream)
     # Its serial was not recorded, so the next round asks for it again; the others not.
     assert serial_index.pages_fetched() == ["proj006"], serial_index.requests
     assert _versions(db, "proj006") == ["1.0", "1.1"], again

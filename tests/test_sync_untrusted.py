@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl import catalog
-from piwheels_ctl.database import Database
-from piwheels_ctl.models import Project
-from piwheels_ctl.models import Version as VersionRow
-from piwheels_ctl.upstream import Upstream
+from piwheels_ctl.catalog import projects
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Project
+from piwheels_ctl.db.models import Version as VersionRow
+from piwheels_ctl.upstream.index import Upstream
 
 from helpers import clean_env, piwheels
 from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
@@ -48,7 +48,7 @@ def test_one_bad_project_does_not_stop_the_others(db: Database, folder: Path) ->
     with IndexServer(folder) as index, Upstream(index.url, timeout=10) as upstream:
         with db.session() as session:
             names = ["alpha", "gone", "evil", "longv", "zeta"]
-            catalog.add(session, upstream, [catalog.parse_wanted(n, "test") for n in names])
+            projects.add(session, upstream, [projects.parse_wanted(n, "test") for n in names])
         (folder / "gone-1.0.tar.gz").unlink()  # vanished from the upstream: 404
         index.canned["/simple/evil/"] = (200, JSON_TYPE, NESTED)
         files = [
@@ -59,7 +59,7 @@ def test_one_bad_project_does_not_stop_the_others(db: Database, folder: Path) ->
         index.canned["/simple/longv/"] = (200, JSON_TYPE, json.dumps(longv).encode())
         (folder / "alpha-2.0.tar.gz").write_bytes(b"sdist")
         (folder / "zeta-2.0.tar.gz").write_bytes(b"sdist")
-        report = catalog.sync(db.session, upstream)
+        report = projects.sync(db.session, upstream)
     problems = dict(report.problems)
     assert sorted(problems) == ["evil", "gone", "longv"], report.problems
     assert problems["gone"] == f"gone: the upstream {index.url} has no such project"
@@ -80,7 +80,7 @@ def test_sync_all_skips_names_too_long_and_records_the_rest(db: Database, folder
             HTML_TYPE,
             f"<!DOCTYPE html><html><body>{links}</body></html>".encode(),
         )
-        added, problems = catalog.sync_all(db.session, upstream, chunk=2)
+        added, problems = projects.sync_all(db.session, upstream, chunk=2)
     assert added == 2
     assert len(problems) == 2 and all("longer than 255" in p for p in problems), problems
     with db.session() as session:
@@ -91,11 +91,11 @@ def test_a_hostile_display_name_is_not_stored(db: Database, folder: Path) -> Non
     page = {"meta": {"api-version": "1.1"}, "name": "Alpha" + "x" * 300, "files": []}
     with IndexServer(folder) as index, Upstream(index.url, timeout=10) as upstream:
         with db.session() as session:
-            catalog.add(session, upstream, [catalog.parse_wanted("alpha", "test")])
+            projects.add(session, upstream, [projects.parse_wanted("alpha", "test")])
         index.canned["/simple/alpha/"] = (200, JSON_TYPE, json.dumps(page).encode())
-        report = catalog.sync(db.session, upstream)
+        report = projects.sync(db.session, upstream)
         with db.session() as session:
-            catalog.add(session, upstream, [catalog.parse_wanted("alpha", "test")])
+            projects.add(session, upstream, [projects.parse_wanted("alpha", "test")])
     assert [p for _n, p in report.problems] == ["alpha: display name kept: the new one is longer than 255"]
     with db.session() as session:
         assert session.scalar(select(Project.display_name)) == "alpha"

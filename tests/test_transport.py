@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.executors import agent_files
-from piwheels_ctl.transport import (
+from piwheels_ctl.farm.executors import agent_files
+from piwheels_ctl.farm.transport import (
     Connection,
     HostKeyError,
     TransportError,

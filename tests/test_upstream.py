@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.errors import InputError, UpstreamError
-from piwheels_ctl.upstream import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream, WheelLink
+from piwheels_ctl.upstream.index import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream, WheelLink
 
 from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
 
@@ -98,7 +98,7 @@ def expected_demo(dist: Path, files_url: str, *, times: bool, sizes: bool | None
 def test_project_releases(
     server: IndexServer, upstream: Upstream, dist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
+    with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
         page = upstream.project("demo")
     assert page is not None
     assert page.name == "demo"
@@ -321,7 +321,7 @@ def test_local_folder(dist: Path, caplog: pytest.LogCaptureFixture) -> None:
     (dist / "README.txt").write_text("not a distribution")
     (dist / "notes.tar.gz").write_text("no version in the name")
     with Upstream(str(dist)) as upstream:
-        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
+        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
             page = upstream.project("Demo")
         assert page is not None
         assert (page.name, page.display_name) == ("demo", "demo")
@@ -344,7 +344,7 @@ def test_local_folder(dist: Path, caplog: pytest.LogCaptureFixture) -> None:
         assert upstream.project("demo", latest.etag) is None
 
         assert "notes.tar.gz" not in caplog.text
-        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
+        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
             names = list(upstream.project_names())
         assert names == [("demo", "demo"), ("other-pkg", "Other_Pkg")]
         assert "notes.tar.gz: ignored: not a distribution filename" in caplog.text

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from piwheels_ctl import agent, depscache, frontend, requirespython
-from piwheels_ctl.classifier import Failure, classify
+from piwheels_ctl.agent import agent, depscache, requirespython
 from piwheels_ctl.config import Settings
+from piwheels_ctl.failures.classify import Failure, classify
+from piwheels_ctl.farm import frontend
 
 from indexserver import IndexServer
 from sdists import make_sdist, setuptools_project

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from ..config import Settings
-    from ..database import Database
-    from ..publisher import PublishResult
-    from ..upstream import Upstream
+    from ..db.engine import Database
+    from ..publish.publisher import PublishResult
+    from ..upstream.index import Upstream
 
 err = Console(stderr=True)
 out = Console()
@@ -55,7 +55,7 @@ class App:
         instead of leaving an empty database there.
         """
         if self._db is None:
-            from ..database import Database, check_schema
+            from ..db.engine import Database, check_schema
 
             if checked:
                 _must_exist(self.settings)
@@ -78,7 +78,7 @@ class App:
 
     def publish(self, *, full: bool = False) -> PublishResult:
         """Publish the index in www/ as the settings say (``upstream_deleted``, ``public_url``)."""
-        from ..publisher import publish_from
+        from ..publish.publisher import publish_from
 
         settings = self.settings
         return publish_from(
@@ -93,13 +93,13 @@ class App:
     def refresh_local_builder(self) -> None:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
         if self.settings.local_builder:
-            from ..builders import ensure_local
+            from ..farm.registry import ensure_local
 
             with self.session() as session:
                 ensure_local(session, self.settings)
 
     def upstream(self) -> Upstream:
-        from ..upstream import Upstream  # pulls in the HTML/JSON parsers: only when needed
+        from ..upstream.index import Upstream  # pulls in the HTML/JSON parsers: only when needed
 
         settings = self.settings
         return Upstream(

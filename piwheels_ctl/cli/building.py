@@ -15,9 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextCol
 from rich.progress import Progress as Bar
 from rich.table import Table
 
+from ..builds.runner import Progress, Runner, RunReport
 from ..errors import PiwheelsError
-from ..queue import Job
-from ..runner import Progress, Runner, RunReport
+from ..queue.claims import Job
 from . import App, cli, err, out, pass_app
 
 
@@ -132,7 +132,7 @@ def _mirror_round(app: App) -> None:
     """Fetch and publish the upstream's wheels that cover what would otherwise be built."""
     if not app.settings.mirror_upstream:
         return
-    from ..mirror import candidates, mirror
+    from ..catalog.mirror import candidates, mirror
 
     db = app.database()
     with db.reader() as session:
@@ -156,7 +156,7 @@ def _mirror_round(app: App) -> None:
 
 
 def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress: Progress) -> RunReport:
-    from ..executors import open_executors
+    from ..farm.executors import open_executors
 
     db = app.database()
     # Brings the local builder up to the settings first: a new ABI gets its upstream coverage
@@ -175,11 +175,11 @@ def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress:
 
 def _sync_round(app: App) -> None:
     """One sync of ``run --forever``: whatever goes wrong is reported, and the farm goes on."""
-    from .. import catalog
+    from ..catalog import projects
 
     try:
         with app.upstream() as upstream:
-            report = catalog.sync(app.database().session, upstream, glibc=app.settings.glibc)
+            report = projects.sync(app.database().session, upstream, glibc=app.settings.glibc)
     # Anything at all: a hostile page, the upstream or the database away, or a bug in the
     # sync must not stop building and publishing; the next round tries again.
     except Exception as exc:

@@ -10,9 +10,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from sqlalchemy import select
 
+from ..db.models import File, Project
+from ..db.models import Version as Release
 from ..errors import InputError
-from ..models import File, Project
-from ..models import Version as Release
 from . import App, cli, pass_app
 
 # Packages every Debian system has (C library, compiler runtime): not worth an apt line.

@@ -7,8 +7,8 @@ import json
 import click
 from rich.markup import escape
 
-from ..failures import FailedBuild, failed_builds, look_up_packages, store_packages
-from ..hints import Hints
+from ..failures.failed import FailedBuild, failed_builds, look_up_packages, store_packages
+from ..failures.hints import Hints
 from . import App, cli, err, out, pass_app
 
 

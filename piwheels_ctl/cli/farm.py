@@ -12,16 +12,23 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
-from .. import frontend
-from ..audit import audit as audit_check
-from ..audit import fix as audit_fix
-from ..builders import check_name, check_python, list_builders, register_remote, remove_builder, set_pythons
+from ..builds.audit import audit as audit_check
+from ..builds.audit import fix as audit_fix
 from ..config import Settings
+from ..db.models import Builder
 from ..errors import InputError, PiwheelsError
-from ..executors import agent_files, remote_builder
-from ..models import Builder
-from ..probing import probe_remote
-from ..transport import Endpoint, fingerprint, scan_host_key
+from ..farm import frontend
+from ..farm.executors import agent_files, remote_builder
+from ..farm.probing import probe_remote
+from ..farm.registry import (
+    check_name,
+    check_python,
+    list_builders,
+    register_remote,
+    remove_builder,
+    set_pythons,
+)
+from ..farm.transport import Endpoint, fingerprint, scan_host_key
 from . import App, cli, out, pass_app
 
 

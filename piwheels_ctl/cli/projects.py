@@ -11,13 +11,13 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from .. import catalog
-from ..collector import inspect_wheel
-from ..database import upgrade
+from ..builds.record import import_wheel
+from ..builds.verify import inspect_wheel
+from ..catalog import projects
+from ..db.engine import upgrade
+from ..db.models import Build
 from ..errors import InputError, PiwheelsError, UpstreamError
-from ..failures import rebuild_failed
-from ..models import Build
-from ..recorder import import_wheel
+from ..failures.failed import rebuild_failed
 from . import App, cli, err, out, pass_app
 
 
@@ -40,14 +40,14 @@ def init(app: App) -> None:
 @pass_app
 def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> None:
     """Watch projects: NAME builds every version, NAME==VERSION that version."""
-    wanted = [catalog.parse_wanted(spec, "add") for spec in specs]
+    wanted = [projects.parse_wanted(spec, "add") for spec in specs]
     for path in requirements:
-        wanted += catalog.read_requirements(path)
+        wanted += projects.read_requirements(path)
     if not wanted:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     problems: list[str] = []
     with app.upstream() as upstream, app.session() as session:
-        added = catalog.add(session, upstream, wanted, problems, app.settings.glibc)
+        added = projects.add(session, upstream, wanted, problems, app.settings.glibc)
     for problem in problems:
         err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     for name, versions, skipped in added:
@@ -62,7 +62,7 @@ def remove(app: App, names: tuple[str, ...]) -> None:
     """Stop building projects (their published wheels stay)."""
     with app.session() as session:
         for name in names:
-            catalog.remove(session, name)
+            projects.remove(session, name)
     out.print(f"removed {len(names)} project(s)")
 
 
@@ -82,14 +82,14 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
     with app.upstream() as upstream:
         if everything:
             try:
-                added, problems = catalog.sync_all(db.session, upstream)
+                added, problems = projects.sync_all(db.session, upstream)
                 listing = {"added": added, "problems": problems}
             except PiwheelsError as exc:  # the listing failed; the watched projects still get synced
                 listing, failed = {"added": None, "problems": [str(exc)]}, True
             for problem in listing["problems"]:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
-            report = catalog.sync(
+            report = projects.sync(
                 db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
             )
     for _name, problem in report.problems:
@@ -126,7 +126,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
 
 def _parse_name(spec: str) -> tuple[str, str | None]:
     name, _, version = spec.partition("==")
-    catalog.parse_wanted(name, spec)
+    projects.parse_wanted(name, spec)
     return name.strip(), version.strip() or None
 
 
@@ -152,7 +152,7 @@ def rebuild(app: App, spec: str | None, all_versions: bool, abi: str | None, fai
     assert spec is not None
     name, version = _parse_name(spec)
     with app.session() as session:
-        result = catalog.rebuild(session, name, version, all_versions=all_versions, abi=abi)
+        result = projects.rebuild(session, name, version, all_versions=all_versions, abi=abi)
     for skipped, reason in result.skipped:
         message = f"{name}=={skipped} is skipped ({reason}): 'piwheels-ctl unskip {name}=={skipped}' first"
         err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -177,7 +177,7 @@ def skip(app: App, spec: str, reason: str) -> None:
     """Never build NAME[==VERSION]."""
     name, version = _parse_name(spec)
     with app.session() as session:
-        count = catalog.skip(session, name, version, reason)
+        count = projects.skip(session, name, version, reason)
     out.print(f"skipping {name}" + (f"=={version}" if version else f" ({count} version(s))"))
 
 
@@ -188,7 +188,7 @@ def unskip(app: App, spec: str) -> None:
     """Build NAME[==VERSION] again after 'skip' (NAME lifts every skip of the project)."""
     name, version = _parse_name(spec)
     with app.session() as session:
-        catalog.unskip(session, name, version)
+        projects.unskip(session, name, version)
     out.print(f"{name}{'==' + version if version else ''} is built again")
 
 
@@ -199,7 +199,7 @@ def unskip(app: App, spec: str) -> None:
 def logs(app: App, name: str, version: str) -> None:
     """Print the logs of the builds of NAME VERSION, newest first."""
     with app.session() as session:
-        _project, versions = catalog.find(session, name, version)
+        _project, versions = projects.find(session, name, version)
         builds = sorted(versions[0].builds, key=lambda b: (b.started_at, b.id), reverse=True)
         entries = [(b.abi.tag, _state(b), b.failure_reason, b.log_path) for b in builds]
     if not entries:

@@ -34,7 +34,7 @@ def publish(app: App, full: bool) -> None:
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
     """Serve the index (for one machine; a farm uses nginx)."""
-    from ..server import serve as serve_index
+    from ..publish.server import serve as serve_index
 
     www = app.settings.www_dir
     if not (www / "simple").is_dir():

@@ -13,10 +13,11 @@ import click
 from rich.markup import escape
 from sqlalchemy import func, select
 
-from .. import catalog, counts
-from ..models import Abi, Build, BuildStatus, UpstreamCoverage, Version
-from ..queue import Job, no_sdist_query, pending, waiting
-from ..queue import count as queue_count
+from ..catalog import projects
+from ..db import counts
+from ..db.models import Abi, Build, BuildStatus, UpstreamCoverage, Version
+from ..queue.claims import Job, no_sdist_query, pending, waiting
+from ..queue.claims import count as queue_count
 from . import App, cli, out, pass_app
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
     app.refresh_local_builder()
     with app.reader() as session:
         jobs = list(pending(session, limit=None if everything else limit + 1))
-        skipped = catalog.skipped(session)
+        skipped = projects.skipped(session)
         waits = waiting(session, limit=None if everything else limit)
     more = not everything and len(jobs) > limit
     jobs = jobs[:limit] if more else jobs
@@ -112,7 +113,7 @@ def _status(session: Session) -> dict[str, Any]:
         "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
         "skipped": [
             {"project": name, "version": version, "reason": reason}
-            for name, version, reason in catalog.skipped(session)
+            for name, version, reason in projects.skipped(session)
         ],
         "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
         "upstream_covered": count(

@@ -1,0 +1,390 @@
+"""Drive builds: claim jobs from the queue, keep every builder slot busy, record each outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from ..abi import AbiTags
+from ..config import Settings
+from ..db.engine import Database
+from ..db.models import Build, Builder, BuildStatus, utcnow
+from ..errors import IntegrityError, VerifyError
+from ..farm.executors import BuilderError, Executor, Outcome, mark_failed
+from ..queue import claims, upkeep
+from ..queue.claims import Job, claim_next, reclaim
+
+# What verifies, classifies and records an outcome is imported with the first outcome: a run
+# with nothing to build (`run` from cron, `run --forever` between releases) never needs it.
+if TYPE_CHECKING:
+    from ..failures.classify import Failure
+    from ..failures.hints import Hints
+    from .verify import Wheel
+
+log = logging.getLogger(__name__)
+
+# A lease outlives the build's own time limit by this much before another controller may take it.
+LEASE_MARGIN = timedelta(minutes=5)
+# How long to wait for a build before looking again at builders that were in back-off.
+POLL = 5.0
+
+
+@dataclass
+class RunReport:
+    """What one ``run`` did."""
+
+    built: int = 0
+    failed: int = 0
+    handed_back: int = 0  # jobs returned to the queue because their builder failed
+    lost: int = 0  # outcomes not recorded because the lease was handed back meanwhile
+    remaining: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (job, reason, detail)
+    builder_errors: list[str] = field(default_factory=list)
+    # (job, last error) of jobs recorded as builder-fault: handed back too many times in a row.
+    builder_faults: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Progress:
+    """Receives the run's progress; the CLI draws a bar from it."""
+
+    def start(self, total: int) -> None:
+        """``total`` jobs are pending as the run starts."""
+
+    def started(self, job: Job, executor_name: str) -> None:
+        """The build of ``job`` was handed to the builder named ``executor_name``."""
+
+    def finished(self, job: Job, ok: bool, report: RunReport) -> None:
+        """One job ended (built or failed)."""
+
+    def abandoned(self, job: Job) -> None:
+        """A started job ended without an outcome of this run: its builder failed it and it went
+        back to the queue, or another controller had taken its lease meanwhile."""
+
+
+def _verify(outcome: Outcome) -> list[Wheel]:
+    """The wheels the agent reported, all of them proven against the job, or none.
+
+    First every file must have arrived as the agent reported it (IntegrityError: the builder's
+    fault); only then is each one's content checked (VerifyError: the project's fault), so one
+    refused wheel refuses the whole build and a transfer fault is never blamed on the project.
+    """
+    from .verify import check_arrival, inspect_wheel
+
+    entries = outcome.result.get("files") or []
+    if not entries:
+        raise VerifyError("the build reported success but no wheel")
+    arrived: list[tuple[Path, int, str]] = []
+    for entry in entries:
+        name = str(entry["name"])
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise IntegrityError(f"{name!r}: a wheel name with path parts")
+        path = outcome.outbox / name
+        if path.is_symlink() or not path.is_file():
+            raise IntegrityError(f"{name!r}: not a regular file in the outbox")
+        if any(path == seen for seen, _size, _sha in arrived):
+            raise IntegrityError(f"{name!r}: reported twice")
+        size, sha256 = int(entry["size"]), str(entry["sha256"])
+        check_arrival(path, size, sha256)
+        arrived.append((path, size, sha256))
+    parts = outcome.job.abi.split("-")
+    if len(parts) != 3:
+        raise VerifyError(f"job ABI {outcome.job.abi!r} is not python-abi-platform")
+    abi = AbiTags(*parts)
+    job = outcome.job
+    deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
+    return [
+        dataclasses.replace(
+            inspect_wheel(path, name=job.name, version=job.version, abi=abi, size=size, sha256=sha256),
+            deps=deps.get(path.name),
+        )
+        for path, size, sha256 in arrived
+    ]
+
+
+def ccache_counts(result: dict[str, Any]) -> tuple[int, int] | None:
+    """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
+    counts = result.get("ccache")
+    if not isinstance(counts, dict):
+        return None
+    hits, misses = counts.get("hits"), counts.get("misses")
+    if type(hits) is not int or type(misses) is not int or hits < 0 or misses < 0 or hits + misses == 0:
+        return None
+    return hits, misses
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def count_pending(db: Database) -> int:
+    with db.reader() as session:
+        return claims.count(session)
+
+
+class Runner:
+    """Builds until the queue is empty (or ``limit`` jobs were claimed) on every available builder."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        executors: Sequence[Executor],
+        progress: Progress | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.executors = list(executors)
+        self.progress = progress or Progress()
+        self.stopping = threading.Event()
+
+    @cached_property
+    def hints(self) -> Hints:
+        """The package hints for failures, from the Debian release's Contents index."""
+        from ..failures.hints import Hints
+
+        settings = self.settings
+        mirror, suite = settings.debian_source or (None, None)
+        return Hints(
+            settings.contents_dir,
+            mirror,
+            suite,
+            max_age_days=settings.contents_max_days,
+            timeout=settings.http_timeout,
+        )
+
+    def _packages(self, failure: Failure, abi: str) -> list[str] | None:
+        """The packages that would fix ``failure``, from the cached Contents index only."""
+        from ..failures.hints import HintsError
+
+        try:
+            return self.hints.packages(failure.reason, failure.detail, abi.split("-")[-1], fetch=False)
+        except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
+            log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
+            return None
+
+    def stop(self) -> None:
+        """Claim nothing more; the running builds finish and are recorded (SIGTERM)."""
+        self.stopping.set()
+
+    def record(self, outcome: Outcome, report: RunReport) -> bool:
+        """Verify and record one outcome; True when it was a success."""
+        from ..failures.classify import INVALID_WHEEL, Failure, classify
+        from .record import record_failure, record_success
+        from .verify import with_platform
+
+        s = self.settings
+        result = outcome.result
+        duration = float(result.get("duration", 0.0))
+        failure: Failure | None = None
+        if result["status"] == "success":
+            try:
+                wheels = _verify(outcome)
+                if result.get("armv6_userland"):  # the agent's check: this userland is ARMv6
+                    wheels += [
+                        with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
+                    ]
+            except IntegrityError:
+                raise  # the builder's fault, not the project's: the caller hands the job back
+            except VerifyError as exc:
+                failure = Failure(INVALID_WHEEL, str(exc))
+            else:
+                if not record_success(
+                    self.db,
+                    s.www_dir,
+                    s.logs_dir,
+                    outcome.build_id,
+                    wheels,
+                    duration,
+                    outcome.log,
+                    ccache_counts(result),
+                ):
+                    report.lost += 1
+                return True
+        else:
+            failure = classify(
+                _read_log(outcome.log),
+                timed_out=bool(result.get("timed_out")),
+                limit=result.get("limit"),
+                network=[str(n) for n in result.get("network") or ()],
+                download=result.get("download_error"),
+            )
+        job = outcome.job
+        packages = self._packages(failure, job.abi)
+        if not record_failure(
+            self.db,
+            s.logs_dir,
+            outcome.build_id,
+            failure,
+            duration,
+            outcome.log,
+            packages,
+            ccache_counts(result),
+        ):
+            report.lost += 1
+        report.failures.append(
+            (f"{job.name}=={job.version} ({job.abi})", failure.reason, failure.detail or "")
+        )
+        return False
+
+    def _next_job(self, executor: Executor, lease: timedelta) -> tuple[Job, int] | None:
+        """Claim the next job for ``executor``'s ABIs, with the id of its build row."""
+        with self.db.session() as session:
+            claimed = claim_next(session, list(executor.pythons), executor.builder_id, lease)
+            return None if claimed is None else (claimed[0], claimed[1].id)
+
+    def _available(self, executor: Executor) -> bool:
+        return executor.retry_at is None or utcnow() >= executor.retry_at
+
+    def _set_health(self, executor: Executor, healthy: bool, error: str | None = None) -> None:
+        with self.db.session() as session:
+            builder = session.get(Builder, executor.builder_id)
+            if builder is not None:
+                builder.healthy = healthy
+                builder.retry_at = executor.retry_at if not healthy else None
+                if error:
+                    builder.info = {**builder.info, "last_error": error}
+
+    def run(self, limit: int | None = None) -> RunReport:
+        report = RunReport()
+        with self.db.session() as session:
+            reclaim(session)
+        total = count_pending(self.db)
+        self.progress.start(total if limit is None else min(total, limit))
+        lease = timedelta(seconds=self.settings.build_timeout) + LEASE_MARGIN
+        claimed = 0
+        running: dict[Future[Outcome], tuple[Executor, Job, int]] = {}
+        # Builds that finished, verified and recorded once their slots have their next jobs:
+        # recording (and writing the project's pages) no longer keeps a slot waiting.
+        finished: list[tuple[Future[Outcome], Executor, Job, int]] = []
+        busy = {id(e): 0 for e in self.executors}
+        slots = sum(e.slots for e in self.executors) or 1
+        with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
+            try:
+                while True:
+                    waiting_for_retry = False
+                    for executor in self.executors:
+                        if not self._available(executor):
+                            waiting_for_retry = True
+                            continue
+                        while (
+                            busy[id(executor)] < executor.slots
+                            and (limit is None or claimed < limit)
+                            and not self.stopping.is_set()
+                        ):
+                            taken = self._next_job(executor, lease)
+                            if taken is None:
+                                break
+                            job, build_id = taken
+                            future = pool.submit(executor.build, job, build_id)
+                            running[future] = (executor, job, build_id)
+                            self.progress.started(job, executor.name)
+                            busy[id(executor)] += 1
+                            claimed += 1
+                    if finished:
+                        while finished:
+                            self._complete(*finished[0], report)
+                            del finished[0]
+                        continue  # a builder found lying hands its job back: claim again
+                    if not running:
+                        break
+                    done, _ = wait(running, timeout=POLL if waiting_for_retry else None,
+                                   return_when=FIRST_COMPLETED)  # fmt: skip
+                    for future in done:
+                        executor, job, build_id = running.pop(future)
+                        busy[id(executor)] -= 1
+                        if future.exception() is None:
+                            finished.append((future, executor, job, build_id))
+                        else:  # the builder's fault: it rests before anything more is claimed for it
+                            self._complete(future, executor, job, build_id, report)
+            except BaseException:
+                for executor in self.executors:
+                    executor.kill_all()
+                unrecorded = [build_id for *_rest, build_id in finished]
+                self._hand_back([build_id for _e, _j, build_id in running.values()] + unrecorded)
+                raise
+            finally:
+                for executor in self.executors:
+                    executor.close()
+        report.remaining = count_pending(self.db)
+        return report
+
+    def _complete(
+        self, future: Future[Outcome], executor: Executor, job: Job, build_id: int, report: RunReport
+    ) -> None:
+        try:
+            outcome = future.result()
+        except BuilderError as exc:
+            self._builder_failed(executor, job, build_id, str(exc), report)
+            return
+        try:
+            ok = self.record(outcome, report)
+        except IntegrityError as exc:
+            self._builder_failed(executor, job, build_id, f"{executor.name}: {exc}", report)
+            return
+        finally:
+            executor.finish(outcome)
+        if executor.failures:
+            executor.failures = 0
+            executor.retry_at = None
+            self._set_health(executor, True)
+        report.built += ok
+        report.failed += not ok
+        self.progress.finished(job, ok, report)
+
+    def _builder_failed(
+        self, executor: Executor, job: Job, build_id: int, error: str, report: RunReport
+    ) -> None:
+        """The builder let the job down: rest the builder, put the job back in the queue; after
+        ``builder_fault_limit`` hand-backs in a row, record it as a ``builder-fault`` instead."""
+        from ..failures.classify import BUILDER_FAULT, Failure
+        from .record import note_handback, record_failure
+
+        mark_failed(executor)
+        self._set_health(executor, False, error)
+        report.builder_errors.append(error)
+        count = note_handback(self.db, job.version_id, job.abi_id, error)
+        if count < self.settings.builder_fault_limit:
+            self._hand_back([build_id])
+            report.handed_back += 1
+            self.progress.abandoned(job)
+            log.warning("%s; %s %s goes back to the queue", error, job.name, job.version)
+            return
+        evidence = f"handed back by builders {count} times in a row; the last time: {error}"
+        if record_failure(
+            self.db, self.settings.logs_dir, build_id, Failure(BUILDER_FAULT, error, evidence), 0.0, None
+        ):
+            name = f"{job.name}=={job.version} ({job.abi})"
+            report.failed += 1
+            report.failures.append((name, BUILDER_FAULT, error))
+            report.builder_faults.append((name, error))
+            self.progress.finished(job, False, report)
+        else:
+            report.lost += 1
+            self.progress.abandoned(job)
+        log.warning(
+            "%s %s (%s): recorded as %s after %d hand-backs (fix the builders, then "
+            "'piwheels-ctl rebuild --failed-with %s'): %s",
+            job.name, job.version, job.abi, BUILDER_FAULT, count, BUILDER_FAULT, error,
+        )  # fmt: skip
+
+    def _hand_back(self, build_ids: list[int]) -> None:
+        """Return jobs to the queue: their builds never happened."""
+        if build_ids:
+            with self.db.session() as session:
+                building = (Build.id.in_(build_ids), Build.status == BuildStatus.BUILDING)
+                upkeep.touch(session, versions=session.scalars(select(Build.version_id).where(*building)))
+                session.execute(delete(Build).where(*building))

@@ -1,0 +1,1 @@
+"""What the farm tracks: the projects and versions wanted, kept in step with the upstream index."""

@@ -1,0 +1,1 @@
+"""The database: the schema (models), the engine and its migrations, kept counters."""

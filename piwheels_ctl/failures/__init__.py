@@ -1,0 +1,1 @@
+"""Why a build failed and what fixes it: the rules, the classifier, the Debian packages that fix it."""

@@ -1,0 +1,205 @@
+"""The registry of builders and the ABIs they build for."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from ..agent import sandbox
+from ..config import Settings
+from ..db.models import Abi, Builder, BuilderPython
+from ..errors import ConfigError, InputError
+from ..queue import upkeep
+from ..queue.coverage import cover_new_abi
+from ..queue.upstream_coverage import cover_abi
+
+AGENT = Path(__file__).parent.parent / "agent" / "agent.py"
+LOCAL = "local"
+BUILDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PYTHON_PATH = re.compile(r"^/?[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
+
+
+def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Ask the interpreter ``python`` on this machine for its wheel tags."""
+    path = shutil.which(python)
+    if path is None:
+        raise ConfigError(f"pythons: {python!r} is not an interpreter on this machine")
+    try:
+        out = subprocess.run(
+            [path, str(AGENT), "probe"],
+            capture_output=True,
+            check=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        ).stdout
+        result: dict[str, Any] = json.loads(out)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        raise ConfigError(f"pythons: {python!r} could not be probed: {exc}") from None
+    return result
+
+
+def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] | None = None) -> Abi:
+    """The ABI row for a probed interpreter, created (and its coverage filled in, by our wheels
+    and by the upstream's, ``glibc`` deciding for manylinux ones) when new."""
+    tag = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
+    abi = session.scalar(select(Abi).where(Abi.tag == tag))
+    if abi is None:
+        abi = Abi(
+            tag=tag,
+            python_tag=probe["python_tag"],
+            abi_tag=probe["abi_tag"],
+            platform_tag=probe["platform_tag"],
+            active=True,
+        )
+        session.add(abi)
+        session.flush()
+        cover_new_abi(session, abi)
+        cover_abi(session, abi, glibc)
+    return abi
+
+
+def refresh_active(session: Session) -> None:
+    """An ABI is active while some builder has an interpreter for it."""
+    has_python = exists().where(BuilderPython.abi_id == Abi.id)
+    changed = session.scalars(select(Abi.id).where(Abi.active != has_python)).all()
+    if changed:
+        upkeep.touch(session, abis=changed)
+        session.execute(update(Abi).where(Abi.id.in_(changed)).values(active=has_python))
+
+
+def set_pythons(
+    session: Session,
+    builder: Builder,
+    probes: dict[str, dict[str, Any]],
+    glibc: tuple[int, int] | None = None,
+) -> None:
+    """Make ``builder``'s interpreters exactly ``probes`` (path → probe result)."""
+    wanted = {ensure_abi(session, probe, glibc).id: path for path, probe in probes.items()}
+    for python in list(builder.pythons):
+        if python.abi_id not in wanted:
+            builder.pythons.remove(python)
+        else:
+            python.path = wanted.pop(python.abi_id)
+    for abi_id, path in wanted.items():
+        builder.pythons.append(BuilderPython(abi_id=abi_id, path=path))
+    session.flush()
+    refresh_active(session)
+
+
+def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, Any]]:
+    """Probe each interpreter, reusing the last answer while its executable is unchanged."""
+    cache: dict[str, Any] = dict(builder.info.get("probes", {}))
+    probes: dict[str, dict[str, Any]] = {}
+    for python in pythons:
+        path = shutil.which(python)
+        stamp = os.stat(path).st_mtime_ns if path else None
+        entry = cache.get(python)
+        if entry is None or entry.get("stamp") != stamp:
+            entry = {"stamp": stamp, "probe": probe_local(python)}
+            cache[python] = entry
+        probes[python] = entry["probe"]
+    builder.info = {**builder.info, "probes": {k: cache[k] for k in pythons}}
+    return probes
+
+
+def ensure_local(session: Session, settings: Settings) -> Builder:
+    """The builder that is this machine, with the configured interpreters, slots and sandbox."""
+    pythons, slots = settings.pythons, settings.slots
+    builder = session.scalar(select(Builder).where(Builder.name == LOCAL))
+    if builder is None:
+        builder = Builder(name=LOCAL, host=None, slots=slots, healthy=True, info={})
+        session.add(builder)
+    builder.slots = slots
+    probes = _cached_probes(builder, pythons)
+    seen: dict[str, str] = {}
+    for python, probe in probes.items():
+        tag = f"{probe['python_tag']}-{probe['abi_tag']}"
+        if tag in seen:
+            raise ConfigError(f"pythons: {python!r} and {seen[tag]!r} are the same ABI ({tag})")
+        seen[tag] = python
+    set_pythons(session, builder, probes, settings.glibc)
+    try:
+        walls = sandbox.choose(settings.sandbox)[1]
+    except sandbox.SandboxError as exc:
+        walls = f"none: {exc}"
+    if builder.info.get("sandbox") != walls:
+        builder.info = {**builder.info, "sandbox": walls}
+    return builder
+
+
+def check_name(name: str) -> str:
+    """A builder name: it names folders on the controller, so letters, digits and ._- only."""
+    if not BUILDER_NAME.match(name):
+        raise InputError(f"{name!r}: a builder name is letters, digits, '.', '_' and '-' (at most 64)")
+    return name
+
+
+def check_python(path: str) -> str:
+    """An interpreter on a builder: a command name or an absolute path, nothing a shell would read."""
+    if not PYTHON_PATH.match(path):
+        raise InputError(f"--python {path!r}: not a plain command name or absolute path")
+    return path
+
+
+def register_remote(
+    session: Session,
+    *,
+    name: str,
+    host: str,
+    port: int,
+    user: str | None,
+    key_file: str | None,
+    host_key: str,
+    slots: int,
+    info: dict[str, Any],
+    probes: dict[str, dict[str, Any]],
+    glibc: tuple[int, int] | None = None,
+) -> str:
+    """Add or update an SSH builder with its probed interpreters: "added", "updated" or "unchanged"."""
+    builder = session.scalar(select(Builder).where(Builder.name == name))
+    wanted = {
+        "host": host,
+        "port": port,
+        "user": user,
+        "key_file": key_file,
+        "host_key": host_key,
+        "slots": slots,
+    }
+    if builder is None:
+        builder = Builder(name=name, healthy=True, info={}, **wanted)
+        session.add(builder)
+        state = "added"
+    else:
+        old = {key: getattr(builder, key) for key in wanted}
+        old_pythons = sorted((p.path, p.abi_id) for p in builder.pythons)
+        state = "unchanged" if old == wanted else "updated"
+        for key, value in wanted.items():
+            setattr(builder, key, value)
+    builder.info = {**builder.info, **info}
+    builder.healthy = True
+    builder.retry_at = None
+    set_pythons(session, builder, probes, glibc)
+    if state == "unchanged" and sorted((p.path, p.abi_id) for p in builder.pythons) != old_pythons:
+        state = "updated"
+    return state
+
+
+def remove_builder(session: Session, name: str) -> None:
+    builder = session.scalar(select(Builder).where(Builder.name == name))
+    if builder is None:
+        raise InputError(f"{name}: no such builder")
+    session.delete(builder)
+    session.flush()
+    refresh_active(session)
+
+
+def list_builders(session: Session) -> list[Builder]:
+    return list(session.scalars(select(Builder).order_by(Builder.name)))

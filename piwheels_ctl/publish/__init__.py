@@ -1,0 +1,1 @@
+"""The static index and its pages: publishing them atomically, and serving them."""

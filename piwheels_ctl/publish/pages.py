@@ -1,0 +1,302 @@
+"""The human side of the index: a page and a JSON document per project, rendered from the database.
+
+Only renders; ``publisher`` writes what this returns (atomically, only what changed). A project's
+page shows each release (newest first) against the farm's ABIs: built, covered by a wheel of
+another ABI, imported, failed (reason, detail, suggested packages, log), skipped, pending, ...
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from packaging.version import InvalidVersion, Version
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ..abi import AbiTags
+from ..db.models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage
+from ..db.models import Version as VersionRow
+from ..queue.claims import runs_on
+
+templates = Environment(
+    loader=PackageLoader("piwheels_ctl.publish", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+# Each state of a (release, ABI) cell, as the page says it.
+STATES = {
+    "built": "built",
+    "covered": "covered by another wheel",
+    "imported": "imported wheel",
+    "mirrored": "mirrored from upstream",
+    "upstream": "on the upstream, not built",
+    "failed": "failed",
+    "building": "building now",
+    "skipped": "skipped",
+    "pending": "pending",
+    "no-sdist": "no sdist",
+    "excluded": "not for this Python",
+    "not-requested": "not requested",
+}
+
+
+@dataclass
+class Cell:
+    """How one release stands on one ABI."""
+
+    state: str
+    file: str | None = None
+    url: str | None = None
+    size: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+    packages: list[str] | None = None  # Debian packages that would fix a failure, where known
+    log: str | None = None
+    duration: float | None = None
+    builder: str | None = None
+
+
+@dataclass
+class WheelFile:
+    """A wheel of a release, as the page lists it."""
+
+    filename: str
+    url: str
+    size: int
+    sha256: str
+    requires_python: str | None
+    apt_packages: list[str] | None  # Debian packages the wheel needs at run time, where known
+
+
+@dataclass
+class Release:
+    version: str
+    released: str | None
+    yanked: bool
+    skip_reason: str | None
+    sdist: str | None
+    cells: dict[str, Cell] = field(default_factory=dict)
+    files: list[WheelFile] = field(default_factory=list)
+
+
+@dataclass
+class ProjectPage:
+    name: str
+    display_name: str
+    watched: bool
+    skip_reason: str | None
+    abis: list[str]
+    releases: list[Release]
+
+    def as_json(self) -> dict[str, Any]:
+        """The page as JSON data (``dataclasses.asdict`` without its deep copies, which cost
+        more than all the rest of a full publish)."""
+        data = dict(vars(self))
+        data["releases"] = [
+            {
+                **vars(release),
+                "cells": {tag: vars(cell) for tag, cell in release.cells.items()},
+                "files": [vars(f) for f in release.files],
+            }
+            for release in self.releases
+        ]
+        data["meta"] = {"api-version": JSON_VERSION}
+        return data
+
+
+JSON_VERSION = "1.0"
+
+
+def version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def suggested_packages(build: Build) -> list[str] | None:
+    """The Debian packages that would fix a failed build, where known (looked up in the builder
+    release's Contents index when the build was recorded, or by ``failures``)."""
+    value = build.failure_packages
+    return [str(p) for p in value] if isinstance(value, list) else None
+
+
+def runtime_packages(file: File) -> list[str] | None:
+    """The Debian packages a wheel needs at run time, where known (the agent's report, when the
+    schema records it; None until then)."""
+    value = getattr(file, "apt_packages", None)
+    return [str(p) for p in value] if isinstance(value, list) else None
+
+
+def log_url(log_path: str | None) -> str | None:
+    """The site path of a stored log (``<project>/<id>.log.gz`` → ``logs/<project>/<id>.log``)."""
+    if not log_path or not log_path.endswith(".log.gz"):
+        return None
+    return "logs/" + log_path.removesuffix(".gz")
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage]:
+    """The pages of these projects (those without any version have none)."""
+    ids = list(project_ids)
+    if not ids:
+        return []
+    projects = {p.id: p for p in session.scalars(select(Project).where(Project.id.in_(ids)))}
+    versions: dict[int, list[VersionRow]] = {}
+    for row in session.scalars(select(VersionRow).where(VersionRow.project_id.in_(ids))):
+        versions.setdefault(row.project_id, []).append(row)
+    version_ids = [v.id for rows in versions.values() for v in rows]
+    builds = _builds(session, version_ids)
+    files = (
+        {f.id: f for f in session.scalars(select(File).where(File.version_id.in_(version_ids)))}
+        if version_ids
+        else {}
+    )
+    coverage: dict[tuple[int, int], int] = {}
+    if version_ids:
+        for cov in session.scalars(select(Coverage).where(Coverage.version_id.in_(version_ids))):
+            coverage.setdefault((cov.version_id, cov.abi_id), cov.file_id)
+    upstream: set[tuple[int, int]] = set()
+    if version_ids:
+        upstream = set(
+            session.execute(
+                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id).where(
+                    UpstreamCoverage.version_id.in_(version_ids)
+                )
+            ).tuples()
+        )
+    build_abi = {b.id: b.abi_id for rows in builds.values() for b in rows}
+    used = {abi for _, abi in coverage} | {b.abi_id for rows in builds.values() for b in rows}
+    abis = list(session.scalars(select(Abi).where(or_(Abi.active, Abi.id.in_(used))).order_by(Abi.tag)))
+    builders = dict(session.execute(select(Builder.id, Builder.name)).tuples().all())
+    by_version: dict[int, list[File]] = {}
+    for f in files.values():
+        by_version.setdefault(f.version_id, []).append(f)
+    pages = []
+    for project_id in ids:
+        project = projects.get(project_id)
+        if project is None or not versions.get(project_id):
+            continue
+        releases = []
+        for row in sorted(versions[project_id], key=lambda v: version_key(v.version), reverse=True):
+            release = Release(
+                version=row.version,
+                released=_iso(row.release_time),
+                yanked=row.yanked,
+                skip_reason=row.skip_reason or project.skip_reason,
+                sdist=row.sdist_filename,
+            )
+            for abi in abis:
+                tried = builds.get((row.id, abi.id), [])
+                latest = max(tried, key=lambda b: (b.started_at, b.id), default=None)
+                covered = files.get(coverage.get((row.id, abi.id), -1))
+                cell = _cell(project, row, abi, latest, covered, build_abi, builders)
+                if cell.state in ("pending", "no-sdist") and (row.id, abi.id) in upstream:
+                    cell = Cell("upstream")  # not built: the upstream's wheel (not mirrored yet)
+                release.cells[abi.tag] = cell
+            for f in sorted(by_version.get(row.id, []), key=lambda f: f.filename):
+                release.files.append(
+                    WheelFile(
+                        filename=f.filename,
+                        url=f"simple/{project.name}/{f.filename}",
+                        size=f.size,
+                        sha256=f.sha256,
+                        requires_python=f.requires_python or None,
+                        apt_packages=runtime_packages(f),
+                    )
+                )
+            releases.append(release)
+        pages.append(
+            ProjectPage(
+                name=project.name,
+                display_name=project.display_name,
+                watched=project.watched,
+                skip_reason=project.skip_reason,
+                abis=[a.tag for a in abis],
+                releases=releases,
+            )
+        )
+    return pages
+
+
+def _builds(session: Session, version_ids: list[int]) -> dict[tuple[int, int], list[Build]]:
+    result: dict[tuple[int, int], list[Build]] = {}
+    if not version_ids:
+        return result
+    query = select(Build).where(Build.version_id.in_(version_ids), Build.superseded.is_(False))
+    for build in session.scalars(query):
+        result.setdefault((build.version_id, build.abi_id), []).append(build)
+    return result
+
+
+def _cell(
+    project: Project,
+    row: VersionRow,
+    abi: Abi,
+    build: Build | None,
+    covered: File | None,
+    build_abi: dict[int, int],
+    builders: dict[int, str],
+) -> Cell:
+    """The state of ``row`` on ``abi``: a wheel that installs there first, then the build."""
+    if covered is not None:
+        if covered.mirrored:
+            state = "mirrored"
+        elif covered.build_id is None:
+            state = "imported"
+        elif build_abi.get(covered.build_id) == abi.id:
+            state = "built"
+        else:
+            state = "covered"
+        cell = Cell(state, file=covered.filename, url=f"simple/{project.name}/{covered.filename}",
+                    size=covered.size)  # fmt: skip
+        if state == "built" and build is not None:
+            cell.log, cell.duration = log_url(build.log_path), build.duration
+            cell.builder = builders.get(build.builder_id or -1)
+        return cell
+    if build is not None and build.status is not BuildStatus.SUCCESS:
+        if build.status is BuildStatus.BUILDING:
+            return Cell("building", builder=builders.get(build.builder_id or -1))
+        return Cell(
+            "failed",
+            reason=build.failure_reason,
+            detail=build.failure_detail,
+            packages=suggested_packages(build),
+            log=log_url(build.log_path),
+            duration=build.duration,
+            builder=builders.get(build.builder_id or -1),
+        )
+    skip = row.skip_reason or project.skip_reason
+    if row.sdist_url is None:
+        return Cell("no-sdist")
+    if skip:
+        return Cell("skipped", reason=skip)
+    if not runs_on(row.requires_python, AbiTags(abi.python_tag, abi.abi_tag, abi.platform_tag)):
+        return Cell("excluded", detail=f"Requires-Python {row.requires_python}")
+    if not (project.watched or row.priority > 0) or (row.yanked and row.priority <= 0):
+        return Cell("not-requested")
+    return Cell("pending")
+
+
+def render_project(page: ProjectPage, site: dict[str, Any]) -> dict[str, bytes]:
+    """The files of one project's page, by path below www: ``index.html`` and ``json``."""
+    html = templates.get_template("project.html.j2").render(
+        page=page, site=site, states=STATES, root="../../"
+    )
+    # No indent: only then does the json module encode in C.
+    data = json.dumps(page.as_json(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return {
+        f"project/{page.name}/index.html": html.encode("utf-8"),
+        f"project/{page.name}/json": (data + "\n").encode("utf-8"),
+    }

@@ -1,0 +1,1 @@
+"""Which (version, ABI) pairs need a build: the pending pairs, claims on them, coverage."""
