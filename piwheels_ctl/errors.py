@@ -33,11 +33,11 @@ class UpstreamError(PiwheelsError):
     """The upstream index is unreachable or answered with something we cannot use."""
 
 
-class DatabaseError(PiwheelsError):
+class DatabaseOpenError(PiwheelsError):
     """The database is missing, unreachable or at a schema this code does not know."""
 
 
-class NotInitialisedError(DatabaseError):
+class NotInitialisedError(DatabaseOpenError):
     """No database where the settings point: a usage error (run ``init``, or from the right folder)."""
 
     exit_code = 2
@@ -47,11 +47,11 @@ class VerifyError(PiwheelsError):
     """A wheel is not what its build said it is."""
 
 
-class IntegrityError(VerifyError):
+class ArrivalError(VerifyError):
     """A wheel did not arrive as the builder reported it: the builder, not the project, is at fault."""
 
 
-class TagError(IntegrityError):
+class TagError(ArrivalError):
     """A wheel is tagged for another platform or Python than the builder it came from: the
     builder built it wrongly (e.g. a 64-bit kernel's platform for a 32-bit userland)."""
 

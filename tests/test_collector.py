@@ -24,7 +24,7 @@ from piwheels_ctl.catalog import projects
 from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, Project, ServedFile, Version
-from piwheels_ctl.errors import IntegrityError, TagError, VerifyError
+from piwheels_ctl.errors import ArrivalError, TagError, VerifyError
 from piwheels_ctl.farm.executors import Outcome
 from piwheels_ctl.queue.claims import claim, pending
 
@@ -150,7 +150,7 @@ def test_a_wheel_not_as_reported_is_the_builders_fault_even_beside_a_refused_one
     outbox = farm.outbox("build")
     refused = make_wheel(outbox, "demo", "1.0", tag="cp311-cp311-win_amd64")
     changed = make_wheel(outbox, "demo", "1.0", tag=GOOD_TAG)
-    with pytest.raises(IntegrityError, match=changed.name):
+    with pytest.raises(ArrivalError, match=changed.name):
         farm.record([refused, changed], lie={changed.name: "0" * 64})
     assert farm.files() == {}
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from piwheels_ctl.db.engine import Database, check_schema, schema_state, upgrade
 from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, Project, Version
-from piwheels_ctl.errors import DatabaseError
+from piwheels_ctl.errors import DatabaseOpenError
 
 TABLES = {
     "abis",
@@ -76,7 +76,7 @@ def test_upgrade_twice_changes_nothing(db: Database) -> None:
 def test_check_schema_refuses_an_uninitialised_database(database_url: str) -> None:
     db = Database(database_url)
     try:
-        with pytest.raises(DatabaseError, match="not initialised: run 'piwheels-ctl init'"):
+        with pytest.raises(DatabaseOpenError, match="not initialised: run 'piwheels-ctl init'"):
             check_schema(db.engine)
     finally:
         db.dispose()
@@ -85,9 +85,9 @@ def test_check_schema_refuses_an_uninitialised_database(database_url: str) -> No
 def test_a_schema_from_newer_code_is_refused(db: Database) -> None:
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
-    with pytest.raises(DatabaseError, match=r"schema \(ffffffffffff\) is newer"):
+    with pytest.raises(DatabaseOpenError, match=r"schema \(ffffffffffff\) is newer"):
         upgrade(db.engine)
-    with pytest.raises(DatabaseError, match=r"schema \(ffffffffffff\) is newer"):
+    with pytest.raises(DatabaseOpenError, match=r"schema \(ffffffffffff\) is newer"):
         check_schema(db.engine)
     # Refusing must not have touched the stamp.
     with db.engine.connect() as conn:

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import BuildStatus, File, Project
+from ..files import sha256_of, sha256_or_none
 from ..queue.claims import reclaim, stale_builds
 from .record import wheel_dir
-from .verify import sha256_of
 
 TEMP_SUFFIXES = (".old", ".import", ".tmp")
 
@@ -49,13 +49,6 @@ def _page_hashes(folder: Path) -> dict[str, dict[str, str | None]] | None:
     return pages
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return sha256_of(path)[1]
-    except FileNotFoundError:
-        return None
-
-
 def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagreement]:
     """Every disagreement between rows, files on disk and published pages.
 
@@ -86,7 +79,7 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
                     )
                 )
             metadata = path.with_name(f"{filename}.metadata")
-            if deep and metadata.exists() and (meta_sha := _sha256(metadata)) != file.metadata_sha256:
+            if deep and metadata.exists() and (meta_sha := sha256_or_none(metadata)) != file.metadata_sha256:
                 found.append(
                     Disagreement(
                         "metadata-mismatch",

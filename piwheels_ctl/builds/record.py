@@ -18,9 +18,10 @@ from ..db.engine import Database
 from ..db.models import Abi, Build, BuildStatus, File, Handback, Project, ServedFile, Version, utcnow
 from ..errors import VerifyError
 from ..failures.classify import Failure
+from ..files import sha256_of
 from ..publish.publisher import write_project_pages
 from ..queue.coverage import add_coverage
-from .verify import Wheel, check_arrival, sha256_of, with_build_tag
+from .verify import Wheel, check_arrival, with_build_tag
 
 
 def wheel_dir(www_dir: Path, project: str) -> Path:

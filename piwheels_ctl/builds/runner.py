@@ -20,7 +20,7 @@ from ..abi import AbiTags
 from ..config import Settings
 from ..db.engine import Database
 from ..db.models import Build, Builder, BuildStatus, utcnow
-from ..errors import IntegrityError, VerifyError
+from ..errors import ArrivalError, VerifyError
 from ..farm.executors import BuilderError, Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
 from ..queue.claims import Job, claim_next, reclaim
@@ -75,7 +75,7 @@ class Progress:
 def _verify(outcome: Outcome) -> list[Wheel]:
     """The wheels the agent reported, all of them proven against the job, or none.
 
-    First every file must have arrived as the agent reported it (IntegrityError: the builder's
+    First every file must have arrived as the agent reported it (ArrivalError: the builder's
     fault); only then is each one's content checked (VerifyError: the project's fault), so one
     refused wheel refuses the whole build and a transfer fault is never blamed on the project.
     """
@@ -88,12 +88,12 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     for entry in entries:
         name = str(entry["name"])
         if Path(name).name != name or name in ("", ".", ".."):
-            raise IntegrityError(f"{name!r}: a wheel name with path parts")
+            raise ArrivalError(f"{name!r}: a wheel name with path parts")
         path = outcome.outbox / name
         if path.is_symlink() or not path.is_file():
-            raise IntegrityError(f"{name!r}: not a regular file in the outbox")
+            raise ArrivalError(f"{name!r}: not a regular file in the outbox")
         if any(path == seen for seen, _size, _sha in arrived):
-            raise IntegrityError(f"{name!r}: reported twice")
+            raise ArrivalError(f"{name!r}: reported twice")
         size, sha256 = int(entry["size"]), str(entry["sha256"])
         check_arrival(path, size, sha256)
         arrived.append((path, size, sha256))
@@ -112,7 +112,7 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     ]
 
 
-def ccache_counts(result: dict[str, Any]) -> tuple[int, int] | None:
+def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
     """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
     counts = result.get("ccache")
     if not isinstance(counts, dict):
@@ -197,7 +197,7 @@ class Runner:
                     wheels += [
                         with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
                     ]
-            except IntegrityError:
+            except ArrivalError:
                 raise  # the builder's fault, not the project's: the caller hands the job back
             except VerifyError as exc:
                 failure = Failure(INVALID_WHEEL, str(exc))
@@ -210,7 +210,7 @@ class Runner:
                     wheels,
                     duration,
                     outcome.log,
-                    ccache_counts(result),
+                    answered_ccache(result),
                 ):
                     report.lost += 1
                 return True
@@ -232,7 +232,7 @@ class Runner:
             duration,
             outcome.log,
             packages,
-            ccache_counts(result),
+            answered_ccache(result),
         ):
             report.lost += 1
         report.failures.append(
@@ -332,7 +332,7 @@ class Runner:
             return
         try:
             ok = self.record(outcome, report)
-        except IntegrityError as exc:
+        except ArrivalError as exc:
             self._builder_failed(executor, job, build_id, f"{executor.name}: {exc}", report)
             return
         finally:

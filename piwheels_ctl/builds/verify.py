@@ -32,11 +32,11 @@ from packaging.version import InvalidVersion, Version
 from wheel.wheelfile import WheelError, WheelFile
 
 from ..abi import AbiTags, tag_covers
-from ..errors import IntegrityError, TagError, VerifyError
+from ..errors import ArrivalError, TagError, VerifyError
+from ..files import CHUNK, sha256_of
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-CHUNK = 1 << 20
 RETAG_TIMEOUT = 600.0
 
 
@@ -88,24 +88,13 @@ def check_filename(filename: str) -> str:
     return filename
 
 
-def sha256_of(path: Path) -> tuple[int, str]:
-    """Size and sha256 of the file at ``path``, read once."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def check_arrival(path: Path, size: int, sha256: str) -> tuple[int, str]:
-    """Size and sha256 of ``path``; IntegrityError (the builder's fault) if not what it reported."""
+    """Size and sha256 of ``path``; ArrivalError (the builder's fault) if not what it reported."""
     actual_size, actual_sha = sha256_of(path)
     if actual_size != size:
-        raise IntegrityError(f"{path.name}: {actual_size} bytes, the builder reported {size}")
+        raise ArrivalError(f"{path.name}: {actual_size} bytes, the builder reported {size}")
     if actual_sha != sha256:
-        raise IntegrityError(f"{path.name}: sha256 {actual_sha} differs from the builder's {sha256}")
+        raise ArrivalError(f"{path.name}: sha256 {actual_sha} differs from the builder's {sha256}")
     return actual_size, actual_sha
 
 
@@ -339,7 +328,7 @@ def inspect_wheel(
     sha256: str | None = None,
     limits: Limits = LIMITS,
 ) -> Wheel:
-    """Verify the wheel at ``path``: as reported (``size``, ``sha256``: IntegrityError otherwise),
+    """Verify the wheel at ``path``: as reported (``size``, ``sha256``: ArrivalError otherwise),
     then for the expected project, version and ABI, and every member against RECORD (VerifyError)."""
     filename = check_filename(path.name)
     if size is not None and sha256 is not None:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
+from packaging.version import parse as parse_version
 from sqlalchemy import ColumnElement, delete, insert, or_, select, true, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from ..db.models import Abi, Build, BuildStatus, Coverage, Project, utcnow
-from ..db.models import Version as VersionRow
+from ..db.models import Abi, Build, BuildStatus, Coverage, Project, Version, utcnow
 from ..errors import InputError, PiwheelsError, ProjectGone
 from ..queue import upkeep, upstream_coverage
 
@@ -48,10 +48,10 @@ def _length(column: Any) -> int:
 # The upstream's values are checked against these before they reach the database.
 NAME_MAX = _length(Project.name)
 DISPLAY_NAME_MAX = _length(Project.display_name)
-VERSION_MAX = _length(VersionRow.version)
-FILENAME_MAX = _length(VersionRow.sdist_filename)
-SHA256_MAX = _length(VersionRow.sdist_sha256)
-REQUIRES_PYTHON_MAX = _length(VersionRow.requires_python)
+VERSION_MAX = _length(Version.version)
+FILENAME_MAX = _length(Version.sdist_filename)
+SHA256_MAX = _length(Version.sdist_sha256)
+REQUIRES_PYTHON_MAX = _length(Version.requires_python)
 
 
 @dataclass
@@ -133,7 +133,7 @@ def _choose(page: ProjectPage, wanted: Wanted) -> list[str]:
         return matching
     if not matching:
         raise InputError(f"{wanted.source}: no sdist or wheel of {wanted.name} matches {wanted.specifier!s}")
-    return [max(matching, key=Version)]
+    return [max(matching, key=parse_version)]
 
 
 def _too_long(release: Release) -> str | None:
@@ -178,7 +178,7 @@ def apply_page(
             continue
         row = existing.get(release.version)
         if row is None:
-            row = VersionRow(version=release.version, priority=0)
+            row = Version(version=release.version, priority=0)
             project.versions.append(row)
             added += 1
         if row.yanked != release.yanked or row.id is None:  # its page shows every release
@@ -256,7 +256,7 @@ def add(
 
 
 def _tracked() -> ColumnElement[bool]:
-    requested = select(VersionRow.project_id).where(VersionRow.priority > 0)
+    requested = select(Version.project_id).where(Version.priority > 0)
     return or_(Project.watched, Project.id.in_(requested))
 
 
@@ -444,7 +444,7 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def find(session: Session, name: str, version: str | None = None) -> tuple[Project, list[VersionRow]]:
+def find(session: Session, name: str, version: str | None = None) -> tuple[Project, list[Version]]:
     """A tracked project and its versions (or the one ``version``); InputError names what is missing."""
     canonical = canonicalize_name(name)
     project = session.scalar(select(Project).where(Project.name == canonical))
@@ -453,7 +453,7 @@ def find(session: Session, name: str, version: str | None = None) -> tuple[Proje
     if version is None:
         return project, list(project.versions)
     try:
-        normal = str(Version(version))
+        normal = str(parse_version(version))
     except InvalidVersion:
         raise InputError(f"{name}: {version!r} is not a valid version") from None
     rows = [v for v in project.versions if v.version == normal]
@@ -502,7 +502,7 @@ def unskip(session: Session, name: str, version: str | None) -> int:
     return lifted
 
 
-def skip_reason(project: Project, row: VersionRow | None = None) -> str | None:
+def skip_reason(project: Project, row: Version | None = None) -> str | None:
     """Why ``project`` (or its version ``row``) is not built, if it is skipped."""
     return project.skip_reason or (row.skip_reason if row is not None else None)
 
@@ -517,8 +517,8 @@ def skipped(session: Session) -> list[tuple[str, str | None, str]]:
     # The skipped versions first (a partial index holds them), then their projects' names: as
     # one join, SQLite's planner would rather walk every project.
     versions = session.execute(
-        select(VersionRow.project_id, VersionRow.version, VersionRow.skip_reason).where(
-            VersionRow.skip_reason.is_not(None)
+        select(Version.project_id, Version.version, Version.skip_reason).where(
+            Version.skip_reason.is_not(None)
         )
     ).all()
     names: dict[int, str] = {}

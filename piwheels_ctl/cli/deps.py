@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
+from packaging.version import parse as parse_version
 from sqlalchemy import select
 
-from ..db.models import File, Project
-from ..db.models import Version as Release
+from ..db.models import File, Project, Version
 from ..errors import InputError
 from . import App, cli, pass_app
 
@@ -50,18 +50,18 @@ def deps(app: App, spec: str, as_json: bool) -> None:
     and do not contain, as the builders' Debian packages provide them."""
     name, _, wanted = spec.partition("==")
     try:
-        version = str(Version(wanted)) if wanted.strip() else None
+        version = str(parse_version(wanted)) if wanted.strip() else None
     except InvalidVersion:
         raise InputError(f"deps: {wanted!r} is not a version (in {spec!r})") from None
     with app.session() as session:
         project = session.scalar(select(Project).where(Project.name == canonicalize_name(name)))
         if project is None:
             raise InputError(f"deps: no project {name!r}")
-        query = select(Release).where(Release.project_id == project.id)
+        query = select(Version).where(Version.project_id == project.id)
         releases = [r for r in session.scalars(query) if r.files and version in (None, r.version)]
         if not releases:
             raise InputError(f"deps: {spec} has no wheels")
-        release = max(releases, key=lambda r: Version(r.version))
+        release = max(releases, key=lambda r: parse_version(r.version))
         result = {"name": project.name, "version": release.version, **needs(list(release.files))}
     if as_json:
         click.echo(json.dumps(result, indent=2))

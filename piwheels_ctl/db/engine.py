@@ -15,7 +15,7 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import DatabaseError
+from ..errors import DatabaseOpenError
 from ..queue import upkeep
 
 # Alembic (with Mako and Pygments) is imported only to create, upgrade or explain a schema: a
@@ -46,13 +46,13 @@ _SQLITE_ADVICE = {
 }
 
 
-def sqlite_problem(exc: BaseException, path: str | None) -> DatabaseError | None:
+def sqlite_problem(exc: BaseException, path: str | None) -> DatabaseOpenError | None:
     """One line naming the database file for an SQLite error the user must act on, or None."""
     code = getattr(exc, "sqlite_errorcode", None)
     advice = _SQLITE_ADVICE.get(code & 0xFF) if isinstance(code, int) else None
     if advice is None:
         return None
-    return DatabaseError(f"database {path}: {exc}; {advice}")
+    return DatabaseOpenError(f"database {path}: {exc}; {advice}")
 
 
 def _sqlite_handle_error(context: ExceptionContext) -> None:
@@ -94,7 +94,7 @@ def _sqlite_begin(conn: Connection) -> None:
                 if problem is not None:
                     raise problem from None
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise DatabaseError(
+                    raise DatabaseOpenError(
                         f"database {conn.engine.url.database}: {exc}; another process holds its "
                         f"write lock for more than {LOCK_PATIENCE:.0f} s (a long 'sync' or 'audit'?)"
                     ) from None
@@ -110,7 +110,7 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, future=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise DatabaseError(f"database URL {url!r}: {exc}") from None
+        raise DatabaseOpenError(f"database URL {url!r}: {exc}") from None
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
-        raise DatabaseError(f"cannot open database {engine.url!r}: {exc.orig}") from None
+        raise DatabaseOpenError(f"cannot open database {engine.url!r}: {exc.orig}") from None
     return current, head
 
 
@@ -155,7 +155,7 @@ def _check_known(engine: Engine, current: str | None) -> None:
 
     script = ScriptDirectory.from_config(alembic_config(engine))
     if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
-        raise DatabaseError(
+        raise DatabaseOpenError(
             f"the database schema ({current}) is newer than this piwheels-ctl knows; upgrade piwheels-ctl"
         )
 
@@ -189,9 +189,9 @@ def check_schema(engine: Engine) -> None:
     current, head = schema_state(engine)
     _check_known(engine, current)
     if current is None:
-        raise DatabaseError(f"database {engine.url!r} is not initialised: run 'piwheels-ctl init'")
+        raise DatabaseOpenError(f"database {engine.url!r} is not initialised: run 'piwheels-ctl init'")
     if current != head:
-        raise DatabaseError(
+        raise DatabaseOpenError(
             f"database schema {current} is older than this piwheels-ctl ({head}): "
             "run 'piwheels-ctl init' to upgrade"
         )

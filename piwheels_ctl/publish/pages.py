@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import packaging.version
 from jinja2 import Environment, PackageLoader
-from packaging.version import InvalidVersion, Version
+from packaging.version import InvalidVersion
+from packaging.version import parse as parse_version
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..abi import AbiTags
-from ..db.models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage
-from ..db.models import Version as VersionRow
+from ..db.models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage, Version
 from ..queue.claims import runs_on
 
 templates = Environment(
@@ -115,9 +116,9 @@ class ProjectPage:
 JSON_VERSION = "1.0"
 
 
-def version_key(version: str) -> tuple[int, Version | str]:
+def version_key(version: str) -> tuple[int, packaging.version.Version | str]:
     try:
-        return (1, Version(version))
+        return (1, parse_version(version))
     except InvalidVersion:
         return (0, version)
 
@@ -153,8 +154,8 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
     if not ids:
         return []
     projects = {p.id: p for p in session.scalars(select(Project).where(Project.id.in_(ids)))}
-    versions: dict[int, list[VersionRow]] = {}
-    for row in session.scalars(select(VersionRow).where(VersionRow.project_id.in_(ids))):
+    versions: dict[int, list[Version]] = {}
+    for row in session.scalars(select(Version).where(Version.project_id.in_(ids))):
         versions.setdefault(row.project_id, []).append(row)
     version_ids = [v.id for rows in versions.values() for v in rows]
     builds = _builds(session, version_ids)
@@ -242,7 +243,7 @@ def _builds(session: Session, version_ids: list[int]) -> dict[tuple[int, int], l
 
 def _cell(
     project: Project,
-    row: VersionRow,
+    row: Version,
     abi: Abi,
     build: Build | None,
     covered: File | None,

@@ -23,13 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from packaging.version import InvalidVersion, Version
+import packaging.version
+from packaging.version import InvalidVersion
+from packaging.version import parse as parse_version
 from sqlalchemy import ColumnElement, Exists, Select, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..db.engine import Database
-from ..db.models import File, Project
-from ..db.models import Version as VersionRow
+from ..db.models import File, Project, Version
 from ..errors import PiwheelsError
 from . import pages, rootindex, stats
 
@@ -245,7 +246,7 @@ def _index_pages(
 def _people_pages(db: Database, names: _Range, www_dir: Path, site: dict[str, Any]) -> None:
     """The pages for people of a range's projects that have a version."""
     with db.reader() as session:
-        query = select(Project.id).where(exists().where(VersionRow.project_id == Project.id))
+        query = select(Project.id).where(exists().where(Version.project_id == Project.id))
         ids = list(session.scalars(_within(query, names)))
         if ids:
             with _synced_together():
@@ -441,7 +442,7 @@ def _metadata_missing(written: list[tuple[Path, str, list[_IndexFile]]]) -> list
 
 
 def _has_files() -> Exists:
-    return exists().where(VersionRow.project_id == Project.id, File.version_id == VersionRow.id)
+    return exists().where(Version.project_id == Project.id, File.version_id == Version.id)
 
 
 def _chunks(rows: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -453,10 +454,10 @@ def _load_files(session: Session, project_ids: list[int]) -> dict[int, list[_Ind
     """Every file of these projects, in index order, without the (large) metadata text."""
     rows = session.execute(
         select(
-            VersionRow.project_id,
-            VersionRow.version,
-            VersionRow.yanked,
-            VersionRow.yanked_reason,
+            Version.project_id,
+            Version.version,
+            Version.yanked,
+            Version.yanked_reason,
             File.id,
             File.filename,
             File.sha256,
@@ -466,7 +467,7 @@ def _load_files(session: Session, project_ids: list[int]) -> dict[int, list[_Ind
             File.uploaded_at,
         )
         .join(File.version)
-        .where(VersionRow.project_id.in_(project_ids))
+        .where(Version.project_id.in_(project_ids))
     )
     result: dict[int, list[_IndexFile]] = {}
     for row in rows:
@@ -491,9 +492,9 @@ def _load_files(session: Session, project_ids: list[int]) -> dict[int, list[_Ind
     return result
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
+def _version_key(version: str) -> tuple[int, packaging.version.Version | str]:
     try:
-        return (1, Version(version))
+        return (1, parse_version(version))
     except InvalidVersion:
         # Legacy version strings sort before every valid one rather than failing the run.
         return (0, version)

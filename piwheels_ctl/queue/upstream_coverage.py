@@ -14,8 +14,7 @@ from sqlalchemy import delete, insert, select, true
 from sqlalchemy.orm import Session
 
 from ..abi import AbiTags, runs_on, upstream_covers
-from ..db.models import Abi, Project, UpstreamCoverage, UpstreamWheel
-from ..db.models import Version as VersionRow
+from ..db.models import Abi, Project, UpstreamCoverage, UpstreamWheel, Version
 from . import upkeep
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def record_wheels(
     existing = {
         (w.version_id, w.filename): w
         for w in session.scalars(
-            select(UpstreamWheel).join(UpstreamWheel.version).where(VersionRow.project_id == project.id)
+            select(UpstreamWheel).join(UpstreamWheel.version).where(Version.project_id == project.id)
         )
     }
     listed: set[tuple[int, str]] = set()
