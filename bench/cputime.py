@@ -48,9 +48,7 @@ def accounted(work: Path, case: Callable[[], float]) -> tuple[float, dict[str, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--workload", type=Path, default=pipeline.ROOT.parent / "shared" / "bench" / "workload-a.txt"
-    )
+    parser.add_argument("--workload", type=Path, default=pipeline.ROOT / "bench" / "workload-a.txt")
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-bench-cpu"))
     args = parser.parse_args()
     if os.geteuid() != 0 or not shutil.which("accton") or not shutil.which("dump-acct"):

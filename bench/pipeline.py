@@ -145,7 +145,7 @@ def install(work: Path, name: str, sources: list[str], pins: list[str]) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", type=Path, default=ROOT.parent / "shared" / "bench" / "workload-a.txt")
+    parser.add_argument("--workload", type=Path, default=ROOT / "bench" / "workload-a.txt")
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-bench"))
     parser.add_argument("--only", type=int, help="Use the first N projects (a smoke run).")
     parser.add_argument("--no-install", action="store_true", help="Measure the builds only.")

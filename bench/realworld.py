@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/realworld.py [LIST] [--build-timeout S] [--slots N] [--out DIR]
 
-LIST is a requirements-style file (NAME==VERSION a line; default ../shared/bench/sample-top40.txt).
+LIST is a requirements-style file (NAME==VERSION a line; default bench/sample-top40.txt).
 A fresh farm in ``--out`` (the local builder, the upstream PyPI, the builders' glibc this
 machine's) runs ``init``, ``add -r LIST`` and ``run``; then, per project: built, mirrored from
 the upstream, failed (reason, detail, suggested packages), builder fault, or why nothing was
@@ -32,7 +32,7 @@ from piwheels_ctl.db.engine import Database  # noqa: E402
 from piwheels_ctl.db.models import Build, BuildStatus, File, Project, UpstreamWheel, Version  # noqa: E402
 
 PIWHEELS = Path(sys.executable).parent / "piwheels-ctl"
-DEFAULT_LIST = ROOT.parent / "shared" / "bench" / "sample-top40.txt"
+DEFAULT_LIST = ROOT / "bench" / "sample-top40.txt"
 
 
 def glibc() -> str:

@@ -81,7 +81,7 @@ def lookups(cache: CacheServer, since: int) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", type=Path, default=ROOT.parent / "shared" / "bench" / "workload-a.txt")
+    parser.add_argument("--workload", type=Path, default=ROOT / "bench" / "workload-a.txt")
     parser.add_argument("--out", type=Path, default=Path("/tmp/piwheels-bench-shared-ccache"))
     parser.add_argument("--only", type=int, help="Use the first N projects (a smoke run).")
     args = parser.parse_args()
