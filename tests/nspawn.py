@@ -31,7 +31,7 @@ PIP_CACHE = CACHE / "pip"  # and root's pip cache, which the role's installs use
 # Python for Ansible. Everything else the master role installs itself.
 BASE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,ca-certificates,iproute2,procps"
 # Users the container makes get uids far from this host's test users (1000-1999): the
-# container shares the host's uids (see README for why it has no user namespace of its own),
+# container shares the host's uids (see docs/development.md for why it has no user namespace of its own),
 # and other tests end processes by uid. Below systemd's DynamicUser range (61184-65519):
 # useradd refuses a UID_MIN above UID_MAX.
 CONTAINER_UIDS = (42000, 42999)

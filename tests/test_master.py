@@ -392,7 +392,7 @@ def test_backups_are_kept_by_count_and_a_dump_restores(farm: Farm) -> None:
         sh("systemctl start piwheels-backup.service")
     dumps = sh("ls /var/backups/piwheels").stdout.split()
     assert len(dumps) == 2, dumps
-    # The restore of README: a fresh database owned by the controller's role, pg_restore into it.
+    # The restore of docs/farm.md: a fresh database owned by the controller's role, pg_restore into it.
     sh("runuser -u postgres -- createdb --owner piwheels-master piwheels_restored")
     sh(f"runuser -u piwheels-master -- pg_restore --exit-on-error --no-owner -d piwheels_restored "
        f"/var/backups/piwheels/{sorted(dumps)[-1]}")  # fmt: skip
