@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 from test_publisher import add_project, add_version, add_wheel, age, untouched
 
+from piwheels_ctl.db import batches
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Project, utcnow
 from piwheels_ctl.publish import publisher
@@ -81,9 +82,9 @@ def test_a_full_publish_commits_a_chunk_at_a_time(
 ) -> None:
     for name in ("p1", "p2", "p3"):
         _with_wheel(db, name)
-    monkeypatch.setattr(publisher, "CHUNK", 1)
+    monkeypatch.setattr(batches, "BATCH", 1)
     seen: list[dict[str, bool]] = []
-    real = publisher._publish_projects
+    real = publisher.publish_projects
 
     def spy(*args: Any) -> None:
         # A writer gets in between chunks, and sees the chunks before already cleared.
@@ -91,7 +92,7 @@ def test_a_full_publish_commits_a_chunk_at_a_time(
             seen.append({p.name: p.dirty for p in session.scalars(select(Project).order_by(Project.name))})
         real(*args)
 
-    monkeypatch.setattr(publisher, "_publish_projects", spy)
+    monkeypatch.setattr(publisher, "publish_projects", spy)
     publish_from(db, tmp_path / "www", full=True)
     assert seen == [
         {"p1": True, "p2": True, "p3": True},

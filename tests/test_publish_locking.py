@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import File, Project, Version
-from piwheels_ctl.publish import publisher
+from piwheels_ctl.publish import simple
 from piwheels_ctl.publish.publisher import clear_published, publish, publish_from
 
 # Far more than the few milliseconds a write takes here; only reached when the lock is held.
@@ -64,7 +64,7 @@ def test_a_build_recorded_while_publishing_is_neither_blocked_nor_lost(
 ) -> None:
     www = tmp_path / "www"
     publishing, recorded = threading.Event(), threading.Event()
-    write_project = publisher._write_project
+    write_project = simple.write_project
 
     def slow_write_project(*args: Any) -> None:
         # The publish has read what it publishes and is mid-run: the recorder gets its write in now.
@@ -72,7 +72,7 @@ def test_a_build_recorded_while_publishing_is_neither_blocked_nor_lost(
         assert recorded.wait(PATIENCE), "the recorder's write waited for the publish to end"
         write_project(*args)
 
-    monkeypatch.setattr(publisher, "_write_project", slow_write_project)
+    monkeypatch.setattr(simple, "write_project", slow_write_project)
     failures: list[BaseException] = []
 
     def run() -> None:

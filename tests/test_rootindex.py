@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.publish import rootindex
-from piwheels_ctl.publish.publisher import API_VERSION
+from piwheels_ctl.publish.simple import API_VERSION
 
 
 def _display(rng: random.Random, name: str) -> str:

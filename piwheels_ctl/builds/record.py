@@ -18,7 +18,7 @@ from ..db.engine import Database
 from ..db.models import Abi, Build, BuildStatus, File, Handback, Project, ServedFile, Version, utcnow
 from ..errors import VerifyError
 from ..failures.classify import Failure
-from ..files import sha256_of
+from ..files import atomic_file, sha256_of
 from ..publish.publisher import write_project_pages
 from ..queue.coverage import add_coverage
 from .verify import Wheel, check_arrival, with_build_tag
@@ -36,10 +36,12 @@ def store_log(logs_dir: Path, build: Build, log: Path | None) -> str | None:
     relative = Path(build.version.project.name) / f"{build.id}.log.gz"
     target = logs_dir / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.tmp")
-    with open(log, "rb") as src, gzip.open(temp, "wb", compresslevel=6) as dst:
+    with (
+        open(log, "rb") as src,
+        atomic_file(target) as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as dst,
+    ):
         shutil.copyfileobj(src, dst)
-    os.replace(temp, target)
     return str(relative)
 
 

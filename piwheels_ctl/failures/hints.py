@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import requests
 
 from ..errors import PiwheelsError
+from ..files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -183,27 +183,20 @@ class ContentsIndex:
         architecture's file); the architecture's own must be there.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        temp.unlink(missing_ok=True)
-        try:
-            with closing(sqlite3.connect(temp)) as conn:
-                conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                conn.execute(
-                    "CREATE TABLE paths (kind TEXT NOT NULL, name TEXT NOT NULL, package TEXT NOT NULL,"
-                    " PRIMARY KEY (kind, name, package)) WITHOUT ROWID"
-                )
-                for number, url in enumerate(self.urls()):
-                    self._load(conn, url, required=number == 0)
-                conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [("schema", SCHEMA_VERSION), ("source", self.urls()[0]), ("fetched", str(time.time()))],
-                )
-                conn.commit()
-                rows = int(conn.execute("SELECT count(*) FROM paths").fetchone()[0])
-            os.replace(temp, self.path)
-        finally:
-            temp.unlink(missing_ok=True)
-        return rows
+        with atomic_path(self.path) as temp, closing(sqlite3.connect(temp)) as conn:
+            conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute(
+                "CREATE TABLE paths (kind TEXT NOT NULL, name TEXT NOT NULL, package TEXT NOT NULL,"
+                " PRIMARY KEY (kind, name, package)) WITHOUT ROWID"
+            )
+            for number, url in enumerate(self.urls()):
+                self._load(conn, url, required=number == 0)
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("schema", SCHEMA_VERSION), ("source", self.urls()[0]), ("fetched", str(time.time()))],
+            )
+            conn.commit()
+            return int(conn.execute("SELECT count(*) FROM paths").fetchone()[0])
 
     def _load(self, conn: sqlite3.Connection, url: str, *, required: bool) -> None:
         try:

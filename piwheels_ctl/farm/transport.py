@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import paramiko
 
 from ..errors import PiwheelsError
+from ..files import atomic_file
 
 REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*/?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -257,9 +258,8 @@ def write_known_hosts(path: Path, endpoints: Iterable[Endpoint]) -> None:
     """The known_hosts file that rsync's ssh checks the builders' keys against."""
     lines = sorted({f"{e.known_hosts_name} {e.host_key}\n" for e in endpoints if e.host_key})
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text("".join(lines))
-    temp.replace(path)
+    with atomic_file(path) as f:
+        f.write("".join(lines).encode())
 
 
 def _control_dir() -> Path:

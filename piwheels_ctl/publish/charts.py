@@ -8,14 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from jinja2 import Environment, PackageLoader
-
-_templates = Environment(
-    loader=PackageLoader("piwheels_ctl.publish", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+from .templating import fragments
 
 WIDTH = 640
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 40
@@ -47,7 +40,7 @@ class Chart:
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, name)
 
     def svg(self) -> str:
-        return _templates.get_template("chart.svg.j2").render(chart=self, width=WIDTH)
+        return fragments.get_template("chart.svg.j2").render(chart=self, width=WIDTH)
 
 
 def _nice_max(value: float) -> float:

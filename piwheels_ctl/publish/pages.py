@@ -14,23 +14,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import packaging.version
-from jinja2 import Environment, PackageLoader
 from packaging.version import InvalidVersion
 from packaging.version import parse as parse_version
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ..abi import AbiTags
+from ..abi import AbiTags, runs_on
+from ..db.batches import in_batches
 from ..db.models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage, Version
-from ..queue.claims import runs_on
-
-templates = Environment(
-    loader=PackageLoader("piwheels_ctl.publish", "templates"),
-    autoescape=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+from .templating import templates
 
 # Each state of a (release, ABI) cell, as the page says it.
 STATES = {
@@ -117,9 +109,11 @@ JSON_VERSION = "1.0"
 
 
 def version_key(version: str) -> tuple[int, packaging.version.Version | str]:
+    """The order of releases (the index's and the pages'): by PEP 440, oldest first."""
     try:
         return (1, parse_version(version))
     except InvalidVersion:
+        # Legacy version strings sort before every valid one rather than failing the run.
         return (0, version)
 
 
@@ -153,44 +147,64 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
     ids = list(project_ids)
     if not ids:
         return []
-    projects = {p.id: p for p in session.scalars(select(Project).where(Project.id.in_(ids)))}
+    return _assemble(ids, _load_rows(session, ids))
+
+
+@dataclass
+class _Rows:
+    """What the pages of some projects are made of, as read from the database."""
+
+    projects: dict[int, Project]
+    versions: dict[int, list[Version]]  # by project id
+    builds: dict[tuple[int, int], list[Build]]  # by (version id, ABI id); not superseded
+    files: dict[int, File]  # by file id
+    coverage: dict[tuple[int, int], int]  # (version id, ABI id) -> the file that installs there
+    upstream: set[tuple[int, int]]  # (version id, ABI id) the upstream has a wheel for
+    abis: list[Abi]  # the active ones and those shown by a build or a wheel, by tag
+    builders: dict[int, str]
+
+
+def _load_rows(session: Session, ids: list[int]) -> _Rows:
+    """The rows of these projects' pages: each ``IN (...)`` list bounded, however many versions."""
+    projects: dict[int, Project] = {}
     versions: dict[int, list[Version]] = {}
-    for row in session.scalars(select(Version).where(Version.project_id.in_(ids))):
-        versions.setdefault(row.project_id, []).append(row)
+    for batch in in_batches(ids):
+        projects.update((p.id, p) for p in session.scalars(select(Project).where(Project.id.in_(batch))))
+        for row in session.scalars(select(Version).where(Version.project_id.in_(batch))):
+            versions.setdefault(row.project_id, []).append(row)
     version_ids = [v.id for rows in versions.values() for v in rows]
-    builds = _builds(session, version_ids)
-    files = (
-        {f.id: f for f in session.scalars(select(File).where(File.version_id.in_(version_ids)))}
-        if version_ids
-        else {}
-    )
+    builds: dict[tuple[int, int], list[Build]] = {}
+    files: dict[int, File] = {}
     coverage: dict[tuple[int, int], int] = {}
-    if version_ids:
-        for cov in session.scalars(select(Coverage).where(Coverage.version_id.in_(version_ids))):
-            coverage.setdefault((cov.version_id, cov.abi_id), cov.file_id)
     upstream: set[tuple[int, int]] = set()
-    if version_ids:
-        upstream = set(
-            session.execute(
-                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id).where(
-                    UpstreamCoverage.version_id.in_(version_ids)
-                )
-            ).tuples()
-        )
-    build_abi = {b.id: b.abi_id for rows in builds.values() for b in rows}
+    for batch in in_batches(version_ids):
+        query = select(Build).where(Build.version_id.in_(batch), Build.superseded.is_(False))
+        for build in session.scalars(query):
+            builds.setdefault((build.version_id, build.abi_id), []).append(build)
+        files.update((f.id, f) for f in session.scalars(select(File).where(File.version_id.in_(batch))))
+        for cov in session.scalars(select(Coverage).where(Coverage.version_id.in_(batch))):
+            coverage.setdefault((cov.version_id, cov.abi_id), cov.file_id)
+        pairs = select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id)
+        upstream.update(session.execute(pairs.where(UpstreamCoverage.version_id.in_(batch))).tuples())
     used = {abi for _, abi in coverage} | {b.abi_id for rows in builds.values() for b in rows}
     abis = list(session.scalars(select(Abi).where(or_(Abi.active, Abi.id.in_(used))).order_by(Abi.tag)))
     builders = dict(session.execute(select(Builder.id, Builder.name)).tuples().all())
+    return _Rows(projects, versions, builds, files, coverage, upstream, abis, builders)
+
+
+def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
+    """The pages of ``ids``, in that order, from their rows."""
+    build_abi = {b.id: b.abi_id for tried in rows.builds.values() for b in tried}
     by_version: dict[int, list[File]] = {}
-    for f in files.values():
+    for f in rows.files.values():
         by_version.setdefault(f.version_id, []).append(f)
     pages = []
     for project_id in ids:
-        project = projects.get(project_id)
-        if project is None or not versions.get(project_id):
+        project = rows.projects.get(project_id)
+        if project is None or not rows.versions.get(project_id):
             continue
         releases = []
-        for row in sorted(versions[project_id], key=lambda v: version_key(v.version), reverse=True):
+        for row in sorted(rows.versions[project_id], key=lambda v: version_key(v.version), reverse=True):
             release = Release(
                 version=row.version,
                 released=_iso(row.release_time),
@@ -198,12 +212,12 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
                 skip_reason=row.skip_reason or project.skip_reason,
                 sdist=row.sdist_filename,
             )
-            for abi in abis:
-                tried = builds.get((row.id, abi.id), [])
+            for abi in rows.abis:
+                tried = rows.builds.get((row.id, abi.id), [])
                 latest = max(tried, key=lambda b: (b.started_at, b.id), default=None)
-                covered = files.get(coverage.get((row.id, abi.id), -1))
-                cell = _cell(project, row, abi, latest, covered, build_abi, builders)
-                if cell.state in ("pending", "no-sdist") and (row.id, abi.id) in upstream:
+                covered = rows.files.get(rows.coverage.get((row.id, abi.id), -1))
+                cell = _cell(project, row, abi, latest, covered, build_abi, rows.builders)
+                if cell.state in ("pending", "no-sdist") and (row.id, abi.id) in rows.upstream:
                     cell = Cell("upstream")  # not built: the upstream's wheel (not mirrored yet)
                 release.cells[abi.tag] = cell
             for f in sorted(by_version.get(row.id, []), key=lambda f: f.filename):
@@ -224,21 +238,11 @@ def load_pages(session: Session, project_ids: Iterable[int]) -> list[ProjectPage
                 display_name=project.display_name,
                 watched=project.watched,
                 skip_reason=project.skip_reason,
-                abis=[a.tag for a in abis],
+                abis=[a.tag for a in rows.abis],
                 releases=releases,
             )
         )
     return pages
-
-
-def _builds(session: Session, version_ids: list[int]) -> dict[tuple[int, int], list[Build]]:
-    result: dict[tuple[int, int], list[Build]] = {}
-    if not version_ids:
-        return result
-    query = select(Build).where(Build.version_id.in_(version_ids), Build.superseded.is_(False))
-    for build in session.scalars(query):
-        result.setdefault((build.version_id, build.abi_id), []).append(build)
-    return result
 
 
 def _cell(

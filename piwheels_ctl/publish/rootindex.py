@@ -8,21 +8,18 @@ patch copies the old file line by line, dropping and inserting the lines of the 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import os
 import re
-import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import IO
 
 from packaging.utils import canonicalize_name
 
-from . import pages
+from ..files import replacing
+from .templating import templates
 
 HTML = "index.html"
 JSON = "index.json"
@@ -30,7 +27,7 @@ _HTML_LINE = re.compile(r'    <a href="([a-z0-9-]+)/">')
 _HTML_TAIL = "  </body>\n"
 _JSON_TAIL = "]}\n"
 _CANONICAL_KEY = "_name"
-BLOCK = 1 << 20
+BLOCK = 1 << 20  # what a patch reads at a time
 
 
 def _json_head(api_version: str) -> str:
@@ -47,7 +44,7 @@ def _json_line(name: str, display_name: str) -> str:
 
 
 def _html_line(api_version: str) -> Callable[[str, str], str]:
-    module = pages.templates.get_template("simple_root.html.j2").make_module({"api_version": api_version})
+    module = templates.get_template("simple_root.html.j2").make_module({"api_version": api_version})
     link = module.link  # type: ignore[attr-defined]  # the template's macro: one project's line
     return lambda name, display: str(link(SimpleNamespace(name=name, display_name=display)))
 
@@ -56,9 +53,9 @@ def write(simple: Path, projects: Iterable[tuple[str, str]], api_version: str) -
     """Write both root files from ``projects`` ((canonical name, display name), sorted by name,
     read once as they stream in); whether either file's bytes changed."""
     simple.mkdir(parents=True, exist_ok=True)
-    template = pages.templates.get_template("simple_root.html.j2")
+    template = templates.get_template("simple_root.html.j2")
     html_line = _html_line(api_version)
-    with _replacing(simple / HTML) as html, _replacing(simple / JSON) as js:
+    with replacing(simple / HTML) as html, replacing(simple / JSON) as js:
         html.write(
             template.render(api_version=api_version, projects=[]).removesuffix(_HTML_TAIL + "</html>\n")
         )
@@ -121,7 +118,7 @@ def _patch(
     is not where a new line goes is copied whole, its keys unread but its first and last."""
     pending = deque(sorted((name, display) for name, display in changes.items() if display is not None))
     changed = sorted(changes)
-    with open(path, encoding="utf-8") as old, _replacing(path) as new:
+    with open(path, encoding="utf-8") as old, replacing(path) as new:
         held: str | None = None  # the last project line, until the next shows whether a comma follows
 
         def put(entry: str) -> None:
@@ -163,59 +160,3 @@ def _patch(
                 else:
                     new.write(line)  # the head, and what follows the tail
     return new.changed
-
-
-class _Replacement:
-    """A temporary file beside ``path`` being written and hashed: ``changed`` once closed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.changed = False
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        self.tmp = Path(name)
-        self.file: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
-        self._digest = hashlib.sha256()
-
-    def write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        self._digest.update(data)
-        self.file.write(text)
-
-    def finish(self) -> None:
-        self.file.flush()
-        if _digest_of(self.path) == self._digest.hexdigest():
-            self.file.close()
-            self.tmp.unlink()
-            return
-        # A crash must not leave a renamed but empty index behind.
-        os.fsync(self.file.fileno())
-        self.file.close()
-        self.tmp.chmod(0o644)  # mkstemp creates 0600 files; the web server runs as another user
-        self.tmp.replace(self.path)
-        self.changed = True
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[_Replacement]:
-    """A file to write ``path``'s new contents to; it replaces ``path`` at the end of the block
-    unless the bytes are the same, and is removed if the block fails."""
-    replacement = _Replacement(path)
-    try:
-        yield replacement
-        replacement.finish()
-    except BaseException:
-        with suppress(OSError):  # closing flushes what is left: on a full disk that fails again
-            replacement.file.close()
-        replacement.tmp.unlink(missing_ok=True)
-        raise
-
-
-def _digest_of(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(BLOCK):
-                digest.update(block)
-    except FileNotFoundError:
-        return None
-    return digest.hexdigest()

@@ -349,7 +349,7 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
         message = b""
         if status >= 400:
             message = f"{status.value} {status.phrase}\n".encode()
-            headers["Content-Type"] = "text/plain; charset=utf-8"
+            headers["Content-Type"] = TEXT_PLAIN
             headers.pop("Cache-Control", None)
             length = len(message)
         if status != HTTPStatus.NOT_MODIFIED:

@@ -18,7 +18,7 @@ from ..db import counts
 from ..db.models import Abi, Build, Builder, BuildStatus, Project, Version, utcnow
 from ..queue import claims
 from . import charts
-from .pages import templates
+from .templating import templates
 
 DAYS = 30  # how far back the charts look
 # The lists of projects, by the first character of their canonical names ("0": a digit).

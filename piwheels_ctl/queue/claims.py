@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, delete, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from ..abi import runs_on as runs_on  # pages.py asks the queue's rule from here
 from ..db.models import (
     Abi,
     Build,

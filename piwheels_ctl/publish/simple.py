@@ -1,0 +1,227 @@
+"""The simple index of a project (PEP 503 HTML, PEP 691 JSON, PEP 658 metadata files) and the root
+index: read from the database, rendered to a dict or text, then written (only what changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Exists, and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from ..db.batches import BATCH, in_batches
+from ..db.models import File, Project, Version
+from ..files import sha256_or_none, write_if_changed
+from . import rootindex
+from .pages import version_key
+from .templating import templates
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.1"
+CANONICAL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    """One wheel as the index shows it."""
+
+    file_id: int
+    filename: str
+    version: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+    metadata_sha256: str
+    uploaded_at: datetime
+
+
+# A project's index pages to write: its folder, display name and files.
+Listing = tuple[Path, str, list[IndexFile]]
+
+
+def has_files() -> Exists:
+    """Whether a project has a wheel (then the root index lists it)."""
+    return exists().where(Version.project_id == Project.id, File.version_id == Version.id)
+
+
+def load_files(session: Session, project_ids: list[int]) -> dict[int, list[IndexFile]]:
+    """Every file of these projects, in index order, without the (large) metadata text."""
+    query = select(
+        Version.project_id,
+        Version.version,
+        Version.yanked,
+        Version.yanked_reason,
+        File.id,
+        File.filename,
+        File.sha256,
+        File.size,
+        File.requires_python,
+        File.metadata_sha256,
+        File.uploaded_at,
+    ).join(File.version)
+    result: dict[int, list[IndexFile]] = {}
+    for batch in in_batches(project_ids):
+        for row in session.execute(query.where(Version.project_id.in_(batch))):
+            if not _safe_filename(row.filename):
+                continue
+            result.setdefault(row.project_id, []).append(
+                IndexFile(
+                    file_id=row.id,
+                    filename=row.filename,
+                    version=row.version,
+                    sha256=row.sha256,
+                    size=row.size,
+                    requires_python=row.requires_python or None,
+                    yanked=row.yanked,
+                    yanked_reason=row.yanked_reason,
+                    metadata_sha256=row.metadata_sha256,
+                    uploaded_at=row.uploaded_at,
+                )
+            )
+    for files in result.values():
+        files.sort(key=lambda f: (version_key(f.version), f.filename))
+    return result
+
+
+def _safe_filename(filename: str) -> bool:
+    if "/" in filename or "\\" in filename or filename.startswith(".") or "\0" in filename:
+        log.warning("not publishing file %r: not a plain file name", filename)
+        return False
+    return True
+
+
+def metadata_missing(listings: list[Listing]) -> list[IndexFile]:
+    """The files whose ``.metadata`` file is absent or not the bytes the page advertises."""
+    return [
+        f
+        for project_dir, _, project_files in listings
+        for f in project_files
+        if sha256_or_none(project_dir / f"{f.filename}.metadata") != f.metadata_sha256
+    ]
+
+
+def load_metadata(session: Session, files: list[IndexFile]) -> dict[int, bytes]:
+    """The PEP 658 metadata file contents of ``files``, by file id."""
+    result: dict[int, bytes] = {}
+    for batch in in_batches(files):
+        by_id = {f.file_id: f for f in batch}
+        texts = session.execute(select(File.id, File.core_metadata).where(File.id.in_(list(by_id))))
+        for file_id, text in texts:
+            data = text.encode("utf-8")
+            if hashlib.sha256(data).hexdigest() != by_id[file_id].metadata_sha256:
+                # pip rejects metadata whose hash differs from the one the index advertises.
+                log.warning("stored metadata of %s does not match its sha256", by_id[file_id].filename)
+            result[file_id] = data
+    return result
+
+
+def project_json(name: str, files: list[IndexFile]) -> dict[str, Any]:
+    """A project's PEP 691 page, as data."""
+    versions = sorted({f.version for f in files}, key=version_key)
+    return {
+        "meta": {"api-version": API_VERSION},
+        "name": name,
+        "files": [
+            {
+                "filename": f.filename,
+                "url": f.filename,
+                "hashes": {"sha256": f.sha256},
+                "requires-python": f.requires_python,
+                "yanked": (f.yanked_reason or True) if f.yanked else False,
+                "size": f.size,
+                "upload-time": f.uploaded_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                # PEP 714: only "core-metadata" in JSON; pip 22.3 to 23.0 (Debian bookworm's)
+                # crash on a "dist-info-metadata" object there.
+                "core-metadata": {"sha256": f.metadata_sha256},
+            }
+            for f in files
+        ],
+        "versions": versions,
+    }
+
+
+def project_html(display_name: str, files: list[IndexFile]) -> str:
+    """A project's PEP 503 page, as text."""
+    return templates.get_template("simple_project.html.j2").render(
+        api_version=API_VERSION, display_name=display_name, files=files
+    )
+
+
+def dumps(data: Any) -> bytes:
+    """JSON as the index files hold it: compact, keys sorted, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def write_project(
+    project_dir: Path,
+    display_name: str,
+    files: list[IndexFile],
+    metadata: dict[int, bytes],
+    *,
+    prune: bool = True,
+) -> None:
+    """Write a project's pages, and the ``.metadata`` files of ``metadata`` (by file id); with
+    ``prune``, remove metadata files of files no longer listed."""
+    project_dir.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        if f.file_id in metadata:
+            write_if_changed(project_dir / f"{f.filename}.metadata", metadata[f.file_id])
+    html = project_html(display_name, files)
+    write_if_changed(project_dir / "index.json", dumps(project_json(project_dir.name, files)))
+    write_if_changed(project_dir / "index.html", html.encode("utf-8"))
+    if not prune:
+        return
+    published = {f"{f.filename}.metadata" for f in files}
+    for stale in project_dir.glob("*.metadata"):
+        if stale.name not in published:
+            stale.unlink()
+
+
+def remove_project(project_dir: Path) -> None:
+    """Remove a project's pages and metadata files, leaving its wheels (the recorder's) alone."""
+    if not project_dir.is_dir():
+        return
+    for page in [project_dir / "index.html", project_dir / "index.json"]:
+        page.unlink(missing_ok=True)
+    for metadata in project_dir.glob("*.metadata"):
+        metadata.unlink()
+
+
+def write_root(session: Session, simple: Path, withdraw_deleted: bool) -> tuple[bool, dict[int, str | None]]:
+    """Write the root index whole, streamed from the database in name order (bytewise, as
+    ``rootindex`` keeps it); whether it changed, and the projects whose listing differs from
+    their ``listed_name``."""
+    listable: ColumnElement[bool] = has_files()
+    if withdraw_deleted:
+        listable = and_(listable, Project.deleted_at.is_(None))
+    order = Project.name.collate("C") if session.get_bind().dialect.name == "postgresql" else Project.name
+    rows = session.execute(
+        select(
+            Project.id, Project.name, Project.display_name, Project.listed_name, listable.label("listable")
+        )
+        .where(or_(listable, Project.listed_name.is_not(None)))
+        .order_by(order)
+        .execution_options(yield_per=BATCH)
+    )
+    listed: dict[int, str | None] = {}
+
+    def projects() -> Iterator[tuple[str, str]]:
+        for row in rows:
+            want = row.display_name if row.listable and CANONICAL.match(row.name) else None
+            if want != row.listed_name:
+                listed[row.id] = want
+            if want is not None:
+                yield row.name, want
+
+    return rootindex.write(simple, projects(), API_VERSION), listed
