@@ -16,6 +16,12 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseOpenError
+
+# The one import upward from db (the layout's documented exception): every session this module
+# makes keeps the queue in step (queue.upkeep.track), whoever opened the database. A hook the
+# queue registered when imported would be missing wherever nothing had imported the queue yet (a
+# test, a benchmark, a script), and the pending pairs would silently go stale; handing it to
+# every Database() would make each caller remember it.
 from ..queue import upkeep
 
 # Alembic (with Mako and Pygments) is imported only to create, upgrade or explain a schema: a
