@@ -27,10 +27,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import tomllib
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
 from piwheels_ctl.farm import frontend
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older controllers only
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -1,10 +1,12 @@
-"""Settings: a TOML file (``--config`` or ``PIWHEELS_CONFIG``) overridden by ``PIWHEELS_*`` variables."""
+"""Settings: a TOML file (``--config`` or ``PIWHEELS_CONFIG``) overridden by ``PIWHEELS_*`` variables
+(a Debian mirror of "auto" read from this machine's apt sources)."""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,8 @@ ENV_PREFIX = "PIWHEELS_"
 PYPI = "pypi"  # the upstream named, not spelled out: PyPI's simple index
 # Variables of ours that are not settings: where the config file is.
 ENV_NOT_SETTINGS = frozenset({"PIWHEELS_CONFIG"})
+# Where this machine's apt sources are: debian_mirror/debian_suite "auto" follow them.
+APT_DIR = Path("/etc/apt")
 
 
 class Settings(BaseModel):
@@ -137,8 +141,6 @@ class Settings(BaseModel):
         """(mirror URL, suite) of the Contents index for hints, or None: no hints."""
         if not self.debian_mirror:
             return None
-        from .failures.hints import apt_mirror
-
         apt = apt_mirror() if "auto" in (self.debian_mirror, self.debian_suite) else None
         mirror = apt[0] if self.debian_mirror == "auto" and apt else self.debian_mirror
         suite = apt[1] if self.debian_suite == "auto" and apt else self.debian_suite
@@ -215,3 +217,47 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         if error["type"] == "extra_forbidden":
             raise ConfigError(f"{where}: unknown setting") from None
         raise ConfigError(f"{where}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+# "auto" for debian_mirror or debian_suite: the mirror and suite this machine's apt sources name.
+def _sources_entries(apt_dir: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(URI, suites, components) of every "deb" entry of the apt sources, in apt's order."""
+    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb":
+                yield words[1], [words[2]], words[3:]
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for stanza in re.split(r"\n\s*\n", text):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[:1].isspace():
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+                for uri in fields.get("uris", "").split():
+                    yield uri, fields.get("suites", "").split(), fields.get("components", "").split()
+
+
+def apt_mirror(apt_dir: Path = APT_DIR) -> tuple[str, str] | None:
+    """The mirror URL and release suite this machine's apt sources use for ``main``, or None.
+
+    A release's own suite (``bookworm``) is preferred to its updates and security suites.
+    """
+    found: list[tuple[str, str]] = []
+    for uri, suites, components in _sources_entries(apt_dir):
+        if "main" in components and uri.startswith(("http://", "https://")):
+            found += [(uri.rstrip("/") + "/", suite) for suite in suites if suite]
+    plain = [entry for entry in found if "-" not in entry[1] and "/" not in entry[1]]
+    choices = plain or found
+    return choices[0] if choices else None

@@ -12,9 +12,9 @@ import pytest
 import requests
 from debmirror import debian_mirror
 
-from piwheels_ctl.config import Settings
+from piwheels_ctl.config import Settings, apt_mirror
 from piwheels_ctl.failures.classify import classify
-from piwheels_ctl.failures.hints import ContentsIndex, Hints, HintsError, apt_mirror, contents_key
+from piwheels_ctl.failures.hints import ContentsIndex, Hints, HintsError, contents_key
 
 # Lines as the Debian mirror's Contents-amd64.gz has them (bookworm), and some it has to skip.
 CONTENTS_AMD64 = """\

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
+from piwheels_ctl.db import counts
 from piwheels_ctl.db.engine import SCHEMA_HEAD, Database, alembic_config
 from piwheels_ctl.db.models import Base
 
@@ -101,3 +108,75 @@ def test_upgrade_to_0008_fills_the_queue_and_the_counts(database_url: str) -> No
         command.upgrade(alembic_config(database.engine), "head")
     finally:
         database.dispose()
+
+
+LATER_SCHEMA = Path(__file__).with_name("later_schema.py")
+
+
+def test_upgrade_from_the_first_schema_with_a_later_column_in_the_models(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The historic migrations run while the models (mapped in that process only) carry a column
+    # that a revision after them adds: 0008 and 0011 must not read today's models or rules.
+    proc = subprocess.run(
+        [sys.executable, str(LATER_SCHEMA), database_url, str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["revision"] == "later"
+    kept = result["kept"]
+    assert [row[:2] for row in kept["abis"]] == [
+        [1, "cp311-cp311-linux_armv7l"], [2, "cp312-cp312-linux_armv7l"], [3, "cp39-cp39-linux_armv7l"],
+    ]  # fmt: skip
+    assert [row[:3] for row in kept["projects"]] == [[1, "a", "A"], [2, "b", "b"], [3, "c", "c"]]
+    assert [(row[2], row[6]) for row in kept["versions"]] == [
+        ("1.0", None), ("2.0", None), ("3.0", ">=3.12"), ("4.0", None), ("1.0", None), ("0.9", None),
+        ("1.0", None), ("5.0", "not a specifier"), ("6.0", ">=3.8"),
+    ]  # fmt: skip
+    assert kept["builds"] == [
+        [1, 1, 1, "success", None], [2, 9, 1, "failed", "missing-header"], [3, 2, 2, "building", None],
+    ]  # fmt: skip
+    # SQLite's batch copies of builds (0002) and files (0006) must not cascade to the rows that
+    # point at them: the file keeps its build, the coverage stays.
+    assert [row[2:] for row in kept["files"]] == [[1, 1, 1000], [8, None, 2000]]
+    assert kept["coverage"] == [[1, 1, 1], [8, 2, 2]]
+    # 1.0 has no sdist; 2.0 waits for cp311 only (a build of it for cp312 is under way); 3.0
+    # needs Python 3.12; 4.0 is yanked; b 1.0 was asked for, b 0.9 not; c is skipped; a broken
+    # Requires-Python excludes nothing, but a wheel covers 5.0 on cp312; 6.0 failed on cp311.
+    never = datetime(1, 1, 1, tzinfo=timezone.utc).isoformat()
+    assert result["queue"] == [
+        [2, 1, 0, "2024-01-02T03:04:05+00:00"], [3, 2, 0, never], [5, 1, 5, never], [5, 2, 5, never],
+        [8, 1, 0, never], [9, 2, 0, never],
+    ]  # fmt: skip
+    assert result["queue"] == result["queue_today"]
+    assert result["counts"] == {
+        "projects": 3, "watched": 2, "versions": 9, "pages": 3, "builds:success": 1, "builds:failed": 1,
+        "failed:missing-header": 1, "abi:1:success": 1, "abi:1:failed": 1, "reason:missing-header": 1,
+        "files": 2, "bytes": 3000,
+    }, result["counts"]  # fmt: skip
+    assert result["counts"] == result["counts_today"]
+
+
+def _counts_triggers(conn: Connection) -> list[tuple[str, str]]:
+    """Every trigger (and on PostgreSQL its function), as the database holds them."""
+    if conn.dialect.name == "postgresql":
+        query = (
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal UNION ALL "
+            "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'counts%'"
+        )
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+    return sorted((name, " ".join(sql.split())) for name, sql in conn.execute(text(query)).tuples())
+
+
+def test_the_migrated_counts_triggers_are_those_of_the_counts_module(db: Database) -> None:
+    # 0008 and 0011 spell the triggers out as SQL of their own: at the newest revision they are
+    # still those db/counts.py would create (a change to counts.SHARES needs a migration).
+    with db.engine.begin() as conn:
+        migrated = _counts_triggers(conn)
+        counts.drop_triggers(conn)
+        assert _counts_triggers(conn) == []
+        counts.create_triggers(conn)
+        assert _counts_triggers(conn) == migrated
+    assert len(migrated) == (11 if db.engine.dialect.name == "sqlite" else 8)

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import Executable, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from piwheels_ctl.cli.status import ccache_query
 from piwheels_ctl.db.engine import Database, upgrade
 from piwheels_ctl.db.models import Build, BuildStatus, Count, PendingPair, Project, Version
 from piwheels_ctl.queue.claims import claim_query, no_sdist_query, queue_query
+from piwheels_ctl.queue.status import ccache_query
 from piwheels_ctl.queue.upkeep import refresh_all
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))

@@ -1,4 +1,4 @@
-"""Commands on the projects, the queue and the index: init, add, sync, status, publish, serve, ..."""
+"""Commands on the projects and their builds: init, add, remove, sync, rebuild, skip, unskip, logs, import."""
 
 from __future__ import annotations
 

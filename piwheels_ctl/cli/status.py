@@ -11,17 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
-from sqlalchemy import func, select
 
 from ..catalog import projects
-from ..db import counts
-from ..db.models import Abi, Build, BuildStatus, UpstreamCoverage, Version
-from ..queue.claims import Job, no_sdist_query, pending, waiting
-from ..queue.claims import count as queue_count
+from ..queue.claims import Job, pending, waiting
+from ..queue.status import RECENT_BUILDS, figures
 from . import App, cli, out, pass_app
 
 if TYPE_CHECKING:
-    from sqlalchemy import Select
     from sqlalchemy.orm import Session
 
 
@@ -67,67 +63,13 @@ def queue(app: App, limit: int, everything: bool, as_json: bool) -> None:
             out.print(f"  {escape(shown)}: {escape(reason)}", highlight=False)
 
 
-# How many of the newest builds that compiled something the compiler cache figure covers.
-RECENT_BUILDS = 100
-
-
-def ccache_query() -> Select[tuple[int | None, int | None]]:
-    """The newest builds that compiled something, read from their partial index."""
-    return (
-        select(Build.ccache_hits, Build.ccache_misses)
-        .where(Build.ccache_hits.is_not(None))
-        .order_by(Build.id.desc())
-        .limit(RECENT_BUILDS)
-    )
-
-
-def _ccache(session: Session) -> dict[str, Any]:
-    """The compiler cache's hits and misses over the newest builds that compiled something."""
-    rows = session.execute(ccache_query()).all()
-    hits = sum(int(h or 0) for h, _ in rows)
-    misses = sum(int(m or 0) for _, m in rows)
-    rate = round(100 * hits / (hits + misses), 1) if hits + misses else None
-    return {"builds": len(rows), "hits": hits, "misses": misses, "hit_rate": rate}
-
-
 def _status(session: Session) -> dict[str, Any]:
-    def count(query: Any) -> int:
-        return int(session.scalar(query) or 0)
-
-    kept = counts.read(session)
-    building = count(select(func.count()).where(Build.status == BuildStatus.BUILDING))
-    builds = {status.value: kept.get(f"builds:{status.value}", 0) for status in BuildStatus}
-    reasons = {
-        name.removeprefix("failed:") or None: v for name, v in kept.items() if name.startswith("failed:")
-    }
-    return {
-        "projects": kept.get("projects", 0),
-        "watched": kept.get("watched", 0),
-        "versions": kept.get("versions", 0),
-        "abis": [a.tag for a in session.scalars(select(Abi).where(Abi.active).order_by(Abi.tag))],
-        "builds": {**builds, BuildStatus.BUILDING.value: building},
-        "failures": {str(k): v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
-        "files": kept.get("files", 0),
-        "bytes": kept.get("bytes", 0),
-        "pending": queue_count(session),
-        "requested": count(select(func.count(func.distinct(Version.project_id))).where(Version.priority > 0)),
-        "skipped": [
-            {"project": name, "version": version, "reason": reason}
-            for name, version, reason in projects.skipped(session)
-        ],
-        "no_sdist": count(select(func.count()).select_from(no_sdist_query().subquery())),
-        "upstream_covered": count(
-            select(func.count()).select_from(
-                select(UpstreamCoverage.version_id, UpstreamCoverage.abi_id)
-                .join(Abi, Abi.id == UpstreamCoverage.abi_id)
-                .where(Abi.active)
-                .distinct()
-                .subquery()
-            )
-        ),
-        "mirrored": kept.get("mirrored", 0),
-        "ccache": _ccache(session),
-    }
+    """What ``status`` shows: the farm's figures, and the skips the user made."""
+    skipped = [
+        {"project": name, "version": version, "reason": reason}
+        for name, version, reason in projects.skipped(session)
+    ]
+    return {**figures(session), "skipped": skipped}
 
 
 # What each line of ``status`` counts, in the order shown.

@@ -16,6 +16,12 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import DatabaseOpenError
+
+# The one import upward from db (the layout's documented exception): every session this module
+# makes keeps the queue in step (queue.upkeep.track), whoever opened the database. A hook the
+# queue registered when imported would be missing wherever nothing had imported the queue yet (a
+# test, a benchmark, a script), and the pending pairs would silently go stale; handing it to
+# every Database() would make each caller remember it.
 from ..queue import upkeep
 
 # Alembic (with Mako and Pygments) is imported only to create, upgrade or explain a schema: a
@@ -34,15 +40,24 @@ LOCK_PATIENCE = 300.0
 _BEGIN = "piwheels_begin"
 
 
+# SQLite's primary result codes, as its C API numbers them (the sqlite3 module names them only
+# from Python 3.11 on, and this runs on 3.10).
+SQLITE_READONLY = 8
+SQLITE_IOERR = 10
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_CANTOPEN = 14
+SQLITE_NOTADB = 26
+
 # What to do about an SQLite error that is the file's or the disk's fault (by primary result code).
 _SQLITE_ADVICE = {
-    sqlite3.SQLITE_CORRUPT: "the file is corrupt: restore it from a backup (or try 'sqlite3 FILE .recover')",
-    sqlite3.SQLITE_NOTADB: "not an SQLite database: restore it from a backup or check database_url",
-    sqlite3.SQLITE_FULL: "the disk is full: free space there and run again",
-    sqlite3.SQLITE_READONLY: "it cannot be written: make the file and its folder writable by this user",
-    sqlite3.SQLITE_CANTOPEN: "it cannot be opened: the file and its folder must be readable and writable",
+    SQLITE_CORRUPT: "the file is corrupt: restore it from a backup (or try 'sqlite3 FILE .recover')",
+    SQLITE_NOTADB: "not an SQLite database: restore it from a backup or check database_url",
+    SQLITE_FULL: "the disk is full: free space there and run again",
+    SQLITE_READONLY: "it cannot be written: make the file and its folder writable by this user",
+    SQLITE_CANTOPEN: "it cannot be opened: the file and its folder must be readable and writable",
     # A full disk often shows as an I/O error: SQLite could not grow its -shm or -wal file.
-    sqlite3.SQLITE_IOERR: "disk I/O error: check that its disk is not full (df) nor failing (dmesg)",
+    SQLITE_IOERR: "disk I/O error: check that its disk is not full (df) nor failing (dmesg)",
 }
 
 

@@ -49,7 +49,6 @@ ARCHES = {
 # Packages suggested for one missing file, at most.
 MAX_PACKAGES = 5
 SCHEMA_VERSION = "1"
-APT_DIR = Path("/etc/apt")
 
 _TRIPLET = r"(?:[a-z0-9_]+-linux-gnu[a-z0-9_]*/)?"
 _PATHS = (
@@ -96,49 +95,6 @@ def parse_contents(lines: Iterable[bytes]) -> Iterator[tuple[str, str, str]]:
             continue
         for location in parts[1].split(","):
             yield key[0], key[1], location.rpartition("/")[2]
-
-
-def _sources_entries(apt_dir: Path) -> Iterator[tuple[str, list[str], list[str]]]:
-    """(URI, suites, components) of every "deb" entry of the apt sources, in apt's order."""
-    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
-    for path in one_line:
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
-            if len(words) >= 3 and words[0] == "deb":
-                yield words[1], [words[2]], words[3:]
-    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        for stanza in re.split(r"\n\s*\n", text):
-            fields: dict[str, str] = {}
-            for line in stanza.splitlines():
-                if line.startswith("#") or ":" not in line or line[:1].isspace():
-                    continue
-                key, _, value = line.partition(":")
-                fields[key.strip().lower()] = value.strip()
-            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
-                for uri in fields.get("uris", "").split():
-                    yield uri, fields.get("suites", "").split(), fields.get("components", "").split()
-
-
-def apt_mirror(apt_dir: Path = APT_DIR) -> tuple[str, str] | None:
-    """The mirror URL and release suite this machine's apt sources use for ``main``, or None.
-
-    A release's own suite (``bookworm``) is preferred to its updates and security suites.
-    """
-    found: list[tuple[str, str]] = []
-    for uri, suites, components in _sources_entries(apt_dir):
-        if "main" in components and uri.startswith(("http://", "https://")):
-            found += [(uri.rstrip("/") + "/", suite) for suite in suites if suite]
-    plain = [entry for entry in found if "-" not in entry[1] and "/" not in entry[1]]
-    choices = plain or found
-    return choices[0] if choices else None
 
 
 class ContentsIndex:
