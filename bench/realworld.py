@@ -27,7 +27,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from piwheels_ctl.catalog.projects import read_requirements  # noqa: E402 - after the path is set
+from piwheels_ctl.catalog.requirements import read_requirements  # noqa: E402 - after the path is set
 from piwheels_ctl.db.engine import Database  # noqa: E402
 from piwheels_ctl.db.models import Build, BuildStatus, File, Project, UpstreamWheel, Version  # noqa: E402
 

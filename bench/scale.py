@@ -57,7 +57,7 @@ from upstream import Upstream
 
 from piwheels_ctl.builds.record import record_failure
 from piwheels_ctl.builds.runner import Runner
-from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.projects import skipped
 from piwheels_ctl.config import load_settings
 from piwheels_ctl.db.engine import Database, upgrade
 from piwheels_ctl.db.models import Project, Version, utcnow
@@ -149,7 +149,7 @@ def _queue_queries(farm: Farm) -> float | None:
     with Database(farm.url).reader() as session:
         start = time.monotonic()
         list(pending(session, limit=101))
-        projects.skipped(session)
+        skipped(session)
         waiting(session, limit=100)
         return time.monotonic() - start
 

@@ -76,6 +76,7 @@ UNNEEDED = (
     "piwheels_ctl.builds.verify",
     "piwheels_ctl.builds.record",
     "piwheels_ctl.upstream.index",
+    "piwheels_ctl.upstream.page",
     "piwheels_ctl.cli.projects",
 )
 QUERY = ("jinja2", "piwheels_ctl.publish.publisher", "piwheels_ctl.cli.building")  # nor a query command this
@@ -83,6 +84,7 @@ PUBLISH = (
     "requests",
     "pypi_simple",
     "piwheels_ctl.catalog.projects",
+    "piwheels_ctl.catalog.sync",
     "piwheels_ctl.failures.hints",
     "piwheels_ctl.failures.failed",
 )

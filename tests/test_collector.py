@@ -20,7 +20,7 @@ from sqlalchemy import select
 from piwheels_ctl.abi import AbiTags
 from piwheels_ctl.builds.runner import Runner, RunReport
 from piwheels_ctl.builds.verify import Limits, inspect_wheel
-from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.rebuild import rebuild as requeue
 from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, Project, ServedFile, Version
@@ -307,7 +307,7 @@ def test_a_rebuild_with_other_bytes_gets_a_build_tag_and_the_old_url_keeps_its_b
     def rebuild(outbox: str, content: bytes | None) -> bytes:
         """Rebuild, the build making a wheel with ``content`` in a data file; the wheel's bytes."""
         with farm.db.session() as session:
-            assert projects.rebuild(session, "demo", "1.0").queued == ["1.0"]
+            assert requeue(session, "demo", "1.0").queued == ["1.0"]
         extra = {"demo_data.txt": content} if content is not None else {}
         wheel = make_wheel(farm.outbox(outbox), "demo", "1.0", tag=GOOD_TAG, extra=extra)
         made = wheel.read_bytes()
@@ -353,7 +353,7 @@ def test_an_identical_rebuild_keeps_its_name(farm: Farm) -> None:
     first = make_wheel(farm.outbox("1"), "demo", "1.0", tag=GOOD_TAG)
     assert farm.record([first])[0]
     with farm.db.session() as session:
-        projects.rebuild(session, "demo", "1.0")
+        requeue(session, "demo", "1.0")
     again = make_wheel(farm.outbox("2"), "demo", "1.0", tag=GOOD_TAG)
     assert again.read_bytes() == (farm.project_dir / first.name).read_bytes()
     assert farm.record([again])[0]

@@ -13,12 +13,13 @@ from sqlalchemy import select
 
 from piwheels_ctl.builds.record import record_failure
 from piwheels_ctl.builds.runner import Runner
+from piwheels_ctl.catalog.rebuild import rebuild_failed
 from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, Builder, BuildStatus, Handback, Project, Version
 from piwheels_ctl.errors import InputError
 from piwheels_ctl.failures.classify import Failure
-from piwheels_ctl.failures.failed import failed_builds, rebuild_failed
+from piwheels_ctl.failures.failed import failed_builds
 from piwheels_ctl.farm.executors import BuilderError, Outcome
 from piwheels_ctl.queue.claims import Job, claim, pending
 

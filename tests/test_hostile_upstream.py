@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.errors import UpstreamError
-from piwheels_ctl.upstream.index import PROJECT_PAGE_MAX, ROOT_PAGE_MAX, Upstream
+from piwheels_ctl.upstream.index import PROJECT_PAGE_MAX, ROOT_PAGE_MAX
+from piwheels_ctl.upstream.source import open_upstream
 
 from helpers import clean_env, piwheels
 from indexserver import (
@@ -48,7 +49,7 @@ def _trickled_body(sock: socket.socket, _path: str) -> None:
 @pytest.mark.parametrize("phase", ["headers", "body"])
 def test_a_trickling_upstream_is_cut_off_at_http_timeout(phase: str) -> None:
     behaviour = trickle(response_bytes(PAGE, JSON_TYPE)) if phase == "headers" else _trickled_body
-    with HostileServer(behaviour) as server, Upstream(server.url, timeout=2) as upstream:
+    with HostileServer(behaviour) as server, open_upstream(server.url, timeout=2) as upstream:
         started = time.monotonic()
         with pytest.raises(UpstreamError) as caught:
             upstream.project("demo")
@@ -61,7 +62,7 @@ def test_a_trickling_root_listing_is_cut_off_too() -> None:
     """The root listing gets ROOT_TIME_FACTOR (10) times http_timeout: here 3 s."""
     page = b'<!DOCTYPE html><html><body><a href="a/">a</a>' * 100
     behaviour = trickle(response_bytes(page, HTML_TYPE), 0.05)
-    with HostileServer(behaviour) as server, Upstream(server.url, timeout=0.3) as upstream:
+    with HostileServer(behaviour) as server, open_upstream(server.url, timeout=0.3) as upstream:
         started = time.monotonic()
         with pytest.raises(UpstreamError, match="timed out") as caught:
             list(upstream.project_names())
@@ -87,7 +88,7 @@ CUT_OFF = {
 def test_an_answer_cut_off_is_a_bad_page_not_an_empty_project(answer: bytes) -> None:
     with (
         HostileServer(send_then_close(answer)) as server,
-        Upstream(server.url, timeout=10) as upstream,
+        open_upstream(server.url, timeout=10) as upstream,
         pytest.raises(UpstreamError) as caught,
     ):
         page = upstream.project("demo")
@@ -102,7 +103,7 @@ def test_a_project_page_past_the_size_cap_is_refused(declare: bool) -> None:
     )
     with (
         HostileServer(behaviour) as server,
-        Upstream(server.url, timeout=60) as upstream,
+        open_upstream(server.url, timeout=60) as upstream,
         pytest.raises(UpstreamError, match="larger than the 16,777,216 bytes allowed") as caught,
     ):
         upstream.project("demo")
@@ -113,7 +114,7 @@ def test_a_root_listing_past_the_size_cap_is_refused() -> None:
     behaviour = flood(HTML_TYPE, b"<br>" + b" " * 1020, ROOT_PAGE_MAX + 1, declare=False)
     with (
         HostileServer(behaviour) as server,
-        Upstream(server.url, timeout=60) as upstream,
+        open_upstream(server.url, timeout=60) as upstream,
         pytest.raises(UpstreamError, match="larger than the 67,108,864 bytes allowed") as caught,
     ):
         for _name in upstream.project_names():
@@ -139,7 +140,7 @@ HOSTILE_PAGES = {
 def test_a_hostile_project_page_is_one_clear_error(
     content_type: str, body: bytes, message: str, dist: Path
 ) -> None:
-    with IndexServer(dist) as server, Upstream(server.url, timeout=30) as upstream:
+    with IndexServer(dist) as server, open_upstream(server.url, timeout=30) as upstream:
         server.canned["/simple/demo/"] = (200, content_type, body)
         started = time.monotonic()
         with pytest.raises(UpstreamError, match=message) as caught:
@@ -157,7 +158,7 @@ def test_a_hostile_project_page_is_one_clear_error(
 def test_a_hostile_root_listing_is_one_clear_error(
     content_type: str, body: bytes, message: str, dist: Path
 ) -> None:
-    with IndexServer(dist) as server, Upstream(server.url, timeout=30) as upstream:
+    with IndexServer(dist) as server, open_upstream(server.url, timeout=30) as upstream:
         server.canned["/simple/"] = (200, content_type, body)
         with pytest.raises(UpstreamError, match=message) as caught:
             list(upstream.project_names())
@@ -166,7 +167,7 @@ def test_a_hostile_root_listing_is_one_clear_error(
 
 def test_no_content_type_is_refused() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(PAGE), PAGE)
-    with HostileServer(send_then_close(answer)) as server, Upstream(server.url, timeout=10) as upstream:
+    with HostileServer(send_then_close(answer)) as server, open_upstream(server.url, timeout=10) as upstream:
         with pytest.raises(UpstreamError, match="Content-Type none, not HTML or JSON") as caught:
             upstream.project("demo")
         with pytest.raises(UpstreamError, match="Content-Type none"):
@@ -182,7 +183,7 @@ def elsewhere(dist: Path) -> Iterator[IndexServer]:
 
 
 def test_a_same_host_redirect_is_followed(dist: Path) -> None:
-    with IndexServer(dist) as server, Upstream(server.url, timeout=10) as upstream:
+    with IndexServer(dist) as server, open_upstream(server.url, timeout=10) as upstream:
         server.redirects["/simple/demo/"] = (301, "/simple/moved/")
         server.canned["/simple/moved/"] = (200, JSON_TYPE, PAGE)
         page = upstream.project("demo")
@@ -194,14 +195,14 @@ def test_a_redirect_to_another_host_is_refused_unless_allowed(dist: Path, elsewh
     with IndexServer(dist) as server:
         server.redirects["/simple/demo/"] = (302, f"{elsewhere.url}demo/")
         server.redirects["/simple/"] = (302, elsewhere.url)
-        with Upstream(server.url, timeout=10) as upstream:
+        with open_upstream(server.url, timeout=10) as upstream:
             with pytest.raises(UpstreamError, match=r"refused a redirect to http://127\.0\.0\.2:") as caught:
                 upstream.project("demo")
             with pytest.raises(UpstreamError, match="upstream_redirect_hosts"):
                 list(upstream.project_names())
         assert elsewhere.requests == [], "the other host was asked all the same"
         assert str(caught.value).startswith(f"{server.url}demo/: ")
-        with Upstream(server.url, timeout=10, redirect_hosts=["127.0.0.2"]) as upstream:
+        with open_upstream(server.url, timeout=10, redirect_hosts=["127.0.0.2"]) as upstream:
             page = upstream.project("demo")
             names = list(upstream.project_names())
     assert page is not None and [r.version for r in page.releases] == ["1.0"]
@@ -209,7 +210,7 @@ def test_a_redirect_to_another_host_is_refused_unless_allowed(dist: Path, elsewh
 
 
 def test_a_redirect_loop_ends(dist: Path) -> None:
-    with IndexServer(dist) as server, Upstream(server.url, timeout=10) as upstream:
+    with IndexServer(dist) as server, open_upstream(server.url, timeout=10) as upstream:
         server.redirects["/simple/demo/"] = (307, "/simple/demo/")
         with pytest.raises(UpstreamError, match="more than 5 redirects"):
             upstream.project("demo")

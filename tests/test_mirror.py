@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.catalog import projects
 from piwheels_ctl.catalog.mirror import MIRROR_ATTEMPTS, mirror
+from piwheels_ctl.catalog.projects import add
+from piwheels_ctl.catalog.requirements import parse_wanted
 from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, Coverage, File, UpstreamCoverage, UpstreamWheel
 from piwheels_ctl.errors import UpstreamError
 from piwheels_ctl.farm.registry import ensure_abi
 from piwheels_ctl.queue.claims import pending
-from piwheels_ctl.upstream.index import Upstream
+from piwheels_ctl.upstream.source import open_upstream
 
 from helpers import clean_env, piwheels, serving
 from indexserver import IndexServer
@@ -62,8 +63,8 @@ def _abis(db: Database) -> None:
 
 
 def _add(db: Database, index: IndexServer) -> None:
-    with Upstream(index.url, timeout=10) as upstream, db.session() as session:
-        projects.add(session, upstream, [projects.parse_wanted("mirr==1.0", "test")])
+    with open_upstream(index.url, timeout=10) as upstream, db.session() as session:
+        add(session, upstream, [parse_wanted("mirr==1.0", "test")])
 
 
 def _queue(db: Database) -> list[tuple[str, str, str]]:
@@ -85,7 +86,7 @@ def test_a_version_with_a_pure_wheel_upstream_is_not_queued_and_is_mirrored(
         covered = session.execute(select(Abi.tag).join(UpstreamCoverage, UpstreamCoverage.abi_id == Abi.id))
         assert [tag for (tag,) in covered] == ["-".join(CP311)]
     settings = _settings(tmp_path, database_url)
-    with Upstream(index.url, timeout=10) as upstream:
+    with open_upstream(index.url, timeout=10) as upstream:
         report = mirror(db, settings, upstream)
     assert report.mirrored == [WHEEL], report
     served = settings.www_dir / "simple" / "mirr" / WHEEL
@@ -99,7 +100,7 @@ def test_a_version_with_a_pure_wheel_upstream_is_not_queued_and_is_mirrored(
         assert [c.abi_id for c in session.scalars(select(Coverage))], "our wheel now covers cp311 too"
         assert session.scalars(select(Build)).all() == []
     assert _queue(db) == [("mirr", "1.0", "-".join(CP27))]
-    with Upstream(index.url, timeout=10) as upstream:
+    with open_upstream(index.url, timeout=10) as upstream:
         assert mirror(db, settings, upstream).mirrored == [], "a mirrored wheel is fetched once"
 
 
@@ -112,7 +113,7 @@ def test_a_wheel_whose_bytes_differ_from_the_listed_hash_is_retried_then_built(
     # The page listed these bytes' sha256 at sync time; the file served now is another one.
     make_wheel(upstream_dir, "mirr", "1.0", extra={"other.py": b"changed after the listing\n"})
     for attempt in range(1, MIRROR_ATTEMPTS + 1):
-        with Upstream(index.url, timeout=10) as upstream:
+        with open_upstream(index.url, timeout=10) as upstream:
             report = mirror(db, settings, upstream)
         assert report.mirrored == []
         if attempt < MIRROR_ATTEMPTS:
@@ -138,7 +139,7 @@ def test_a_wheel_that_fails_verification_is_given_up_at_once_and_built(
     settings = _settings(tmp_path, database_url)
     with IndexServer(folder) as server:
         _add(db, server)
-        with Upstream(server.url, timeout=10) as upstream:
+        with open_upstream(server.url, timeout=10) as upstream:
             report = mirror(db, settings, upstream)
     assert report.mirrored == [] and [f for f, _e in report.given_up] == [WHEEL], report
     assert "evil.py" in report.given_up[0][1], report.given_up
@@ -241,7 +242,7 @@ def test_a_page_cannot_send_the_controller_to_this_machine_or_its_network(
     # Another host than the index's, at a loopback or private address: refused before any
     # connection (nothing listens there), whatever the page claims the file is.
     with (
-        Upstream(index.url, timeout=10) as upstream,
+        open_upstream(index.url, timeout=10) as upstream,
         pytest.raises(UpstreamError, match="not a public address"),
     ):
         upstream.download(url, tmp_path / "x.whl", sha256="0" * 64, limit=1 << 20, seconds=10)

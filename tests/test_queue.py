@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from piwheels_ctl.builds.record import add_coverage
-from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.rebuild import rebuild
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, BuildStatus, File, PendingPair, Project, Version
 from piwheels_ctl.queue import upkeep
@@ -144,7 +144,7 @@ def test_rebuild_queues_again_and_keeps_the_old_build(db: Database) -> None:
             build.status = BuildStatus.SUCCESS
         session.flush()
         assert _pairs(session) == []
-        assert projects.rebuild(session, "demo", "2.0").queued == ["2.0"]
+        assert rebuild(session, "demo", "2.0").queued == ["2.0"]
         session.flush()
         assert _pairs(session) == [("2.0", "cp311"), ("2.0", "pp39")]
         assert versions["2.0"].priority == 1

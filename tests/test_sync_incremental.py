@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.projects import add
+from piwheels_ctl.catalog.requirements import parse_wanted
+from piwheels_ctl.catalog.sync import sync
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Project
-from piwheels_ctl.upstream.index import Upstream
+from piwheels_ctl.upstream.source import Upstream, open_upstream
 
 from indexserver import JSON_TYPE, IndexServer
 
@@ -33,7 +35,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _watch(db: Database, upstream: Upstream) -> None:
     with db.session() as session:
-        projects.add(session, upstream, [projects.parse_wanted(n, "test") for n in PROJECTS])
+        add(session, upstream, [parse_wanted(n, "test") for n in PROJECTS])
 
 
 def _release(folder: Path, name: str, version: str) -> None:
@@ -64,19 +66,19 @@ def serial_index(folder: Path) -> Iterator[IndexServer]:
 def test_a_round_fetches_exactly_the_pages_whose_serial_changed(
     db: Database, folder: Path, serial_index: IndexServer
 ) -> None:
-    with Upstream(serial_index.url, timeout=10) as upstream:
+    with open_upstream(serial_index.url, timeout=10) as upstream:
         _watch(db, upstream)
-        first = projects.sync(db.session, upstream)  # no serial known yet: every page once
+        first = sync(db.session, upstream)  # no serial known yet: every page once
         assert (first.serials, first.fetched, first.problems) == (True, 100, []), first
         serial_index.requests.clear()
-        second = projects.sync(db.session, upstream)
+        second = sync(db.session, upstream)
         assert serial_index.pages_fetched() == [], "pages fetched with no serial changed"
         assert (second.fetched, second.unchanged, second.changed) == (0, 100, 0), second
         _release(folder, "proj007", "1.1")
         _release(folder, "proj042", "2.0")
         (folder / "proj099-1.0.tar.gz").unlink()  # deleted upstream: gone from the listing
         serial_index.requests.clear()
-        third = projects.sync(db.session, upstream)
+        third = sync(db.session, upstream)
     assert sorted(serial_index.pages_fetched()) == ["proj007", "proj042"], serial_index.requests
     assert [path for _, path, _ in serial_index.requests].count("/simple/") == 1
     assert (third.fetched, third.changed, third.new, third.unchanged) == (2, 2, 2, 97), third
@@ -92,13 +94,13 @@ def test_a_round_fetches_exactly_the_pages_whose_serial_changed(
 def test_a_project_back_upstream_is_no_longer_marked_deleted(
     db: Database, folder: Path, serial_index: IndexServer
 ) -> None:
-    with Upstream(serial_index.url, timeout=10) as upstream:
+    with open_upstream(serial_index.url, timeout=10) as upstream:
         _watch(db, upstream)
         (folder / "proj003-1.0.tar.gz").unlink()
-        assert projects.sync(db.session, upstream).deleted == ["proj003"]
-        assert projects.sync(db.session, upstream).deleted == [], "marked deleted twice"
+        assert sync(db.session, upstream).deleted == ["proj003"]
+        assert sync(db.session, upstream).deleted == [], "marked deleted twice"
         _release(folder, "proj003", "3.0")
-        report = projects.sync(db.session, upstream)
+        report = sync(db.session, upstream)
     assert _projects(db)["proj003"].deleted_at is None, report
     assert _versions(db, "proj003") == ["1.0", "3.0"]
 
@@ -109,14 +111,14 @@ def test_without_serials_each_page_is_asked_for_conditionally(
 ) -> None:
     with (
         IndexServer(folder, etags=validator == "etag", last_modified=validator == "last-modified") as index,
-        Upstream(index.url, timeout=10) as upstream,
+        open_upstream(index.url, timeout=10) as upstream,
     ):
         _watch(db, upstream)
-        assert projects.sync(db.session, upstream).serials is False
+        assert sync(db.session, upstream).serials is False
         _release(folder, "proj010", "1.1")
         _release(folder, "proj020", "1.1")
         index.requests.clear()
-        report = projects.sync(db.session, upstream)
+        report = sync(db.session, upstream)
     statuses = Counter(status for _, path, status in index.requests if path != "/simple/")
     assert statuses == {304: 98, 200: 2}, index.requests
     assert (report.fetched, report.changed, report.new, report.problems) == (100, 2, 2, []), report
@@ -126,17 +128,19 @@ def test_an_index_with_neither_serials_nor_validators_still_syncs(db: Database, 
     # Like this machine's proxy: an HTML root without serials, JSON pages without ETags.
     with (
         IndexServer(folder, etags=False, json_root=False) as index,
-        Upstream(index.url, timeout=10) as upstream,
+        open_upstream(index.url, timeout=10) as upstream,
     ):
         _watch(db, upstream)
-        projects.sync(db.session, upstream)
+        sync(db.session, upstream)
         _release(folder, "proj001", "1.1")
         (folder / "proj002-1.0.tar.gz").unlink()  # 404 now
         index.requests.clear()
-        report = projects.sync(db.session, upstream)
+        report = sync(db.session, upstream)
     assert Counter(s for _, p, s in index.requests if p != "/simple/") == {200: 99, 404: 1}
     assert (report.serials, report.changed, report.new, report.deleted) == (False, 1, 1, ["proj002"])
-    assert dict(report.problems) == {"proj002": f"proj002: the upstream {index.url} has no such project"}
+    assert {p.name: p.message for p in report.problems} == {
+        "proj002": f"proj002: the upstream {index.url} has no such project"
+    }
     assert _versions(db, "proj001") == ["1.0", "1.1"]
     assert _projects(db)["proj002"].deleted_at is not None
 
@@ -144,22 +148,22 @@ def test_an_index_with_neither_serials_nor_validators_still_syncs(db: Database, 
 def test_bad_pages_in_a_batch_are_skipped_alone(
     db: Database, folder: Path, serial_index: IndexServer
 ) -> None:
-    with Upstream(serial_index.url, timeout=10) as upstream:
+    with open_upstream(serial_index.url, timeout=10) as upstream:
         _watch(db, upstream)
         for name in ("proj005", "proj006", "proj050"):
             _release(folder, name, "1.1")
         serial_index.canned["/simple/proj006/"] = (200, JSON_TYPE, NESTED)
-        report = projects.sync(db.session, upstream, batch=10)
-    problems = dict(report.problems)
+        report = sync(db.session, upstream, batch=10)
+    problems = {p.name: p.message for p in report.problems}
     assert sorted(problems) == ["proj006"], report.problems
     assert "not a project page we can read" in problems["proj006"]
     assert _versions(db, "proj005") == ["1.0", "1.1"]
     assert _versions(db, "proj050") == ["1.0", "1.1"]
     assert _versions(db, "proj006") == ["1.0"]
-    with Upstream(serial_index.url, timeout=10) as upstream:
+    with open_upstream(serial_index.url, timeout=10) as upstream:
         del serial_index.canned["/simple/proj006/"]
         serial_index.requests.clear()
-        again = projects.sync(db.session, upstream)
+        again = sync(db.session, upstream)
     # Its serial was not recorded, so the next round asks for it again; the others not.
     assert serial_index.pages_fetched() == ["proj006"], serial_index.requests
     assert _versions(db, "proj006") == ["1.0", "1.1"], again

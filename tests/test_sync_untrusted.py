@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from piwheels_ctl.catalog import projects
+from piwheels_ctl.catalog.projects import add
+from piwheels_ctl.catalog.requirements import parse_wanted
+from piwheels_ctl.catalog.sync import sync, sync_all
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Project
 from piwheels_ctl.db.models import Version as VersionRow
-from piwheels_ctl.upstream.index import Upstream
+from piwheels_ctl.upstream.source import open_upstream
 
 from helpers import clean_env, piwheels
 from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
@@ -45,10 +47,10 @@ def folder(tmp_path: Path) -> Path:
 
 
 def test_one_bad_project_does_not_stop_the_others(db: Database, folder: Path) -> None:
-    with IndexServer(folder) as index, Upstream(index.url, timeout=10) as upstream:
+    with IndexServer(folder) as index, open_upstream(index.url, timeout=10) as upstream:
         with db.session() as session:
             names = ["alpha", "gone", "evil", "longv", "zeta"]
-            projects.add(session, upstream, [projects.parse_wanted(n, "test") for n in names])
+            add(session, upstream, [parse_wanted(n, "test") for n in names])
         (folder / "gone-1.0.tar.gz").unlink()  # vanished from the upstream: 404
         index.canned["/simple/evil/"] = (200, JSON_TYPE, NESTED)
         files = [
@@ -59,8 +61,8 @@ def test_one_bad_project_does_not_stop_the_others(db: Database, folder: Path) ->
         index.canned["/simple/longv/"] = (200, JSON_TYPE, json.dumps(longv).encode())
         (folder / "alpha-2.0.tar.gz").write_bytes(b"sdist")
         (folder / "zeta-2.0.tar.gz").write_bytes(b"sdist")
-        report = projects.sync(db.session, upstream)
-    problems = dict(report.problems)
+        report = sync(db.session, upstream)
+    problems = {p.name: p.message for p in report.problems}
     assert sorted(problems) == ["evil", "gone", "longv"], report.problems
     assert problems["gone"] == f"gone: the upstream {index.url} has no such project"
     assert problems["evil"].startswith(f"{index.url}evil/: not a project page we can read: nested too deep")
@@ -74,13 +76,14 @@ def test_one_bad_project_does_not_stop_the_others(db: Database, folder: Path) ->
 
 def test_sync_all_skips_names_too_long_and_records_the_rest(db: Database, folder: Path) -> None:
     links = "".join(f'<a href="/simple/{n}/">{n}</a>\n' for n in ["alpha", LONG_NAME, "beta", "b" * 256])
-    with IndexServer(folder) as index, Upstream(index.url, timeout=10) as upstream:
+    with IndexServer(folder) as index, open_upstream(index.url, timeout=10) as upstream:
         index.canned["/simple/"] = (
             200,
             HTML_TYPE,
             f"<!DOCTYPE html><html><body>{links}</body></html>".encode(),
         )
-        added, problems = projects.sync_all(db.session, upstream, chunk=2)
+        listed = sync_all(db.session, upstream, chunk=2)
+    added, problems = listed.added, [p.message for p in listed.problems]
     assert added == 2
     assert len(problems) == 2 and all("longer than 255" in p for p in problems), problems
     with db.session() as session:
@@ -89,14 +92,16 @@ def test_sync_all_skips_names_too_long_and_records_the_rest(db: Database, folder
 
 def test_a_hostile_display_name_is_not_stored(db: Database, folder: Path) -> None:
     page = {"meta": {"api-version": "1.1"}, "name": "Alpha" + "x" * 300, "files": []}
-    with IndexServer(folder) as index, Upstream(index.url, timeout=10) as upstream:
+    with IndexServer(folder) as index, open_upstream(index.url, timeout=10) as upstream:
         with db.session() as session:
-            projects.add(session, upstream, [projects.parse_wanted("alpha", "test")])
+            add(session, upstream, [parse_wanted("alpha", "test")])
         index.canned["/simple/alpha/"] = (200, JSON_TYPE, json.dumps(page).encode())
-        report = projects.sync(db.session, upstream)
+        report = sync(db.session, upstream)
         with db.session() as session:
-            projects.add(session, upstream, [projects.parse_wanted("alpha", "test")])
-    assert [p for _n, p in report.problems] == ["alpha: display name kept: the new one is longer than 255"]
+            add(session, upstream, [parse_wanted("alpha", "test")])
+    assert [p.message for p in report.problems] == [
+        "alpha: display name kept: the new one is longer than 255"
+    ]
     with db.session() as session:
         assert session.scalar(select(Project.display_name)) == "alpha"
         assert session.scalar(select(VersionRow.version)) == "1.0"

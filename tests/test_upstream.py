@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.errors import InputError, UpstreamError
-from piwheels_ctl.upstream.index import ACCEPT_PROJECT, ACCEPT_ROOT, ProjectPage, Release, Upstream, WheelLink
+from piwheels_ctl.upstream.index import ACCEPT_PROJECT, ACCEPT_ROOT
+from piwheels_ctl.upstream.page import IndexPage, IndexRelease, WheelLink
+from piwheels_ctl.upstream.source import Upstream, open_upstream
 
 from indexserver import HTML_TYPE, JSON_TYPE, IndexServer
 
@@ -61,11 +63,13 @@ def server(request: pytest.FixtureRequest, dist: Path) -> Iterator[IndexServer]:
 
 @pytest.fixture
 def upstream(server: IndexServer) -> Iterator[Upstream]:
-    with Upstream(server.url, timeout=5) as up:
+    with open_upstream(server.url, timeout=5) as up:
         yield up
 
 
-def expected_demo(dist: Path, files_url: str, *, times: bool, sizes: bool | None = None) -> list[Release]:
+def expected_demo(
+    dist: Path, files_url: str, *, times: bool, sizes: bool | None = None
+) -> list[IndexRelease]:
     """The releases of the demo project in ``dist`` served with files under ``files_url``
     (``times``: with upload times; ``sizes``, which defaults to ``times``: with file sizes)."""
     sizes = times if sizes is None else sizes
@@ -75,8 +79,8 @@ def expected_demo(dist: Path, files_url: str, *, times: bool, sizes: bool | None
         size = path.stat().st_size if sizes else None
         return WheelLink(filename, files_url + filename, sha256(path), None, size)
 
-    def release(version: str, sdist: str | None, *filenames: str) -> Release:
-        return Release(
+    def release(version: str, sdist: str | None, *filenames: str) -> IndexRelease:
+        return IndexRelease(
             version=version,
             sdist_filename=sdist,
             sdist_url=files_url + sdist if sdist else None,
@@ -98,7 +102,7 @@ def expected_demo(dist: Path, files_url: str, *, times: bool, sizes: bool | None
 def test_project_releases(
     server: IndexServer, upstream: Upstream, dist: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
+    with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
         page = upstream.project("demo")
     assert page is not None
     assert page.name == "demo"
@@ -212,12 +216,12 @@ def test_listed_versions_without_files(server: IndexServer, upstream: Upstream) 
     body = json.dumps(page).encode()
     server.canned["/simple/demo/"] = (200, JSON_TYPE, body)
     result = upstream.project("demo")
-    assert result == ProjectPage(
+    assert result == IndexPage(
         name="demo",
         display_name="Demo",
         releases=[
-            Release("0.9", None, None, None, None, None),
-            Release(
+            IndexRelease("0.9", None, None, None, None, None),
+            IndexRelease(
                 "1.0",
                 "demo-1.0.tar.gz",
                 "https://files.example/demo-1.0.tar.gz",
@@ -249,10 +253,10 @@ def test_unreachable_upstream() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/simple/"
-    with Upstream(url, timeout=5) as upstream, pytest.raises(UpstreamError) as caught:
+    with open_upstream(url, timeout=5) as upstream, pytest.raises(UpstreamError) as caught:
         upstream.project("demo")
     assert str(caught.value).startswith(f"{url}demo/: the upstream did not answer: ")
-    with Upstream(url, timeout=5) as upstream, pytest.raises(UpstreamError, match=url):
+    with open_upstream(url, timeout=5) as upstream, pytest.raises(UpstreamError, match=url):
         list(upstream.project_names())
 
 
@@ -262,7 +266,7 @@ def test_silent_upstream_times_out() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/simple/"
-        with Upstream(url, timeout=0.2) as upstream, pytest.raises(UpstreamError, match="timed out"):
+        with open_upstream(url, timeout=0.2) as upstream, pytest.raises(UpstreamError, match="timed out"):
             upstream.project("demo")
 
 
@@ -285,7 +289,7 @@ def test_content_negotiation(dist: Path) -> None:
 
 
 def test_project_names_skip_invalid_names(dist: Path) -> None:
-    with IndexServer(dist) as server, Upstream(server.url) as upstream:
+    with IndexServer(dist) as server, open_upstream(server.url) as upstream:
         server.canned["/simple/"] = (
             200,
             HTML_TYPE,
@@ -320,8 +324,8 @@ def test_project_names_unusable_answers(
 def test_local_folder(dist: Path, caplog: pytest.LogCaptureFixture) -> None:
     (dist / "README.txt").write_text("not a distribution")
     (dist / "notes.tar.gz").write_text("no version in the name")
-    with Upstream(str(dist)) as upstream:
-        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
+    with open_upstream(str(dist)) as upstream:
+        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
             page = upstream.project("Demo")
         assert page is not None
         assert (page.name, page.display_name) == ("demo", "demo")
@@ -344,7 +348,7 @@ def test_local_folder(dist: Path, caplog: pytest.LogCaptureFixture) -> None:
         assert upstream.project("demo", latest.etag) is None
 
         assert "notes.tar.gz" not in caplog.text
-        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream.index"):
+        with caplog.at_level(logging.WARNING, logger="piwheels_ctl.upstream"):
             names = list(upstream.project_names())
         assert names == [("demo", "demo"), ("other-pkg", "Other_Pkg")]
         assert "notes.tar.gz: ignored: not a distribution filename" in caplog.text
@@ -356,7 +360,7 @@ def test_local_folder(dist: Path, caplog: pytest.LogCaptureFixture) -> None:
 
 def test_local_folder_missing(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    with Upstream(str(missing)) as upstream:
+    with open_upstream(str(missing)) as upstream:
         with pytest.raises(UpstreamError, match=f"^{missing}: cannot read the upstream folder"):
             upstream.project("demo")
         with pytest.raises(UpstreamError, match=f"^{missing}: "):

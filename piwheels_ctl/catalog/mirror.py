@@ -30,7 +30,7 @@ from ..queue.upstream_coverage import give_up
 # Finding the candidates is every `run`'s work; fetching one is rare: the HTTP client and the
 # wheel checks are imported by whoever has one to fetch.
 if TYPE_CHECKING:
-    from ..upstream.index import Upstream
+    from ..upstream.source import Upstream
 
 # Failed fetches of one wheel (the upstream down, a broken transfer) before its ABIs are built.
 MIRROR_ATTEMPTS = 3

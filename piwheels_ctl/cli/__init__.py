@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..db.engine import Database
     from ..publish.publisher import PublishResult
-    from ..upstream.index import Upstream
+    from ..upstream.source import Upstream
 
 err = Console(stderr=True)
 out = Console()
@@ -99,10 +99,10 @@ class App:
                 ensure_local(session, self.settings)
 
     def upstream(self) -> Upstream:
-        from ..upstream.index import Upstream  # pulls in the HTML/JSON parsers: only when needed
+        from ..upstream.source import open_upstream  # opening one imports the HTML/JSON parsers
 
         settings = self.settings
-        return Upstream(
+        return open_upstream(
             settings.upstream_url,
             timeout=settings.http_timeout,
             redirect_hosts=settings.upstream_redirect_hosts,

@@ -175,11 +175,11 @@ def _build_once(app: App, limit: int | None, runner_box: list[Runner], progress:
 
 def _sync_round(app: App) -> None:
     """One sync of ``run --forever``: whatever goes wrong is reported, and the farm goes on."""
-    from ..catalog import projects
+    from ..catalog.sync import sync
 
     try:
         with app.upstream() as upstream:
-            report = projects.sync(app.database().session, upstream, glibc=app.settings.glibc)
+            report = sync(app.database().session, upstream, glibc=app.settings.glibc)
     # Anything at all: a hostile page, the upstream or the database away, or a bug in the
     # sync must not stop building and publishing; the next round tries again.
     except Exception as exc:
@@ -188,11 +188,11 @@ def _sync_round(app: App) -> None:
             message = f"{type(exc).__name__}: {message}"
         err.print(f"[yellow]sync failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return
-    for _name, problem in report.problems:
-        err.print(f"[yellow]sync warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    for problem in report.problems:
+        err.print(f"[yellow]sync warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
     err.print(
         f"synced: {report.changed} project(s) changed, {report.new} new version(s)"
-        + (f", {len({n for n, _ in report.problems})} with problems" if report.problems else "")
+        + (f", {len({p.name for p in report.problems})} with problems" if report.problems else "")
     )
 
 

@@ -14,10 +14,14 @@ from rich.markup import escape
 from ..builds.record import import_wheel
 from ..builds.verify import inspect_wheel
 from ..catalog import projects
+from ..catalog.rebuild import rebuild as requeue
+from ..catalog.rebuild import rebuild_failed
+from ..catalog.requirements import parse_wanted, read_requirements
+from ..catalog.sync import sync as sync_tracked
+from ..catalog.sync import sync_all
 from ..db.engine import upgrade
 from ..db.models import Build
 from ..errors import InputError, PiwheelsError, UpstreamError
-from ..failures.failed import rebuild_failed
 from . import App, cli, err, out, pass_app
 
 
@@ -40,19 +44,18 @@ def init(app: App) -> None:
 @pass_app
 def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> None:
     """Watch projects: NAME builds every version, NAME==VERSION that version."""
-    wanted = [projects.parse_wanted(spec, "add") for spec in specs]
+    wanted = [parse_wanted(spec, "add") for spec in specs]
     for path in requirements:
-        wanted += projects.read_requirements(path)
+        wanted += read_requirements(path)
     if not wanted:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
-    problems: list[str] = []
     with app.upstream() as upstream, app.session() as session:
-        added = projects.add(session, upstream, wanted, problems, app.settings.glibc)
-    for problem in problems:
-        err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    for name, versions, skipped in added:
-        if not skipped:  # a skipped request was said above, as a warning, not as a success
-            out.print(f"{name}: " + (", ".join(versions) if versions else "all versions"))
+        report = projects.add(session, upstream, wanted, app.settings.glibc)
+    for problem in report.problems:
+        err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
+    for added in report.added:
+        if not added.skipped:  # a skipped request was said above, as a warning, not as a success
+            out.print(f"{added.name}: " + (", ".join(added.versions) if added.versions else "all versions"))
 
 
 @cli.command()
@@ -82,19 +85,19 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
     with app.upstream() as upstream:
         if everything:
             try:
-                added, problems = projects.sync_all(db.session, upstream)
-                listing = {"added": added, "problems": problems}
+                listed = sync_all(db.session, upstream)
+                listing = {"added": listed.added, "problems": [p.message for p in listed.problems]}
             except PiwheelsError as exc:  # the listing failed; the watched projects still get synced
                 listing, failed = {"added": None, "problems": [str(exc)]}, True
             for problem in listing["problems"]:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
-            report = projects.sync(
+            report = sync_tracked(
                 db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
             )
-    for _name, problem in report.problems:
-        err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-    skipped = {name for name, _ in report.problems}
+    for problem in report.problems:
+        err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
+    skipped = {problem.name for problem in report.problems}
     if as_json:
         result: dict[str, Any] = {
             "changed": report.changed,
@@ -102,7 +105,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
             "fetched": report.fetched,
             "unchanged_by_serial": report.unchanged if report.serials else None,
             "deleted_upstream": report.deleted,
-            "problems": [{"project": name, "message": message} for name, message in report.problems],
+            "problems": [{"project": p.name, "message": p.message} for p in report.problems],
         }
         if listing is not None:
             result["all"] = listing
@@ -126,7 +129,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
 
 def _parse_name(spec: str) -> tuple[str, str | None]:
     name, _, version = spec.partition("==")
-    projects.parse_wanted(name, spec)
+    parse_wanted(name, spec)
     return name.strip(), version.strip() or None
 
 
@@ -152,7 +155,7 @@ def rebuild(app: App, spec: str | None, all_versions: bool, abi: str | None, fai
     assert spec is not None
     name, version = _parse_name(spec)
     with app.session() as session:
-        result = projects.rebuild(session, name, version, all_versions=all_versions, abi=abi)
+        result = requeue(session, name, version, all_versions=all_versions, abi=abi)
     for skipped, reason in result.skipped:
         message = f"{name}=={skipped} is skipped ({reason}): 'piwheels-ctl unskip {name}=={skipped}' first"
         err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)

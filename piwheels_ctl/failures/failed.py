@@ -1,4 +1,4 @@
-"""Failed builds: list them with their reasons and fixes, look the fixes up, and queue them again."""
+"""Failed builds: list them with their reasons and fixes, and look the fixes up."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import Abi, Build, Builder, BuildStatus, Project, Version
 from ..errors import InputError
-from ..queue import upkeep
 from .classify import REASONS
 from .hints import REASON_KINDS, Hints, HintsError
 
@@ -124,20 +123,3 @@ def store_packages(session: Session, packages: dict[int, list[str]]) -> None:
         build = session.get(Build, build_id)
         if build is not None:
             build.failure_packages = names
-
-
-def rebuild_failed(session: Session, reason: str) -> int:
-    """Queue again, first, every (version, ABI) whose counting build failed with ``reason``;
-    the failed builds stay as history (superseded). The number of builds queued again."""
-    check_reason(reason, "--failed-with")
-    counting = (
-        Build.status == BuildStatus.FAILED,
-        Build.superseded.is_(False),
-        Build.failure_reason == reason,
-    )
-    count = session.scalar(select(func.count()).select_from(Build).where(*counting)) or 0
-    versions = select(Build.version_id).where(*counting)
-    upkeep.touch(session, versions=session.scalars(versions))
-    session.execute(update(Version).where(Version.id.in_(versions), Version.priority < 1).values(priority=1))
-    session.execute(update(Build).where(*counting).values(superseded=True))
-    return int(count)

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, UOWTransaction, attributes, sessionmaker
 
 from ..abi import AbiTags, runs_on
+from ..db.batches import in_batches
 from ..db.models import (
     Abi,
     Build,
@@ -49,8 +50,6 @@ from ..db.models import (
 
 # Stands for "no release time" in the queue's order, where such versions come last.
 NO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
-# Versions refreshed per statement (bounded IN lists).
-CHUNK = 500
 
 _KEY = "piwheels_queue_upkeep"
 
@@ -152,9 +151,7 @@ def apply(session: Session) -> None:
         refresh_abi(session, abi_id)
     versions = set(changes.versions)
     if changes.projects:
-        ids = sorted(changes.projects)
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
+        for chunk in in_batches(sorted(changes.projects)):
             versions.update(session.scalars(select(Version.id).where(Version.project_id.in_(chunk))))
     refresh_versions(session, versions)
 
@@ -176,9 +173,7 @@ def pending_condition() -> ColumnElement[bool]:
 
 def refresh_versions(session: Session, version_ids: Iterable[int]) -> None:
     """Compute the pending pairs of these versions again."""
-    ids = sorted(version_ids)
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
+    for chunk in in_batches(sorted(version_ids)):
         session.execute(delete(PendingPair).where(PendingPair.version_id.in_(chunk)))
         _insert_and_exclude(session, Version.id.in_(chunk))
 
@@ -227,8 +222,7 @@ def _insert_and_exclude(session: Session, scope: ColumnElement[bool]) -> None:
         if not verdict:
             excluded.append((abi_id, version_id))
     excluded.sort()
-    for start in range(0, len(excluded), CHUNK):
-        chunk = excluded[start : start + CHUNK]
+    for chunk in in_batches(excluded):
         for abi_id in {abi for abi, _v in chunk}:
             session.execute(
                 delete(PendingPair).where(

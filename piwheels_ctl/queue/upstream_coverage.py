@@ -14,11 +14,12 @@ from sqlalchemy import delete, insert, select, true
 from sqlalchemy.orm import Session
 
 from ..abi import AbiTags, runs_on, upstream_covers
+from ..db.batches import in_batches
 from ..db.models import Abi, Project, UpstreamCoverage, UpstreamWheel, Version
 from . import upkeep
 
 if TYPE_CHECKING:
-    from ..upstream.index import WheelLink
+    from ..upstream.page import WheelLink
 
 Glibc = tuple[int, int] | None
 # Upstream wheels read, and coverage rows written, per batch when an ABI is added.
@@ -69,7 +70,8 @@ def record_wheels(
     gone = [row.id for key, row in existing.items() if key not in listed and row.id is not None]
     if gone:
         upkeep.touch(session, versions={key[0] for key in existing if key not in listed})
-        session.execute(delete(UpstreamWheel).where(UpstreamWheel.id.in_(gone)))
+        for chunk in in_batches(gone):
+            session.execute(delete(UpstreamWheel).where(UpstreamWheel.id.in_(chunk)))
     session.flush()
     live = [row for key, row in existing.items() if key in listed and not row.given_up]
     if live:
@@ -112,10 +114,8 @@ def cover_abi(session: Session, abi: Abi, glibc: Glibc) -> None:
 def _cover(session: Session, rows: list[UpstreamWheel], abis: list[Abi], glibc: Glibc) -> None:
     if not abis:
         return
-    wheel_ids = [row.id for row in rows]
     have: set[tuple[int, int]] = set()
-    for start in range(0, len(wheel_ids), 500):  # bounded IN lists
-        chunk = wheel_ids[start : start + 500]
+    for chunk in in_batches([row.id for row in rows]):
         have.update(
             session.execute(
                 select(UpstreamCoverage.wheel_id, UpstreamCoverage.abi_id).where(
