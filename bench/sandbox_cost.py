@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from piwheels_ctl.agent import agent  # noqa: E402 - after the path is set
+from piwheels_ctl.agent import buildstep  # noqa: E402 - after the path is set
+from piwheels_ctl.agent.jobspec import request  # noqa: E402 - after the path is set
 
 from sdists import make_sdist, pip_env  # noqa: E402
 
@@ -65,10 +66,10 @@ def main() -> None:
         def build(python: str, kind: str, real: bool) -> Callable[[int], object]:
             def step(n: int) -> object:
                 out = work / f"out-{kind}-{real}-{n}"
-                result = agent.build(
+                result = buildstep.build(request(
                     python, "pure-ok", "1.0", str(out), str(out) + ".log", str(work / "builds"),
                     find_links=[str(links)], sandbox_kind=kind,
-                )  # fmt: skip
+                ))  # fmt: skip
                 if real and result["status"] != "success":
                     raise SystemExit(f"{kind}: {result}")
                 return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import re
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.agent import agent, sdistfetch
+from piwheels_ctl.agent import agent, buildstep, jobspec, outbox, sdistfetch
+from piwheels_ctl.agent.jobspec import request
+from piwheels_ctl.farm import agentcall
 
 AGENT = Path(agent.__file__)
 
@@ -27,9 +30,9 @@ def test_builds_get_a_throwaway_home_and_tmpdir(tmp_path: Path) -> None:
     )
     script.chmod(0o755)
     work = tmp_path / "work"
-    result = agent.build(
+    result = buildstep.build(request(
         str(script), "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"), str(work),
-    )  # fmt: skip
+    ))  # fmt: skip
     log = (tmp_path / "build.log").read_text()
     assert result["status"] == "failed", result
     assert re.search(rf"HOME={work}/build-\w+/build/home TMPDIR={work}/build-\w+/build/tmp", log), log
@@ -37,22 +40,24 @@ def test_builds_get_a_throwaway_home_and_tmpdir(tmp_path: Path) -> None:
 
 
 def test_too_little_disk_is_the_builders_fault(tmp_path: Path) -> None:
-    result = agent.build(
+    result = buildstep.build(request(
         sys.executable, "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"),
         str(tmp_path / "work"), min_free_mb=10**9,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert result["status"] == "error" and "disk full" in str(result["error"])
 
 
 def test_names_that_a_shell_or_a_path_could_misread_are_refused(tmp_path: Path) -> None:
     for name, version in [("../../etc", "1.0"), ("demo", "1.0; rm -rf /"), ("-rf", "1")]:
-        result = agent.build(
-            sys.executable,
-            name,
-            version,
-            str(tmp_path / "outbox"),
-            str(tmp_path / "log"),
-            str(tmp_path / "w"),
+        result = buildstep.build(
+            request(
+                sys.executable,
+                name,
+                version,
+                str(tmp_path / "outbox"),
+                str(tmp_path / "log"),
+                str(tmp_path / "w"),
+            )
         )
         assert result["status"] == "error" and "refused" in str(result["error"]), (name, version, result)
 
@@ -76,19 +81,19 @@ def test_an_sdist_that_is_not_what_the_index_says_is_a_download_failure(tmp_path
     sdist.write_bytes(b"not the bytes the index described")
     wrong = "0" * 64
     outbox, log = str(tmp_path / "outbox"), str(tmp_path / "log")
-    result = agent.build(
+    result = buildstep.build(request(
         sys.executable, "demo", "1.0", outbox, log, str(tmp_path / "w"),
         sdist_url=sdist.as_uri(), sdist_sha256=wrong,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert result["status"] == "failed" and wrong in str(result["download_error"]), result
 
 
 def test_an_sdist_that_cannot_be_fetched_is_the_builders_fault(tmp_path: Path) -> None:
     outbox, log = str(tmp_path / "outbox"), str(tmp_path / "log")
-    result = agent.build(
+    result = buildstep.build(request(
         sys.executable, "demo", "1.0", outbox, log, str(tmp_path / "w"),
         sdist_url=(tmp_path / "gone-1.0.tar.gz").as_uri(), sdist_sha256="0" * 64,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert result["status"] == "error" and "download" in str(result["error"]), result
 
 
@@ -100,8 +105,8 @@ def test_the_build_runs_the_pinned_pip_not_the_interpreters_own(tmp_path: Path) 
         archive.writestr("pip/__init__.py", "")
         archive.writestr("pip/__main__.py", "import sys\nprint('PINNED-PIP', sys.argv[1:])\nsys.exit(1)\n")
     outbox, log = str(tmp_path / "outbox"), tmp_path / "build.log"
-    result = agent.build(
-        "/usr/bin/python3", "demo", "1.0", outbox, str(log), str(tmp_path / "w"), frontend=str(wheel)
+    result = buildstep.build(
+        request("/usr/bin/python3", "demo", "1.0", outbox, str(log), str(tmp_path / "w"), frontend=str(wheel))
     )
     text = log.read_text()
     assert result["status"] == "failed" and "PINNED-PIP" in text and "--use-pep517" in text, text
@@ -112,3 +117,51 @@ def test_an_sdist_url_of_another_scheme_is_not_fetched(tmp_path: Path, url: str)
     with pytest.raises(sdistfetch.DownloadError, match="not an http"):
         sdistfetch.fetch_sdist(url, "0" * 64, str(tmp_path))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shipped_files_are_the_folder_and_each_runs_beside_the_others() -> None:
+    """Every module of the folder is sent, none takes a stdlib module's name (the folder is
+    ``sys.path[0]`` on a builder), and each imports the same siblings both ways."""
+    folder = AGENT.parent
+    shipped_files = sorted(p.name for p in folder.glob("*.py") if p.name != "__init__.py")
+    assert list(agent.MODULES) == shipped_files
+    assert [name for name in agent.MODULES if name[: -len(".py")] in sys.stdlib_module_names] == []
+    siblings = {name[: -len(".py")] for name in agent.MODULES}
+    for name in agent.MODULES:
+        source = (folder / name).read_text()
+        tree = ast.parse(source, feature_version=(3, 4))
+        assert not any(isinstance(node, ast.JoinedStr) for node in ast.walk(tree)), name
+        branches = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "__package__"]
+        local = {a.name for b in branches for n in b.body if isinstance(n, ast.ImportFrom) for a in n.names}
+        shipped = {a.name for b in branches for n in b.orelse if isinstance(n, ast.Import) for a in n.names}
+        assert local == shipped and local <= siblings, name
+        imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import)]
+        imported = {a.name.split(".")[0] for n in imports for a in n.names}
+        assert imported - siblings <= sys.stdlib_module_names, (name, imported - siblings)
+
+
+def test_a_request_reaches_the_agent_as_it_was_sent() -> None:
+    assert jobspec.Request._fields == tuple(row[0] for row in jobspec.OPTIONS)
+    sent = request(
+        "/usr/bin/python3", "demo", "1.0", "/o", "/o/build.log", "/w", timeout=5.5, memory_mb=7,
+        log_max_bytes=9, index_url="http://index/simple/", find_links=["/links", "http://links/"],
+        ccache_dir="/c", min_free_mb=3, sandbox_kind="user", max_procs=40,
+        sdist_url="http://files/demo-1.0.tar.gz", sdist_sha256="0" * 64, frontend="/f/uv-0.whl",
+        deps_cache="/d", deps_cache_mb=11, ccache_remote="http://cache/",
+    )  # fmt: skip
+    parser = argparse.ArgumentParser()
+    jobspec.add_arguments(parser)
+    assert jobspec.from_args(parser.parse_args(jobspec.to_argv(sent))) == sent
+    bare = request("/usr/bin/python3", "demo", "1.0", "/o", "/o/build.log", "/w")
+    assert jobspec.from_args(parser.parse_args(jobspec.to_argv(bare))) == bare._replace(find_links=[])
+    argv = agentcall.build_argv("/usr/bin/python3", "/home/pi/piwheels", "/var/lib/agent", sent)
+    assert argv[:5] == ["sudo", "-n", "/usr/bin/python3", "/var/lib/agent/agent/agent.py", "build"]
+    assert agentcall.runner_argv("/usr/bin/python3", "/r", None) == ["/usr/bin/python3", "/r/agent.py"]
+
+
+def test_the_controller_reads_only_keys_the_agent_answers() -> None:
+    answer = agentcall._BuildAnswer.__annotations__
+    assert set(answer) <= set(jobspec.ANSWER_KEYS)
+    assert set(agentcall._FileAnswer.__annotations__) <= set(jobspec.FILE_KEYS)
+    assert set(outbox.builder_error("full")) <= set(jobspec.ANSWER_KEYS)
+    assert set(agent.probe()) >= agentcall.PROBE_KEYS

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.agent import agent, buildplatform
+from piwheels_ctl.agent import agent, buildplatform, buildstep
+from piwheels_ctl.agent.jobspec import request
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # in the sandbox's /usr, unlike this venv's interpreter
 AGENT = Path(agent.__file__)
@@ -68,10 +69,10 @@ def test_a_build_under_a_reported_aarch64_machine_runs_in_the_32_bit_personality
 ) -> None:
     tmp_path = public
     body = 'echo "MACHINE=$(uname -m)"; echo "HOST_PLATFORM=$_PYTHON_HOST_PLATFORM"; exit 1'
-    result = agent.build(
+    result = buildstep.build(request(
         _fake_python(tmp_path, body), "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"),
         str(tmp_path / "work"), sandbox_kind=sandbox_kind,
-    )  # fmt: skip
+    ))  # fmt: skip
     assert result.get("sandbox") == sandbox_kind, result
     log = (tmp_path / "build.log").read_text()
     # The kernel's answer under PER_LINUX32: on this amd64 kernel "i686" (on an arm64 one "armv8l").
@@ -81,10 +82,10 @@ def test_a_build_under_a_reported_aarch64_machine_runs_in_the_32_bit_personality
 
 def test_a_64_bit_build_keeps_the_kernels_personality(tmp_path: Path) -> None:
     body = 'echo "MACHINE=$(uname -m)"; echo "HOST_PLATFORM=${_PYTHON_HOST_PLATFORM:-unset}"; exit 1'
-    agent.build(
+    buildstep.build(request(
         _fake_python(tmp_path, body), "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"),
         str(tmp_path / "work"),
-    )  # fmt: skip
+    ))  # fmt: skip
     log = (tmp_path / "build.log").read_text()
     assert f"MACHINE={os.uname().machine}" in log and "HOST_PLATFORM=unset" in log, log
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from piwheels_ctl.agent import agent, cythonhook
+from piwheels_ctl.agent import buildstep, cythonhook
+from piwheels_ctl.agent.jobspec import request
 from piwheels_ctl.farm import frontend
 
 from indexserver import IndexServer
@@ -114,12 +115,12 @@ def _build(
 ) -> tuple[dict[str, Any], str]:
     name = sdist.name[: -len(".tar.gz")].rsplit("-", 1)[0].replace("_", "-")
     log = tmp_path / f"{tag}.log"
-    result = agent.build(
+    result = buildstep.build(request(
         PYTHON, name, "1.0", str(tmp_path / f"outbox-{tag}"), str(log), str(tmp_path / "work"),
         index_url=index.url, sdist_url=sdist.as_uri(),
         sdist_sha256=hashlib.sha256(sdist.read_bytes()).hexdigest(), frontend=front,
         ccache_dir=str(tmp_path / "ccache"), deps_cache=str(tmp_path / "deps"), deps_cache_mb=500,
-    )  # fmt: skip
+    ))  # fmt: skip
     return result, log.read_text()
 
 

@@ -136,7 +136,8 @@ def test_a_run_with_nothing_to_build_imports_nothing_that_builds_records_or_fetc
         "jinja2",
         "piwheels_ctl.failures.classify",
         "piwheels_ctl.publish.publisher",
-        "piwheels_ctl.agent.agent",  # what builds on this machine, and what is sent to builders
+        "piwheels_ctl.agent.agent",  # what is sent to builders
+        "piwheels_ctl.agent.buildstep",  # what builds on this machine
     )
     assert _packages(modules, unneeded) == [], "a run with nothing to build imported these"
 

@@ -20,7 +20,8 @@ from piwheels_ctl.db.models import Abi, Build, Builder, BuildStatus, Handback, P
 from piwheels_ctl.errors import InputError
 from piwheels_ctl.failures.classify import Failure
 from piwheels_ctl.failures.failed import failed_builds
-from piwheels_ctl.farm.executors import BuilderError, Outcome
+from piwheels_ctl.farm.agentcall import BuilderError
+from piwheels_ctl.farm.executors import Outcome
 from piwheels_ctl.queue.claims import Job, claim, pending
 
 from helpers import clean_env, piwheels

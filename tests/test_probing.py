@@ -13,7 +13,7 @@ import pytest
 
 from piwheels_ctl.config import Settings
 from piwheels_ctl.farm import frontend
-from piwheels_ctl.farm.executors import BuilderError
+from piwheels_ctl.farm.agentcall import BuilderError
 from piwheels_ctl.farm.probing import probe_remote, probe_sdist
 
 from indexserver import IndexServer

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.agent import agent, compilers, sandbox
+from piwheels_ctl.agent import agent, buildstep, compilers, sandbox
+from piwheels_ctl.agent.jobspec import request
 
 from helpers import running, wait_gone
 
@@ -45,10 +46,10 @@ def _fake_python(tmp_path: Path, body: str) -> str:
 
 
 def _build(tmp_path: Path, python: str, **kwargs: object) -> dict[str, object]:
-    return agent.build(
+    return buildstep.build(request(
         python, "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"), str(tmp_path / "work"),
-        **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
+        **kwargs,
+    ))  # fmt: skip
 
 
 def _log(tmp_path: Path) -> str:
@@ -385,8 +386,10 @@ def test_a_build_filling_the_disk_through_its_cache_loses_the_cache_not_the_buil
     assert not (ccache / "projects" / "demo" / "junk").exists()
     other = tmp_path / "other"
     python = _fake_python(other, "echo OTHER; exit 1")
-    again = agent.build(python, "other", "1.0", str(other / "outbox"), str(other / "build.log"), str(work),
-                        ccache_dir=str(ccache), min_free_mb=free_mb - 200)  # fmt: skip
+    again = buildstep.build(request(
+        python, "other", "1.0", str(other / "outbox"), str(other / "build.log"), str(work),
+        ccache_dir=str(ccache), min_free_mb=free_mb - 200,
+    ))  # fmt: skip
     assert again["status"] == "failed", again
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from piwheels_ctl.farm.executors import agent_files
+from piwheels_ctl.farm.agentcall import agent_files
 from piwheels_ctl.farm.transport import (
     Connection,
     HostKeyError,

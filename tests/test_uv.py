@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from piwheels_ctl.agent import agent, depscache, requirespython
+from piwheels_ctl.agent import buildstep, depscache, requirespython
+from piwheels_ctl.agent.jobspec import request
 from piwheels_ctl.config import Settings
 from piwheels_ctl.failures.classify import Failure, classify
 from piwheels_ctl.farm import frontend
@@ -41,12 +42,12 @@ def _build(
     """Build ``sdist`` as the local builder would, with ``front`` (None: the interpreter's pip)."""
     name, version = sdist.name[: -len(".tar.gz")].rsplit("-", 1)
     log = tmp_path / f"{tag}.log"
-    result = agent.build(
+    result = buildstep.build(request(
         PYTHON, name.replace("_", "-"), version, str(tmp_path / f"outbox-{tag}"), str(log),
         str(tmp_path / "work"), index_url=index.url, sdist_url=sdist.as_uri(),
         sdist_sha256=hashlib.sha256(sdist.read_bytes()).hexdigest(), frontend=str(front) if front else None,
         **options,
-    )  # fmt: skip
+    ))  # fmt: skip
     return result, log.read_text()
 
 

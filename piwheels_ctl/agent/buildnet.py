@@ -8,7 +8,8 @@ private network (the farm's database, ``serve``, the master). What it refused is
 A request that is not a proxy request is the build's ccache asking for the farm's shared
 compiler cache: given a ``remotecache.Forwarder``, the proxy hands it over, else refuses it.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function

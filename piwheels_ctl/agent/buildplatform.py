@@ -1,7 +1,7 @@
 """The platform of a builder's interpreter: the wheel tags it builds, the kernel and userland.
 
-Sent to builders with the agent: stdlib-only, and runs on Python 2.7 and 3.4+ as well as
-today's Python (no f-strings, no annotations, no pathlib).
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -10,7 +10,8 @@ show in ``-I`` options pointing into it (C++ headers of cppy, pybind11, numpy, a
 ``-I<venv>/include``): the wrappers give it a stable name, a link made on first use in the
 project's own folder, and pass that name to the compiler instead.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -24,7 +25,7 @@ import threading
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import sandbox, supervise
-else:  # on a builder: the files sent beside agent.py
+else:  # on a builder: the files sent beside this one
     import sandbox  # type: ignore[import-not-found, no-redef]
     import supervise  # type: ignore[import-not-found, no-redef]
 

@@ -14,7 +14,7 @@ Cython's options fingerprint says of its include paths). Cython before 3.1 is le
 
 The interpreter's own ``sitecustomize``, which this one hides, runs afterwards as it would have.
 
-Sent to builders beside ``agent.py``; runs in build backends of Python 3.8 and later.
+Shipped to builders with the rest of this folder; runs in build backends of Python 3.8 and later.
 """
 
 import os

@@ -8,7 +8,8 @@ belongs to one project: a hostile build can spoil its own project's later builds
 another project's (see docs/security.md). This module keeps all projects' folders together
 under a size, dropping the longest unused first.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,7 +19,7 @@ import os
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import supervise
-else:  # on a builder: the files sent beside agent.py
+else:  # on a builder: the files sent beside this one
     import supervise  # type: ignore[import-not-found, no-redef]
 
 try:

@@ -1,7 +1,8 @@
 """What a wheel needs from the system: the shared libraries its compiled modules link, and
 the builder's Debian packages that provide them.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 The ELF files are read here (``DT_NEEDED`` entries of the dynamic section), never run.
 """
 

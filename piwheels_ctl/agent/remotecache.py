@@ -8,7 +8,8 @@ GET, HEAD and PUT of a ccache key, one request per connection, with the URL's se
 the agent. A hostile build can read and write only its own project's entries: it can poison
 no other project's builds.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 
     python remotecache.py check URL     # can this builder use the cache? one JSON line
 """

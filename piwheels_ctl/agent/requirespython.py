@@ -1,8 +1,9 @@
 """A wheel's Requires-Python against the interpreter that built it, read as pip reads it.
 
 pip refuses to build a project whose Requires-Python excludes its interpreter, uv does not: the
-agent gives uv's builds pip's answer. Sent to builders with the agent, so stdlib-only and
-Python 2.7-compatible, hence no ``packaging``: release numbers are all Requires-Python compares.
+agent gives uv's builds pip's answer. Shipped to builders with the rest of this folder, so
+stdlib-only and Python 2.7-compatible, hence no ``packaging``: release numbers are all
+Requires-Python compares.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -1,7 +1,7 @@
 """The walls around one build: what it sees, who it runs as, what it may reach, how much it may use.
 
-Sent to builders beside ``agent.py`` and imported by it, so like the agent it must stay
-stdlib-only and run on Python 2.7 and 3.4+: no f-strings, no annotations (type comments only).
+Shipped to builders with the rest of this folder, so it must stay stdlib-only and run on
+Python 2.7 and 3.4+: no f-strings, no annotations (type comments only).
 
 Two kinds of sandbox, the stronger one wherever the machine allows it:
 
@@ -31,7 +31,7 @@ import subprocess
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
     from . import supervise
-else:  # on a builder: the files sent beside agent.py
+else:  # on a builder: the files sent beside this one
     import supervise  # type: ignore[import-not-found, no-redef]
 
 try:

@@ -4,7 +4,8 @@ The agent does this itself, outside the sandbox, so that a download that fails o
 from the index's hash is told apart from the project's own failure by the agent's own check,
 never by the text of pip's log.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -5,7 +5,8 @@ processes of the build's process tree (``RLIMIT_NPROC`` is the backstop), the lo
 head and tail within its budget while it is written, and when the build ends or its time runs
 out every process of it is killed, daemons included.
 
-Sent to builders beside ``agent.py``: stdlib-only, Python 2.7 and 3.4+, type comments only.
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -21,7 +21,8 @@ from ..config import Settings
 from ..db.engine import Database
 from ..db.models import Build, Builder, BuildStatus, utcnow
 from ..errors import ArrivalError, VerifyError
-from ..farm.executors import BuilderError, Executor, Outcome, mark_failed
+from ..farm.agentcall import BuilderError
+from ..farm.executors import Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
 from ..queue.claims import Job, claim_next, reclaim
 

@@ -18,7 +18,8 @@ from ..config import Settings
 from ..db.models import Builder
 from ..errors import InputError, PiwheelsError
 from ..farm import frontend
-from ..farm.executors import agent_files, remote_builder
+from ..farm.agentcall import agent_files, probe_tag
+from ..farm.executors import remote_builder
 from ..farm.probing import probe_remote
 from ..farm.registry import (
     check_name,
@@ -140,7 +141,7 @@ def builders_add(
         )  # fmt: skip
     for python, why in probe.refused.items():
         out.print(f"[yellow]{name}: {escape(python)} not used[/]: {escape(why)}")
-    tags = ", ".join(f"{p['python_tag']}-{p['abi_tag']}-{p['platform_tag']}" for p in probe.pythons.values())
+    tags = ", ".join(probe_tag(p) for p in probe.pythons.values())
     out.print(f"{state} {name}: {tags}")
 
 

@@ -3,42 +3,37 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import json
 import os
-import re
 import shutil
 import signal
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from sqlalchemy import select
-from typing_extensions import NotRequired, TypedDict
 
 from ..config import Settings
 from ..db.engine import Database
 from ..db.models import Builder, utcnow
-from ..errors import PiwheelsError
 from ..queue.claims import Job
 from . import frontend
+from .agentcall import (
+    BuilderError,
+    build_argv,
+    build_request,
+    check_answer,
+    parse_result,
+    pip_sources,
+    send_agent,
+)
 from .registry import ensure_local
 from .transport import Connection, Endpoint, TransportError, rsync_pull, write_known_hosts
 
-# What a remote path or interpreter may look like: no shell syntax even before quoting.
-SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
-PROBE_KEYS = frozenset({"python_tag", "abi_tag", "platform_tag"})
 BACKOFF_FIRST = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(minutes=15)
-
-
-class BuilderError(PiwheelsError):
-    """The builder, not the project, is at fault: the job goes back to the queue."""
 
 
 @dataclass(frozen=True)
@@ -69,31 +64,6 @@ class Executor(Protocol):
     def kill_all(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-@functools.cache
-def agent_files() -> dict[str, bytes]:
-    """The agent and the modules it imports, sent to every builder (read when first needed)."""
-    from ..agent import agent
-
-    return {name: (Path(agent.__file__).parent / name).read_bytes() for name in agent.MODULES}
-
-
-def agent_hashes() -> dict[str, str]:
-    return {name: hashlib.sha256(data).hexdigest() for name, data in agent_files().items()}
-
-
-def send_agent(conn: Connection, root: str) -> None:
-    """Put the agent and its modules into ``root`` on the builder."""
-    for name, source in agent_files().items():
-        conn.put(source, f"{root}/{name}")
-
-
-def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
-    """The index URL and find-links a build's pip uses."""
-    if settings.upstream_is_local:
-        return settings.build_index_url, [settings.upstream_url, *settings.find_links]
-    return settings.build_index_url or settings.upstream_url, list(settings.find_links)
 
 
 def frontend_wheel(
@@ -148,34 +118,26 @@ class LocalExecutor:
         log = work / "logs" / f"{build_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
-        pip = frontend_wheel(s, job, index_url, find_links, job.sdist_url is not None)
-        from ..agent import agent  # the local builder's builds run in this process
-
-        result = agent.build(
+        frontend_whl = frontend_wheel(s, job, index_url, find_links, job.sdist_url is not None)
+        request = build_request(
+            s,
             self.pythons[job.abi_id],
             job.name,
             job.version,
-            str(outbox),
-            str(log),
-            str(work / "builds"),
-            timeout=s.build_timeout,
-            memory_mb=s.build_memory_mb,
-            log_max_bytes=s.log_max_kb * 1024,
-            index_url=index_url,
-            find_links=find_links,
+            outbox=str(outbox),
+            log_path=str(log),
+            work_root=str(work / "builds"),
             ccache_dir=self.ccache_dir,
             ccache_remote=s.ccache_remote_url,
-            on_start=self._started,
-            min_free_mb=s.min_free_mb,
-            sandbox_kind=s.sandbox,
-            max_procs=s.build_max_procs,
             sdist_url=job.sdist_url,
             sdist_sha256=job.sdist_sha256,
-            frontend=str(pip),
+            frontend=str(frontend_whl),
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
         )
-        result = check_answer(result, "local")
+        from ..agent import buildstep  # the local builder's builds run in this process
+
+        result = check_answer(buildstep.build(request, on_start=self._started), "local")
         if result["status"] == "error":
             raise BuilderError(f"local: {result.get('error')}")
         return Outcome(job, build_id, result, outbox, log)
@@ -214,57 +176,6 @@ class RemoteBuilder:
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
 
 
-class _FileAnswer(TypedDict):
-    name: str
-    size: Annotated[int, Field(ge=0)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    deps: NotRequired[list[Any]]
-
-
-@with_config(ConfigDict(extra="allow"))
-class _BuildAnswer(TypedDict):
-    """The parts of the agent's answer to a build that the controller reads."""
-
-    status: Literal["success", "failed", "error"]
-    error: NotRequired[str]
-    files: NotRequired[list[_FileAnswer]]
-    duration: NotRequired[Annotated[float, Field(ge=0)]]
-    timed_out: NotRequired[bool]
-    limit: NotRequired[str | None]
-    network: NotRequired[list[str]]
-    download_error: NotRequired[str | None]
-    armv6_userland: NotRequired[bool]
-
-
-@functools.cache
-def _build_answer() -> TypeAdapter[_BuildAnswer]:
-    return TypeAdapter(_BuildAnswer)
-
-
-def check_answer(result: dict[str, Any], who: str) -> dict[str, Any]:
-    """``result`` if it has the shape of an answer to a build (strictly: no string for a number),
-    else BuilderError: a builder that answers nonsense is at fault, not the project."""
-    try:
-        return dict(_build_answer().validate_python(result, strict=True))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        problem = f"{where.lstrip('.')}: {error['msg']}"
-        raise BuilderError(f"{who}: the agent's answer is malformed: {problem}") from None
-
-
-def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
-    """The agent's answer: one JSON object on the last line of its output, with ``keys``."""
-    lines = stdout.strip().splitlines()
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except ValueError:
-        result = None
-    if not isinstance(result, dict) or not keys <= set(result):
-        raise BuilderError(f"{who}: the agent gave no answer: {stdout[-300:]!r}")
-    return result
-
-
 class RemoteExecutor:
     """A builder over SSH: one connection reused across its jobs, wheels brought home by rsync."""
 
@@ -280,10 +191,11 @@ class RemoteExecutor:
         self.known_hosts = known_hosts
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._frontends: set[str] = set()  # pinned pips sent over the current connection
+        self._frontends: set[str] = set()  # pinned frontends' wheels sent over the current connection
 
     def _send_frontend(self, wheel: Path) -> str:
-        """The path on the builder of the pinned pip ``wheel``, sent once per connection."""
+        """The path on the builder of the pinned frontend's ``wheel`` (uv's or pip's), sent once per
+        connection."""
         target = f"{self.builder.root}/frontends/{wheel.name}"
         conn = self.connection()
         with self._lock:
@@ -319,35 +231,31 @@ class RemoteExecutor:
         sudo = self.builder.sudo_root
         # Through sudo: the root-owned agent, in root's own work and ccache folders (uid fallback).
         place = sudo or root
-        runner = ["sudo", "-n", python, f"{sudo}/agent/agent.py"] if sudo else [python, f"{root}/agent.py"]
-        argv = [
-            *runner, "build", "--python", python,
-            "--name", job.name, "--version", job.version,
-            "--outbox", outbox, "--log", f"{outbox}/build.log", "--work-root", f"{place}/work",
-            "--timeout", str(s.build_timeout), "--memory-mb", str(s.build_memory_mb),
-            "--log-max-bytes", str(s.log_max_kb * 1024), "--min-free-mb", str(s.min_free_mb),
-            "--sandbox", s.sandbox, "--max-procs", str(s.build_max_procs),
-        ]  # fmt: skip
-        if s.ccache:
-            argv += ["--ccache-dir", f"{place}/ccache"]
-            if s.ccache_remote_url and self.builder.ccache_remote:
-                argv += ["--ccache-remote", s.ccache_remote_url]
-        if s.deps_cache_mb:
-            argv += ["--deps-cache", f"{place}/deps-cache", "--deps-cache-mb", str(s.deps_cache_mb)]
-        if index_url:
-            argv += ["--index-url", index_url]
         # Only a URL the builder can fetch: not a file: one (a folder of this machine's, in any
         # spelling), nor another scheme an upstream page might give.
         sends_sdist = urlsplit(str(job.sdist_url or "")).scheme in ("http", "https")
-        if sends_sdist:
-            argv += ["--sdist-url", str(job.sdist_url)]
-            if job.sdist_sha256:
-                argv += ["--sdist-sha256", job.sdist_sha256]
-        for link in find_links:
-            argv += ["--find-links", link]
-        pip = frontend_wheel(s, job, index_url, find_links, sends_sdist)
+        sdist_url, sdist_sha256 = (
+            (str(job.sdist_url), job.sdist_sha256 or None) if sends_sdist else (None, None)
+        )
+        frontend_whl = frontend_wheel(s, job, index_url, find_links, sends_sdist)
         try:
-            argv += ["--frontend", self._send_frontend(pip)]
+            request = build_request(
+                s,
+                python,
+                job.name,
+                job.version,
+                outbox=outbox,
+                log_path=f"{outbox}/build.log",
+                work_root=f"{place}/work",
+                ccache_dir=f"{place}/ccache" if s.ccache else None,
+                ccache_remote=s.ccache_remote_url if s.ccache and self.builder.ccache_remote else None,
+                sdist_url=sdist_url,
+                sdist_sha256=sdist_sha256,
+                frontend=self._send_frontend(frontend_whl),
+                deps_cache=f"{place}/deps-cache" if s.deps_cache_mb else None,
+                deps_cache_mb=s.deps_cache_mb,
+            )
+            argv = build_argv(python, root, sudo, request)
             done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
             result = check_answer(parse_result(done.stdout, self.name), self.name)
             if result["status"] == "error":

@@ -17,13 +17,17 @@ from typing import Any
 from ..config import Settings
 from ..db.models import utcnow
 from . import frontend
-from .executors import (
+from .agentcall import (
     PROBE_KEYS,
     SAFE_PATH,
     BuilderError,
     agent_hashes,
+    build_argv,
+    build_request,
     parse_result,
     pip_sources,
+    probe_tag,
+    runner_argv,
     send_agent,
 )
 from .transport import Connection, Endpoint
@@ -75,13 +79,14 @@ class Probe:
     refused: dict[str, str]  # interpreter -> why it cannot build here
 
 
-def _sudo_probe(conn: Connection, python: str, sudo_root: str, who: str, timeout: float) -> dict[str, Any]:
+def _sudo_probe(
+    conn: Connection, python: str, root: str, sudo_root: str, who: str, timeout: float
+) -> dict[str, Any]:
     """The root-owned agent's probe through sudo, checked to be this controller's agent."""
-    done = conn.run(["sudo", "-n", python, f"{sudo_root}/agent/agent.py", "probe"], timeout=timeout)
+    runner = runner_argv(python, root, sudo_root)
+    done = conn.run([*runner, "probe"], timeout=timeout)
     if done.exit_code != 0:
-        raise BuilderError(
-            f"{who}: sudo -n {python} {sudo_root}/agent/agent.py: {done.stderr.strip()[-300:]}"
-        )
+        raise BuilderError(f"{who}: {' '.join(runner)}: {done.stderr.strip()[-300:]}")
     probe = parse_result(done.stdout, who, PROBE_KEYS)
     theirs = probe.get("modules") or {}
     stale = sorted(name for name, digest in agent_hashes().items() if theirs.get(name) != digest)
@@ -98,10 +103,10 @@ def _probe_build(
 ) -> str | None:
     """Build the tiny sdist with ``python`` as a job would be built (its frontend: uv or the pinned
     pip); None if a right wheel came out, else what went wrong."""
-    tags = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
+    tags = probe_tag(probe)
     index_url, find_links = pip_sources(settings)
     try:
-        pip = frontend.wheel(settings, tags, index_url, find_links)
+        frontend_whl = frontend.wheel(settings, tags, index_url, find_links)
     except frontend.FrontendError as exc:
         return str(exc)
     timeout = settings.command_timeout
@@ -110,23 +115,22 @@ def _probe_build(
     conn.run(["rm", "-rf", "--", place], timeout=timeout)
     conn.run(["mkdir", "-p", f"{place}/outbox", f"{root}/frontends"], timeout=timeout)
     conn.put(sdist, f"{place}/piwheels_probe-1.0.tar.gz")
-    conn.put(pip.read_bytes(), f"{root}/frontends/{pip.name}")
-    runner = ["sudo", "-n", python, f"{sudo}/agent/agent.py"] if sudo else [python, f"{root}/agent.py"]
-    argv = [
-        *runner, "build", "--python", python, "--name", PROBE_NAME, "--version", PROBE_VERSION,
-        "--outbox", f"{place}/outbox", "--log", f"{place}/build.log", "--work-root", f"{sudo or root}/work",
-        "--timeout", str(PROBE_BUILD_TIMEOUT), "--memory-mb", str(settings.build_memory_mb),
-        "--min-free-mb", str(settings.min_free_mb), "--sandbox", settings.sandbox,
-        "--max-procs", str(settings.build_max_procs), "--frontend", f"{root}/frontends/{pip.name}",
-        "--sdist-url", f"file://{place}/piwheels_probe-1.0.tar.gz",
-        "--sdist-sha256", hashlib.sha256(sdist).hexdigest(),
-    ]  # fmt: skip
-    if index_url:
-        argv += ["--index-url", index_url]
-    for link in find_links:
-        argv += ["--find-links", link]
+    conn.put(frontend_whl.read_bytes(), f"{root}/frontends/{frontend_whl.name}")
+    request = build_request(
+        settings,
+        python,
+        PROBE_NAME,
+        PROBE_VERSION,
+        outbox=f"{place}/outbox",
+        log_path=f"{place}/build.log",
+        work_root=f"{sudo or root}/work",
+        timeout=PROBE_BUILD_TIMEOUT,
+        frontend=f"{root}/frontends/{frontend_whl.name}",
+        sdist_url=f"file://{place}/piwheels_probe-1.0.tar.gz",
+        sdist_sha256=hashlib.sha256(sdist).hexdigest(),
+    )
     try:
-        done = conn.run(argv, timeout=PROBE_BUILD_TIMEOUT + timeout)
+        done = conn.run(build_argv(python, root, sudo, request), timeout=PROBE_BUILD_TIMEOUT + timeout)
         result = parse_result(done.stdout, python)
         wanted = f"piwheels_probe-1.0-{tags}.whl"
         names = [str(f.get("name")) for f in result.get("files") or []]
@@ -191,7 +195,7 @@ def probe_remote(
         use_sudo = False
         for python in pythons:
             done = conn.run(
-                [python, f"{root}/agent.py", "probe", "--sandbox", settings.sandbox], timeout=timeout
+                [*runner_argv(python, root, None), "probe", "--sandbox", settings.sandbox], timeout=timeout
             )
             who = f"{endpoint.host}: {python}"
             if done.exit_code != 0:
@@ -199,7 +203,7 @@ def probe_remote(
                 continue
             probe = parse_result(done.stdout, who, PROBE_KEYS)
             if str(probe.get("sandbox", "")).startswith("none") and sudo_root is not None:
-                probe = _sudo_probe(conn, python, sudo_root, who, timeout)
+                probe = _sudo_probe(conn, python, root, sudo_root, who, timeout)
                 use_sudo = True
             if str(probe.get("sandbox", "")).startswith("none"):
                 refused[python] = f"cannot build: {probe['sandbox']}"
@@ -211,8 +215,7 @@ def probe_remote(
                     refused[python] = problem
                     continue
                 probe["build_check"] = f"a tiny C extension built in {time.monotonic() - started:.0f} s"
-            tags = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
-            probe["frontend"] = str(frontend.choose(settings, tags))
+            probe["frontend"] = str(frontend.choose(settings, probe_tag(probe)))
             probes[python] = probe
         df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
         load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()

@@ -20,6 +20,7 @@ from ..errors import ConfigError, InputError
 from ..queue import upkeep
 from ..queue.coverage import cover_new_abi
 from ..queue.upstream_coverage import cover_abi
+from .agentcall import probe_tag
 
 AGENT = Path(__file__).parent.parent / "agent" / "agent.py"
 LOCAL = "local"
@@ -49,7 +50,7 @@ def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
 def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] | None = None) -> Abi:
     """The ABI row for a probed interpreter, created (and its coverage filled in, by our wheels
     and by the upstream's, ``glibc`` deciding for manylinux ones) when new."""
-    tag = f"{probe['python_tag']}-{probe['abi_tag']}-{probe['platform_tag']}"
+    tag = probe_tag(probe)
     abi = session.scalar(select(Abi).where(Abi.tag == tag))
     if abi is None:
         abi = Abi(

@@ -1,0 +1,166 @@
+"""What a build runs: its frontend's command (uv's or pip's), the environment it runs in, and the
+hosts its proxy lets it reach.
+
+Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
+comments only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import os
+import shutil
+import tempfile
+import zipfile
+
+if __package__:  # the local builder: imported as part of piwheels_ctl
+    from . import buildnet, compilers, remotecache, sdistfetch
+else:  # on a builder: the files sent beside this one
+    import buildnet  # type: ignore[import-not-found, no-redef]
+    import compilers  # type: ignore[import-not-found, no-redef]
+    import remotecache  # type: ignore[import-not-found, no-redef]
+    import sdistfetch  # type: ignore[import-not-found, no-redef]
+
+try:
+    from typing import Any, Dict, List, Optional  # noqa: F401 - used in type comments
+except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
+    pass
+
+# Variables passed through to pip so that proxies and private CAs keep working.
+PASS_ENV = (
+    "PATH",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+)
+
+
+def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, deps=None, remote=False):
+    # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], Optional[str], bool) -> Dict[str, str]
+    """The whole environment of a build: a throwaway HOME and TMPDIR, ccache set up to hit
+    (``remote``: also in the farm's shared cache, through the build's proxy)."""
+    env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(
+        {
+            "HOME": os.path.join(box, "home"),
+            "TMPDIR": os.path.join(box, "tmp"),
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            # The builder's own pip settings must not change what gets built or from where.
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_INPUT": "1",
+        }
+    )
+    # Bytecode is written (as a user's pip build writes it): the build environment's packages
+    # come without it, and the backend's Python starts twice in it (uv: the requirements, then
+    # the wheel; pip three times), so the second start reads what the first compiled
+    # (setuptools imports in half the time). Only the build's own folders are writable.
+    if index_url:
+        env["PIP_INDEX_URL"] = index_url
+    else:
+        env["PIP_NO_INDEX"] = "1"
+    if find_links:
+        env["PIP_FIND_LINKS"] = " ".join(find_links)
+    if ccache_dir and project_cache:
+        # Where the frontends' build environments get their random names: pip's in TMPDIR,
+        # uv's in the builds folder of its cache.
+        envs = [(os.path.join(env["TMPDIR"], "pip-build-env-"), env["TMPDIR"])]
+        if deps:
+            envs.append((os.path.join(deps, "builds-v0", ".tmp"), deps))
+        env.update(compilers.ccache_env(ccache_dir, project_cache, base_dir, env["PATH"], envs))
+        if remote:  # the relay in the sandbox: the agent's proxy forwards to the project's folder
+            env.update(remotecache.storage_env(buildnet.PROXY_PORT))
+    return env
+
+
+def common_folder(folders):
+    # type: (List[str]) -> str
+    """The deepest folder that holds every one of ``folders``."""
+    parts = [os.path.abspath(f).split(os.sep) for f in folders]
+    common = []  # type: List[str]
+    for names in zip(*parts):  # noqa: B905 - Python 2.7's zip() takes no strict=
+        if len(set(names)) != 1:
+            break
+        common.append(names[0])
+    return os.sep.join(common) or os.sep
+
+
+def allowed_hosts(urls):
+    # type: (List[str]) -> List[str]
+    """ "host:port" of every URL a build's pip is told to use: the proxy lets these through."""
+    hosts = []
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            continue
+        hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if ":" not in hostport.rsplit("]", 1)[-1]:
+            hostport += ":443" if scheme == "https" else ":80"
+        hosts.append(hostport.replace("[", "").replace("]", "") if hostport.count(":") > 1 else hostport)
+    return hosts
+
+
+def unpack_frontend(wheel):
+    # type: (str) -> str
+    """The folder the pinned frontend's wheel (pip's or uv's) unpacks into beside it (made once,
+    atomically)."""
+    if not wheel.endswith(".whl") or not os.path.isfile(wheel):
+        raise sdistfetch.DownloadError("frontend %r: not a wheel on this builder" % wheel, False)
+    folder = wheel[: -len(".whl")]
+    if not os.path.isdir(folder):
+        partial = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(wheel))
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(partial)
+        uv = uv_binary(partial)
+        if uv is not None:  # zip files keep no modes: uv's binary is made runnable here
+            os.chmod(uv, 0o755)  # noqa: S103 - run by every build's uid
+        os.chmod(partial, 0o755)  # noqa: S103 - read by every build's uid
+        try:
+            os.rename(partial, folder)
+        except OSError:  # another build unpacked it meanwhile
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def uv_binary(folder):
+    # type: (str) -> Optional[str]
+    """The uv binary in an unpacked uv wheel (``uv-V.data/scripts/uv``), None in pip's."""
+    if not os.path.basename(folder).startswith(("uv-", ".unpack-")):
+        return None
+    for entry in os.listdir(folder):
+        candidate = os.path.join(folder, entry, "scripts", "uv")
+        if entry.endswith(".data") and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def frontend_command(request, frontend_dir, wheels, wanted, deps, env, site):
+    # type: (Any, Optional[str], str, List[str], Optional[str], Dict[str, str], Dict[str, str]) -> List[str]
+    """The command that builds ``wanted`` into ``wheels`` with the request's frontend (unpacked in
+    ``frontend_dir``), ``env`` set for it: uv where the controller sent uv, else the pinned pip
+    (or the interpreter's own). ``site``: what the build backend's Python should start with (uv
+    passes it on, pip not)."""
+    uv = uv_binary(frontend_dir) if frontend_dir else None
+    if uv is not None:
+        env.update(site)
+        command = [uv, "build", "--wheel", "--no-config", "--no-python-downloads", "--python", request.python,
+                   "--out-dir", wheels, "--system-certs"]  # fmt: skip
+        command += ["--cache-dir", deps] if deps else ["--no-cache"]
+        command += ["--default-index", request.index_url] if request.index_url else ["--no-index"]
+        for link in request.find_links:
+            command += ["--find-links", link]
+        return command + wanted
+    command = [request.python, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheels]
+    command += ["--cache-dir", deps] if deps else ["--no-cache-dir"]
+    if frontend_dir:  # the pinned pip (frontend.py), whatever the builder has, isolated PEP 517 builds
+        env["PYTHONPATH"] = frontend_dir
+        command.append("--use-pep517")
+    return command + wanted

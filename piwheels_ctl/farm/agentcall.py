@@ -1,0 +1,140 @@
+"""The controller's side of the agent: the files it sends, how it starts the agent, what it asks
+(``agent.jobspec``) and how it reads the answer."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
+
+from ..abi import AbiTags
+from ..agent import jobspec
+from ..config import Settings
+from ..errors import PiwheelsError
+from .transport import Connection
+
+# What a remote path or interpreter may look like: no shell syntax even before quoting.
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]+$")
+PROBE_KEYS = frozenset(jobspec.PROBE_KEYS)
+
+
+class BuilderError(PiwheelsError):
+    """The builder, not the project, is at fault: the job goes back to the queue."""
+
+
+@functools.cache
+def agent_files() -> dict[str, bytes]:
+    """The agent's modules, sent to every builder (read when first needed)."""
+    from ..agent import agent
+
+    return {name: (Path(agent.HERE) / name).read_bytes() for name in agent.MODULES}
+
+
+def agent_hashes() -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in agent_files().items()}
+
+
+def send_agent(conn: Connection, root: str) -> None:
+    """Put the agent's modules into ``root`` on the builder."""
+    for name, source in agent_files().items():
+        conn.put(source, f"{root}/{name}")
+
+
+def runner_argv(python: str, root: str, sudo: str | None) -> list[str]:
+    """How ``python`` runs the agent: the copy sent to ``root``, or through sudo the builder role's
+    root-owned one in ``sudo`` (for builders where no namespaces can be made)."""
+    if sudo:
+        return ["sudo", "-n", python, f"{sudo}/agent/agent.py"]
+    return [python, f"{root}/agent.py"]
+
+
+def build_argv(python: str, root: str, sudo: str | None, request: jobspec.Request) -> list[str]:
+    """The command that has the agent build ``request``."""
+    return [*runner_argv(python, root, sudo), "build", *jobspec.to_argv(request)]
+
+
+def pip_sources(settings: Settings) -> tuple[str | None, list[str]]:
+    """The index URL and find-links a build's pip uses."""
+    if settings.upstream_is_local:
+        return settings.build_index_url, [settings.upstream_url, *settings.find_links]
+    return settings.build_index_url or settings.upstream_url, list(settings.find_links)
+
+
+def build_request(settings: Settings, python: str, name: str, version: str, **fields: Any) -> jobspec.Request:
+    """What the agent is asked to build: the farm's limits and package sources from ``settings``,
+    and ``fields`` (the folders on the builder, the sdist, the frontend) over them."""
+    index_url, find_links = pip_sources(settings)
+    farm = {
+        "timeout": settings.build_timeout,
+        "memory_mb": settings.build_memory_mb,
+        "log_max_bytes": settings.log_max_kb * 1024,
+        "min_free_mb": settings.min_free_mb,
+        "sandbox_kind": settings.sandbox,
+        "max_procs": settings.build_max_procs,
+        "index_url": index_url,
+        "find_links": find_links,
+    }
+    return jobspec.request(python=python, name=name, version=version, **{**farm, **fields})
+
+
+def probe_tag(probe: Mapping[str, Any]) -> str:
+    """The ABI tag (``cp311-cp311-linux_armv7l``) of an interpreter the agent probed."""
+    return AbiTags(probe["python_tag"], probe["abi_tag"], probe["platform_tag"]).tag
+
+
+class _FileAnswer(TypedDict):
+    name: str
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    deps: NotRequired[list[Any]]
+
+
+@with_config(ConfigDict(extra="allow"))
+class _BuildAnswer(TypedDict):
+    """The parts of the agent's answer to a build (``jobspec.ANSWER_KEYS``) that the controller reads."""
+
+    status: Literal["success", "failed", "error"]
+    error: NotRequired[str]
+    files: NotRequired[list[_FileAnswer]]
+    duration: NotRequired[Annotated[float, Field(ge=0)]]
+    timed_out: NotRequired[bool]
+    limit: NotRequired[str | None]
+    network: NotRequired[list[str]]
+    download_error: NotRequired[str | None]
+    armv6_userland: NotRequired[bool]
+
+
+@functools.cache
+def _build_answer() -> TypeAdapter[_BuildAnswer]:
+    return TypeAdapter(_BuildAnswer)
+
+
+def check_answer(result: dict[str, Any], who: str) -> dict[str, Any]:
+    """``result`` if it has the shape of an answer to a build (strictly: no string for a number),
+    else BuilderError: a builder that answers nonsense is at fault, not the project."""
+    try:
+        return dict(_build_answer().validate_python(result, strict=True))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        problem = f"{where.lstrip('.')}: {error['msg']}"
+        raise BuilderError(f"{who}: the agent's answer is malformed: {problem}") from None
+
+
+def parse_result(stdout: str, who: str, keys: frozenset[str] = frozenset({"status"})) -> dict[str, Any]:
+    """The agent's answer: one JSON object on the last line of its output, with ``keys``."""
+    lines = stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        result = None
+    if not isinstance(result, dict) or not keys <= set(result):
+        raise BuilderError(f"{who}: the agent gave no answer: {stdout[-300:]!r}")
+    return result
