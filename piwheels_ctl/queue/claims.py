@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, delete, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from ..db.batches import in_batches
 from ..db.models import (
     Abi,
     Build,
@@ -270,5 +271,6 @@ def reclaim(session: Session, now: datetime | None = None) -> int:
     stale = stale_builds(session, now)
     if stale:
         upkeep.touch(session, versions=[build.version_id for build in stale])
-        session.execute(delete(Build).where(Build.id.in_([build.id for build in stale])))
+        for batch in in_batches([build.id for build in stale]):
+            session.execute(delete(Build).where(Build.id.in_(batch)))
     return len(stale)
