@@ -37,7 +37,9 @@ BIN = Path(sys.executable).parent
 OLD_COMMIT = "0f4a855"
 OLD_HEAD_SCHEMA = "0002"
 # This checkout's newest migration, which the upgrade must reach.
-HEAD_SCHEMA = max(p.name[:4] for p in (ROOT / "piwheels_ctl" / "migrations" / "versions").glob("0*.py"))
+HEAD_SCHEMA = max(
+    p.name[:4] for p in (ROOT / "piwheels_ctl" / "db" / "migrations" / "versions").glob("0*.py")
+)
 CTL = "/opt/piwheels/venv/bin/piwheels-ctl --config /etc/piwheels/piwheels.toml"
 MASTER_ADDRESS = "127.0.1.10"
 BUILDER_ADDRESSES = {"b1": "127.0.1.11", "b2": "127.0.1.12"}
