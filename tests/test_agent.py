@@ -163,5 +163,7 @@ def test_the_controller_reads_only_keys_the_agent_answers() -> None:
     answer = agentcall._BuildAnswer.__annotations__
     assert set(answer) <= set(jobspec.ANSWER_KEYS)
     assert set(agentcall._FileAnswer.__annotations__) <= set(jobspec.FILE_KEYS)
+    assert set(agentcall._ElfAnswer.__annotations__) == set(jobspec.ELF_KEYS)
+    assert set(agentcall._PlatformAnswer.__annotations__) == set(jobspec.PLATFORM_KEYS)
     assert set(outbox.builder_error("full")) <= set(jobspec.ANSWER_KEYS)
     assert set(agent.probe()) >= agentcall.PROBE_KEYS

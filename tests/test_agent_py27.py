@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from piwheels_ctl.agent import agent
+from piwheels_ctl.builds.tags import MACHINE_ELF
+from piwheels_ctl.farm.agentcall import check_answer
 
 from debian_roots import debian_root, install_packages, run_in_root
 from helpers import wait_gone
@@ -166,4 +169,11 @@ def test_a_real_c_build_with_the_pinned_pip_on_python_2_7(root: Path, place: Pat
     # What the wheel needs from apt: libz.so.1, from bullseye's zlib1g.
     deps = {d["library"]: d["package"] for d in files[0]["deps"]}
     assert deps.get("libz.so.1") == "zlib1g", files[0]
+    # The facts that say whose doing a foreign tag would be (builds/tags.py), as the controller reads them.
+    machine = os.uname().machine
+    elf_machine, bits = MACHINE_ELF[machine]
+    assert files[0]["elf"] == [{"machine": elf_machine, "class": bits}], files[0]
+    platform = {"machine": machine, "personality": None, "python_tag": "cp27", "abi_tag": "cp27mu",
+                "platform_tag": f"linux_{machine}"}  # fmt: skip
+    assert check_answer(result, "py27")["platform"] == platform, result
     assert took < 600, took

@@ -54,20 +54,27 @@ class Farm:
         path.mkdir(parents=True)
         return path
 
-    def record(self, wheels: list[Path], lie: dict[str, str] | None = None) -> tuple[bool, int, RunReport]:
+    def record(
+        self, wheels: list[Path], lie: dict[str, str] | None = None, facts: dict[str, Any] | None = None
+    ) -> tuple[bool, int, RunReport]:
         """Claim the next job, and record a build that made ``wheels`` (``lie``: sha256 reported
-        for a file name instead of the real one); (success, build id, report)."""
+        for a file name instead of the real one; ``facts``: the agent's ``platform`` and each
+        file's ``elf`` by name); (success, build id, report)."""
         with self.db.session() as session:
             job = next(pending(session, claimable=True, limit=1))
             build_id = claim(session, job, None, timedelta(hours=1)).id
         outbox = wheels[0].parent
+        facts = facts or {}
         files = [
             {"name": w.name, "size": w.stat().st_size, "sha256": (lie or {}).get(w.name, sha256(w))}
+            | ({"elf": facts[w.name]} if w.name in facts else {})
             for w in wheels
         ]
         log = outbox / "build.log"
         log.write_text("built\n")
         result: dict[str, Any] = {"status": "success", "duration": 1.0, "files": files}
+        if "platform" in facts:
+            result["platform"] = facts["platform"]
         report = RunReport()
         ok = self.runner.record(Outcome(job, build_id, result, outbox, log), report)
         return ok, build_id, report
@@ -103,20 +110,30 @@ def farm(db: Database, tmp_path: Path) -> Farm:
 # 1. Only the wheels of this job: project, version, and tags that fit its ABI and platform.
 
 
+# What a Raspberry Pi 4 with a 64-bit kernel and a 32-bit userland reports of a build whose
+# compiler made 64-bit code for its kernel; and a builder whose interpreter became 3.12.
+KERNEL_64 = {"machine": "aarch64", "personality": "linux32"}
+AARCH64_ELF = [{"machine": 183, "class": 64}]
+PYTHON_312 = {"machine": "armv7l", "personality": None, "python_tag": "cp312", "abi_tag": "cp312",
+              "platform_tag": "linux_armv7l"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    "tag",
+    ("tag", "platform", "elf"),
     [
-        "cp311-cp311-linux_aarch64",  # another Pi's platform (a 32-bit userland on a 64-bit kernel)
-        "cp311-cp311-linux_armv7l.linux_aarch64",  # one foreign tag of two
-        "cp312-cp312-linux_armv7l",  # another interpreter
+        ("cp311-cp311-linux_aarch64", KERNEL_64, AARCH64_ELF),  # the kernel's code and platform
+        ("cp311-cp311-linux_armv7l.linux_aarch64", KERNEL_64, AARCH64_ELF),  # one foreign tag of two
+        ("cp312-cp312-linux_armv7l", PYTHON_312, []),  # another interpreter than the job's
     ],
 )
-def test_a_wheel_tagged_for_another_platform_or_python_is_the_builders_fault(farm: Farm, tag: str) -> None:
+def test_a_wheel_the_builder_made_for_another_platform_or_python_is_the_builders_fault(
+    farm: Farm, tag: str, platform: dict[str, Any], elf: list[dict[str, int]]
+) -> None:
     outbox = farm.outbox("build")
     good = make_wheel(outbox, "demo", "1.0", tag=GOOD_TAG)
     wrong = make_wheel(outbox, "demo", "1.0", tag=tag)
     with pytest.raises(TagError, match=re.escape(wrong.name)):
-        farm.record([good, wrong])
+        farm.record([good, wrong], facts={"platform": platform, wrong.name: elf})
     # All or nothing, and nothing recorded against the project: the job goes back to the queue.
     assert farm.files() == {}, "a wheel of a refused build was recorded"
 
@@ -127,6 +144,8 @@ def test_a_wheel_tagged_for_another_platform_or_python_is_the_builders_fault(far
         ("demo", "1.0", "py2-none-any"),  # installs on no Python 3
         ("demo", "1.0", "cp311-cp311-manylinux_2_17_armv7l"),  # a promise no builder checked
         ("demo", "1.0", "cp311-cp311-win_amd64"),  # only the project's own settings make this
+        ("demo", "1.0", "cp311-cp311-linux_aarch64"),  # another Pi's, written by the project
+        ("demo", "1.0", "cp312-cp312-linux_armv7l"),  # another Python's, written by the project
         ("other", "1.0", GOOD_TAG),  # another project
         ("demo", "2.0", GOOD_TAG),  # another version
     ],

@@ -14,6 +14,11 @@ import subprocess
 import sys
 import sysconfig
 
+if __package__:  # the local builder: imported as part of piwheels_ctl
+    from . import jobspec
+else:  # on a builder: the files sent beside this one
+    import jobspec  # type: ignore[import-not-found, no-redef]
+
 try:
     from typing import Any, Dict, Optional  # noqa: F401 - used in type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
@@ -21,12 +26,33 @@ except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
 
 # A 64-bit kernel's machine -> the platform of a 32-bit userland on it.
 USERLAND_32 = {"aarch64": "armv7l", "armv8l": "armv7l", "x86_64": "i686"}
+# The interpreter's tags among the facts of a build (``jobspec.PLATFORM_KEYS``).
+TAG_KEYS = ("python_tag", "abi_tag", "platform_tag")
 
 
 def describe():
     # type: () -> Dict[str, Any]
     """The tags of the running interpreter, as bdist_wheel names the wheels it builds, and the
-    platform it runs on."""
+    platform it runs on (the probe's answer)."""
+    result = interpreter()
+    if result["platform_tag"] == "linux_armv7l":
+        result["armv6_userland"] = armv6_userland()
+    return result
+
+
+def build_facts(python):
+    # type: (str) -> Dict[str, Any]
+    """The builder as a build by the interpreter ``python`` finds it (``jobspec.PLATFORM_KEYS``):
+    the kernel's machine and the personality, and the interpreter's tags when the agent runs in
+    ``python`` (on a builder it does; the local builder's agent may build with another)."""
+    facts = interpreter()
+    same = os.path.realpath(sys.executable) == os.path.realpath(python)
+    return dict((key, facts[key]) for key in jobspec.PLATFORM_KEYS if same or key not in TAG_KEYS)
+
+
+def interpreter():
+    # type: () -> Dict[str, Any]
+    """The tags of the running interpreter and the machine it runs on (no compiler asked)."""
     impl = platform.python_implementation()
     major, minor = sys.version_info[:2]
     python_tag = ("pp" if impl == "PyPy" else "cp") + str(major) + str(minor)
@@ -53,7 +79,7 @@ def describe():
         personality = "linux32"
     elif plat == "linux_armv8l":  # the same userland already under linux32
         plat = "linux_armv7l"
-    result = {
+    return {
         "python_tag": python_tag,
         "abi_tag": abi_tag,
         "platform_tag": plat,
@@ -62,10 +88,7 @@ def describe():
         "executable": sys.executable,
         "machine": machine,
         "personality": personality,
-    }  # type: Dict[str, Any]
-    if plat == "linux_armv7l":
-        result["armv6_userland"] = armv6_userland()
-    return result
+    }
 
 
 def kernel_machine():

@@ -244,6 +244,7 @@ def _wheels(request, setup, command):
     refusal = requirespython.refusal(request.python, built) if command[0] != request.python else None
     with workdirs.as_user(setup.user):
         if refusal is None:
+            outbox.add_elf(files, request.outbox)
             outbox.add_deps(files, request.outbox)
             return files
         for path in built:  # the same outcome as pip's refusal
@@ -277,6 +278,8 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         "ccache": ccache,
         # Requests to the shared compiler cache: get/found, put/stored, refused.
         "ccache_remote": setup.remote.counts if setup.remote is not None else None,
+        # What tells a wheel the builder made for another machine from one the project tagged so.
+        "platform": buildplatform.build_facts(request.python),
     }  # type: Dict[str, Any]
     free_mb = workdirs.free_space_mb(request.work_root)
     if free_mb < max(request.min_free_mb, 1):

@@ -1,5 +1,5 @@
-"""What a wheel needs from the system: the shared libraries its compiled modules link, and
-the builder's Debian packages that provide them.
+"""What a wheel's ELF files are and need from the system: their machine and class, the shared
+libraries its compiled modules link, and the builder's Debian packages that provide them.
 
 Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
 comments only.
@@ -15,7 +15,7 @@ import subprocess
 import zipfile
 
 try:
-    from typing import Dict, List, Optional  # noqa: F401 - type comments
+    from typing import Dict, List, Optional, Tuple  # noqa: F401 - type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
 
@@ -25,13 +25,53 @@ DT_NEEDED = 1
 MAX_MEMBER = 256 * 1024 * 1024
 
 
+# The start of an ELF file that says what it is: e_ident (16 bytes), e_type, e_machine.
+HEADER = 20
+ELFCLASS = {b"\x01": 32, b"\x02": 64}
+
+
+def _ident(data):
+    # type: (bytes) -> Optional[Tuple[int, str]]
+    """(bits, struct's byte order) of the ELF file that ``data`` starts, or None if it is not one."""
+    if data[:4] != b"\x7fELF" or len(data) < HEADER or data[4:5] not in ELFCLASS:
+        return None
+    return ELFCLASS[data[4:5]], "<" if data[5:6] == b"\x01" else ">"
+
+
+def machine(data):
+    # type: (bytes) -> Optional[Tuple[int, int]]
+    """(e_machine, class in bits) of the ELF file ``data`` starts, or None if it is not one."""
+    ident = _ident(data)
+    if ident is None:
+        return None
+    return struct.unpack_from(ident[1] + "H", data, 18)[0], ident[0]
+
+
+def wheel_machines(path):
+    # type: (str) -> Optional[List[Dict[str, int]]]
+    """The kinds of ELF file in the wheel at ``path``, each once (``jobspec.ELF_KEYS``): what its
+    compiled code was made for, whatever its tags say. None if the wheel cannot be read."""
+    found = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    kind = machine(member.read(HEADER))
+                if kind is not None:
+                    found.add(kind)
+    except Exception:  # noqa: BLE001 - a wheel the controller will refuse on its own
+        return None
+    return [{"machine": m, "class": bits} for m, bits in sorted(found)]
+
+
 def needed(data):
     # type: (bytes) -> Optional[List[str]]
     """The ``DT_NEEDED`` sonames of the ELF file ``data``, or None if it is not an ELF file."""
-    if data[:4] != b"\x7fELF" or len(data) < 52:
+    ident = _ident(data)
+    if ident is None or len(data) < 52:
         return None
-    wide = data[4:5] == b"\x02"
-    end = "<" if data[5:6] == b"\x01" else ">"
+    wide = ident[0] == 64
+    end = ident[1]
     try:
         if wide:
             (shoff,) = struct.unpack_from(end + "Q", data, 0x28)

@@ -65,9 +65,15 @@ OPTIONS = (
 # fault) or "error" (the builder's: build it elsewhere).
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
-    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote",
+    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform",
 )  # fmt: skip
-FILE_KEYS = ("name", "size", "sha256", "deps")  # each of the answer's "files"
+# Each of the answer's "files": "elf" lists the kinds of ELF file in the wheel (None: unreadable).
+FILE_KEYS = ("name", "size", "sha256", "deps", "elf")
+ELF_KEYS = ("machine", "class")  # each of a file's "elf": ELF's e_machine, and 32 or 64 (bits)
+# The answer's "platform", the builder as its build found it: the kernel's machine (uname -m), the
+# personality ("linux32": a 32-bit userland on a 64-bit kernel), and the tags of the interpreter
+# that built, when the agent runs in that interpreter (the local builder may build with another).
+PLATFORM_KEYS = ("machine", "personality", "python_tag", "abi_tag", "platform_tag")
 PROBE_KEYS = ("python_tag", "abi_tag", "platform_tag")  # what every probe's answer has
 
 

@@ -52,6 +52,14 @@ def collect(wheels, outbox):
     return files
 
 
+def add_elf(files, outbox):
+    # type: (List[Dict[str, Any]], str) -> None
+    """Each file's kinds of ELF file (machine, class): the facts by which the controller tells a
+    tag the builder's compiler made from one the project wrote (``builds/tags.py``)."""
+    for entry in files:
+        entry["elf"] = elfdeps.wheel_machines(os.path.join(outbox, entry["name"]))
+
+
 def add_deps(files, outbox):
     # type: (List[Dict[str, Any]], str) -> None
     """Each file's runtime libraries and their Debian packages here: a help, never a failure."""

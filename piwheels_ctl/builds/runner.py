@@ -79,7 +79,9 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     First every file must have arrived as the agent reported it (ArrivalError: the builder's
     fault); only then is each one's content checked (VerifyError: the project's fault), so one
     refused wheel refuses the whole build and a transfer fault is never blamed on the project.
+    A tag that does not fit the job is blamed by the facts the agent reports (``tags.fault``).
     """
+    from .tags import build_facts
     from .verify import check_arrival, inspect_wheel
 
     entries = outcome.result.get("files") or []
@@ -104,13 +106,20 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     abi = AbiTags(*parts)
     job = outcome.job
     deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
-    return [
-        dataclasses.replace(
-            inspect_wheel(path, name=job.name, version=job.version, abi=abi, size=size, sha256=sha256),
-            deps=deps.get(path.name),
+    facts = {str(e["name"]): build_facts(abi, outcome.result.get("platform"), e.get("elf")) for e in entries}
+    wheels = []
+    for path, size, sha256 in arrived:
+        wheel = inspect_wheel(
+            path,
+            name=job.name,
+            version=job.version,
+            abi=abi,
+            size=size,
+            sha256=sha256,
+            facts=facts[path.name],
         )
-        for path, size, sha256 in arrived
-    ]
+        wheels.append(dataclasses.replace(wheel, deps=deps.get(path.name)))
+    return wheels
 
 
 def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:

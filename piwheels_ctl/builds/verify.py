@@ -31,9 +31,10 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 from wheel.wheelfile import WheelError, WheelFile
 
-from ..abi import AbiTags, tag_covers
-from ..errors import ArrivalError, TagError, VerifyError
+from ..abi import AbiTags
+from ..errors import ArrivalError, VerifyError
 from ..files import CHUNK, sha256_of
+from .tags import BuildFacts, check_tags
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -96,31 +97,6 @@ def check_arrival(path: Path, size: int, sha256: str) -> tuple[int, str]:
     if actual_sha != sha256:
         raise ArrivalError(f"{path.name}: sha256 {actual_sha} differs from the builder's {sha256}")
     return actual_size, actual_sha
-
-
-def check_tags(filename: str, tags: frozenset[Tag], abi: AbiTags) -> None:
-    """Refuse a wheel whose tags claim more than the builder of ``abi`` can have made.
-
-    Every tag must be for the builder's platform (or ``any``): a ``manylinux`` or foreign tag
-    would make the index serve the wheel to machines it was never built or checked for. A tag
-    naming an interpreter or ABI must cover ``abi``; only generic ``pyN-none`` tags may name
-    other Pythons. The builder's fault (TagError) is what a misconfigured builder makes of an
-    honest project: another Linux machine's tag (``linux_aarch64`` from a 32-bit userland on a
-    64-bit kernel) or another interpreter's. The project's (VerifyError) is what only its own
-    settings make: another system's platform (``win_amd64``, ``manylinux…``), or a wheel that
-    installs on none of ``abi`` (a project that builds only for other Pythons).
-    """
-    for tag in sorted(tags, key=str):
-        if tag.platform not in ("any", abi.platform_tag):
-            wrong = TagError if tag.platform.startswith("linux_") else VerifyError
-            raise wrong(
-                f"{filename}: tag {tag} is for platform {tag.platform!r}, the job's is {abi.platform_tag!r}"
-            )
-        generic = tag.interpreter.startswith("py") and tag.abi == "none"
-        if not generic and not tag_covers(tag, abi):
-            raise TagError(f"{filename}: tag {tag} does not fit the job's ABI {abi.tag}")
-    if not any(tag_covers(tag, abi) for tag in tags):
-        raise VerifyError(f"{filename}: installs on none of the job's ABI {abi.tag}")
 
 
 def _check_member_name(filename: str, name: str) -> None:
@@ -326,10 +302,13 @@ def inspect_wheel(
     abi: AbiTags | None = None,
     size: int | None = None,
     sha256: str | None = None,
+    facts: BuildFacts | None = None,
     limits: Limits = LIMITS,
 ) -> Wheel:
     """Verify the wheel at ``path``: as reported (``size``, ``sha256``: ArrivalError otherwise),
-    then for the expected project, version and ABI, and every member against RECORD (VerifyError)."""
+    then for the expected project, version and ABI, and every member against RECORD (VerifyError).
+    A tag that does not fit ``abi`` is the builder's fault (TagError) only where the agent's
+    ``facts`` show that the builder made it (``tags.fault``)."""
     filename = check_filename(path.name)
     if size is not None and sha256 is not None:
         actual_size, actual_sha = check_arrival(path, size, sha256)
@@ -341,7 +320,7 @@ def inspect_wheel(
     if version is not None and file_version != Version(version):
         raise VerifyError(f"{filename}: built as version {file_version}, expected {version}")
     if abi is not None:
-        check_tags(filename, tags, abi)
+        check_tags(filename, tags, abi, facts)
     try:
         contents = _read_members(path, limits)
     except (WheelError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:

@@ -89,11 +89,26 @@ def probe_tag(probe: Mapping[str, Any]) -> str:
     return AbiTags(probe["python_tag"], probe["abi_tag"], probe["platform_tag"]).tag
 
 
+# One kind of ELF file in a wheel: its e_machine and class ("class" is a keyword: the functional form).
+_ElfAnswer = TypedDict("_ElfAnswer", {"machine": Annotated[int, Field(ge=0)], "class": Literal[32, 64]})
+
+
 class _FileAnswer(TypedDict):
     name: str
     size: Annotated[int, Field(ge=0)]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     deps: NotRequired[list[Any]]
+    elf: NotRequired[list[_ElfAnswer] | None]  # None: the agent could not read the wheel
+
+
+class _PlatformAnswer(TypedDict):
+    """The builder as the build found it (``agent.buildplatform.build_facts``)."""
+
+    machine: str
+    personality: str | None
+    python_tag: NotRequired[str]
+    abi_tag: NotRequired[str]
+    platform_tag: NotRequired[str]
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -109,6 +124,7 @@ class _BuildAnswer(TypedDict):
     network: NotRequired[list[str]]
     download_error: NotRequired[str | None]
     armv6_userland: NotRequired[bool]
+    platform: NotRequired[_PlatformAnswer]
 
 
 @functools.cache
