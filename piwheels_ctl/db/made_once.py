@@ -21,7 +21,8 @@ def get_or_make(
     Another transaction may make the same row at the same moment (controllers starting together):
     on PostgreSQL the insert then waits for it and fails on the unique key, so it is tried in a
     savepoint and, on failure, the other's row is read instead (read committed: it is visible
-    once the insert has failed). On SQLite one writer at a time never gets there.
+    once the insert has failed). On SQLite one writer at a time never gets there. The savepoint's
+    commit runs the session's before-commit hooks (the queue's upkeep) once more, early.
     """
     row = session.scalar(select(model).where(where))
     if row is not None:

@@ -67,6 +67,8 @@ def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] |
     if made:
         cover_new_abi(session, abi)
         cover_abi(session, abi, glibc)
+        # Its pairs again at the commit: the savepoint's own commit computed them uncovered.
+        upkeep.touch(session, abis=[abi.id])
     return abi
 
 
