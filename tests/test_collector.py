@@ -157,7 +157,12 @@ def test_a_wheel_not_of_the_job_fails_the_whole_build(farm: Farm, name: str, ver
         ({"requires_python": ">=3.8\nRequires-Python: <3"}, "gives Requires-Python 2 times"),
         ({"requires": ("numpy >=>= 1",)}, "Requires-Dist 'numpy >=>= 1' is not valid"),
     ],
-    ids=["16 KB Requires-Python", "invalid Requires-Python", "Requires-Python twice", "invalid Requires-Dist"],
+    ids=[
+        "16 KB Requires-Python",
+        "invalid Requires-Python",
+        "Requires-Python twice",
+        "invalid Requires-Dist",
+    ],
 )
 def test_a_wheel_with_metadata_pip_cannot_read_fails_the_build(
     farm: Farm, metadata: dict[str, Any], detail: str

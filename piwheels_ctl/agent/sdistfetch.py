@@ -108,19 +108,20 @@ def _open_file(url):
     # type: (str) -> Any
     """The regular file a ``file:`` URL names, opened for reading: never through a symbolic link
     (a folder upstream's link to ``/etc/shadow`` is not copied by a root agent), nor a FIFO or a
-    device, nor on another host."""
+    device, nor on another host. Those are refused at once (DownloadError, the project's record,
+    not tried again); a file that cannot be read is an OSError like any download's."""
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
-        raise ValueError("a file: URL of another host")
+        raise DownloadError("%s: a file: URL of another host" % url[:200], True)
     path = url2pathname(parts.path)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise OSError(errno.ELOOP, "a symbolic link: not followed", path)
+            raise DownloadError("%s: a symbolic link: not followed" % url[:200], True)
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
+        raise DownloadError("%s: not a regular file" % url[:200], True)
     return os.fdopen(fd, "rb")
