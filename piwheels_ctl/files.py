@@ -20,12 +20,17 @@ MODE = 0o644
 
 def sha256_of(path: Path) -> tuple[int, str]:
     """Size and sha256 of the file at ``path``, read once in bounded chunks."""
+    with open(path, "rb") as f:
+        return sha256_of_stream(f)
+
+
+def sha256_of_stream(f: BinaryIO) -> tuple[int, str]:
+    """Size and sha256 of what is left to read of ``f``, read in bounded chunks."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 

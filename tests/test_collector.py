@@ -165,6 +165,37 @@ def test_a_wheel_not_of_the_job_fails_the_whole_build(farm: Farm, name: str, ver
     assert not list(farm.project_dir.glob("*.whl")) if farm.project_dir.exists() else True
 
 
+@pytest.mark.parametrize(
+    ("metadata", "detail"),
+    [
+        (
+            {"requires_python": ">=3.8," + "x" * 16378},
+            "Requires-Python is 16,384 characters long, more than the 255 the index keeps",
+        ),
+        ({"requires_python": ">=3.8; rm -rf /"}, "Requires-Python '>=3.8; rm -rf /' is not valid"),
+        ({"requires_python": ">=3.8\nRequires-Python: <3"}, "gives Requires-Python 2 times"),
+        ({"requires": ("numpy >=>= 1",)}, "Requires-Dist 'numpy >=>= 1' is not valid"),
+    ],
+    ids=[
+        "16 KB Requires-Python",
+        "invalid Requires-Python",
+        "Requires-Python twice",
+        "invalid Requires-Dist",
+    ],
+)
+def test_a_wheel_with_metadata_pip_cannot_read_fails_the_build(
+    farm: Farm, metadata: dict[str, Any], detail: str
+) -> None:
+    outbox = farm.outbox("build")
+    hostile = make_wheel(outbox, "demo", "1.0", tag=GOOD_TAG, **metadata)
+    ok, build_id, _report = farm.record([hostile])
+    build = farm.build(build_id)
+    assert not ok, f"{hostile.name} with {metadata} was accepted"
+    assert (build.status, build.failure_reason) == (BuildStatus.FAILED, "invalid-wheel"), build.failure_detail
+    assert build.failure_detail == f"{hostile.name}: METADATA {detail}", build.failure_detail
+    assert farm.files() == {}, "a wheel with invalid metadata was recorded"
+
+
 def test_a_wheel_not_as_reported_is_the_builders_fault_even_beside_a_refused_one(farm: Farm) -> None:
     outbox = farm.outbox("build")
     refused = make_wheel(outbox, "demo", "1.0", tag="cp311-cp311-win_amd64")

@@ -10,17 +10,21 @@ comments only.
 
 from __future__ import absolute_import, division, print_function
 
-import email.utils  # noqa: F401 - urlopen's file: handler imports it when called, maybe as another user
+import errno
 import hashlib
-import mimetypes  # noqa: F401 - the same
 import os
 import re
+import stat
 import time
 
 try:
-    from urllib.request import urlopen
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname, urlopen
 except ImportError:  # pragma: no cover - Python 2.7 builders
+    from urllib import unquote, url2pathname  # type: ignore[attr-defined, no-redef]
+
     from urllib2 import urlopen  # type: ignore[import-not-found, no-redef]
+    from urlparse import urlsplit  # type: ignore[import-not-found, no-redef]
 
 try:
     from typing import Any, Optional  # noqa: F401 - used in type comments
@@ -48,12 +52,7 @@ def fetch_sdist(url, sha256, folder, opening=None):
     """Download the sdist at ``url`` into ``folder`` and check its sha256 (tried three times);
     its path. ``opening`` makes the context manager the URL is opened in (a root agent run through
     sudo opens it as the user who ran it: a ``file:`` URL reads only what that user may)."""
-    filename = url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    try:
-        from urllib.parse import unquote
-    except ImportError:  # pragma: no cover - Python 2.7 builders
-        from urllib import unquote  # type: ignore[attr-defined, no-redef]
-    filename = unquote(filename)
+    filename = unquote(url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1])
     if url.split(":", 1)[0].lower() not in ("http", "https", "file"):
         raise DownloadError("%r: not an http(s) or file URL" % url[:200], True)
     if not SDIST_NAME.match(filename):
@@ -78,11 +77,12 @@ def _download(url, target, opening):
     # type: (str, str, Any) -> str
     digest = hashlib.sha256()
     size = 0
+    fetch = _open_file if url.split(":", 1)[0].lower() == "file" else _open_http
     if opening is None:
-        response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+        response = fetch(url)
     else:
         with opening():
-            response = urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+            response = fetch(url)
     try:
         with open(target, "wb") as f:
             while True:
@@ -97,3 +97,31 @@ def _download(url, target, opening):
     finally:
         response.close()
     return digest.hexdigest()
+
+
+def _open_http(url):
+    # type: (str) -> Any
+    return urlopen(url, timeout=DOWNLOAD_TIMEOUT)
+
+
+def _open_file(url):
+    # type: (str) -> Any
+    """The regular file a ``file:`` URL names, opened for reading: never through a symbolic link
+    (a folder upstream's link to ``/etc/shadow`` is not copied by a root agent), nor a FIFO or a
+    device, nor on another host. Those are refused at once (DownloadError, the project's record,
+    not tried again); a file that cannot be read is an OSError like any download's."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise DownloadError("%s: a file: URL of another host" % url[:200], True)
+    path = url2pathname(parts.path)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DownloadError("%s: a symbolic link: not followed" % url[:200], True)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DownloadError("%s: not a regular file" % url[:200], True)
+    return os.fdopen(fd, "rb")

@@ -21,7 +21,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.metadata import parse_email
 from packaging.tags import Tag
 from packaging.utils import (
     InvalidWheelFilename,
@@ -34,6 +33,7 @@ from wheel.wheelfile import WheelError, WheelFile
 from ..abi import AbiTags
 from ..errors import ArrivalError, VerifyError
 from ..files import CHUNK, sha256_of
+from .metadata import check_metadata
 from .tags import BuildFacts, check_tags
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*\.whl$")
@@ -330,20 +330,7 @@ def inspect_wheel(
     _check_dist_info(filename, contents, file_name, file_version)
     build_tag = f"{build[0]}{build[1]}" if build else None
     _check_wheel_info(filename, contents.wheel_info, tags, build_tag)
-    raw = contents.metadata
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise VerifyError(f"{filename}: METADATA is not UTF-8") from None
-    fields, _unparsed = parse_email(raw)
-    meta_name, meta_version = fields.get("name"), fields.get("version")
-    if meta_name is None or canonicalize_name(meta_name) != file_name:
-        raise VerifyError(f"{filename}: METADATA names project {meta_name!r}")
-    try:
-        if meta_version is None or Version(meta_version) != file_version:
-            raise VerifyError(f"{filename}: METADATA says version {meta_version!r}")
-    except InvalidVersion:
-        raise VerifyError(f"{filename}: METADATA version {meta_version!r} is not valid") from None
+    text, requires_python = check_metadata(filename, contents.metadata, file_name, file_version)
     python_tag, abi_tag, platform_tag = filename[: -len(".whl")].split("-")[-3:]
     return Wheel(
         path=path,
@@ -355,9 +342,9 @@ def inspect_wheel(
         python_tag=python_tag,
         abi_tag=abi_tag,
         platform_tag=platform_tag,
-        requires_python=fields.get("requires_python"),
+        requires_python=requires_python,
         metadata=text,
-        metadata_sha256=hashlib.sha256(raw).hexdigest(),
+        metadata_sha256=hashlib.sha256(contents.metadata).hexdigest(),
     )
 
 

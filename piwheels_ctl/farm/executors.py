@@ -118,7 +118,9 @@ class LocalExecutor:
         log = work / "logs" / f"{build_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         index_url, find_links = pip_sources(s)
-        frontend_whl = frontend_wheel(s, job, index_url, find_links, job.sdist_url is not None)
+        # A folder upstream's own files are read from it; a file: URL an index's page gave is not.
+        sdist_url, sdist_sha256 = sdist_to_send(job, files=s.upstream_is_local)
+        frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
         request = build_request(
             s,
             self.pythons[job.abi_id],
@@ -129,8 +131,8 @@ class LocalExecutor:
             work_root=str(work / "builds"),
             ccache_dir=self.ccache_dir,
             ccache_remote=s.ccache_remote_url,
-            sdist_url=job.sdist_url,
-            sdist_sha256=job.sdist_sha256,
+            sdist_url=sdist_url,
+            sdist_sha256=sdist_sha256,
             frontend=str(frontend_whl),
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
@@ -233,11 +235,8 @@ class RemoteExecutor:
         place = sudo or root
         # Only a URL the builder can fetch: not a file: one (a folder of this machine's, in any
         # spelling), nor another scheme an upstream page might give.
-        sends_sdist = urlsplit(str(job.sdist_url or "")).scheme in ("http", "https")
-        sdist_url, sdist_sha256 = (
-            (str(job.sdist_url), job.sdist_sha256 or None) if sends_sdist else (None, None)
-        )
-        frontend_whl = frontend_wheel(s, job, index_url, find_links, sends_sdist)
+        sdist_url, sdist_sha256 = sdist_to_send(job, files=False)
+        frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
         try:
             request = build_request(
                 s,
@@ -297,6 +296,15 @@ class RemoteExecutor:
 
     def close(self) -> None:
         self.reset()
+
+
+def sdist_to_send(job: Job, *, files: bool) -> tuple[str | None, str | None]:
+    """The sdist URL and sha256 the agent fetches: an http(s) URL, or with ``files`` a ``file:``
+    one; otherwise (None, None), and the build asks the build index for the version."""
+    schemes = ("http", "https", "file") if files else ("http", "https")
+    if job.sdist_url is None or urlsplit(job.sdist_url).scheme.lower() not in schemes:
+        return None, None
+    return job.sdist_url, job.sdist_sha256 or None
 
 
 def open_executors(db: Database, settings: Settings) -> list[Executor]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..agent import sandbox
 from ..config import Settings
+from ..db.made_once import get_or_make
 from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
 from ..queue import upkeep
@@ -51,19 +52,23 @@ def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] |
     """The ABI row for a probed interpreter, created (and its coverage filled in, by our wheels
     and by the upstream's, ``glibc`` deciding for manylinux ones) when new."""
     tag = probe_tag(probe)
-    abi = session.scalar(select(Abi).where(Abi.tag == tag))
-    if abi is None:
-        abi = Abi(
+    abi, made = get_or_make(
+        session,
+        Abi,
+        Abi.tag == tag,
+        lambda: Abi(
             tag=tag,
             python_tag=probe["python_tag"],
             abi_tag=probe["abi_tag"],
             platform_tag=probe["platform_tag"],
             active=True,
-        )
-        session.add(abi)
-        session.flush()
+        ),
+    )
+    if made:
         cover_new_abi(session, abi)
         cover_abi(session, abi, glibc)
+        # Its pairs again at the commit: the savepoint's own commit computed them uncovered.
+        upkeep.touch(session, abis=[abi.id])
     return abi
 
 
@@ -114,10 +119,20 @@ def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, 
 def ensure_local(session: Session, settings: Settings) -> Builder:
     """The builder that is this machine, with the configured interpreters, slots and sandbox."""
     pythons, slots = settings.pythons, settings.slots
-    builder = session.scalar(select(Builder).where(Builder.name == LOCAL))
-    if builder is None:
-        builder = Builder(name=LOCAL, host=None, slots=slots, healthy=True, info={})
-        session.add(builder)
+    get_or_make(
+        session,
+        Builder,
+        Builder.name == LOCAL,
+        lambda: Builder(name=LOCAL, host=None, slots=slots, healthy=True, info={}),
+    )
+    # Held to the commit: controllers starting together bring it up to date one at a time,
+    # each seeing the interpreters the one before recorded (PostgreSQL; SQLite has one writer).
+    builder = session.scalars(
+        select(Builder)
+        .where(Builder.name == LOCAL)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     builder.slots = slots
     probes = _cached_probes(builder, pythons)
     seen: dict[str, str] = {}
@@ -165,7 +180,6 @@ def register_remote(
     glibc: tuple[int, int] | None = None,
 ) -> str:
     """Add or update an SSH builder with its probed interpreters: "added", "updated" or "unchanged"."""
-    builder = session.scalar(select(Builder).where(Builder.name == name))
     wanted = {
         "host": host,
         "port": port,
@@ -174,9 +188,10 @@ def register_remote(
         "host_key": host_key,
         "slots": slots,
     }
-    if builder is None:
-        builder = Builder(name=name, healthy=True, info={}, **wanted)
-        session.add(builder)
+    builder, made = get_or_make(
+        session, Builder, Builder.name == name, lambda: Builder(name=name, healthy=True, info={}, **wanted)
+    )
+    if made:
         state = "added"
     else:
         old = {key: getattr(builder, key) for key in wanted}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -16,7 +18,7 @@ import pypi_simple
 from packaging.utils import canonicalize_name
 
 from ..errors import ProjectGone, UpstreamError
-from ..files import sha256_of
+from ..files import sha256_of_stream
 from .page import SDIST_SUFFIXES, IndexPage, check_name, releases
 from .source import WORKERS, save_checked
 
@@ -79,7 +81,7 @@ class FolderUpstream:
                     project=file.project,
                     version=file.version,
                     package_type=file.package_type,
-                    digests={"sha256": sha256_of(file.path)[1]},
+                    digests={"sha256": _sha256(file.path)},
                     requires_python=None,
                     has_sig=None,
                     size=file.stat.st_size,
@@ -92,7 +94,7 @@ class FolderUpstream:
         return IndexPage(
             name=canonical,
             display_name=files[0].project,
-            releases=releases(packages, [], str(folder)),
+            releases=releases(packages, [], str(folder), ("file",)),
             etag=new_etag,
         )
 
@@ -111,7 +113,7 @@ class FolderUpstream:
         if path is None or path.parent != self._folder.resolve():
             raise UpstreamError(f"{url}: not a file of the upstream folder {self._folder}")
         try:
-            with open(path, "rb") as f:
+            with _open_own(path) as f:
                 read = 0
                 while chunk := f.read(1 << 20):
                     read += len(chunk)
@@ -129,12 +131,38 @@ class FolderUpstream:
         yield from sorted(names.items())
 
 
+def _open_own(path: Path) -> BinaryIO:
+    """The regular file at ``path`` opened for reading, never through a symbolic link (one put
+    in place of the file since the folder was listed) nor a FIFO that would hang the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def _sha256(path: Path) -> str:
+    """The sha256 of the folder's file at ``path`` (opened as _open_own does)."""
+    with _open_own(path) as f:
+        return sha256_of_stream(f)[1]
+
+
 def _local_files(folder: Path, *, warn: bool = False) -> list[_LocalFile]:
     """The sdists and wheels in the folder whose names parse, sorted by filename."""
     files = []
     try:
         for path in sorted(folder.iterdir()):
-            if not path.name.endswith(LOCAL_SUFFIXES) or not path.is_file():
+            if not path.name.endswith(LOCAL_SUFFIXES):
+                continue
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                if stat.S_ISLNK(info.st_mode):
+                    # A link could list and hand out any file this machine holds (to a root agent).
+                    logger.log(
+                        logging.WARNING if warn else logging.DEBUG,
+                        "%s: ignored: a symbolic link (an upstream folder's files are its own)",
+                        path,
+                    )
                 continue
             try:
                 project, version, package_type = pypi_simple.parse_filename(path.name)
@@ -146,7 +174,7 @@ def _local_files(folder: Path, *, warn: bool = False) -> list[_LocalFile]:
                     path,
                 )
                 continue
-            files.append(_LocalFile(path, project, version, package_type, path.stat()))
+            files.append(_LocalFile(path, project, version, package_type, info))
     except OSError as exc:
         raise UpstreamError(f"{folder}: cannot read the upstream folder: {exc}") from exc
     return files

@@ -61,9 +61,11 @@ class DepthCheck(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=False)
         self._open: list[str] = []
+        self.repository_version: str | None = None  # what the page's PEP 629 meta tag declares
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in VOID_ELEMENTS:
+            self._note_meta(tag, attrs)
             return
         if tag == "a" and "a" in self._open:
             raise ValueError("a link inside a link")
@@ -73,6 +75,12 @@ class DepthCheck(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         """A self-closed element opens nothing."""
+        self._note_meta(tag, attrs)
+
+    def _note_meta(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "meta" and values.get("name") == "pypi:repository-version":
+            self.repository_version = values.get("content")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._open:
@@ -80,9 +88,9 @@ class DepthCheck(HTMLParser):
                 pass
 
 
-def check_html(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The chunks, each checked by DepthCheck before it is passed on."""
-    checker = DepthCheck()
+def check_html(chunks: Iterable[bytes], checker: DepthCheck | None = None) -> Iterator[bytes]:
+    """The chunks, each checked by ``checker`` (a new DepthCheck by default) before it is passed on."""
+    checker = checker or DepthCheck()
     for chunk in chunks:
         checker.feed(chunk.decode("utf-8", "replace"))
         yield chunk

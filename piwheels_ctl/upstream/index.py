@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pypi_simple
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from ..errors import ProjectGone, UpstreamError
 from .fetcher import Answer, Fetcher
-from .htmlguard import check_html, markup_first, short
-from .page import NAME_RE, IndexPage, check_name, releases
+from .htmlguard import DepthCheck, check_html, markup_first, short
+from .page import HTTP_SCHEMES, NAME_RE, IndexPage, check_name, releases
 from .source import WORKERS, save_checked
 
 # PEP 691 JSON when the index offers it, PEP 503 HTML otherwise.
@@ -31,6 +33,8 @@ ACCEPT_ROOT = (
 ACCEPT_SERIALS = "application/vnd.pypi.simple.v1+json, text/html;q=0.01"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = frozenset({"application/vnd.pypi.simple.v1+html", "text/html"})
+# A page whose Content-Type names no charset is UTF-8, as pip reads it (not a guess per page).
+HTML_CHARSET = "utf-8"
 # Size caps of a page, checked as it streams in. PyPI's root listing (every project name) is
 # tens of MB; its biggest project pages (thousands of files) a few MB.
 ROOT_PAGE_MAX = 64 * 1024 * 1024
@@ -65,6 +69,7 @@ class IndexUpstream:
         self.workers = workers  # how many pages a sync may fetch at once (threads may share this)
         self._timeout = timeout
         self._http = Fetcher(location, frozenset(h.lower() for h in redirect_hosts), connections=workers)
+        self._declared: set[str] = set()  # newer API versions said (_note_version)
 
     def __enter__(self) -> IndexUpstream:
         return self
@@ -107,13 +112,35 @@ class IndexUpstream:
             return None
         modified = answer.headers.get("Last-Modified") or None
         page = _parse_project(url, name, media, charset, body)
+        self._note_version(page.repository_version)
         return IndexPage(
             name=canonical,
             display_name=page.project or name,
-            releases=releases(page.packages, page.versions or [], url),
+            releases=releases(page.packages, page.versions or [], url, HTTP_SCHEMES),
             etag=new_etag,
             last_modified=modified if modified and len(modified) <= LAST_MODIFIED_MAX else None,
         )
+
+    def _note_version(self, declared: str | None) -> None:
+        """Say once, as one line, that the index declares a newer minor API version than
+        pypi-simple knows (PEP 629: its pages are still read); pypi-simple's own raw warning,
+        once per page, is silenced (_quiet_version_warning)."""
+        if declared is None or declared in self._declared:
+            return
+        known = Version(pypi_simple.SUPPORTED_REPOSITORY_VERSION)
+        try:
+            newer = Version(declared).release[:2] > known.release[:2]
+        except InvalidVersion:
+            return  # pypi-simple refused the page already
+        if newer:
+            self._declared.add(declared)
+            logger.warning(
+                "the upstream %s declares API version %s, newer than the %s this piwheels-ctl "
+                "knows: its pages are read as that",
+                self.location,
+                declared[:20],
+                known,
+            )
 
     def serials(self) -> dict[str, int] | None:
         """Every project's last serial from the PEP 691 JSON root listing, or None when the index
@@ -170,7 +197,7 @@ class IndexUpstream:
             _check_status(url, answer)
             media, charset = _page_type(url, answer, "project list")
             try:
-                for display in _index_names(url, media, charset, answer):
+                for display in _index_names(url, media, charset, answer, self._note_version):
                     if NAME_RE.fullmatch(display):
                         yield canonicalize_name(display), display
                     else:
@@ -198,12 +225,15 @@ def _parse_project(
     url: str, name: str, media: str, charset: str | None, body: bytes
 ) -> pypi_simple.ProjectPage:
     """The project page parsed by pypi-simple, after the checks that keep hostile pages out of it."""
+    _quiet_version_warning()
     try:
         if media == JSON_TYPE:
             return pypi_simple.ProjectPage.from_json_data(_json(body), url)
         for _chunk in check_html(markup_first([body])):
             pass  # checked whole before the parse, which builds a tree
-        return pypi_simple.ProjectPage.from_html(name, body, base_url=url, from_encoding=charset)
+        return pypi_simple.ProjectPage.from_html(
+            name, body, base_url=url, from_encoding=charset or HTML_CHARSET
+        )
     except (ValueError, RecursionError, pypi_simple.UnsupportedRepoVersionError) as exc:
         raise UpstreamError(f"{url}: not a project page we can read: {short(exc)}") from exc
 
@@ -213,11 +243,28 @@ def _json(body: bytes) -> object:
     return json.loads(body)
 
 
-def _index_names(url: str, media: str, charset: str | None, answer: Answer) -> Iterator[str]:
-    """The project names of a root listing, as spelled there; HTML is parsed as it streams in."""
+def _index_names(
+    url: str, media: str, charset: str | None, answer: Answer, note_version: Callable[[str | None], None]
+) -> Iterator[str]:
+    """The project names of a root listing, as spelled there; HTML is parsed as it streams in.
+    ``note_version`` is told the API version the listing declares."""
+    _quiet_version_warning()
     if media in HTML_TYPES:
-        checked = check_html(markup_first(answer.chunks))
-        for link in pypi_simple.parse_links_stream(checked, base_url=url, http_charset=charset):
+        checker = DepthCheck()
+        checked = check_html(markup_first(answer.chunks), checker)
+        for link in pypi_simple.parse_links_stream(
+            checked, base_url=url, http_charset=charset or HTML_CHARSET
+        ):
+            note_version(checker.repository_version)
             yield link.text
     else:
-        yield from pypi_simple.IndexPage.from_json_data(_json(answer.read())).projects
+        listing = pypi_simple.IndexPage.from_json_data(_json(answer.read()))
+        note_version(listing.repository_version)
+        yield from listing.projects
+
+
+def _quiet_version_warning() -> None:
+    """Silence pypi-simple's raw warning about a newer minor API version (IndexUpstream says it
+    once, as a log line). Put first again before each parse: a caller's warning filters (a test's
+    "error") may have been put in front of it since."""
+    warnings.filterwarnings("ignore", category=pypi_simple.UnexpectedRepoVersionWarning)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urldefrag
+from urllib.parse import urldefrag, urlsplit
 
 import pypi_simple
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -22,6 +22,8 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 # Platform tags of wheels that may install on a builder (musllinux never does: Debian is glibc).
 LINUX_PLATFORMS = ("linux_", "manylinux")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# The URL schemes of an index's files (a folder upstream's are its own file: URLs).
+HTTP_SCHEMES = ("http", "https")
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class WheelLink:
     """A wheel the upstream publishes that may install on a platform we build for."""
 
     filename: str
-    url: str  # absolute URL (or file:// URL for a local folder)
+    url: str  # absolute http(s) URL (or file:// URL of a local folder's own file)
     sha256: str  # lower-case hex, as the upstream lists it
     requires_python: str | None
     size: int | None  # as the upstream declares it (PEP 700), when it does
@@ -43,7 +45,7 @@ class IndexRelease:
 
     version: str  # normalized with packaging.version.Version
     sdist_filename: str | None  # None: binary only (wheels and no sdist)
-    sdist_url: str | None  # absolute URL (or file:// URL for a local folder)
+    sdist_url: str | None  # absolute http(s) URL (or file:// URL of a local folder's own file)
     sdist_sha256: str | None
     requires_python: str | None
     release_time: datetime | None  # earliest upload-time of the version's files, UTC-aware
@@ -70,11 +72,22 @@ def check_name(name: str) -> None:
 
 
 def releases(
-    packages: Iterable[pypi_simple.DistributionPackage], versions: Iterable[str], where: str
+    packages: Iterable[pypi_simple.DistributionPackage],
+    versions: Iterable[str],
+    where: str,
+    schemes: tuple[str, ...],
 ) -> list[IndexRelease]:
-    """The releases made of a project page's files (and file-less listed versions), by version."""
+    """The releases made of a project page's files (and file-less listed versions), by version;
+    a file whose URL is of a scheme other than ``schemes`` is left out, with a warning."""
     by_version: dict[str, tuple[Version, list[pypi_simple.DistributionPackage]]] = {}
     for package in packages:
+        scheme = urlsplit(package.url).scheme.lower()
+        if scheme not in schemes:
+            # An index's page could name this machine's files (file:///...), or other schemes.
+            logger.warning(
+                "%s: %s: ignored: a %r URL, not %s", where, package.filename, scheme, "/".join(schemes)
+            )
+            continue
         version = _version(package.version, f"{where}: {package.filename}")
         if version is not None:
             by_version.setdefault(str(version), (version, []))[1].append(package)

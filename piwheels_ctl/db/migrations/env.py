@@ -5,6 +5,9 @@ from sqlalchemy import text
 
 from piwheels_ctl.db.models import Base
 
+# The advisory lock key that migrations hold on PostgreSQL (any number no other code uses).
+MIGRATION_LOCK = 0x7069_7768  # "piwh"
+
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
     sqlite = connection.dialect.name == "sqlite"
@@ -18,6 +21,11 @@ with engine.connect() as connection:
         driver.execute("PRAGMA foreign_keys=OFF")
     try:
         with connection.begin():
+            if connection.dialect.name == "postgresql":
+                # Controllers started together on a fresh database would each create the schema
+                # (a duplicate alembic_version): one at a time, and the later ones, reading the
+                # revision once the lock is theirs, find nothing left to do.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             context.configure(
                 connection=connection,
                 target_metadata=Base.metadata,
