@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PY2_PACKAGES = Path(__file__).parent / "packages-py2"
 # This tier's own loopback addresses, one per emulated host.
+# An emulated converge plus a build under qemu-user: the suite's 600 s cut the bookworm test at
+# load 5, while its own commands are each allowed an hour.
+pytestmark = pytest.mark.timeout(3600)
 ADDRESSES = {"bullseye": "127.0.1.20", "bookworm": "127.0.1.22"}
 CONFIG_DIR = "/etc/ssh/piwheels-test"  # inside the ARM root: this tier's sshd's keys and config
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
