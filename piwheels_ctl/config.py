@@ -75,6 +75,9 @@ class Settings(BaseModel):
     debian_suite: str = "auto"  # the builders' release ("auto": the apt sources' suite)
     contents_max_days: float = Field(default=7.0, gt=0)  # how old the cached index may get
     builder_fault_limit: int = Field(default=3, ge=1)  # hand-backs of one job before builder-fault
+    # The share of the published wheels `audit --fix` may quarantine or forget without --force
+    # (10 wheels it always may): more looks like a damaged database or a missing disk, not strays.
+    audit_fix_max_share: float = Field(default=0.1, ge=0, le=1)
     # Wheels the upstream already publishes for a target are not built; with this on, they are
     # fetched, verified and published in our index (so it alone installs everything).
     mirror_upstream: bool = True

@@ -37,6 +37,11 @@ class DatabaseOpenError(PiwheelsError):
     """The database is missing, unreachable or at a schema this code does not know."""
 
 
+class DatabaseDamagedError(DatabaseOpenError):
+    """The database's own check finds it damaged (a torn or overwritten page): its answers cannot be
+    trusted, so nothing may be moved or deleted on their word."""
+
+
 class NotInitialisedError(DatabaseOpenError):
     """No database where the settings point: a usage error (run ``init``, or from the right folder)."""
 

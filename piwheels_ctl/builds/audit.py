@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import BuildStatus, File, Project
@@ -125,6 +125,46 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
             Disagreement("stale-lease", f"build {build.id}", f"held by {build.lease_owner}, not running")
         )
     return found
+
+
+# What ``fix`` does about each kind of disagreement, said before it does it.
+PLAN = {
+    "row-without-file": "forget {name} (not on disk): it will be built again",
+    "size-mismatch": "move {name} to quarantine and forget it: it will be built again",
+    "hash-mismatch": "move {name} to quarantine and forget it: it will be built again",
+    "file-without-row": "move {name} to quarantine (not recorded)",
+    "stray-temp-file": "remove {where}",
+    "metadata-mismatch": "remove {name}: it will be written again",
+    "index-stale": "rewrite the pages of {where}",
+    "unpublished": "rewrite the pages of {where}",
+    "index-hash-mismatch": "rewrite the pages of {where}",
+    "stale-lease": "hand back {where}",
+}
+# The kinds whose repair takes a published wheel away (to quarantine, or its row forgotten).
+TAKES_WHEEL = frozenset({"row-without-file", "size-mismatch", "hash-mismatch", "file-without-row"})
+# ``fix`` may always take this many wheels away; more only within ``audit_fix_max_share``.
+FIX_ALWAYS = 10
+
+
+def plan(found: list[Disagreement]) -> list[str]:
+    """What ``fix`` would do about ``found``, one line a disagreement."""
+    return [PLAN[p.kind].format(name=Path(p.where).name, where=p.where) for p in found]
+
+
+def too_many_taken(session: Session, found: list[Disagreement], max_share: float) -> str | None:
+    """Why ``fix`` must not run on ``found`` without --force, or None: it would take away more
+    published wheels than FIX_ALWAYS and ``max_share`` of them (recorded, or on disk)."""
+    taken = {p.where for p in found if p.kind in TAKES_WHEEL}
+    strays = sum(p.kind == "file-without-row" for p in found)
+    published = session.scalar(select(func.count()).select_from(File)) or 0
+    allowed = max(FIX_ALWAYS, int(max_share * (published + strays)))
+    if len(taken) <= allowed:
+        return None
+    return (
+        f"--fix would move to quarantine or forget {len(taken)} of the {published + strays} wheel(s) "
+        f"recorded or on disk, more than {allowed} (audit_fix_max_share {max_share:g}): so many at once "
+        "is more likely a damaged database or a missing disk than strays; check them, then pass --force"
+    )
 
 
 def _quarantine(path: Path, data_dir: Path) -> None:

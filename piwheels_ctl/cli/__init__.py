@@ -64,6 +64,12 @@ class App:
                 check_schema(self._db.engine)
         return self._db
 
+    def check_intact(self, *, full: bool = False) -> str:
+        """Refuse to go on with a damaged database (bounded unless ``full``); what was checked."""
+        from ..db.engine import check_integrity
+
+        return check_integrity(self.database().engine, full=full)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A write transaction (on SQLite it holds the write lock: keep it short)."""

@@ -212,6 +212,7 @@ def run(app: App, limit: int | None, forever: bool) -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     if not forever:
+        app.check_intact()
         progress = BarProgress()
         try:
             report = _build_once(app, limit, runner_box, progress)
@@ -221,6 +222,7 @@ def run(app: App, limit: int | None, forever: bool) -> None:
         return
     next_sync = 0.0
     while not stop.is_set():
+        app.check_intact()  # each round: the service stops rather than go on with a damaged file
         if time.monotonic() >= next_sync:
             _sync_round(app)
             next_sync = time.monotonic() + app.settings.sync_interval

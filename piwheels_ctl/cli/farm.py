@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy import select
 
 from ..builds.audit import audit as audit_check
 from ..builds.audit import fix as audit_fix
+from ..builds.audit import plan as audit_plan
+from ..builds.audit import too_many_taken
 from ..config import Settings
 from ..db.models import Builder
 from ..errors import InputError, PiwheelsError
@@ -36,13 +39,19 @@ from . import App, cli, out, pass_app
 @cli.command()
 @click.option("--fix", "repair", is_flag=True, help="Repair what the database can tell, then publish.")
 @click.option("--deep", is_flag=True, help="Also re-hash every wheel.")
+@click.option("--dry-run", is_flag=True, help="With --fix: say what it would do, and do nothing.")
+@click.option("--yes", is_flag=True, help="With --fix: do not ask first (it asks in a terminal).")
+@click.option("--force", is_flag=True, help="With --fix: take away more wheels than audit_fix_max_share.")
 @pass_app
-def audit(app: App, repair: bool, deep: bool) -> None:
+def audit(app: App, repair: bool, deep: bool, dry_run: bool, yes: bool, force: bool) -> None:
     """Check that the database, the wheels on disk and the published index agree."""
     www = app.settings.www_dir
+    # A damaged database answers wrongly (its wheels "not recorded"): nothing is judged by it.
+    out.print(f"database intact: {escape(app.check_intact(full=True))}")
     # Checking (a --deep one re-hashes every wheel) only reads: it must not hold up the builds.
     with app.reader() as session:
         found = audit_check(session, www, deep=deep)
+        too_many = too_many_taken(session, found, app.settings.audit_fix_max_share)
     for problem in found:
         out.print(f"{problem.kind}: {escape(problem.where)}: {escape(problem.detail)}")
     if not found:
@@ -50,6 +59,14 @@ def audit(app: App, repair: bool, deep: bool) -> None:
         return
     if not repair:
         raise PiwheelsError(f"{len(found)} disagreement(s); 'piwheels-ctl audit --fix' repairs them")
+    for line in audit_plan(found):
+        out.print(f"to fix: {escape(line)}")
+    if too_many and not force:
+        raise PiwheelsError(f"nothing changed: {too_many}")
+    if dry_run:
+        raise PiwheelsError(f"{len(found)} disagreement(s); nothing changed (--dry-run)")
+    if not yes and sys.stdin.isatty() and not click.confirm("Fix them?", err=True):
+        raise PiwheelsError(f"{len(found)} disagreement(s); nothing changed")
     with app.session() as session:
         actions = audit_fix(session, www, app.settings.data_dir, found)
     for action in actions:

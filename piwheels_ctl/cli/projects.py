@@ -19,7 +19,7 @@ from ..catalog.rebuild import rebuild_failed
 from ..catalog.requirements import parse_wanted, read_requirements
 from ..catalog.sync import sync as sync_tracked
 from ..catalog.sync import sync_all
-from ..db.engine import upgrade
+from ..db.engine import check_integrity, upgrade
 from ..db.models import Build
 from ..errors import InputError, PiwheelsError, UpstreamError
 from . import App, cli, err, out, pass_app
@@ -30,6 +30,7 @@ from . import App, cli, err, out, pass_app
 def init(app: App) -> None:
     """Create the database, or upgrade it to this version's schema."""
     db = app.database(checked=False)
+    check_integrity(db.engine, full=False)  # a damaged database is restored, not migrated
     before, head = upgrade(db.engine)
     for folder in (app.settings.www_dir, app.settings.logs_dir, app.settings.work_dir):
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from . import App, cli, err, out, pass_app
 @pass_app
 def publish(app: App, full: bool) -> None:
     """Write the static index under <data dir>/www from the database."""
+    app.check_intact()  # a damaged database would withdraw what it no longer shows
     try:
         result = app.publish(full=full)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import time
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import DatabaseOpenError
+from ..errors import DatabaseDamagedError, DatabaseOpenError
 
 # The one import upward from db (the layout's documented exception): every session this module
 # makes keeps the queue in step (queue.upkeep.track), whoever opened the database. A hook the
@@ -49,10 +50,21 @@ SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 SQLITE_NOTADB = 26
 
+# Where the backups are, and how to make and restore one (docs/farm.md, "Backups").
+SQLITE_RESTORE = (
+    "restore it from a backup (docs/farm.md, 'Backups': sqlite3 FILE \".backup COPY\" makes one; "
+    "copy it over FILE, with FILE-wal and FILE-shm deleted) or salvage it with 'sqlite3 FILE .recover', "
+    "then run 'piwheels-ctl audit --fix'"
+)
+POSTGRESQL_RESTORE = (
+    "restore the newest dump (docs/farm.md, 'Backups': 'systemctl start piwheels-backup.service' "
+    "makes one, pg_restore restores it), then run 'piwheels-ctl audit --fix'"
+)
+
 # What to do about an SQLite error that is the file's or the disk's fault (by primary result code).
 _SQLITE_ADVICE = {
-    SQLITE_CORRUPT: "the file is corrupt: restore it from a backup (or try 'sqlite3 FILE .recover')",
-    SQLITE_NOTADB: "not an SQLite database: restore it from a backup or check database_url",
+    SQLITE_CORRUPT: f"the file is damaged: {SQLITE_RESTORE}",
+    SQLITE_NOTADB: f"not an SQLite database: check database_url, or {SQLITE_RESTORE}",
     SQLITE_FULL: "the disk is full: free space there and run again",
     SQLITE_READONLY: "it cannot be written: make the file and its folder writable by this user",
     SQLITE_CANTOPEN: "it cannot be opened: the file and its folder must be readable and writable",
@@ -64,10 +76,12 @@ _SQLITE_ADVICE = {
 def sqlite_problem(exc: BaseException, path: str | None) -> DatabaseOpenError | None:
     """One line naming the database file for an SQLite error the user must act on, or None."""
     code = getattr(exc, "sqlite_errorcode", None)
-    advice = _SQLITE_ADVICE.get(code & 0xFF) if isinstance(code, int) else None
+    primary = code & 0xFF if isinstance(code, int) else None
+    advice = _SQLITE_ADVICE.get(primary) if primary is not None else None
     if advice is None:
         return None
-    return DatabaseOpenError(f"database {path}: {exc}; {advice}")
+    error = DatabaseDamagedError if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) else DatabaseOpenError
+    return error(f"database {path}: {exc}; {advice.replace('FILE', path or 'FILE')}")
 
 
 def _sqlite_handle_error(context: ExceptionContext) -> None:
@@ -210,6 +224,131 @@ def check_schema(engine: Engine) -> None:
             f"database schema {current} is older than this piwheels-ctl ({head}): "
             "run 'piwheels-ctl init' to upgrade"
         )
+
+
+# The check a command makes at its start (`init`, `run`, `publish`) reads a whole SQLite file
+# with quick_check only up to this size: about 0.03 s at 16 MiB, where 300 MB (50,000 projects)
+# take 0.5 s and 3 GB (500,000) 14 s, a minute from a cold cache (docs/benchmarks.md). A larger
+# file gets the bounded check, a few milliseconds whatever its size: EDGE_ROWS rows at each end
+# of every table, read through its B-tree from the root (where a torn or overwritten root page
+# shows). `audit` always runs quick_check whole.
+START_CHECK_FULL_MB = 16
+EDGE_ROWS = 64
+
+
+def check_integrity(engine: Engine, *, full: bool) -> str:
+    """What was checked, in a few words, when the database is intact.
+
+    Damaged, a DatabaseDamagedError that says what was found and how to restore from the backup.
+    ``full`` checks all the database can (``audit``); otherwise the check is bounded (a start).
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    where = engine.url.database if sqlite else engine.url.render_as_string()
+    # A file SQLite cannot open as a database at all fails here already, with the same advice.
+    try:
+        with engine.connect() as conn:
+            damage, checked = (_sqlite_damage if sqlite else _postgresql_damage)(conn, full)
+    except DBAPIError as exc:
+        if not getattr(exc.orig, "sqlstate", "").startswith("XX"):  # XX001, XX002: data, index corrupted
+            raise
+        damage, checked = [" ".join(str(exc.orig).split())], "reading it"
+    # quick_check gives a row per fault, the B-tree's faults in one row of lines after a header.
+    lines = [line.strip() for row in damage for line in row.splitlines() if not line.startswith("*** ")]
+    if not lines:
+        return checked
+    found = "; ".join(line for line in lines[:3] if line)
+    more = f"; {len(lines) - 3} more" if len(lines) > 3 else ""
+    restore = SQLITE_RESTORE.replace("FILE", where or "FILE") if sqlite else POSTGRESQL_RESTORE
+    raise DatabaseDamagedError(
+        f"database {where} is damaged ({checked}: {found}{more}): "
+        f"stopped before moving or deleting anything; {restore}"
+    )
+
+
+def _sqlite_damage(conn: Connection, full: bool) -> tuple[list[str], str]:
+    """quick_check's findings (or the bounded check's, on a large file at a start), and its name."""
+    path = conn.engine.url.database
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    checked = "PRAGMA quick_check"
+    try:
+        pages = cursor.execute("PRAGMA page_count").fetchone()[0]
+        size = pages * cursor.execute("PRAGMA page_size").fetchone()[0]
+        if full or size <= START_CHECK_FULL_MB << 20:
+            found = [row[0] for row in cursor.execute("PRAGMA quick_check")]
+            return ([] if found == ["ok"] else found), checked
+        checked = f"each table's first and last {EDGE_ROWS} rows"
+        return _sqlite_edges(cursor), checked
+    except sqlite3.Error as exc:  # this cursor is the driver's own: SQLAlchemy's hook does not see it
+        problem = sqlite_problem(exc, path)
+        if isinstance(problem, DatabaseDamagedError):  # a page SQLite refuses to read
+            return [str(exc)], checked
+        raise problem or DatabaseOpenError(f"database {path}: {exc}") from None
+    finally:
+        cursor.close()
+
+
+def _sqlite_edges(cursor: sqlite3.Cursor) -> list[str]:
+    """What is wrong at either end of each table: rowids out of order, NULLs where none may be."""
+    damage = []
+    tables = [row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        quoted = '"' + table.replace('"', '""') + '"'
+        required = [row[1] for row in cursor.execute(f"PRAGMA table_info({quoted})") if row[3]]
+        nulls = " + ".join('("' + name.replace('"', '""') + '" IS NULL)' for name in required) or "0"
+        for order in ("ASC", "DESC"):
+            query = f"SELECT rowid, {nulls} FROM {quoted} ORDER BY rowid {order} LIMIT {EDGE_ROWS}"  # noqa: S608 (the schema's own names, quoted)
+            try:
+                rows = cursor.execute(query).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such column: rowid" in str(exc):  # a WITHOUT ROWID table: quick_check's alone
+                    break
+                raise
+            ids = [row[0] for row in (rows if order == "ASC" else reversed(rows))]
+            if any(a >= b for a, b in itertools.pairwise(ids)):
+                damage.append(f"{table}: rowids out of order at its {'start' if order == 'ASC' else 'end'}")
+            if any(row[1] for row in rows):
+                damage.append(f"{table}: NULL in a NOT NULL column")
+    return damage
+
+
+def _postgresql_damage(conn: Connection, full: bool) -> tuple[list[str], str]:
+    """The catalogs answer, no data checksum failure is recorded, every table gives its first row;
+    with ``full`` and amcheck in the database, every B-tree index and table is verified."""
+    damage = []
+    conn.execute(text("SELECT count(*) FROM pg_catalog.pg_class")).scalar_one()
+    failures = conn.execute(
+        text("SELECT checksum_failures FROM pg_stat_database WHERE datname = current_database()")
+    ).scalar()
+    if failures:
+        damage.append(f"{failures} data checksum failure(s) recorded (pg_stat_database)")
+    tables = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))
+    quote = conn.dialect.identifier_preparer.quote
+    for table in tables.scalars().all():
+        conn.execute(text(f"SELECT * FROM {quote(table)} LIMIT 1")).all()  # noqa: S608 (the schema's own names, quoted)
+    checked = "the catalogs, checksum failures and each table's first row"
+    if not full:
+        return damage, checked
+    if conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'")).scalar() is None:
+        return damage, checked + " (amcheck is not installed: CREATE EXTENSION amcheck lets audit check more)"
+    # bt_index_check raises (XX002) at the first fault; verify_heapam (PostgreSQL 14) lists them.
+    indexes = conn.execute(
+        text(
+            "SELECT c.relname, bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready"
+            " AND c.relnamespace = current_schema()::regnamespace"
+        )
+    ).all()
+    checked += f"; amcheck: {len(indexes)} B-tree index(es)"
+    if conn.execute(text("SELECT 1 FROM pg_proc WHERE proname = 'verify_heapam'")).scalar() is not None:
+        heap = conn.execute(
+            text(
+                "SELECT c.relname, v.blkno, v.msg FROM pg_class c, verify_heapam(c.oid) v"
+                " WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
+            )
+        ).all()
+        damage += [f"{name} block {block}: {msg}" for name, block, msg in heap]
+        checked += " and every table's pages"
+    return damage, checked
 
 
 class Database:
