@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 from ..db.models import BuildStatus, File, Project
 from ..files import sha256_of, sha256_or_none
+from ..publish import rootindex
+from ..publish.publisher import write_project_pages
 from ..queue.claims import reclaim, stale_builds
 from .record import wheel_dir
 
@@ -120,6 +122,9 @@ def audit(session: Session, www_dir: Path, *, deep: bool = False) -> list[Disagr
             found.append(
                 Disagreement("index-stale", folder.name, f"page lists {extra} not recorded, lacks {missing}")
             )
+    for name, roots in rootindex.without_page(simple).items():
+        absent = ", ".join(f"{name}/{page}" for page in roots)
+        found.append(Disagreement("listed-without-page", name, f"the root index lists it, {absent} missing"))
     for build in stale_builds(session):
         found.append(
             Disagreement("stale-lease", f"build {build.id}", f"held by {build.lease_owner}, not running")
@@ -208,6 +213,16 @@ def fix(session: Session, www_dir: Path, data_dir: Path, found: list[Disagreemen
             if project is not None:
                 project.dirty = True
                 done.append(f"{problem.where}: page will be rewritten")
+        elif problem.kind == "listed-without-page":
+            project = session.scalar(select(Project).where(Project.name == problem.where))
+            if project is None:
+                done.append(f"{problem.where}: not in the database; 'publish --full' unlists it")
+            else:
+                write_project_pages(session, www_dir, project.id)
+                # The root lists it: publish takes it out if it has no wheel (any more).
+                project.listed_name = project.listed_name or project.display_name
+                project.dirty = True
+                done.append(f"{problem.where}: page written")
     if any(p.kind == "stale-lease" for p in found):
         done.append(f"handed back {reclaim(session)} build(s) with stale leases")
     session.flush()

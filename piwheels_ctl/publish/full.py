@@ -36,29 +36,32 @@ def publish_full(
 ) -> publisher.PublishResult:
     """Every project's pages, a batch of projects (by name) at a time, each batch read in a
     snapshot of its own by one of ``workers`` processes and its flags cleared right after; then
-    the root index, written whole as it streams from the database, stray pages removed, and
-    every page for people, again by batches. Memory: the names, and a batch per worker."""
+    the root index, written whole as it streams from the database, the pages it does not list
+    removed, and every page for people, again by batches. Memory: the names, and a batch per
+    worker.
+
+    Builds are recorded meanwhile, each writing its project's pages before it commits: the root,
+    read later than the batches, may list a project whose batch had no wheel of it. Its page is
+    then there (or the root's snapshot writes it), and stays: what goes is decided by the root.
+    """
     index = www_dir / "simple"
-    written = publisher.Written()
+    shown: dict[str, bool] = {}  # name -> the root lists it; False: pages written, not listed (yet)
     count = 0
     ranges = _name_ranges(db)
     for generations, range_written in _each_range(db, workers, _index_pages, ranges, index, withdraw_deleted):
         with db.session() as session:
             publisher.clear_published(session, generations)
         count += len(generations)
-        written.published |= range_written.published
-        written.emptied |= range_written.emptied
+        shown.update(dict.fromkeys(range_written.published, False))
     with db.reader() as session:
-        root_written, listed = simple.write_root(session, index, withdraw_deleted)
+        root_written, listed = simple.write_root(session, index, withdraw_deleted, shown)
     with db.session() as session:
         publisher.clear_published(session, {}, listed)
-    # Also the pages of projects the database does not hold any more at all.
+    # The pages the root does not list: of projects without a wheel (or withdrawn), and of
+    # projects the database does not hold any more at all.
     if index.is_dir():
-        written.emptied.update(
-            d.name for d in index.iterdir() if d.is_dir() and d.name not in written.published
-        )
-    for name in sorted(written.emptied):
-        simple.remove_project(index / name)
+        for name in sorted(d.name for d in index.iterdir() if d.is_dir() and not shown.get(d.name)):
+            simple.remove_project(index / name)
     site = publisher.site_context(public_url)
     for _ in _each_range(db, workers, _people_pages, ranges, www_dir, site):
         pass

@@ -162,9 +162,7 @@ def publish_projects(
         if want != row.listed_name and canonical:
             written.listed[row.name] = want
             written.listed_ids[row.id] = want
-    texts = simple.load_metadata(session, simple.metadata_missing(listings))
-    for project_dir, display_name, project_files in listings:
-        simple.write_project(project_dir, display_name, project_files, texts)
+    simple.write_projects(session, listings)
 
 
 def site_context(public_url: str | None) -> dict[str, Any]:

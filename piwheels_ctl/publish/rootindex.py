@@ -91,6 +91,29 @@ def patch(simple: Path, changes: Mapping[str, str | None], api_version: str) -> 
     return html_changed or json_changed
 
 
+def without_page(simple: Path) -> dict[str, list[str]]:
+    """The projects a root file lists whose page of the same kind (``index.html`` for the HTML
+    root, ``index.json`` for the JSON one) is not on disk, where pip gets a 404: name -> those
+    root files. Streamed, and read twice: a page that a publish removed after the root it
+    replaced was read is not one."""
+
+    def missing() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for filename, key_of in ((HTML, _html_key), (JSON, _json_key)):
+            if not (simple / filename).is_file():
+                continue  # replaced atomically: never missing once written
+            with open(simple / filename, encoding="utf-8") as root:
+                for line in root:
+                    name = key_of(line)
+                    if name is not None and not (simple / name / filename).is_file():
+                        found.setdefault(name, []).append(filename)
+        return found
+
+    first = missing()
+    again = missing() if first else {}
+    return {name: again[name] for name in sorted(first) if name in again}
+
+
 def _html_key(line: str) -> str | None:
     match = _HTML_LINE.match(line)
     return match.group(1) if match else None

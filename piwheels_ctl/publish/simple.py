@@ -188,6 +188,13 @@ def write_project(
             stale.unlink()
 
 
+def write_projects(session: Session, listings: list[Listing]) -> None:
+    """Write these projects' pages, and the metadata files they lack (read from ``session``)."""
+    texts = load_metadata(session, metadata_missing(listings))
+    for project_dir, display_name, project_files in listings:
+        write_project(project_dir, display_name, project_files, texts)
+
+
 def remove_project(project_dir: Path) -> None:
     """Remove a project's pages and metadata files, leaving its wheels (the recorder's) alone."""
     if not project_dir.is_dir():
@@ -198,10 +205,18 @@ def remove_project(project_dir: Path) -> None:
         metadata.unlink()
 
 
-def write_root(session: Session, simple: Path, withdraw_deleted: bool) -> tuple[bool, dict[int, str | None]]:
+def write_root(
+    session: Session, simple: Path, withdraw_deleted: bool, shown: dict[str, bool] | None = None
+) -> tuple[bool, dict[int, str | None]]:
     """Write the root index whole, streamed from the database in name order (bytewise, as
     ``rootindex`` keeps it); whether it changed, and the projects whose listing differs from
-    their ``listed_name``."""
+    their ``listed_name``.
+
+    ``shown`` (a full publish's: False for each project whose pages it wrote, each from an earlier
+    snapshot) gets True for each name the root lists. A listed project not in it got its first
+    wheel after its pages were written: its pages, if missing, are written from the root's own
+    snapshot before the root replaces the old one, so the root never links to a missing page.
+    """
     listable: ColumnElement[bool] = has_files()
     if withdraw_deleted:
         listable = and_(listable, Project.deleted_at.is_(None))
@@ -215,6 +230,7 @@ def write_root(session: Session, simple: Path, withdraw_deleted: bool) -> tuple[
         .execution_options(yield_per=BATCH)
     )
     listed: dict[int, str | None] = {}
+    late: list[tuple[int, str, str]] = []  # listed, but no page written by this publish
 
     def projects() -> Iterator[tuple[str, str]]:
         for row in rows:
@@ -222,6 +238,23 @@ def write_root(session: Session, simple: Path, withdraw_deleted: bool) -> tuple[
             if want != row.listed_name:
                 listed[row.id] = want
             if want is not None:
+                if shown is not None:
+                    if row.name not in shown:
+                        late.append((row.id, row.name, want))
+                    shown[row.name] = True
                 yield row.name, want
+        # Read to the end, and the new root not yet in place: write the pages it is to link to.
+        _write_missing(session, simple, late)
 
     return rootindex.write(simple, projects(), API_VERSION), listed
+
+
+def _write_missing(session: Session, simple: Path, projects: list[tuple[int, str, str]]) -> None:
+    """The pages of these projects (id, name, display name) that are not on disk, from ``session``."""
+    missing = [
+        (project_id, name, display)
+        for project_id, name, display in projects
+        if not ((simple / name / "index.html").is_file() and (simple / name / "index.json").is_file())
+    ]
+    files = load_files(session, [project_id for project_id, _, _ in missing])
+    write_projects(session, [(simple / name, display, files.get(pid, [])) for pid, name, display in missing])
