@@ -131,3 +131,23 @@ def test_a_reimport_with_other_bytes_keeps_the_old_url(tmp_path: Path) -> None:
     assert "as one-1.0-1-py3-none-any.whl" in out, out
     assert old.read_bytes() == before
     assert "no disagreement" in piwheels(env, "audit", "--deep").stdout
+
+
+def test_every_kind_audit_reports_has_a_plan_and_a_fix() -> None:
+    import ast
+    import inspect
+
+    from piwheels_ctl.builds import audit
+
+    source = inspect.getsource(audit)
+    kinds = {
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", None) == "Disagreement"
+        and isinstance(node.args[0], ast.Constant)
+    }
+    assert kinds, "no Disagreement kinds found in builds/audit.py"
+    assert kinds - set(audit.PLAN) == set(), f"kinds --fix cannot announce: {kinds - set(audit.PLAN)}"
+    fixed = inspect.getsource(audit.fix)
+    assert {k for k in kinds if f'"{k}"' not in fixed} == set(), "kinds fix() does not handle"

@@ -144,6 +144,7 @@ PLAN = {
     "unpublished": "rewrite the pages of {where}",
     "index-hash-mismatch": "rewrite the pages of {where}",
     "stale-lease": "hand back {where}",
+    "listed-without-page": "write the pages of {where} (the root index lists it)",
 }
 # The kinds whose repair takes a published wheel away (to quarantine, or its row forgotten).
 TAKES_WHEEL = frozenset({"row-without-file", "size-mismatch", "hash-mismatch", "file-without-row"})
