@@ -29,7 +29,7 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote",
+    "ccache_remote network_allow farm_addresses",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -59,13 +59,15 @@ OPTIONS = (
     ("deps_cache", "--deps-cache", str, None, "the folder of each project's build requirements' cache"),
     ("deps_cache_mb", "--deps-cache-mb", int, 0, "prune the caches to this size"),
     ("ccache_remote", "--ccache-remote", str, None, "the URL of the farm's shared compiler cache"),
+    ("network_allow", "--network-allow", list, (), "more hosts the build may reach (host[:port], *.domain)"),
+    ("farm_addresses", "--farm-address", list, (), "an address of the farm's own machines: never reached"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
 # fault) or "error" (the builder's: build it elsewhere).
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
-    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote",
+    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote network_allow farm_addresses",
 )  # fmt: skip
 FILE_KEYS = ("name", "size", "sha256", "deps")  # each of the answer's "files"
 PROBE_KEYS = ("python_tag", "abi_tag", "platform_tag")  # what every probe's answer has
