@@ -210,14 +210,16 @@ def test_a_name_is_judged_by_every_address_it_resolves_to(monkeypatch: pytest.Mo
 
 
 def test_this_machines_addresses_are_the_kernels() -> None:
-    """getifaddrs, the /proc tables and ``ip -o addr`` give the same addresses."""
+    """getifaddrs gives what ``ip -o addr`` shows; the /proc fallback a part of it (the local
+    routes of interfaces that are up) with loopback."""
+    if shutil.which("ip") is None:
+        pytest.skip("needs iproute2's ip to compare with")
     asked = set(localaddrs.local_addresses())
     shown = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True).stdout
     listed = {line.split()[3].split("/")[0] for line in shown.splitlines()}
     assert asked == listed, f"getifaddrs: {sorted(asked)}, ip: {sorted(listed)}"
-    assert localaddrs._from_proc() == listed, (
-        f"/proc: {sorted(localaddrs._from_proc())}, ip: {sorted(listed)}"
-    )
+    proc = localaddrs._from_proc()
+    assert {"127.0.0.1", "::1"} <= proc <= listed, f"/proc: {sorted(proc)}, ip: {sorted(listed)}"
 
 
 def test_the_controller_sends_its_addresses_and_the_operators_hosts_with_each_job() -> None:

@@ -96,8 +96,8 @@ class Proxy(object):
     It connects where ``policy`` (a ``netpolicy.Policy``) lets the build go, to the addresses
     the policy checked. Refused connections are kept in ``attempts`` for the build's result:
     the first ``MAX_ATTEMPTS`` different ones, so that a build that asks without end cannot
-    grow the result. At most
-    ``MAX_CLIENTS`` connections are served at once (a thread each); more wait to be accepted.
+    grow the result. At most ``MAX_CLIENTS`` connections are served at once (a thread each);
+    more wait to be accepted.
     """
 
     MAX_ATTEMPTS = 100
