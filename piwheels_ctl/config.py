@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .abi import parse_glibc
+from .agent import netpolicy
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -38,6 +39,9 @@ class Settings(BaseModel):
     upstream: str = PYPI  # or any PEP 691/503 index URL, or a folder of sdists
     build_index_url: str | None = None
     find_links: list[str] = Field(default_factory=list)
+    # More hosts a build may reach through its proxy, beyond the build index, find-links and the
+    # sdist's host: "host[:port]" (reached wherever it is), "*.domain" or "*" (public addresses only).
+    build_network_allow: list[str] = Field(default_factory=list)
     pythons: list[str] = Field(default_factory=lambda: [sys.executable])
     slots: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     build_timeout: float = Field(default=3600.0, gt=0)
@@ -111,6 +115,13 @@ class Settings(BaseModel):
             return value
         raise ValueError("an http(s) URL of a Debian mirror, 'auto' (the apt sources') or '' (no hints)")
 
+    @field_validator("build_network_allow")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            netpolicy.parse_host(entry)  # its ValueError names the entry and what is wrong
+        return value
+
     @field_validator("pythons")
     @classmethod
     def _some_python(cls, value: list[str]) -> list[str]:
@@ -183,7 +194,7 @@ class Settings(BaseModel):
 
 def _env_value(key: str, raw: str) -> Any:
     """Turn an environment string into what the field expects (lists are comma separated)."""
-    if key in ("find_links", "pythons", "upstream_redirect_hosts"):
+    if key in ("find_links", "pythons", "upstream_redirect_hosts", "build_network_allow"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     return raw
 

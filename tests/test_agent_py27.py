@@ -177,3 +177,45 @@ def test_a_real_c_build_with_the_pinned_pip_on_python_2_7(root: Path, place: Pat
                 "platform_tag": f"linux_{machine}"}  # fmt: skip
     assert check_answer(result, "py27")["platform"] == platform, result
     assert took < 600, took
+
+
+# A build's CONNECTs to its relay, in the root's Python 3 (any Python would do).
+CONNECTS = """\
+import os, sys
+import socket
+relay = int(os.environ["https_proxy"].rsplit(":", 1)[1])
+for target in sys.argv[1:]:
+    tunnel = socket.create_connection(("127.0.0.1", relay), timeout=60)
+    tunnel.sendall(("CONNECT %s HTTP/1.1\\r\\n\\r\\n" % target).encode())
+    print("CONNECT %s -> %s" % (target, tunnel.recv(4096).decode().splitlines()[0]))
+"""
+
+
+def test_the_build_network_on_python_2_7(root: Path, place: Path) -> None:
+    """The proxy's walls on 2.7: this machine's addresses asked of the kernel (getifaddrs through
+    ctypes, and the /proc tables), the special-purpose blocks, and a build's CONNECTs refused."""
+    from piwheels_ctl.agent import localaddrs
+
+    checked = ["93.184.215.14", "203.0.113.7", "::ffff:0:93.184.215.14", "fec0::1", "64:ff9b::93.184.215.14"]
+    code = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]); import localaddrs, netranges; "
+        "print(json.dumps([localaddrs.local_addresses(), sorted(localaddrs._from_proc()), "
+        "[netranges.is_public(a) for a in sys.argv[2:]]]))"
+    )
+    done = run_in_root(root, ["python2.7", "-c", code, _inside(root, place), *checked])
+    assert done.returncode == 0, done.stderr
+    asked, proc, public = json.loads(done.stdout)
+    # The root shares this machine's network: the same addresses as this Python 3 asks for.
+    assert asked == localaddrs.local_addresses() and set(proc) <= set(asked), (asked, proc)
+    assert public == [True, False, False, False, True], dict(zip(checked, public, strict=True))
+
+    targets = ["93.184.215.14:443", "203.0.113.7:443", "93.184.215.14:8080", "[fec0::1]:443"]
+    body = f"/usr/bin/python3 - {' '.join(targets)} <<'PY'\n{CONNECTS}PY\nexit 1"
+    result = _build(root, place, body, "--network-allow", "*", "--farm-address", "93.184.215.14")
+    assert all(f"CONNECT {t} -> HTTP/1.1 403 Forbidden" in _log(place) for t in targets), _log(place)
+    assert result["network"] == [
+        "93.184.215.14:443: refused, 93.184.215.14 is an address of the farm's own machines",
+        "203.0.113.7:443: refused, 203.0.113.7 is not a public address (documentation (TEST-NET-3))",
+        "93.184.215.14:8080: refused, not a host builds may reach (build_network_allow)",
+        "fec0::1:443: refused, fec0::1 is not a public address (site-local (deprecated))",
+    ], result

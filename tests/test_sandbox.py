@@ -273,7 +273,9 @@ def test_a_build_reaches_its_index_and_nothing_else_on_this_machine(
     log = _log(tmp_path)
     assert "INDEX-OK" in log and "hello from the host" in log, log
     assert "OTHER-REACHED" not in log and "DIRECT-REACHED" not in log, log
-    assert result["network"] == [f"127.0.0.1:{port}: refused, 127.0.0.1 is not a public address"], result
+    assert result["network"] == [
+        f"127.0.0.1:{port}: refused, not a host builds may reach (build_network_allow)"
+    ], result
 
 
 def test_the_uid_fallback_is_a_sandbox_too(tmp_path: Path) -> None:

@@ -1,5 +1,4 @@
-"""What a build runs: its frontend's command (uv's or pip's), the environment it runs in, and the
-hosts its proxy lets it reach.
+"""What a build runs: its frontend's command (uv's or pip's) and the environment it runs in.
 
 Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
 comments only.
@@ -91,21 +90,6 @@ def common_folder(folders):
             break
         common.append(names[0])
     return os.sep.join(common) or os.sep
-
-
-def allowed_hosts(urls):
-    # type: (List[str]) -> List[str]
-    """ "host:port" of every URL a build's pip is told to use: the proxy lets these through."""
-    hosts = []
-    for url in urls:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("http", "https"):
-            continue
-        hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-        if ":" not in hostport.rsplit("]", 1)[-1]:
-            hostport += ":443" if scheme == "https" else ":80"
-        hosts.append(hostport.replace("[", "").replace("]", "") if hostport.count(":") > 1 else hostport)
-    return hosts
 
 
 def unpack_frontend(wheel):

@@ -2,9 +2,9 @@
 
 A build runs in a network namespace of its own with nothing but loopback. A small relay, the
 sandbox's first process, listens on that loopback and passes each connection through a Unix
-socket to the agent's proxy, which decides where the build may go: the configured index and
-find-links hosts, and otherwise only public addresses, never this machine's loopback or a
-private network (the farm's database, ``serve``, the master). What it refused is reported.
+socket to the agent's proxy, which lets the build go where its ``netpolicy.Policy`` says (the
+build index, the find-links hosts, the sdist's host and the operator's ``build_network_allow``;
+nothing else, never the farm's own machines). What it refused is reported.
 A request that is not a proxy request is the build's ccache asking for the farm's shared
 compiler cache: given a ``remotecache.Forwarder``, the proxy hands it over, else refuses it.
 
@@ -18,6 +18,11 @@ import inspect
 import os
 import socket
 import threading
+
+if __package__:  # the local builder: imported as part of piwheels_ctl
+    from . import netpolicy
+else:  # on a builder: the files sent beside this one
+    import netpolicy  # type: ignore[import-not-found, no-redef]
 
 try:
     from typing import Any, Dict, List, Optional, Tuple  # noqa: F401 - used in type comments
@@ -85,70 +90,23 @@ def proxy_env():
             "no_proxy": "", "NO_PROXY": ""}  # fmt: skip
 
 
-def _ipv4_public(octets):
-    # type: (List[int]) -> bool
-    a, b, c = octets[0], octets[1], octets[2]
-    return not (
-        a in (0, 10, 127)
-        or a >= 224
-        or (a == 100 and 64 <= b < 128)
-        or (a == 169 and b == 254)
-        or (a == 172 and 16 <= b < 32)
-        or (a == 192 and b == 168)
-        or (a == 192 and b == 0 and c == 0)  # IETF protocol assignments
-        or (a == 198 and b in (18, 19))  # benchmarking networks: often a lab's private ones
-    )
-
-
-def is_public(address):
-    # type: (str) -> bool
-    """True if ``address`` is a public IP address: not loopback, private, link-local or multicast."""
-    try:
-        return _ipv4_public(list(bytearray(socket.inet_pton(socket.AF_INET, address))))
-    except (socket.error, ValueError):
-        pass
-    try:
-        packed = bytearray(socket.inet_pton(socket.AF_INET6, address.split("%")[0]))
-    except (socket.error, ValueError):
-        return False
-    # IPv6 addresses that lead to an IPv4 address are judged by it: ::a.b.c.d (:: and ::1
-    # among them), ::ffff:a.b.c.d, NAT64's 64:ff9b::a.b.c.d and 6to4's 2002:ab:cd::.
-    if packed[:12] in (
-        bytearray(12),
-        bytearray(10) + bytearray(b"\xff\xff"),
-        bytearray(b"\x00\x64\xff\x9b") + bytearray(8),
-    ):
-        return _ipv4_public(list(packed[12:]))
-    if packed[:2] == bytearray(b"\x20\x02"):
-        return _ipv4_public(list(packed[2:6]))
-    # A local NAT64 prefix (64:ff9b:1::/48) and Teredo (2001::/32) hide where they lead.
-    if packed[:6] == bytearray(b"\x00\x64\xff\x9b\x00\x01") or packed[:4] == bytearray(b"\x20\x01\x00\x00"):
-        return False
-    return not (packed[0] in (0xFC, 0xFD, 0xFF) or (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80))
-
-
-class _Denied(Exception):
-    pass
-
-
 class Proxy(object):
     """An HTTP proxy on a Unix socket: the build's only way out.
 
-    Hosts in ``allowed`` ("host:port", the configured index and find-links) are reached
-    wherever they are; any other host only at public addresses, never on this machine's
-    loopback or a private network (the farm's database, ``serve``, the master). Refused
-    connections are kept in ``attempts`` for the build's result: the first ``MAX_ATTEMPTS``
-    different ones, so that a build that asks without end cannot grow the result. At most
-    ``MAX_CLIENTS`` connections are served at once (a thread each); more wait to be accepted.
+    It connects where ``policy`` (a ``netpolicy.Policy``) lets the build go, to the addresses
+    the policy checked. Refused connections are kept in ``attempts`` for the build's result:
+    the first ``MAX_ATTEMPTS`` different ones, so that a build that asks without end cannot
+    grow the result. At most ``MAX_CLIENTS`` connections are served at once (a thread each);
+    more wait to be accepted.
     """
 
     MAX_ATTEMPTS = 100
     MAX_CLIENTS = 64
 
-    def __init__(self, path, allowed, cache=None):
-        # type: (str, List[str], Optional[Any]) -> None
+    def __init__(self, path, policy, cache=None):
+        # type: (str, Any, Optional[Any]) -> None
         self.path = path
-        self.allowed = set(a.lower() for a in allowed)
+        self.policy = policy
         self.cache = cache  # a remotecache.Forwarder, or None: no shared compiler cache
         self.attempts = []  # type: List[str]
         self._clients = threading.BoundedSemaphore(self.MAX_CLIENTS)
@@ -207,10 +165,10 @@ class Proxy(object):
                     hostport, "", "80")  # fmt: skip
                 path = "/" + path
             else:
-                raise _Denied("not a proxy request: %r" % target[:100])
+                raise netpolicy.Refused("not a proxy request: %r" % target[:100])
             host = host.strip("[]")
             upstream = self._connect(host, int(port))
-        except _Denied as exc:
+        except netpolicy.Refused as exc:
             said = str(exc)[:300]
             if len(self.attempts) < self.MAX_ATTEMPTS and said not in self.attempts:
                 self.attempts.append(said)
@@ -237,26 +195,17 @@ class Proxy(object):
 
     def _connect(self, host, port):
         # type: (str, int) -> socket.socket
-        where = "%s:%d" % (host, port)
-        try:
-            infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise _Denied("%s: cannot resolve the name (%s)" % (where, exc))
-        if where.lower() not in self.allowed:
-            for info in infos:
-                if not is_public(str(info[4][0])):
-                    raise _Denied("%s: refused, %s is not a public address" % (where, info[4][0]))
         error = None  # type: Optional[Exception]
-        for family, kind, proto, _name, address in infos:
+        for family, kind, proto, _name, address in self.policy.addresses(host, port):
             sock = socket.socket(family, kind, proto)
             sock.settimeout(30)
             try:
-                sock.connect(address)  # the address checked above, not the name again
+                sock.connect(address)  # the address the policy checked, not the name again
                 return sock
             except socket.error as exc:
                 sock.close()
                 error = exc
-        raise _Denied("%s: cannot connect (%s)" % (where, error))
+        raise netpolicy.Refused("%s:%d: cannot connect (%s)" % (host, port, error))
 
 
 def _read_head(sock):

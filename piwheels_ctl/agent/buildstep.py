@@ -19,6 +19,7 @@ if __package__:  # the local builder: imported as part of piwheels_ctl
         buildplatform,
         compilers,
         depscache,
+        netpolicy,
         outbox,
         remotecache,
         requirespython,
@@ -33,6 +34,7 @@ else:  # on a builder: the files sent beside this one
     import buildplatform  # type: ignore[import-not-found, no-redef]
     import compilers  # type: ignore[import-not-found, no-redef]
     import depscache  # type: ignore[import-not-found, no-redef]
+    import netpolicy  # type: ignore[import-not-found, no-redef]
     import outbox  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
     import requirespython  # type: ignore[import-not-found, no-redef]
@@ -160,8 +162,8 @@ def _build_in(request, setup):
         env["_PYTHON_HOST_PLATFORM"] = setup.personality
     proxy = None
     if setup.kind == "bwrap":
-        hosts = buildenv.allowed_hosts([request.index_url or ""] + request.find_links)
-        proxy = buildnet.Proxy(os.path.join(setup.work, "proxy.sock"), hosts, setup.remote)
+        policy = netpolicy.for_job(request, setup.remote.cache.host if setup.remote is not None else None)
+        proxy = buildnet.Proxy(os.path.join(setup.work, "proxy.sock"), policy, setup.remote)
         env.update(buildnet.proxy_env())
         argv = _sandbox_argv(request, setup, command, proxy.path)
     else:

@@ -10,12 +10,13 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from ..abi import AbiTags
-from ..agent import jobspec
+from ..agent import jobspec, localaddrs, netpolicy
 from ..config import Settings
 from ..errors import PiwheelsError
 from .transport import Connection
@@ -80,8 +81,20 @@ def build_request(settings: Settings, python: str, name: str, version: str, **fi
         "max_procs": settings.build_max_procs,
         "index_url": index_url,
         "find_links": find_links,
+        "network_allow": list(settings.build_network_allow),
+        "farm_addresses": farm_addresses(settings),
     }
     return jobspec.request(python=python, name=name, version=version, **{**farm, **fields})
+
+
+def farm_addresses(settings: Settings) -> list[str]:
+    """The addresses of the farm's own machines that a build must never reach: this machine's
+    (the controller's: the master's on a farm), asked of the kernel, and the database's host."""
+    found = set(localaddrs.local_addresses())
+    host = urlsplit(settings.database_url or "").hostname
+    if host:
+        found.update(netpolicy.addresses_of(host))
+    return sorted(found)
 
 
 def probe_tag(probe: Mapping[str, Any]) -> str:
