@@ -388,3 +388,16 @@ def test_a_build_cannot_reach_its_machines_public_looking_addresses(tmp_path: Pa
         assert why[target].endswith(f"{OWN[1]} is an address of the farm's own machines"), why
     assert why[targets[3]].endswith("is not a public address (IPv4-mapped)"), why
     assert why[targets[4]].endswith("is not a public address (IPv4-translated (SIIT))"), why
+
+
+@pytest.mark.parametrize(
+    ("address", "fetched"),
+    [("203.0.113.80", True), ("2001:db8::1", True), ("93.184.215.14", True), ("127.0.0.1", False),
+     ("10.1.2.3", False), ("169.254.169.254", False), ("::ffff:192.168.1.1", False), ("fec0::1", False)],
+)  # fmt: skip
+def test_the_controller_downloads_from_public_and_documentation_nets_only(
+    address: str, fetched: bool
+) -> None:
+    # A documentation net is routed nowhere (this machine's proxy maps PyPI's file host there);
+    # a build still never reaches one (test_a_pattern_reaches_no_special_address above).
+    assert netranges.reaches_no_network_of_ours(address) is fetched

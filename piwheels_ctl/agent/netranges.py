@@ -129,6 +129,15 @@ def is_public(address):
     return special_block(address) is None
 
 
+def reaches_no_network_of_ours(address):
+    # type: (str) -> bool
+    """True if ``address`` is public, or in a documentation net: those are routed nowhere, so
+    where one answers, a proxy put it there (this test machine's maps PyPI's file host into
+    TEST-NET-3), not a farm's own network. For the controller's downloads, never a build's."""
+    why = special_block(address)
+    return why is None or why.startswith("documentation")
+
+
 def leads_to(address):
     # type: (str) -> List[bytes]
     """The addresses a connection to ``address`` reaches, packed: itself, and for a NAT64

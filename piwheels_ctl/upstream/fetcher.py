@@ -153,7 +153,7 @@ class Fetcher:
     def check_file_host(self, url: str) -> None:
         """UpstreamError unless ``url`` is on the index's host, a configured one, or a public
         address: a hostile page must not send the controller to this machine or its network
-        (the same rule as a build's network, ``netranges.is_public``)."""
+        (``netranges.reaches_no_network_of_ours``)."""
         host = (urlsplit(url).hostname or "").lower()
         if host in self._hosts:
             return
@@ -162,7 +162,7 @@ class Fetcher:
         except (socket.gaierror, UnicodeError) as exc:
             raise UpstreamError(f"{url}: cannot resolve {host!r}: {exc}") from None
         for address in sorted(addresses):
-            if not netranges.is_public(str(address)):
+            if not netranges.reaches_no_network_of_ours(str(address)):
                 raise UpstreamError(
                     f"{url}: {host} is at {address}, not a public address "
                     "(allow it with the upstream_redirect_hosts setting)"
