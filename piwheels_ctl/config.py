@@ -55,6 +55,9 @@ class Settings(BaseModel):
     # The farm's shared compiler cache (ccache remote storage, the master role's nginx), e.g.
     # "http://master:8081/ccache/SECRET/": each builder's probe decides whether it can use it.
     ccache_remote_url: str | None = None
+    # What one build may write to it (its agent refuses the rest): far above an honest build's.
+    ccache_remote_build_mb: int = Field(default=1024, ge=1)
+    ccache_remote_build_objects: int = Field(default=20000, ge=1)
     # "auto": uv for the Pythons it supports (3.8+), the pinned pip elsewhere; "pip": pip always.
     frontend: Literal["auto", "pip"] = "auto"
     # Each project's cache of build requirements' wheels (uv's or pip's cache), all projects'

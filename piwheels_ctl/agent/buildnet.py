@@ -55,6 +55,9 @@ def serve(listener):
             t = threading.Thread(target=_pipe, args=(a, b))
             t.daemon = True
             t.start()
+        # The pipes hold the sockets now: they close when both end, and a build still sending to
+        # a refused request gets an error then, not a wait for the next connection.
+        client = upstream = a = b = None
 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("127.0.0.1", port))

@@ -137,7 +137,8 @@ def _build(request, setup):
         # without one could reach the cache, or learn its URL, by itself.
         remote = None
         if project_cache and request.ccache_remote and setup.kind == "bwrap":
-            remote = remotecache.Forwarder(request.ccache_remote, request.name)
+            remote = remotecache.Forwarder(request.ccache_remote, request.name, request.ccache_remote_mb,
+                                           request.ccache_remote_objects)  # fmt: skip
         result = _build_in(request, setup._replace(project_cache=project_cache, deps=deps, remote=remote))
     if request.deps_cache and request.deps_cache_mb:
         depscache.prune(request.deps_cache, request.deps_cache_mb)
@@ -232,7 +233,7 @@ def _run_logged(request, setup, command, argv, env, counts):
                 ccache["hits"], ccache["misses"],
                 100 * ccache["hits"] // (ccache["hits"] + ccache["misses"]))).encode())  # fmt: skip
         if setup.remote is not None:
-            log.write(remotecache.summary(setup.remote.counts).encode() + b"\n")
+            log.write(setup.remote.summary().encode() + b"\n")
     return finished, ccache
 
 
@@ -278,7 +279,7 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         # as linux_armv6l (Pi Zero, Pi 1). A Debian armhf (ARMv7) userland's may not.
         "armv6_userland": armv6,
         "ccache": ccache,
-        # Requests to the shared compiler cache: get/found, put/stored, refused.
+        # Requests to the shared compiler cache: get/found, put/stored, refused, over_quota.
         "ccache_remote": setup.remote.counts if setup.remote is not None else None,
         # What tells a wheel the builder made for another machine from one the project tagged so.
         "platform": buildplatform.build_facts(request.python),

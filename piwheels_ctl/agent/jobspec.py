@@ -29,7 +29,7 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote network_allow farm_addresses",
+    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -61,6 +61,8 @@ OPTIONS = (
     ("ccache_remote", "--ccache-remote", str, None, "the URL of the farm's shared compiler cache"),
     ("network_allow", "--network-allow", list, (), "more hosts the build may reach (host[:port], *.domain)"),
     ("farm_addresses", "--farm-address", list, (), "an address of the farm's own machines: never reached"),
+    ("ccache_remote_mb", "--ccache-remote-mb", int, 1024, "megabytes the build may write to it"),
+    ("ccache_remote_objects", "--ccache-remote-objects", int, 20000, "entries the build may write to it"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's

@@ -6,7 +6,8 @@ URL: ccache inside the sandbox is told that the storage is the relay in front of
 request to a ``Forwarder``, which sends it to the cache under the project's own folder:
 GET, HEAD and PUT of a ccache key, one request per connection, with the URL's secret added by
 the agent. A hostile build can read and write only its own project's entries: it can poison
-no other project's builds.
+no other project's builds. It writes within its quota (megabytes and entries): past it, its PUTs
+are refused (507) before they reach the cache, and its ccache keeps its objects locally only.
 
 Shipped to builders with the rest of this folder: stdlib-only, Python 2.7 and 3.4+, type
 comments only.
@@ -88,19 +89,35 @@ class Cache(object):
 
 
 class Forwarder(object):
-    """Passes a build's ccache requests to the cache, below ``/<project>/`` only, and counts them."""
+    """Passes a build's ccache requests to the cache, below ``/<project>/`` only, and counts them;
+    writes only up to ``quota_mb`` megabytes in ``quota_objects`` entries."""
 
-    def __init__(self, url, project):
-        # type: (str, str) -> None
+    def __init__(self, url, project, quota_mb, quota_objects):
+        # type: (str, str, int, int) -> None
         self.cache = Cache(url)
         self.prefix = "/" + quote(project.lower(), safe="")
-        self.counts = {"get": 0, "found": 0, "put": 0, "stored": 0, "refused": 0}  # type: Dict[str, int]
+        self.quota_mb = quota_mb
+        self.quota_objects = quota_objects
+        self.counts = {"get": 0, "found": 0, "put": 0, "stored": 0, "refused": 0,
+                       "over_quota": 0}  # type: Dict[str, int]  # fmt: skip
+        self._written = 0  # bytes of the PUTs passed to the cache (as they are sent, not as stored)
         self._lock = threading.Lock()  # the proxy serves each connection in a thread of its own
 
     def _count(self, key, add=1):
         # type: (str, int) -> None
         with self._lock:
             self.counts[key] += add
+
+    def _take_quota(self, length):
+        # type: (int) -> bool
+        """Whether a PUT of ``length`` bytes fits in what is left of the quota (then counted in)."""
+        with self._lock:
+            if self._written + length > self.quota_mb << 20 or self.counts["put"] >= self.quota_objects:
+                self.counts["over_quota"] += 1
+                return False
+            self._written += length
+            self.counts["put"] += 1
+            return True
 
     def forward(self, client, head, rest):
         # type: (socket.socket, bytes, bytes) -> None
@@ -125,6 +142,10 @@ class Forwarder(object):
             self._count("refused")
             _answer(client, problem[0], "piwheels-ctl agent: " + problem[1])
             return
+        if length is not None and not self._take_quota(length):
+            said = "this build's quota of the shared compiler cache is used up (%s)" % self._quota()
+            _answer(client, "507 Insufficient Storage", "piwheels-ctl agent: " + said)
+            return
         upstream = self.cache.connect()
         try:
             upstream.sendall(self.cache.head(method, self.prefix + path, length))
@@ -134,18 +155,24 @@ class Forwarder(object):
         finally:
             upstream.close()
         if method == "PUT":
-            self._count("put")
             self._count("stored", status in (200, 201, 204))
         else:
             self._count("get")
             self._count("found", status == 200)
 
+    def _quota(self):
+        # type: () -> str
+        return "%d MB, %d objects" % (self.quota_mb, self.quota_objects)
 
-def summary(counts):
-    # type: (Dict[str, int]) -> str
-    """A line for the build's log: what the shared compiler cache gave and took."""
-    line = "shared compiler cache: %(found)d of %(get)d found, %(stored)d of %(put)d stored" % counts
-    return line + (", %(refused)d refused" % counts if counts["refused"] else "")
+    def summary(self):
+        # type: () -> str
+        """A line for the build's log: what the shared compiler cache gave and took."""
+        counts = self.counts
+        line = "shared compiler cache: %(found)d of %(get)d found, %(stored)d of %(put)d stored" % counts
+        line += ", %(refused)d refused" % counts if counts["refused"] else ""
+        if counts["over_quota"]:
+            line += ", %d refused over this build's quota (%s)" % (counts["over_quota"], self._quota())
+        return line
 
 
 def _header(line):

@@ -79,6 +79,8 @@ def build_request(settings: Settings, python: str, name: str, version: str, **fi
         "min_free_mb": settings.min_free_mb,
         "sandbox_kind": settings.sandbox,
         "max_procs": settings.build_max_procs,
+        "ccache_remote_mb": settings.ccache_remote_build_mb,
+        "ccache_remote_objects": settings.ccache_remote_build_objects,
         "index_url": index_url,
         "find_links": find_links,
         "network_allow": list(settings.build_network_allow),
