@@ -123,7 +123,7 @@ def main() -> None:
         PIWHEELS_MANYLINUX_GLIBC=glibc(),
         PIP_CONFIG_FILE="/dev/null",
     )
-    wanted = read_requirements(args.list)
+    wanted = read_requirements(args.list).wanted
     times: dict[str, float] = {}
     if not args.report_only:
         times["init"], _ = step(env, "init", timeout=120)

@@ -50,6 +50,23 @@ def runs_on(requires_python: str | None, abi: AbiTags) -> bool:
     return spec.contains(f"{major}.{minor}.999", prereleases=True)
 
 
+def marker_environment(abi: AbiTags) -> dict[str, str]:
+    """The PEP 508 marker values of the interpreter ``abi`` describes, on Linux (the newest
+    patch release of its minor version stands for it, as in ``runs_on``)."""
+    major, minor = abi.version
+    pypy = abi.implementation == "pp"
+    return {
+        "python_version": f"{major}.{minor}",
+        "python_full_version": f"{major}.{minor}.999",
+        "implementation_name": "pypy" if pypy else "cpython",
+        "platform_python_implementation": "PyPy" if pypy else "CPython",
+        "sys_platform": "linux" if major >= 3 else "linux2",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": abi.platform_tag.removeprefix("linux_"),
+    }
+
+
 def _interpreter_matches(interpreter: str, abi: AbiTags) -> bool:
     match = _INTERPRETER.match(interpreter)
     if not match:

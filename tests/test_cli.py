@@ -198,25 +198,3 @@ def test_sync_all_records_every_name_once(tmp_path: Path) -> None:
         assert "0 new project name(s)" in piwheels(env, "sync", "--all").stdout
     status = json.loads(piwheels(env, "status", "--json").stdout)
     assert status["projects"] == 3 and status["watched"] == 0 and status["pending"] == 0
-
-
-def test_add_from_a_requirements_file_asks_for_what_pip_would_install(tmp_path: Path) -> None:
-    folder = tmp_path / "upstream"
-    folder.mkdir()
-    for name in ("demo-1.0", "demo-1.5", "demo-2.0", "other-3.0", "pinned-0.9", "pinned-1.0"):
-        (folder / f"{name}.tar.gz").write_bytes(b"sdist")
-    env = clean_env(PIWHEELS_DATA_DIR=str(tmp_path / "data"), PIWHEELS_UPSTREAM=str(folder))
-    piwheels(env, "init")
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("# our app\ndemo<2  # not 2.0 yet\nother\n\npinned==0.9\n")
-    out = piwheels(env, "add", "-r", str(requirements)).stdout
-    assert "demo: 1.5" in out and "other: 3.0" in out and "pinned: 0.9" in out
-    queue = json.loads(piwheels(env, "queue", "--json").stdout)
-    assert sorted((j["name"], j["version"]) for j in queue) == [
-        ("demo", "1.5"),
-        ("other", "3.0"),
-        ("pinned", "0.9"),
-    ]
-    requirements.write_text("demo\n-e ./local\n")
-    proc = piwheels(env, "add", "-r", str(requirements), check=False)
-    assert proc.returncode == 2 and f"{requirements}:2: pip option '-e' is not supported" in proc.stderr

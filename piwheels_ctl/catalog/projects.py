@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,16 +12,18 @@ from packaging.version import parse as parse_version
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..abi import AbiTags, marker_environment, runs_on
 from ..db.batches import in_batches
-from ..db.models import Project, Version
+from ..db.models import Abi, Project, Version
 from ..errors import InputError
+from ..queue.coverage import abi_tags
 from .columns import DISPLAY_NAME_MAX
 from .report import Report
 from .requirements import Wanted
 from .sync import apply_page, tracked_clause
 
 if TYPE_CHECKING:
-    from ..upstream.page import IndexPage
+    from ..upstream.page import IndexPage, IndexRelease
     from ..upstream.source import Upstream
 
 
@@ -42,23 +44,75 @@ class AddReport(Report):
     added: list[Requested] = field(default_factory=list)
 
 
-def _choose(page: IndexPage, wanted: Wanted) -> list[str]:
-    """The versions of ``page`` that ``wanted`` asks to build (empty list: watch them all)."""
+def _fits(release: IndexRelease, abis: list[AbiTags]) -> list[AbiTags]:
+    return [abi for abi in abis if runs_on(release.requires_python, abi)]
+
+
+def _choose(page: IndexPage, wanted: Wanted, abis: list[AbiTags], report: AddReport) -> list[str]:
+    """The versions of ``page`` that ``wanted`` asks to build (empty list: watch them all).
+
+    A range asks, as pip would, for the newest version that is not yanked and whose
+    Requires-Python the interpreter accepts: one for each of the farm's ``abis`` (every
+    release, when the farm has none yet). A pinned version is taken as it is, and said (as a
+    problem) when no ABI of the farm can install it.
+    """
     if wanted.specifier is None:
         return []
     # A release counts with an sdist to build, or a wheel of the upstream's that may cover us.
-    versions = [r.version for r in page.releases if r.sdist_url or r.wheels]
+    candidates = {r.version: r for r in page.releases if r.sdist_url or r.wheels}
     pinned = [s for s in wanted.specifier if s.operator in ("==", "===") and "*" not in s.version]
-    matching = list(wanted.specifier.filter(versions))
+    matching = [candidates[v] for v in wanted.specifier.filter(candidates)]
     if pinned:
         if not matching:
             raise InputError(
                 f"{wanted.source}: {wanted.name} has no sdist or wheel of version {wanted.specifier}"
             )
-        return matching
+        for release in matching:
+            if abis and not _fits(release, abis):
+                report.problem(page.name, _fits_none(page.name, release, abis))
+        return [r.version for r in matching]
     if not matching:
         raise InputError(f"{wanted.source}: no sdist or wheel of {wanted.name} matches {wanted.specifier!s}")
-    return [max(matching, key=parse_version)]
+    newest_first = sorted(matching, key=lambda r: parse_version(r.version), reverse=True)
+    unyanked = [r for r in newest_first if not r.yanked]
+    if not unyanked:
+        raise InputError(
+            f"{wanted.source}: every version of {wanted.name} matching {wanted.specifier!s} is yanked"
+        )
+    if not abis:
+        return [unyanked[0].version]
+    chosen: dict[str, None] = {}
+    for abi in abis:
+        fitting = next((r for r in unyanked if runs_on(r.requires_python, abi)), None)
+        if fitting is None:
+            report.problem(
+                page.name, f"{page.name}: no version matching {wanted.specifier!s} installs on {abi.tag}"
+            )
+        else:
+            chosen[fitting.version] = None
+    if not chosen:
+        raise InputError(f"{wanted.source}: {_fits_none(page.name, unyanked[0], abis)}")
+    return list(chosen)
+
+
+def _fits_none(name: str, release: IndexRelease, abis: list[AbiTags]) -> str:
+    pythons = ", ".join(sorted({f"{a.version[0]}.{a.version[1]}" for a in abis}))
+    return (
+        f"{name} {release.version} requires Python {release.requires_python}: "
+        f"no Python of this farm ({pythons}) can build it"
+    )
+
+
+def active_abis(session: Session) -> list[AbiTags]:
+    """The ABIs the farm builds for now: some builder has an interpreter for each."""
+    return [abi_tags(abi) for abi in session.scalars(select(Abi).where(Abi.active).order_by(Abi.tag))]
+
+
+def _abis_for(wanted: Wanted, abis: Sequence[AbiTags]) -> list[AbiTags]:
+    """The ABIs whose interpreters ``wanted``'s environment marker selects (all, without one)."""
+    if wanted.marker is None:
+        return list(abis)
+    return [abi for abi in abis if wanted.marker.evaluate(marker_environment(abi))]
 
 
 def _project(session: Session, name: str, display: str) -> Project:
@@ -79,19 +133,31 @@ def add(
     upstream: Upstream,
     wanted: Iterable[Wanted],
     glibc: tuple[int, int] | None = None,
+    farm_abis: Sequence[AbiTags] = (),
 ) -> AddReport:
     """Track the wanted projects: fetch each page first, so a bad name or page changes nothing.
 
     The session is first used once every page is in: no transaction is held over the network.
     Releases left out (values too long for the database), and skipped ones, are the report's
     problems; each project comes back with its versions to build (empty: all of them) and
-    whether the request is skipped as a whole.
+    whether the request is skipped as a whole. ``farm_abis`` (``active_abis``) decide which
+    versions a range asks for and which markers apply; without them, every release may.
     """
-    pages = [(w, upstream.project(w.canonical)) for w in wanted]
     report = AddReport()
-    for want, page in pages:
+    asked = []
+    for want in wanted:
+        abis = _abis_for(want, farm_abis)
+        if farm_abis and not abis:
+            report.problem(
+                want.canonical,
+                f"{want.source}: {want.name} left out: no Python of this farm has {want.marker}",
+            )
+        else:
+            asked.append((want, abis))
+    pages = [(w, abis, upstream.project(w.canonical)) for w, abis in asked]
+    for want, abis, page in pages:
         assert page is not None  # no etag was sent, so the page came back
-        versions = _choose(page, want)
+        versions = _choose(page, want, abis, report)
         project = _project(session, page.name, page.display_name)
         apply_page(session, project, page, report, glibc)
         if not versions:

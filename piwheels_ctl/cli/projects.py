@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from ..abi import AbiTags
 from ..builds.record import import_wheel
 from ..builds.verify import inspect_wheel
 from ..catalog import projects
@@ -38,25 +39,55 @@ def init(app: App) -> None:
     out.print(f"database {state} (schema {head}) at {db.engine.url.render_as_string()}")
 
 
+def _farm_abis(app: App) -> list[AbiTags]:
+    """The Pythons the farm builds for: the ABIs recorded, or before the first run the local
+    builder's interpreters, probed with nothing written (a bad name must change nothing)."""
+    with app.reader() as session:
+        abis = projects.active_abis(session)
+    if abis or not app.settings.local_builder:
+        return abis
+    from ..farm.registry import probe_local
+
+    probes = [probe_local(python) for python in app.settings.pythons]
+    return [AbiTags(p["python_tag"], p["abi_tag"], p["platform_tag"]) for p in probes]
+
+
 @cli.command()
 @click.argument("specs", nargs=-1)
 @click.option("-r", "--requirement", "requirements", multiple=True, type=click.Path(path_type=Path),
-              help="Add the requirements of a pip requirements file (newest matching version).")  # fmt: skip
+              help="Add the requirements of a pip requirements file (what pip would install). "
+                   "pip's options, editable, path and URL lines are skipped with a warning.")  # fmt: skip
 @pass_app
 def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> None:
-    """Watch projects: NAME builds every version, NAME==VERSION that version."""
+    """Watch projects: NAME builds every version, NAME==VERSION that version.
+
+    A range (NAME>=X) asks for what pip would install: the newest version that is not yanked
+    and that each Python of the farm accepts (Requires-Python)."""
     wanted = [parse_wanted(spec, "add") for spec in specs]
+    bad: list[str] = []
     for path in requirements:
-        wanted += read_requirements(path)
-    if not wanted:
+        found = read_requirements(path)
+        for skipped in found.skipped:
+            err.print(f"[yellow]warning:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
+        bad += found.bad
+        wanted += found.wanted
+    for message in bad:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if not wanted and not bad:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
-    with app.upstream() as upstream, app.session() as session:
-        report = projects.add(session, upstream, wanted, app.settings.glibc)
-    for problem in report.problems:
-        err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
-    for added in report.added:
-        if not added.skipped:  # a skipped request was said above, as a warning, not as a success
-            out.print(f"{added.name}: " + (", ".join(added.versions) if added.versions else "all versions"))
+    if wanted:
+        abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
+        with app.upstream() as upstream, app.session() as session:
+            report = projects.add(session, upstream, wanted, app.settings.glibc, abis)
+        for problem in report.problems:
+            err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
+        for added in report.added:
+            if not added.skipped:  # a skipped request was said above, as a warning, not as a success
+                out.print(
+                    f"{added.name}: " + (", ".join(added.versions) if added.versions else "all versions")
+                )
+    if bad:
+        raise InputError(f"{len(bad)} line(s) are not requirements (above); the other lines were added")
 
 
 @cli.command()
