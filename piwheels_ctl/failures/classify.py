@@ -147,13 +147,14 @@ def classify(
     if failure is None and len(lines) > TAIL_LINES:
         failure = _earliest(log)
     for marker, reason, detail in TOOLCHAIN_DOWNLOADS:
-        if marker.search(log) and (failure is None or failure.reason in ("needs-network", "other")):
+        seen = marker.search(log)
+        if seen is not None and (failure is None or failure.reason in ("needs-network", "other")):
             found = [failure.evidence] if failure is not None and failure.evidence else []
             if network:
                 found.append(f"the sandbox refused {network[0]}")
-            download = _DOWNLOAD.search(log, marker.search(log).end())  # type: ignore[union-attr]
-            if download is not None:
-                found.insert(0, download[0].strip())
+            fetched = _DOWNLOAD.search(log, seen.end())
+            if fetched is not None:
+                found.insert(0, fetched[0].strip())
             return Failure(reason, detail, evidence_window("; ".join(found) or marker.pattern, 0, 1))
     if network and (failure is None or (failure.reason == "needs-network" and failure.detail is None)):
         evidence = failure.evidence if failure is not None else f"the sandbox refused {network[0]}"
