@@ -276,7 +276,8 @@ error: rustc 1.95.0 is not supported by the following package:
 """
 CARGO_OFFLINE = """\
     Updating crates.io index
-warning: spurious network error (3 tries remaining): [6] Could not resolve hostname (Could not resolve host: index.crates.io)
+warning: spurious network error (3 tries remaining): [6] Could not resolve hostname (Could not \
+resolve host: index.crates.io)
 error: failed to get `libc` as a dependency of package `net v0.1.0 (/tmp/h24a/rust/net)`
 
 Caused by:
@@ -381,7 +382,8 @@ def test_a_projects_own_rust_download_is_named_by_the_toolchain_with_the_downloa
 def test_the_evidence_of_a_long_line_is_a_window_around_the_match() -> None:
     # make prints one compile line of thousands of characters; the error is at its end.
     flags = " ".join(f"-I/usr/include/dep{i}" for i in range(160))
-    line = f"gcc -pthread {flags} -c src/module.c -o build/module.o src/module.c:12:10: fatal error: cairo.h: No such file or directory"
+    error = "src/module.c:12:10: fatal error: cairo.h: No such file or directory"
+    line = f"gcc -pthread {flags} -c src/module.c -o build/module.o {error}"
     assert len(line) > 3000
     failure = classify(f"make[2]: Entering directory '/w'\n{line}\ncompilation terminated.\n")
     evidence = str(failure.evidence)

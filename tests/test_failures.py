@@ -259,7 +259,8 @@ def test_failures_shows_why_each_package_and_the_evidence_of_a_long_line(tmp_pat
     piwheels(env, "init")
     # make's one compile line of 3,000+ characters, the error at its end
     flags = " ".join(f"-I/usr/include/dep{i}" for i in range(150))
-    line = f"gcc {flags} -I/usr/include/gtk-3.0 -c x.c -o x.o x.c:3:10: fatal error: gtk/gtk.h: No such file or directory"
+    error = "x.c:3:10: fatal error: gtk/gtk.h: No such file or directory"
+    line = f"gcc {flags} -I/usr/include/gtk-3.0 -c x.c -o x.o {error}"
     text = f"running build_ext\n{line}\ncompilation terminated.\n"
     failure = classify(text)
     assert len(line) > 3000 and failure.detail == "gtk/gtk.h", failure

@@ -70,7 +70,7 @@ def _print(builds: list[FailedBuild]) -> None:
         )
         if b.packages:
             out.print(f"    install: {escape(b.packages[0])}", soft_wrap=True)
-            for package, why in zip(b.packages, b.why or [""] * len(b.packages)):
+            for package, why in zip(b.packages, b.why or [""] * len(b.packages), strict=False):
                 note = f": {escape(why)}" if why else ""
                 out.print(f"      {escape(package)}{note}", soft_wrap=True, highlight=False)
         if b.evidence:

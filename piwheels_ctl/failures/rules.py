@@ -161,7 +161,8 @@ RULES: tuple[Rule, ...] = (
     Rule(  # mysqlclient: the first name it tried is what to install
         "missing-pkg-config",
         r"Can not find valid pkg-config name\.?.*\n(?:.*\n){0,6}?.*pkg-config --exists (?P<detail>[\w.+-]+)",
-        "Exception: Can not find valid pkg-config name.\nSpecify MYSQLCLIENT_CFLAGS and MYSQLCLIENT_LDFLAGS env"
+        "Exception: Can not find valid pkg-config name.\nSpecify MYSQLCLIENT_CFLAGS and MYSQLCLIENT_LDFLAGS"
+        " env"
         " vars manually\nTrying pkg-config --exists mysqlclient",
         "mysqlclient",
     ),
