@@ -311,62 +311,68 @@ error: Failed to build `/w/build/Adafruit_DHT-1.4.0.tar.gz`
 """
 
 
-@pytest.mark.parametrize(
-    ("log", "expected"),
-    [
-        (ORJSON_MATURIN, Failure("needs-rust", "cargo")),
-        (CARGO_TOO_OLD, Failure("rust-too-old", "rustc >=1.999 asked, 1.95.0 found")),
-        (
-            "      error: Rust 1.63.0 does not match extension requirement >=1.64.0\n",
-            Failure("rust-too-old", "rustc >=1.64.0 asked, 1.63.0 found"),
-        ),
-        (CARGO_OFFLINE, Failure("needs-network", "index.crates.io")),
-        (RUST_DOWNLOAD, Failure("needs-rust", "cargo")),
-        (MYSQLCLIENT, Failure("missing-pkg-config", "mysqlclient")),
-        (ADAFRUIT_DHT, Failure("needs-board", "Raspberry Pi or Beaglebone Black")),
-        (
-            "ValueError: Unable to determine if this system is a Raspberry Pi\n",
-            Failure("needs-board", "Raspberry Pi"),
-        ),
-        (
-            "AttributeError: 'build_ext' object has no attribute 'cython_sources'\n",
-            Failure("cython3-incompatible", None),
-        ),
-        (
-            "You need to install libcap development headers to build this module\n",
-            Failure("missing-dev-package", "libcap"),
-        ),
-        (
-            "TypeError: new_compiler() got an unexpected keyword argument 'dry_run'\n",
-            Failure("setuptools-too-new", "dry_run"),
-        ),
-        (
-            "ERROR: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
-            Failure("build-backend-too-new", "scikit-build-core: cmake.targets"),
-        ),
-        # pyzmq prints it as a warning and fails for another reason
-        (
-            "WARNING: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
-            Failure("other", None),
-        ),
-    ],
-    ids=[
-        "maturin-no-cargo",
-        "cargo-too-old",
-        "setuptools-rust-too-old",
-        "crate-download-refused",
-        "rust-download",
-        "mysqlclient",
-        "adafruit-dht",
-        "picamera",
-        "pyyaml-5.4.1",
-        "python-prctl",
-        "mpi4py-dry-run",
-        "ruckig-skbuild",
-        "pyzmq-warning",
-    ],
+ISSUE_24 = dict(
+    zip(
+        [
+            "maturin-no-cargo",
+            "cargo-too-old",
+            "setuptools-rust-too-old",
+            "crate-download-refused",
+            "rust-download",
+            "mysqlclient",
+            "adafruit-dht",
+            "picamera",
+            "pyyaml-5.4.1",
+            "python-prctl",
+            "mpi4py-dry-run",
+            "ruckig-skbuild",
+            "pyzmq-warning",
+        ],
+        [
+            (ORJSON_MATURIN, Failure("needs-rust", "cargo")),
+            (CARGO_TOO_OLD, Failure("rust-too-old", "rustc >=1.999 asked, 1.95.0 found")),
+            (
+                "      error: Rust 1.63.0 does not match extension requirement >=1.64.0\n",
+                Failure("rust-too-old", "rustc >=1.64.0 asked, 1.63.0 found"),
+            ),
+            (CARGO_OFFLINE, Failure("needs-network", "index.crates.io")),
+            (RUST_DOWNLOAD, Failure("needs-rust", "cargo")),
+            (MYSQLCLIENT, Failure("missing-pkg-config", "mysqlclient")),
+            (ADAFRUIT_DHT, Failure("needs-board", "Raspberry Pi or Beaglebone Black")),
+            (
+                "ValueError: Unable to determine if this system is a Raspberry Pi\n",
+                Failure("needs-board", "Raspberry Pi"),
+            ),
+            (
+                "AttributeError: 'build_ext' object has no attribute 'cython_sources'\n",
+                Failure("cython3-incompatible", None),
+            ),
+            (
+                "You need to install libcap development headers to build this module\n",
+                Failure("missing-dev-package", "libcap"),
+            ),
+            (
+                "TypeError: new_compiler() got an unexpected keyword argument 'dry_run'\n",
+                Failure("setuptools-too-new", "dry_run"),
+            ),
+            (
+                "ERROR: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
+                Failure("build-backend-too-new", "scikit-build-core: cmake.targets"),
+            ),
+            # pyzmq prints it as a warning and fails for another reason
+            (
+                "WARNING: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
+                Failure("other", None),
+            ),
+        ],
+        strict=True,
+    )
 )
-def test_real_logs_of_issue_24(log: str, expected: Failure) -> None:
+
+
+@pytest.mark.parametrize("case", list(ISSUE_24))
+def test_real_logs_of_issue_24(case: str) -> None:
+    log, expected = ISSUE_24[case]
     failure = classify(log)
     assert failure == expected, f"{failure} (evidence {failure.evidence!r})"
 

@@ -148,7 +148,8 @@ def test_suggested_packages_from_a_served_contents_index(
         ),
         # ... and so does its .pc file
         (
-            "running: pkg-config --cflags gtk+-3.0\nx.c:1:10: fatal error: gtk/gtk.h: No such file or directory",
+            "running: pkg-config --cflags gtk+-3.0\n"
+            "x.c:1:10: fatal error: gtk/gtk.h: No such file or directory",
             ["libgtk-3-dev"],
             "the log names its gtk+-3.0.pc",
         ),
