@@ -17,6 +17,7 @@ cache = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("/tmp/piwheels-hints-be
 h = Hints(cache, sys.argv[1], sys.argv[2], max_age_days=7, timeout=120)
 t = time.perf_counter()
 idx = h.index("linux_x86_64")
+assert idx is not None, "no Debian architecture"
 if not idx.fresh():
     print(
         "rows",
@@ -47,7 +48,7 @@ cases = [
 times = []
 for reason, detail, log in cases:
     t = time.perf_counter()
-    s = h.suggest(reason, detail, "linux_x86_64", fetch=False, log=log)
+    s = h.suggest(reason, detail, "linux_x86_64", fetch=False, text=log) or []
     times.append(time.perf_counter() - t)
     print(f"{reason} {detail}: " + " | ".join(f"{x['package']} ({x['why']})" for x in s))
 times.sort()
