@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -184,7 +185,7 @@ class SiteFarm:
         return self.data / "www"
 
 
-def _suggest(data: Path, name: str, packages: list[str]) -> None:
+def _suggest(data: Path, name: str, packages: list[Any]) -> None:
     """Record ``packages`` as the fix of ``name``'s failed builds, as a Contents lookup would
     (the lookup itself is tested in test_hints.py against a mirror on loopback)."""
     db = Database(f"sqlite:///{data / 'piwheels.db'}")
@@ -237,8 +238,11 @@ def site_farm(
         piwheels(env, "init")
         piwheels(env, "add", "pure-ok==1.0", "pure-ok==0.8", "fails-header")
         piwheels(env, "run")
-        for name in ("pure-ok", "fails-header"):  # both failed for want of no_such_header_xyz.h
-            _suggest(root / "data", name, ["libnosuchheader-dev"])
+        # Both failed for want of no_such_header_xyz.h: one stored as before issue 24 (names),
+        # one with why each is listed.
+        _suggest(root / "data", "pure-ok", ["libnosuchheader-dev"])
+        why = "ships /usr/include/nosuch/no_such_header_xyz.h (in the folder nosuch/ of /usr/include)"
+        _suggest(root / "data", "fails-header", [{"package": "libnosuchheader-dev", "why": why}])
         piwheels(env, "add", "pure-ok==0.9", "py2-only", "c-ext")
         piwheels(env, "skip", "py2-only", "--reason", "upstream supports Python 2 only")
         piwheels(env, "publish")

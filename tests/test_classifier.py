@@ -111,7 +111,7 @@ can conclude that your requirements are unsatisfiable.
     ("log", "expected"),
     [
         (CARGO_MISSING, Failure("needs-rust", "cargo")),
-        (CARGO_FAILED, Failure("needs-rust", "cargo")),
+        (CARGO_FAILED, Failure("other", None)),  # Rust is there: a failing cargo is not "needs-rust"
         (MATURIN, Failure("needs-rust", "cargo")),
         (LD, Failure("missing-library", "xml2")),
         (LD_OLD, Failure("missing-library", "ssl")),
@@ -257,3 +257,145 @@ def test_evidence_of_the_agents_findings() -> None:
     assert classify("", timed_out=True).evidence == "the agent ended the build at its time limit"
     assert "abc" in str(classify("", download="sha256 abc differs").evidence)
     assert classify("", network=["h:443: refused"]).evidence == "the sandbox refused h:443: refused"
+
+
+# Real logs of issue 24: the farm's own builds of real sdists (bench/failing_sample.py), cargo
+# 1.95 itself (a crate with rust-version 1.999; one without a network), and puccinialin (what
+# maturin and setuptools-rust projects use to download Rust) without a network.
+ORJSON_MATURIN = """\
+Running `maturin pep517 build-wheel -i /w/.tmp7ub0cP/bin/python --manylinux=off --strip=on`
+💥 maturin failed
+  Caused by: Cargo metadata failed. Do you have cargo in your PATH?
+  Caused by: No such file or directory (os error 2)
+Error: command ['maturin', 'pep517', 'build-wheel'] returned non-zero exit status 1
+"""
+CARGO_TOO_OLD = """\
+error: rustc 1.95.0 is not supported by the following package:
+  old@0.1.0 requires rustc 1.999
+
+"""
+CARGO_OFFLINE = """\
+    Updating crates.io index
+warning: spurious network error (3 tries remaining): [6] Could not resolve hostname (Could not \
+resolve host: index.crates.io)
+error: failed to get `libc` as a dependency of package `net v0.1.0 (/tmp/h24a/rust/net)`
+
+Caused by:
+  download of config.json failed
+
+Caused by:
+  failed to download from `https://index.crates.io/config.json`
+"""
+RUST_DOWNLOAD = """\
+Rust not found, installing into a temporary directory
+Python reports SOABI: cpython-311-x86_64-linux-gnu
+Computed rustc target triple: x86_64-unknown-linux-gnu
+Downloading rustup-init from https://static.rust-lang.org/rustup/dist/x86_64-unknown-linux-gnu/rustup-init
+Traceback (most recent call last):
+httpx.ConnectError: [Errno -3] Temporary failure in name resolution
+"""
+MYSQLCLIENT = """\
+Exception: Can not find valid pkg-config name.
+Specify MYSQLCLIENT_CFLAGS and MYSQLCLIENT_LDFLAGS env vars manually
+Trying pkg-config --exists mysqlclient
+Command 'pkg-config --exists mysqlclient' returned non-zero exit status 1.
+Trying pkg-config --exists mariadb
+Command 'pkg-config --exists mariadb' returned non-zero exit status 1.
+"""
+ADAFRUIT_DHT = """\
+writing manifest file 'Adafruit_DHT.egg-info/SOURCES.txt'
+Could not detect if running on the Raspberry Pi or Beaglebone Black.  If this failure is unexpected, \
+you can run again with --force-pi or --force-bbb parameter to force using the Raspberry Pi or \
+Beaglebone Black respectively.
+error: Failed to build `/w/build/Adafruit_DHT-1.4.0.tar.gz`
+"""
+
+
+ISSUE_24 = dict(
+    zip(
+        [
+            "maturin-no-cargo",
+            "cargo-too-old",
+            "setuptools-rust-too-old",
+            "crate-download-refused",
+            "rust-download",
+            "mysqlclient",
+            "adafruit-dht",
+            "picamera",
+            "pyyaml-5.4.1",
+            "python-prctl",
+            "mpi4py-dry-run",
+            "ruckig-skbuild",
+            "pyzmq-warning",
+        ],
+        [
+            (ORJSON_MATURIN, Failure("needs-rust", "cargo")),
+            (CARGO_TOO_OLD, Failure("rust-too-old", "rustc >=1.999 asked, 1.95.0 found")),
+            (
+                "      error: Rust 1.63.0 does not match extension requirement >=1.64.0\n",
+                Failure("rust-too-old", "rustc >=1.64.0 asked, 1.63.0 found"),
+            ),
+            (CARGO_OFFLINE, Failure("needs-network", "index.crates.io")),
+            (RUST_DOWNLOAD, Failure("needs-rust", "cargo")),
+            (MYSQLCLIENT, Failure("missing-pkg-config", "mysqlclient")),
+            (ADAFRUIT_DHT, Failure("needs-board", "Raspberry Pi or Beaglebone Black")),
+            (
+                "ValueError: Unable to determine if this system is a Raspberry Pi\n",
+                Failure("needs-board", "Raspberry Pi"),
+            ),
+            (
+                "AttributeError: 'build_ext' object has no attribute 'cython_sources'\n",
+                Failure("cython3-incompatible", None),
+            ),
+            (
+                "You need to install libcap development headers to build this module\n",
+                Failure("missing-dev-package", "libcap"),
+            ),
+            (
+                "TypeError: new_compiler() got an unexpected keyword argument 'dry_run'\n",
+                Failure("setuptools-too-new", "dry_run"),
+            ),
+            (
+                "ERROR: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
+                Failure("build-backend-too-new", "scikit-build-core: cmake.targets"),
+            ),
+            # pyzmq prints it as a warning and fails for another reason
+            (
+                "WARNING: Use build.targets instead of cmake.targets for scikit-build-core >= 0.10\n",
+                Failure("other", None),
+            ),
+        ],
+        strict=True,
+    )
+)
+
+
+@pytest.mark.parametrize("case", list(ISSUE_24))
+def test_real_logs_of_issue_24(case: str) -> None:
+    log, expected = ISSUE_24[case]
+    failure = classify(log)
+    assert failure == expected, f"{failure} (evidence {failure.evidence!r})"
+
+
+def test_a_projects_own_rust_download_is_named_by_the_toolchain_with_the_download_as_evidence() -> None:
+    failure = classify(RUST_DOWNLOAD, network=["static.rust-lang.org:443: cannot resolve the name"])
+    assert failure == Failure("needs-rust", "cargo"), failure
+    evidence = str(failure.evidence)
+    assert "Downloading rustup-init from https://static.rust-lang.org/" in evidence, evidence
+    assert "Temporary failure in name resolution" in evidence, evidence
+
+
+def test_the_evidence_of_a_long_line_is_a_window_around_the_match() -> None:
+    # make prints one compile line of thousands of characters; the error is at its end.
+    flags = " ".join(f"-I/usr/include/dep{i}" for i in range(160))
+    error = "src/module.c:12:10: fatal error: cairo.h: No such file or directory"
+    line = f"gcc -pthread {flags} -c src/module.c -o build/module.o {error}"
+    assert len(line) > 3000
+    failure = classify(f"make[2]: Entering directory '/w'\n{line}\ncompilation terminated.\n")
+    evidence = str(failure.evidence)
+    assert failure.detail == "cairo.h", failure
+    assert "fatal error: cairo.h: No such file or directory" in evidence, evidence
+    assert len(evidence) <= 502 and evidence.startswith("…"), (len(evidence), evidence[:40])
+    # A match in the middle of a long line keeps both sides, marked as cut.
+    middle = classify("x" * 2000 + " /usr/bin/ld: cannot find -lxml2 " + "y" * 2000 + "\n")
+    assert "cannot find -lxml2" in str(middle.evidence) and str(middle.evidence).endswith("…"), middle

@@ -4,7 +4,7 @@ on SQLite and PostgreSQL; a real local builder whose interpreter has no pip."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Abi, Build, Builder, BuildStatus, Handback, Project, Version
 from piwheels_ctl.errors import InputError
-from piwheels_ctl.failures.classify import Failure
+from piwheels_ctl.failures.classify import Failure, classify
 from piwheels_ctl.failures.failed import failed_builds
 from piwheels_ctl.farm.agentcall import BuilderError
 from piwheels_ctl.farm.executors import Outcome
@@ -243,3 +243,46 @@ def test_a_builder_that_cannot_get_its_pinned_pip_is_at_fault_never_the_project(
     assert "builder-fault" in runs[2].stderr and "could not be fetched" in runs[2].stderr, runs[2].stderr
     assert [(b["name"], b["reason"]) for b in listed] == [("pure-ok", "builder-fault")], listed
     assert "could not be fetched" in listed[0]["detail"], listed[0]
+
+
+# Real lines of the bookworm Contents-amd64.gz: three GTKs ship gtk/gtk.h, each in its own folder.
+GTK_CONTENTS = """\
+usr/include/gtk-2.0/gtk/gtk.h                           oldlibs/libgtk2.0-dev
+usr/include/gtk-3.0/gtk/gtk.h                           libdevel/libgtk-3-dev
+usr/include/gtk-4.0/gtk/gtk.h                           libdevel/libgtk-4-dev
+"""
+
+
+def test_failures_shows_why_each_package_and_the_evidence_of_a_long_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=str(tmp_path))
+    piwheels(env, "init")
+    # make's one compile line of 3,000+ characters, the error at its end
+    flags = " ".join(f"-I/usr/include/dep{i}" for i in range(150))
+    error = "x.c:3:10: fatal error: gtk/gtk.h: No such file or directory"
+    line = f"gcc {flags} -I/usr/include/gtk-3.0 -c x.c -o x.o {error}"
+    text = f"running build_ext\n{line}\ncompilation terminated.\n"
+    failure = classify(text)
+    assert len(line) > 3000 and failure.detail == "gtk/gtk.h", failure
+    db = Database(f"sqlite:///{data / 'piwheels.db'}")
+    try:
+        version_id, abi_id, _builder = _one_job(db)
+        with db.session() as session:
+            job = Job(version_id, abi_id, "demo", "1.0", "cp311-cp311-linux_x86_64", 0)
+            build_id = claim(session, job, None, lease=timedelta(minutes=5)).id
+        log = tmp_path / "build.log"
+        log.write_text(text)
+        assert record_failure(db, data / "logs", build_id, failure, 12.0, log, None)
+    finally:
+        db.dispose()
+    with debian_mirror(tmp_path / "mirror", GTK_CONTENTS, "") as (url, _asked):
+        env.update(PIWHEELS_DEBIAN_MIRROR=url, PIWHEELS_DEBIAN_SUITE="bookworm")
+        listed = json.loads(piwheels(env, "failures", "--json").stdout)
+        table = piwheels(env, "failures", "demo").stdout
+    (build,) = listed
+    assert build["packages"][0] == "libgtk-3-dev", build
+    assert "the log passes -I/usr/include/gtk-3.0" in build["why"][0], build["why"]
+    assert "fatal error: gtk/gtk.h: No such file or directory" in build["evidence"], build["evidence"]
+    assert "install: libgtk-3-dev" in table, table
+    assert "the log passes -I/usr/include/gtk-3.0" in table, table
+    assert "fatal error: gtk/gtk.h" in table, table

@@ -16,8 +16,29 @@ from piwheels_ctl.config import Settings, apt_mirror
 from piwheels_ctl.failures.classify import classify
 from piwheels_ctl.failures.hints import ContentsIndex, Hints, HintsError, contents_key
 
-# Lines as the Debian mirror's Contents-amd64.gz has them (bookworm), and some it has to skip.
+# Lines as the Debian mirror's Contents-amd64.gz has them (bookworm), and some it has to skip;
+# the first block taken as is from the real bookworm Contents-amd64.gz (issue 24).
 CONTENTS_AMD64 = """\
+usr/include/PCSC/winscard.h                             libdevel/libpcsclite-dev
+usr/include/cairo/cairo.h                               libdevel/libcairo2-dev
+usr/include/cvm/sasl.h                                  libdevel/libcvm1-dev
+usr/include/gtk-2.0/gtk/gtk.h                           oldlibs/libgtk2.0-dev
+usr/include/gtk-3.0/gtk/gtk.h                           libdevel/libgtk-3-dev
+usr/include/gtk-4.0/gtk/gtk.h                           libdevel/libgtk-4-dev
+usr/include/mariadb/mysql.h                             libdevel/libmariadb-dev
+usr/include/python3.11/Python.h                         libdevel/libpython3.11-dev
+usr/include/sasl/sasl.h                                 libdevel/libsasl2-dev
+usr/include/tbox/database/impl/mysql.h                  libdevel/libtbox-dev
+usr/include/wine/wine/windows/winscard.h                libdevel/libwine-dev
+usr/lib/x86_64-linux-gnu/libcairo.so                    libdevel/libcairo2-dev
+usr/lib/x86_64-linux-gnu/libcairo.so.2                  libs/libcairo2
+usr/lib/x86_64-linux-gnu/pkgconfig/cairo.pc             libdevel/libcairo2-dev
+usr/lib/x86_64-linux-gnu/pkgconfig/gtk+-3.0.pc          libdevel/libgtk-3-dev
+usr/lib/x86_64-linux-gnu/pkgconfig/libcap.pc            libdevel/libcap-dev
+usr/lib/x86_64-linux-gnu/pkgconfig/libpcsclite.pc       libdevel/libpcsclite-dev
+usr/lib/x86_64-linux-gnu/pkgconfig/libsasl2.pc          libdevel/libsasl2-dev
+usr/lib/x86_64-linux-gnu/pkgconfig/mysqlclient.pc       libdevel/libmariadb-dev-compat
+usr/bin/cargo                                           rust/cargo,devel/cargo-web
 usr/bin/curl-config       libdevel/libcurl4-gnutls-dev,libdevel/libcurl4-openssl-dev
 usr/bin/dot                                             graphics/graphviz
 usr/bin/mpicc.openmpi                                   libdevel/libopenmpi-dev
@@ -54,7 +75,7 @@ def _hints(tmp_path: Path, url: str, suite: str = "bookworm") -> Hints:
 @pytest.mark.parametrize(
     ("path", "key"),
     [
-        ("usr/include/libxml2/libxml/parser.h", ("header", "libxml2/libxml/parser.h")),
+        ("usr/include/libxml2/libxml/parser.h", ("header", "parser.h")),  # found by its base name
         ("usr/include/x86_64-linux-gnu/ffi.h", ("header", "ffi.h")),
         ("usr/lib/arm-linux-gnueabihf/libssl.so", ("library", "ssl")),
         ("usr/lib/x86_64-linux-gnu/libxml2.so.2", None),  # the runtime library: not what -l needs
@@ -72,13 +93,15 @@ def test_which_paths_are_kept(path: str, key: tuple[str, str] | None) -> None:
 @pytest.mark.parametrize(
     ("log_line", "packages"),
     [
-        ("foo.c:2:10: fatal error: sql.h: No such file or directory", ["unixodbc-dev"]),
+        # the literal path first, then the one in a subfolder
+        ("foo.c:2:10: fatal error: sql.h: No such file or directory", ["unixodbc-dev", "libiodbc2-dev"]),
         ("foo.c:2:10: fatal error: ffi.h: No such file or directory", ["libffi-dev"]),
         ("foo.c:1:10: fatal error: rapidjson/document.h: No such file or directory", ["rapidjson-dev"]),
         ("/usr/bin/ld: cannot find -lxml2: No such file or directory", ["libxml2-dev"]),
         ("No package 'libffi' found", ["libffi-dev"]),
         ("Package eigen3 was not found in the pkg-config search path.", ["libeigen3-dev"]),
-        ("/bin/sh: 1: curl-config: not found", ["libcurl4-gnutls-dev", "libcurl4-openssl-dev"]),
+        # Debian's default of the alternatives first
+        ("/bin/sh: 1: curl-config: not found", ["libcurl4-openssl-dev", "libcurl4-gnutls-dev"]),
         ("Error: pg_config executable not found.", ["libpq-dev"]),
         ("ExecutableNotFound: failed to execute PosixPath('dot'), make sure", ["graphviz"]),
         ("/bin/sh: 1: mpicc: not found", ["libopenmpi-dev"]),  # an alternative: mpicc.openmpi
@@ -94,11 +117,91 @@ def test_suggested_packages_from_a_served_contents_index(
     assert found == packages, f"{failure}: {found}"
 
 
+@pytest.mark.parametrize(
+    ("log", "packages", "why"),
+    [
+        # The compiler prints the #include's name; the header lives in a subfolder.
+        ("x.c:1:10: fatal error: cairo.h: No such file or directory", ["libcairo2-dev"], "cairo/"),
+        ("x.c:1:10: fatal error: libxml/parser.h: No such file or directory", ["libxml2-dev"], "libxml2/"),
+        (
+            "x.c:1:10: fatal error: winscard.h: No such file or directory",
+            ["libpcsclite-dev", "libwine-dev"],
+            "PCSC/",
+        ),
+        # one folder down before three; a folder named after the header first
+        (
+            "x.c:1:10: fatal error: mysql.h: No such file or directory",
+            ["libmariadb-dev", "libtbox-dev"],
+            "mariadb/",
+        ),
+        (
+            "x.c:1:10: fatal error: sasl.h: No such file or directory",
+            ["libsasl2-dev", "libcvm1-dev"],
+            "sasl/",
+        ),
+        # the log's -I folder picks one of three GTKs
+        (
+            "gcc -I/usr/include/gtk-3.0 -I/usr/include/glib-2.0 -c x.c\n"
+            "x.c:1:10: fatal error: gtk/gtk.h: No such file or directory",
+            ["libgtk-3-dev"],
+            "the log passes -I/usr/include/gtk-3.0",
+        ),
+        # ... and so does its .pc file
+        (
+            "running: pkg-config --cflags gtk+-3.0\n"
+            "x.c:1:10: fatal error: gtk/gtk.h: No such file or directory",
+            ["libgtk-3-dev"],
+            "the log names its gtk+-3.0.pc",
+        ),
+        # a library in any multiarch folder; the -dev package, not the runtime library
+        ("/usr/bin/ld: cannot find -lcairo: No such file or directory", ["libcairo2-dev"], "libcairo.so"),
+        (
+            "Command 'pkg-config --exists mysqlclient' returned non-zero exit status 1.",
+            ["libmariadb-dev-compat"],
+            "mysqlclient.pc",
+        ),
+        ("You need to install libcap development headers to build this module", ["libcap-dev"], "libcap.pc"),
+        ("/bin/sh: 1: cargo: not found", ["cargo", "cargo-web"], "/usr/bin/cargo"),
+        # Debian's cargo is the one too old: its newer build, and rustup
+        ("error: Rust 1.63.0 does not match extension requirement >=1.64.0", ["cargo-web"], "rustup"),
+    ],
+    ids=[
+        "cairo",
+        "libxml2",
+        "pcsc",
+        "mysql",
+        "sasl",
+        "gtk-by-I",
+        "gtk-by-pc",
+        "lib",
+        "mysqlclient-pc",
+        "libcap-words",
+        "cargo",
+        "rust-too-old",
+    ],
+)
+def test_packages_by_what_the_compiler_looked_for(
+    tmp_path: Path, mirror: tuple[str, list[str]], log: str, packages: list[str], why: str
+) -> None:
+    url, _asked = mirror
+    failure = classify(log + "\n")
+    found = _hints(tmp_path, url).suggest(
+        failure.reason, failure.detail, "linux_x86_64", fetch=True, text=log
+    )
+    assert found is not None, failure
+    names = [s["package"] for s in found]
+    assert names[: len(packages)] == packages, f"{failure}: {found}"
+    assert why in found[0]["why"], f"why {found[0]['package']} is listed: {found[0]['why']!r}"
+
+
 def test_the_index_is_fetched_once_and_kept_a_week(tmp_path: Path, mirror: tuple[str, list[str]]) -> None:
     url, asked = mirror
     hints = _hints(tmp_path, url)
     assert hints.packages("missing-header", "sql.h", "linux_x86_64", fetch=False) is None, "not fetched yet"
-    assert hints.packages("missing-header", "sql.h", "linux_x86_64", fetch=True) == ["unixodbc-dev"]
+    assert hints.packages("missing-header", "sql.h", "linux_x86_64", fetch=True) == [
+        "unixodbc-dev",
+        "libiodbc2-dev",
+    ]
     fetched = list(asked)
     assert fetched == [
         "/dists/bookworm/main/Contents-amd64.gz",
@@ -194,6 +297,13 @@ def test_real_contents_index_of_this_machines_release(tmp_path: Path) -> None:
         ("missing-pkg-config", "libffi"): "libffi-dev",
         ("missing-program", "pg_config"): "libpq-dev",
         ("needs-rust", "cargo"): "cargo",
+        ("missing-header", "cairo.h"): "libcairo2-dev",
+        ("missing-header", "libxml/parser.h"): "libxml2-dev",
+        ("missing-header", "gtk/gtk.h"): "libgtk-3-dev",
+        ("missing-header", "winscard.h"): "libpcsclite-dev",
+        ("missing-pkg-config", "mysqlclient"): "libmariadb-dev-compat",
+        ("missing-dev-package", "libcap"): "libcap-dev",
+        ("rust-too-old", "rustc >=1.64 asked, 1.63.0 found"): "cargo-web",
     }
     for (reason, detail), package in expected.items():
         found = hints.packages(reason, detail, "linux_x86_64", fetch=True)

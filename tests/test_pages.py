@@ -51,6 +51,8 @@ def test_project_json_has_every_state(site_farm: SiteFarm) -> None:
 def test_project_page_shows_cells_install_lines_and_hashes(site_farm: SiteFarm) -> None:
     html = (site_farm.www / "project" / "fails-header" / "index.html").read_text()
     assert "libnosuchheader-dev" in html, "the suggested package is not on the page"
+    assert "(in the folder nosuch/ of /usr/include)" in html, "why the package is listed is not on the page"
+    assert "fatal error: no_such_header_xyz.h" in html, "the evidence is not on the page"
     assert 'data-state="failed"' in html and "missing-header" in html and "no_such_header_xyz.h" in html
     assert re.search(r'href="\.\./\.\./logs/fails-header/\d+\.log"', html), html
     pure = (site_farm.www / "project" / "pure-ok" / "index.html").read_text()

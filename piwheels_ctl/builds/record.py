@@ -222,7 +222,7 @@ def record_failure(
     failure: Failure,
     duration: float,
     log: Path | None,
-    packages: list[str] | None = None,
+    packages: list[dict[str, str]] | None = None,
     ccache: tuple[int, int] | None = None,
 ) -> bool:
     """Record a failed build with its reason, evidence and the packages that would fix it (None:

@@ -176,12 +176,15 @@ class Runner:
             timeout=settings.http_timeout,
         )
 
-    def _packages(self, failure: Failure, abi: str) -> list[str] | None:
-        """The packages that would fix ``failure``, from the cached Contents index only."""
+    def _packages(self, failure: Failure, abi: str, text: str = "") -> list[dict[str, str]] | None:
+        """The packages that would fix ``failure``, each with why, from the cached Contents index
+        only; ``text`` (the build's log) ranks the candidates it names first."""
         from ..failures.hints import HintsError
 
         try:
-            return self.hints.packages(failure.reason, failure.detail, abi.split("-")[-1], fetch=False)
+            return self.hints.suggest(
+                failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text
+            )
         except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
             log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
             return None
@@ -200,6 +203,7 @@ class Runner:
         result = outcome.result
         duration = float(result.get("duration", 0.0))
         failure: Failure | None = None
+        text = ""
         if result["status"] == "success":
             try:
                 wheels = _verify(outcome)
@@ -225,15 +229,16 @@ class Runner:
                     report.lost += 1
                 return True
         else:
+            text = _read_log(outcome.log)
             failure = classify(
-                _read_log(outcome.log),
+                text,
                 timed_out=bool(result.get("timed_out")),
                 limit=result.get("limit"),
                 network=[str(n) for n in result.get("network") or ()],
                 download=result.get("download_error"),
             )
         job = outcome.job
-        packages = self._packages(failure, job.abi)
+        packages = self._packages(failure, job.abi, text)
         if not record_failure(
             self.db,
             s.logs_dir,

@@ -43,7 +43,7 @@ def failures(app: App, name: str | None, reason: str | None, as_json: bool, no_h
     if not no_hints and builds:
         hints = _hints(app)
         with err.status("looking up the packages that fix them (Contents index)"):
-            found, problems = look_up_packages(hints, builds)
+            found, problems = look_up_packages(hints, builds, logs_dir)
         for problem in problems:
             err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         if found:
@@ -69,7 +69,10 @@ def _print(builds: list[FailedBuild]) -> None:
             soft_wrap=True,
         )
         if b.packages:
-            out.print(f"    install: {escape(' '.join(b.packages))}", soft_wrap=True)
+            out.print(f"    install: {escape(b.packages[0])}", soft_wrap=True)
+            for package, why in zip(b.packages, b.why or [""] * len(b.packages), strict=False):
+                note = f": {escape(why)}" if why else ""
+                out.print(f"      {escape(package)}{note}", soft_wrap=True, highlight=False)
         if b.evidence:
             out.print(f"    evidence: {escape(b.evidence)}", soft_wrap=True, highlight=False)
         duration = f"{b.duration:.0f}s" if b.duration is not None else "-"

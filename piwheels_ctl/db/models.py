@@ -269,7 +269,8 @@ class Build(Base):
     failure_detail: Mapped[str | None] = mapped_column(Text)
     failure_evidence: Mapped[str | None] = mapped_column(Text)  # the log line the reason was read from
     # Debian packages that provide what was missing (None: not looked up yet).
-    failure_packages: Mapped[list[str] | None] = mapped_column(JSON)
+    # [{"package", "why"}, ...] best first (before issue 24: package names only)
+    failure_packages: Mapped[list[Any] | None] = mapped_column(JSON)
     # A rebuild keeps the earlier builds of a version as history; only the others count.
     superseded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The compiler cache's hits and misses in this build (None: no ccache, or nothing compiled).

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,22 @@ class FailedBuild:
     detail: str | None
     evidence: str | None
     packages: list[str] | None  # None: not looked up (or nothing to look up)
+    why: list[str] | None  # why each of ``packages`` is listed, in the same order
     builder: str | None
     duration: float | None
     log_size: int | None  # bytes of the stored (gzipped) log
     started_at: datetime
+    log_path: str | None = field(default=None, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["log_path"]
         data["started_at"] = self.started_at.isoformat()
         return data
+
+
+# How much of a log is read to rank package hints (what its -I, .pc and -l name).
+LOG_READ_MAX = 8 << 20
 
 
 def check_reason(reason: str, source: str) -> str:
@@ -47,6 +55,16 @@ def check_reason(reason: str, source: str) -> str:
     if reason not in REASONS:
         raise InputError(f"{source}: {reason!r} is not a failure reason (one of: {', '.join(REASONS)})")
     return reason
+
+
+def suggestions(value: object) -> tuple[list[str] | None, list[str] | None]:
+    """(packages, why each is listed) of a build's stored ``failure_packages``: a list of
+    {"package", "why"}, or of names alone as recorded before issue 24."""
+    if not isinstance(value, list):
+        return None, None
+    names = [str(v["package"]) if isinstance(v, dict) else str(v) for v in value]
+    why = [str(v.get("why", "")) if isinstance(v, dict) else "" for v in value]
+    return names, why
 
 
 def _log_size(logs_dir: Path, path: str | None) -> int | None:
@@ -87,26 +105,34 @@ def failed_builds(
             reason=build.failure_reason or "other",
             detail=build.failure_detail,
             evidence=build.failure_evidence,
-            packages=build.failure_packages,
+            packages=suggestions(build.failure_packages)[0],
+            why=suggestions(build.failure_packages)[1],
             builder=builder,
             duration=build.duration,
             log_size=_log_size(logs_dir, build.log_path),
             started_at=build.started_at,
+            log_path=build.log_path,
         )
         for build, project, version, abi, builder in session.execute(query).tuples()
     ]
 
 
-def look_up_packages(hints: Hints, builds: Sequence[FailedBuild]) -> tuple[dict[int, list[str]], list[str]]:
+def look_up_packages(
+    hints: Hints, builds: Sequence[FailedBuild], logs_dir: Path | None = None
+) -> tuple[dict[int, list[dict[str, str]]], list[str]]:
     """The packages for every build not looked up yet, fetching the Contents index if it is
-    missing or old: ({build id: packages}, problems). Holds no session: a fetch takes seconds."""
-    found: dict[int, list[str]] = {}
+    missing or old: ({build id: [{"package", "why"}]}, problems); ranked by what each build's log
+    names (in ``logs_dir``). Holds no session: a fetch takes seconds."""
+    found: dict[int, list[dict[str, str]]] = {}
     problems: list[str] = []
     for build in builds:
         if build.packages is not None or build.reason not in REASON_KINDS or not build.detail:
             continue
         try:
-            packages = hints.packages(build.reason, build.detail, build.abi.split("-")[-1], fetch=True)
+            text = _read_log(logs_dir, build.log_path) if logs_dir is not None else ""
+            packages = hints.suggest(
+                build.reason, build.detail, build.abi.split("-")[-1], fetch=True, text=text
+            )
         except (HintsError, OSError, sqlite3.Error) as exc:
             problem = f"no package hints: {exc}"
             if problem not in problems:
@@ -117,7 +143,18 @@ def look_up_packages(hints: Hints, builds: Sequence[FailedBuild]) -> tuple[dict[
     return found, problems
 
 
-def store_packages(session: Session, packages: dict[int, list[str]]) -> None:
+def _read_log(logs_dir: Path, path: str | None) -> str:
+    """A stored (gzipped) log's text, "" when it cannot be read: it only ranks the hints."""
+    if not path:
+        return ""
+    try:
+        with gzip.open(logs_dir / path, "rt", encoding="utf-8", errors="replace") as stream:
+            return stream.read(LOG_READ_MAX)
+    except (OSError, EOFError):
+        return ""
+
+
+def store_packages(session: Session, packages: dict[int, list[dict[str, str]]]) -> None:
     """Record looked-up packages with their builds, so the next listing needs no lookup."""
     for build_id, names in packages.items():
         build = session.get(Build, build_id)

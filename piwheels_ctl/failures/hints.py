@@ -32,7 +32,9 @@ REASON_KINDS = {
     "missing-library": "library",
     "missing-pkg-config": "pkgconfig",
     "missing-program": "program",
+    "missing-dev-package": "pkgconfig",  # "install libcap development headers": libcap.pc, -lcap
     "needs-rust": "program",
+    "rust-too-old": "program",
     "needs-fortran": "program",
     "needs-cuda": "program",
 }
@@ -48,20 +50,37 @@ ARCHES = {
 }
 # Packages suggested for one missing file, at most.
 MAX_PACKAGES = 5
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Where several packages ship the same file, the one Debian makes the default (what its
+# *-default-dev packages and the alternatives' highest priority pick): listed first.
+DEBIAN_DEFAULTS = frozenset(
+    {
+        "libcurl4-openssl-dev",
+        "libkrb5-dev",
+        "libopenmpi-dev",
+        "openmpi-bin",
+        "libmariadb-dev",
+        "libmariadb-dev-compat",
+        "libssl-dev",
+        "libjpeg62-turbo-dev",
+        "libblas-dev",
+        "liblapack-dev",
+        "cargo",
+        "rustc",
+        "libhdf5-dev",
+    }
+)
 
 _TRIPLET = r"(?:[a-z0-9_]+-linux-gnu[a-z0-9_]*/)?"
+# Indexed by base name (what a log names): a header by its file name wherever it sits under
+# usr/include, a library in any multiarch folder, a .pc file under any pkgconfig/ folder.
 _PATHS = (
-    ("header", re.compile(r"^usr/include/" + _TRIPLET + r"(?P<name>.+\.(?:h|hh|hpp|hxx|H|inc))$")),
+    ("header", re.compile(r"^usr/include/(?:.+/)?(?P<name>[^/]+\.(?:h|hh|hpp|hxx|H|inc))$")),
     ("library", re.compile(r"^(?:usr/)?lib/" + _TRIPLET + r"lib(?P<name>[^/]+?)\.(?:so|a)$")),
-    (
-        "pkgconfig",
-        re.compile(
-            r"^(?:usr/(?:lib/" + _TRIPLET + r"|share/)|lib/" + _TRIPLET + r")pkgconfig/(?P<name>[^/]+)\.pc$"
-        ),
-    ),
+    ("pkgconfig", re.compile(r"^(?:usr/|lib/)(?:.+/)?pkgconfig/(?P<name>[^/]+)\.pc$")),
     ("program", re.compile(r"^(?:usr/)?s?bin/(?P<name>[^/]+)$")),
 )
+_INCLUDE = re.compile(r"^usr/include/" + _TRIPLET)
 
 
 class HintsError(PiwheelsError):
@@ -69,9 +88,9 @@ class HintsError(PiwheelsError):
 
 
 def contents_key(path: str) -> tuple[str, str] | None:
-    """(kind, name) of a path of the Contents index that a build can miss, else None.
+    """(kind, base name) of a path of the Contents index that a build can miss, else None.
 
-    ``usr/include/libxml2/libxml/parser.h`` -> ("header", "libxml2/libxml/parser.h"),
+    ``usr/include/libxml2/libxml/parser.h`` -> ("header", "parser.h"),
     ``usr/lib/x86_64-linux-gnu/libxml2.so`` -> ("library", "xml2"),
     ``usr/lib/x86_64-linux-gnu/pkgconfig/libffi.pc`` -> ("pkgconfig", "libffi"),
     ``usr/bin/curl-config`` -> ("program", "curl-config").
@@ -83,18 +102,19 @@ def contents_key(path: str) -> tuple[str, str] | None:
     return None
 
 
-def parse_contents(lines: Iterable[bytes]) -> Iterator[tuple[str, str, str]]:
-    """(kind, name, package) for every useful line of a Contents index ("PATH  section/pkg,...")."""
+def parse_contents(lines: Iterable[bytes]) -> Iterator[tuple[str, str, str, str]]:
+    """(kind, name, path, package) for every useful line of a Contents index ("PATH  section/pkg,...")."""
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\n")
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             continue
-        key = contents_key(parts[0].strip())
+        path = parts[0].strip()
+        key = contents_key(path)
         if key is None:
             continue
         for location in parts[1].split(","):
-            yield key[0], key[1], location.rpartition("/")[2]
+            yield key[0], key[1], path, location.rpartition("/")[2]
 
 
 class ContentsIndex:
@@ -142,11 +162,12 @@ class ContentsIndex:
         with atomic_path(self.path) as temp, closing(sqlite3.connect(temp)) as conn:
             conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute(
-                "CREATE TABLE paths (kind TEXT NOT NULL, name TEXT NOT NULL, package TEXT NOT NULL,"
-                " PRIMARY KEY (kind, name, package)) WITHOUT ROWID"
+                "CREATE TABLE paths (kind TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,"
+                " package TEXT NOT NULL, PRIMARY KEY (kind, name, path, package)) WITHOUT ROWID"
             )
             for number, url in enumerate(self.urls()):
                 self._load(conn, url, required=number == 0)
+            conn.execute("CREATE INDEX by_package ON paths (package, kind)")
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
                 [("schema", SCHEMA_VERSION), ("source", self.urls()[0]), ("fetched", str(time.time()))],
@@ -164,22 +185,73 @@ class ContentsIndex:
                 response.raw.decode_content = False  # the file is gzip itself, not a gzip transfer
                 with gzip.GzipFile(fileobj=response.raw) as gz:
                     rows = parse_contents(io.BufferedReader(gz, buffer_size=1 << 20))
-                    conn.executemany("INSERT OR IGNORE INTO paths VALUES (?, ?, ?)", rows)
+                    conn.executemany("INSERT OR IGNORE INTO paths VALUES (?, ?, ?, ?)", rows)
         except (requests.RequestException, OSError, EOFError) as exc:
             raise HintsError(f"{url}: cannot read the Contents index: {exc}") from None
 
-    def lookup(self, kind: str, name: str) -> list[str]:
-        """The packages that ship ``name`` of ``kind``; a program is also found under its
-        alternatives' names (``mpicc`` -> ``mpicc.openmpi``)."""
+    def lookup(self, kind: str, name: str, log: str = "") -> list[dict[str, str]]:
+        """The packages that ship ``name`` of ``kind``, best first, each with why it is listed
+        ({"package", "why"}). A header is found in any folder of usr/include (``cairo.h`` in
+        ``cairo/``), a program also under its alternatives' names (``mpicc`` -> ``mpicc.openmpi``);
+        ``log`` ranks first the candidates whose folder (``-I``), .pc file or library it names."""
+        base = name.rpartition("/")[2]
         with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as conn:
-            query = "SELECT DISTINCT package FROM paths WHERE kind = ? AND name = ?"
-            packages = [row[0] for row in conn.execute(query, (kind, name))]
-            if not packages and kind == "program":
-                escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                query = "SELECT DISTINCT package FROM paths WHERE kind = ? AND name LIKE ? ESCAPE '\\'"
-                packages = [row[0] for row in conn.execute(query, (kind, escaped + ".%"))]
-        # Development packages first: they bring the headers and the unversioned .so as well.
-        return sorted(set(packages), key=lambda p: (not p.endswith("-dev"), p))[:MAX_PACKAGES]
+            query = "SELECT path, package FROM paths WHERE kind = ? AND name = ?"
+            rows = list(conn.execute(query, (kind, base)))
+            if not rows and kind == "program" and not re.search(r"[*?\[]", name):
+                query = "SELECT path, package FROM paths WHERE kind = ? AND name GLOB ?"
+                rows = list(conn.execute(query, (kind, name + ".*")))  # GLOB: case matters
+            ranked: dict[str, tuple[tuple[object, ...], str]] = {}
+            for path, package in rows:
+                rank = _rank(conn, kind, name, path, package, log)
+                if rank is not None and (package not in ranked or rank[0] < ranked[package][0]):
+                    ranked[package] = rank
+        best = sorted(ranked.items(), key=lambda item: (item[1][0], item[0]))[:MAX_PACKAGES]
+        return [{"package": package, "why": why} for package, (_key, why) in best]
+
+
+def _mentioned(conn: sqlite3.Connection, package: str, log: str) -> str | None:
+    """What of ``package`` the log names: one of its .pc files or libraries (``-lfoo``)."""
+    if not log:
+        return None
+    query = "SELECT kind, name FROM paths WHERE package = ? AND kind IN ('pkgconfig', 'library')"
+    for kind, name in conn.execute(query, (package,)):
+        if kind == "pkgconfig" and re.search(rf"(?<![\w.+-]){re.escape(name)}(?:\.pc)?(?![\w+-])", log):
+            return f"the log names its {name}.pc"
+        if kind == "library" and re.search(rf"-l{re.escape(name)}(?![\w+-])", log):
+            return f"the log links -l{name}"
+    return None
+
+
+def _rank(
+    conn: sqlite3.Connection, kind: str, name: str, path: str, package: str, log: str
+) -> tuple[tuple[object, ...], str] | None:
+    """(sort key, why) of one candidate; None when its path is not what was asked for."""
+    why = [f"ships /{path}"]
+    literal, depth, named, mention = True, 0, True, None
+    if kind == "header":
+        relative = _INCLUDE.sub("", path)
+        if relative != name:
+            if not relative.endswith("/" + name):
+                return None  # same file name, another path than the #include asked for
+            folder = relative[: -len(name) - 1]
+            literal, depth = False, folder.count("/") + 1
+            # a folder named after the header (sasl/sasl.h, cairo/cairo.h) before the others
+            named = re.sub(r"[-\d.]+$", "", folder.rpartition("/")[2]) == name.partition(".")[0]
+            why[0] += f" (in the folder {folder}/ of /usr/include)"
+            if f"/usr/include/{folder}" in log:
+                mention = f"the log passes -I/usr/include/{folder}"
+    mention = mention or _mentioned(conn, package, log)
+    if mention:
+        why.append(mention)
+    dev = package.endswith("-dev")
+    if dev and kind != "program":
+        why.append("a -dev package")
+    default = package in DEBIAN_DEFAULTS
+    if default:
+        why.append("Debian's default among the alternatives")
+    debug = package.endswith(("-dbg", "-dbgsym"))
+    return (mention is None, not literal, depth, debug, not dev, not default, not named), "; ".join(why)
 
 
 class Hints:
@@ -224,6 +296,14 @@ class Hints:
     ) -> list[str] | None:
         """The packages that ship what ``reason`` says is missing (``detail``) on ``platform_tag``;
         [] when none does, None when it cannot be told (no detail, no index, not fetched)."""
+        found = self.suggest(reason, detail, platform_tag, fetch=fetch)
+        return None if found is None else [s["package"] for s in found]
+
+    def suggest(
+        self, reason: str, detail: str | None, platform_tag: str, *, fetch: bool, text: str = ""
+    ) -> list[dict[str, str]] | None:
+        """Like ``packages``, each with why it is listed ({"package", "why"}), ranked by what
+        ``text`` (the build's log) names."""
         kind = REASON_KINDS.get(reason)
         index = self.index(platform_tag)
         if kind is None or not detail or index is None:
@@ -242,4 +322,23 @@ class Hints:
             if not index.path.exists():  # never fetched: a lookup that may not fetch cannot tell
                 return None
         name = detail.removeprefix("-l") if kind == "library" else detail
-        return index.lookup(kind, name)
+        if reason in ("needs-rust", "rust-too-old"):
+            return _rust(index.lookup(kind, "cargo", text), too_old=reason == "rust-too-old")
+        found = index.lookup(kind, name, text)
+        if not found and reason == "missing-dev-package":  # no .pc file: its -l library
+            found = index.lookup("library", name.removeprefix("lib"), text)
+        return found
+
+
+def _rust(found: list[dict[str, str]], *, too_old: bool) -> list[dict[str, str]]:
+    """The packages of cargo; for a Rust too old, Debian's newer builds (``cargo-web``) first,
+    since the plain ``cargo`` is the one that is too old, and rustup named for any newer one."""
+    if not too_old:
+        return found
+    newer = [s for s in found if s["package"] != "cargo"]
+    for suggestion in newer:
+        suggestion["why"] += (
+            "; a newer Rust than Debian's cargo (the one that is too old); if still older than"
+            " asked, rustup (rustup.rs) installs any version"
+        )
+    return newer

@@ -24,7 +24,9 @@ class Rule:
     pattern: str
     example: str
     expect: str | None = None
-    detail: str | None = None  # a fixed detail, for patterns without a ``detail`` group
+    # A fixed detail, for patterns without a ``detail`` group; with "{group}" in it, made of
+    # the pattern's groups ("rustc {asked} asked, {found} found").
+    detail: str | None = None
 
 
 # A program name as a shell or Python's subprocess reports it missing: no path, no dots
@@ -84,18 +86,13 @@ RULES: tuple[Rule, ...] = (
         '../cairo/meson.build:31:12: ERROR: Dependency "cairo" not found (tried pkg-config and cmake)',
         "cairo",
     ),
-    # --- needs Rust: setuptools-rust, maturin, and cargo/rustc themselves.
+    # --- Rust (issue 24): no Rust at all, a Rust too old, a crate download refused. A cargo
+    # or maturin call that failed for another reason is none of these (rows below name the cause).
     Rule("needs-rust", r"can't find Rust compiler", "      error: can't find Rust compiler", detail="cargo"),
     Rule(
         "needs-rust",
         r"Cargo, the Rust package manager, is not installed",
         "Cargo, the Rust package manager, is not installed or is not on PATH.",
-        detail="cargo",
-    ),
-    Rule(
-        "needs-rust",
-        r"^[ \t]*error: `?cargo\b",
-        "      error: `cargo rustc --lib --message-format=json-render-diagnostics` failed with code 101",
         detail="cargo",
     ),
     Rule(
@@ -110,13 +107,56 @@ RULES: tuple[Rule, ...] = (
         "/bin/sh: 1: rustc: not found",
         "rustc",
     ),
-    Rule(
+    Rule(  # maturin without cargo on PATH (orjson 3.6.0)
         "needs-rust",
-        r"No module named '(?:setuptools_rust|maturin)'",
-        "ModuleNotFoundError: No module named 'setuptools_rust'",
+        r"Cargo metadata failed\. Do you have cargo in your PATH\?",
+        "  Caused by: Cargo metadata failed. Do you have cargo in your PATH?",
         detail="cargo",
     ),
-    Rule("needs-rust", r"maturin failed", "💥 maturin failed", detail="cargo"),
+    Rule(  # setuptools-rust's rust_version
+        "rust-too-old",
+        r"Rust (?P<found>\d[\w.-]*) does not match extension requirement (?P<asked>\S+)",
+        "error: Rust 1.63.0 does not match extension requirement >=1.64.0",
+        "rustc >=1.64.0 asked, 1.63.0 found",
+        detail="rustc {asked} asked, {found} found",
+    ),
+    Rule(  # cargo up to 1.7x: a package's rust-version
+        "rust-too-old",
+        r"cannot be built because it requires rustc (?P<asked>\S+) or newer, while the currently active rustc"
+        r" version is (?P<found>\d[\w.-]*)",
+        "error: package `pyo3 v0.22.0` cannot be built because it requires rustc 1.63 or newer, while the"
+        " currently active rustc version is 1.61.0",
+        "rustc >=1.63 asked, 1.61.0 found",
+        detail="rustc >={asked} asked, {found} found",
+    ),
+    Rule(  # newer cargo (cargo 1.95.0, rust-version = "1.999")
+        "rust-too-old",
+        r"rustc (?P<found>\d[\w.-]*) is not supported by the following package:\s*\n\s*\S+ requires rustc"
+        r" (?P<asked>\S+)",
+        "error: rustc 1.95.0 is not supported by the following package:\n  old@0.1.0 requires rustc 1.999",
+        "rustc >=1.999 asked, 1.95.0 found",
+        detail="rustc >={asked} asked, {found} found",
+    ),
+    Rule(  # a Cargo.toml of a newer edition than this cargo knows (Debian's cargo and edition 2024)
+        "rust-too-old",
+        r"feature `(?P<detail>edition\d+)` is required",
+        "  feature `edition2024` is required",
+        "edition2024",
+    ),
+    # A crate or index download the build network refused (cargo's words): the host it wanted.
+    Rule(
+        "needs-network",
+        r"failed to (?:download from|get) `?https?://(?P<detail>[\w.-]+)",
+        "  failed to download from `https://index.crates.io/config.json`",
+        "index.crates.io",
+    ),
+    Rule(
+        "needs-network",
+        r"Failed to connect to (?P<detail>[\w.-]+) port \d+",
+        "warning: spurious network error (3 tries remaining): [7] Could not connect to server (Failed to"
+        " connect to 127.0.0.1 port 9 after 0 ms: Could not connect to server)",
+        "127.0.0.1",
+    ),
     # --- needs Fortran: numpy.distutils, meson, and the compiler's absence.
     Rule(
         "needs-fortran",
@@ -364,3 +404,9 @@ RULES: tuple[Rule, ...] = (
         "out-of-memory", r"std::bad_alloc", "terminate called after throwing an instance of 'std::bad_alloc'"
     ),
 )
+
+# The rows of what a project says in its own words (plain-words messages, board checks, build
+# backends too new) are a table of their own, after these.
+from .rules_words import WORD_RULES  # noqa: E402 - it needs Rule, defined above
+
+RULES += WORD_RULES

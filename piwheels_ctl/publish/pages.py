@@ -52,6 +52,8 @@ class Cell:
     reason: str | None = None
     detail: str | None = None
     packages: list[str] | None = None  # Debian packages that would fix a failure, where known
+    why: list[str] | None = None  # why each of ``packages`` is listed
+    evidence: str | None = None  # the part of the log the failure's reason was read from
     log: str | None = None
     duration: float | None = None
     builder: str | None = None
@@ -119,9 +121,19 @@ def version_key(version: str) -> tuple[int, packaging.version.Version | str]:
 
 def suggested_packages(build: Build) -> list[str] | None:
     """The Debian packages that would fix a failed build, where known (looked up in the builder
-    release's Contents index when the build was recorded, or by ``failures``)."""
+    release's Contents index when the build was recorded, or by ``failures``), best first."""
     value = build.failure_packages
-    return [str(p) for p in value] if isinstance(value, list) else None
+    if not isinstance(value, list):
+        return None
+    return [str(p["package"]) if isinstance(p, dict) else str(p) for p in value]
+
+
+def suggested_why(build: Build) -> list[str] | None:
+    """Why each of ``suggested_packages`` is listed ("" for those recorded without a reason)."""
+    value = build.failure_packages
+    if not isinstance(value, list):
+        return None
+    return [str(p.get("why", "")) if isinstance(p, dict) else "" for p in value]
 
 
 def runtime_packages(file: File) -> list[str] | None:
@@ -278,6 +290,8 @@ def _cell(
             reason=build.failure_reason,
             detail=build.failure_detail,
             packages=suggested_packages(build),
+            why=suggested_why(build),
+            evidence=build.failure_evidence,
             log=log_url(build.log_path),
             duration=build.duration,
             builder=builders.get(build.builder_id or -1),
