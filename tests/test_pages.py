@@ -111,3 +111,30 @@ def test_publish_rewrites_only_dirty_project_pages(site_farm: SiteFarm, tmp_path
     pages = {p: p.stat().st_mtime_ns for p in (site_farm.www / "project").glob("*/index.html")}
     piwheels(site_farm.env, "publish")
     assert {p: p.stat().st_mtime_ns for p in pages} == pages
+
+
+def test_a_stored_log_starts_with_its_header_and_hides_the_controllers_paths(site_farm: SiteFarm) -> None:
+    cell = next(iter(_cells(site_farm, "fails-header", "1.0").values()))
+    stored = (site_farm.data / "logs" / cell["log"].removeprefix("logs/")).with_suffix(".log.gz")
+    text = gzip.decompress(stored.read_bytes()).decode()
+    lines = text.splitlines()
+    assert lines[0].startswith("fails-header 1.0  (") and lines[1] == "builder   local", lines[:8]
+    assert re.fullmatch(r"started   \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2]), lines[:8]
+    assert lines[3] == "result    failed: missing-header (no_such_header_xyz.h)", lines[:8]
+    assert re.fullmatch(r"duration  \d+\.\d s", lines[4]) and lines[6] == "command:", lines[:8]
+    assert not text.startswith("$"), "the command line still opens the log"
+    wide = [line for line in lines[: lines.index("-" * 78)] if len(line) > 80 and " " in line.strip(" \\")]
+    assert wide == [], "the header is not wrapped"
+    data = str(site_farm.data.resolve())
+    assert data not in text and str(site_farm.data) not in text, f"the controller's data dir is shown:\n{text}"
+    assert "--out-dir ./wheels" in text and "<data>/frontends/" in text, text[:1500]
+    assert re.search(r"Failed to build `\./fails_header-1\.0\.tar\.gz`", text), text
+    assert "no_such_header_xyz.h" in text
+
+
+def test_logs_takes_name_or_name_and_version(site_farm: SiteFarm) -> None:
+    newest = piwheels(site_farm.env, "logs", "pure-ok").stdout
+    assert newest.startswith("==> pure-ok==1.0 "), newest[:300]
+    older = piwheels(site_farm.env, "logs", "pure-ok==0.8").stdout
+    assert older.startswith("==> pure-ok==0.8 ") and "missing-header" in older, older[:300]
+    assert piwheels(site_farm.env, "logs", "pure-ok", "0.8").stdout == older  # the old form still works

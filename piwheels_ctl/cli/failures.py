@@ -76,4 +76,4 @@ def _print(builds: list[FailedBuild]) -> None:
         out.print(
             f"    builder {escape(b.builder or '-')}, {duration}, log {_size(b.log_size)}", highlight=False
         )
-    out.print(f"{len(builds)} failed build(s); 'piwheels-ctl logs NAME VERSION' shows a log")
+    out.print(f"{len(builds)} failed build(s); 'piwheels-ctl logs NAME==VERSION' shows a log")
