@@ -224,7 +224,7 @@ def builders_list(app: App, as_json: bool, wide: bool) -> None:
         column.no_wrap = True
     for row_cells in cells:
         table.add_row(*(escape(value) for value in row_cells.values()))
-    width = Measurement.get(out, out.options, table).maximum
+    width = Measurement.get(out, out.options.update_width(10_000), table).maximum
     if wide or width <= out.width:
         # Never cut: as wide as the table is (a pipe or a narrow terminal scrolls sideways).
         Console(width=max(width, out.width), soft_wrap=True, highlight=False).print(table)
