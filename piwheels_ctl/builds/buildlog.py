@@ -35,8 +35,8 @@ def store_log(logs_dir: Path, build: Build, log: Path | None) -> str | None:
     ):
         first = src.readline()
         command = first[2:].rstrip(b"\n") if first.startswith(b"$ ") else None
-        for line in header(build, None if command is None else relative_paths(command, paths)):
-            dst.write(line.encode("utf-8") + b"\n")
+        for text in header(build, None if command is None else relative_paths(command, paths)):
+            dst.write(text.encode("utf-8") + b"\n")
         if command is None:
             dst.write(relative_paths(first, paths))
         for line in _lines(src):
