@@ -202,8 +202,10 @@ def unskip(app: App, spec: str) -> None:
 @click.argument("old_version", metavar="", required=False)
 @pass_app
 def logs(app: App, spec: str, old_version: str | None) -> None:
-    """Print the logs of the builds of NAME==VERSION, newest first (NAME alone: its newest
-    version with a build)."""
+    """Print the logs of the builds of NAME[==VERSION], newest first.
+
+    NAME alone: its newest version with a build.
+    """
     name, version = _parse_name(spec)
     version = version or old_version  # ``logs NAME VERSION``, as before, still works
     with app.session() as session:
