@@ -1,5 +1,5 @@
-"""Files of the data folder: a file's digest read once, and every file written atomically (a
-temporary file beside it, made durable, then renamed over it): the one set of helpers for both.
+"""Files of the data folder: a file's digest read once, every file written atomically (a
+temporary file beside it, made durable, then renamed over it), and a size as people read it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,18 @@ def sha256_or_none(path: Path) -> str | None:
         return sha256_of(path)[1]
     except FileNotFoundError:
         return None
+
+
+def human_size(size: int | float | None) -> str:
+    """``size`` bytes as people read it: ``433006`` is ``422.9 KiB``."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 # The files written in a ``synced_together`` block, as (temporary file, its place).

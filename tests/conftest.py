@@ -200,6 +200,10 @@ def _suggest(data: Path, name: str, packages: list[Any]) -> None:
         db.dispose()
 
 
+PURE_SUMMARY = "A pure module that always builds"
+PURE_HOME = "https://example.org/pure-ok"
+
+
 @pytest.fixture(scope="session")
 def site_farm(
     tmp_path_factory: pytest.TempPathFactory, fixture_sdists: dict[str, Path], build_deps: Path
@@ -210,14 +214,23 @@ def site_farm(
     root = tmp_path_factory.mktemp("site-farm")
     upstream = root / "upstream"
     upstream.mkdir()
-    for name in ("pure-ok", "fails-header", "py2-only", "c-ext"):
+    for name in ("fails-header", "py2-only", "c-ext"):
         shutil.copy(fixture_sdists[name], upstream)
-    for version, source in (("0.9", "pure-ok"), ("0.8", "fails-header")):
+    # pure-ok with a summary and a home page; 0.7 is never asked for.
+    for version, source in (
+        ("1.0", "pure-ok"),
+        ("0.9", "pure-ok"),
+        ("0.8", "fails-header"),
+        ("0.7", "pure-ok"),
+    ):
         older = root / f"pure-ok-{version}"
         shutil.copytree(PACKAGES / source, older)
         toml = older / "pyproject.toml"
-        text = re.sub(r"(?m)^version = .*$", f'version = "{version}"', toml.read_text())
-        toml.write_text(re.sub(r"(?m)^name = .*$", 'name = "pure-ok"', text))
+        text = re.sub(
+            r"(?m)^version = .*$", f'version = "{version}"\ndescription = "{PURE_SUMMARY}"', toml.read_text()
+        )
+        text = re.sub(r"(?m)^name = .*$", 'name = "pure-ok"', text)
+        toml.write_text(text + f'\n[project.urls]\nHomepage = "{PURE_HOME}"\n')
         make_sdist(older, upstream)
     for wheel in build_deps.glob("*.whl"):
         shutil.copy(wheel, upstream)

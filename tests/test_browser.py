@@ -8,6 +8,7 @@ Screenshots are kept in a folder the test prints (pytest's temporary folder, or
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from browser import Page, chromium
 from conftest import SiteFarm
-from helpers import serving
+from helpers import piwheels, serving
 
 pytestmark = pytest.mark.build
 
@@ -72,6 +73,14 @@ def test_project_page_in_chromium(page: Page, site: str, shots: Path) -> None:
     assert all("libnosuchheader-dev" in text for text in fixes), f"no suggested package: {fixes}"
     install = page.evaluate("document.getElementById('install').textContent")
     assert install == "pip install --index-url http://pi.example.org/simple/ pure-ok", install
+    # The summary comes first; the release nobody asked for is folded away until opened.
+    top = page.evaluate("document.getElementById('summary').getBoundingClientRect().top")
+    first = page.evaluate("document.getElementById('releases').getBoundingClientRect().top")
+    assert top < first, (top, first)
+    visible = "document.querySelector('#v0\\\\.7 th').checkVisibility()"
+    assert page.evaluate(visible) is False, "the release not requested is shown"
+    page.evaluate("document.querySelector('#not-requested summary').click()")
+    assert page.evaluate(visible) is True, "opening the folded releases does not show them"
     # The log link works, and the browser shows it as text.
     page.open(failed[0][1], 1280)
     text = page.evaluate("document.body.innerText")
@@ -121,3 +130,21 @@ def test_the_lists_of_projects_lead_to_a_project(page: Page, site: str, shots: P
     heading = page.evaluate("[location.pathname, document.querySelector('h1').textContent]")
     assert heading == ["/project/pure-ok/", "pure_ok"], heading
     assert page.errors == [], page.errors
+
+
+def test_install_lines_follow_the_address_without_public_url(
+    page: Page, site_farm: SiteFarm, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(site_farm.data, data, ignore=shutil.ignore_patterns("work", "ccache", "deps-cache"))
+    env = {k: v for k, v in site_farm.env.items() if k != "PIWHEELS_PUBLIC_URL"}
+    piwheels({**env, "PIWHEELS_DATA_DIR": str(data)}, "publish", "--full")
+    with serving(data / "www") as base:
+        assert not base.endswith(":8080")
+        page.open(base + "/project/pure-ok/", 1280)
+        install = page.evaluate("document.getElementById('install').textContent")
+        assert install == f"pip install --index-url {base}/simple/ pure-ok", install
+        page.open(base + "/", 1280)
+        front = page.evaluate("document.querySelector('main').innerText")
+        assert f"pip install --index-url {base}/simple/ NAME" in front, front
+        assert page.errors == [], page.errors

@@ -92,7 +92,7 @@ def test_queue_says_when_it_cuts(env: dict[str, str]) -> None:
 def test_status_says_what_it_counts(env: dict[str, str]) -> None:
     piwheels(env, "add", "pure-ok==1.0")
     text = piwheels(env, "status").stdout
-    assert "with versions asked for by NAME==VERSION" in text and "watched: every version" in text, text
+    assert "asked for by NAME==VERSION" in text and "watched (every version)" in text, text
     assert json.loads(piwheels(env, "status", "--json").stdout)["requested"] == 1
 
 

@@ -202,13 +202,18 @@ def test_failures_command_looks_packages_up_once(tmp_path: Path) -> None:
         db.dispose()
     with debian_mirror(tmp_path / "mirror", CONTENTS, "") as (url, asked):
         env.update(PIWHEELS_DEBIAN_MIRROR=url, PIWHEELS_DEBIAN_SUITE="bookworm")
-        listed = json.loads(piwheels(env, "failures", "--json").stdout)
+        first = piwheels(env, "failures", "--json")
+        listed = json.loads(first.stdout)
         assert [(b["name"], b["reason"], b["detail"], b["packages"]) for b in listed] == [
             ("demo", "missing-program", "dot", ["graphviz"])
         ], listed
         assert len(asked) == 2, asked
-        table = piwheels(env, "failures", "demo").stdout
-        assert "graphviz" in table and "missing-program" in table, table
+        # In a pipe too, a line says why it waits, and how not to.
+        saying = [line for line in first.stderr.splitlines() if "Contents index" in line]
+        assert len(saying) == 1 and "--no-hints" in saying[0] and "bookworm" in saying[0], first.stderr
+        table = piwheels(env, "failures", "demo")
+        assert "graphviz" in table.stdout and "missing-program" in table.stdout, table.stdout
+        assert "Contents index" not in table.stderr, f"said again with the index fresh: {table.stderr}"
         assert len(asked) == 2, f"looked up again: {asked}"
     bad = piwheels(env, "failures", "--reason", "nonsense", check=False)
     assert bad.returncode != 0 and "'nonsense' is not a failure reason" in bad.stderr, bad.stderr
@@ -219,6 +224,7 @@ def test_failures_command_looks_packages_up_once(tmp_path: Path) -> None:
         in piwheels(env, "rebuild", "--failed-with", "missing-program").stdout
     )
     assert piwheels(env, "failures", "--json").stdout.strip() == "[]"
+    assert "--no-hints" in piwheels(env, "failures", "--help").stdout
 
 
 @pytest.mark.build

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conftest import SiteFarm
+from conftest import PURE_HOME, PURE_SUMMARY, SiteFarm
 from helpers import piwheels, serving
 
 pytestmark = pytest.mark.build
@@ -30,7 +30,7 @@ def _cells(farm: SiteFarm, name: str, version: str) -> dict[str, dict[str, Any]]
 
 def test_project_json_has_every_state(site_farm: SiteFarm) -> None:
     pure = _json(site_farm, "pure-ok")
-    assert [r["version"] for r in pure["releases"]] == ["1.0", "0.9", "0.8"], pure["releases"]
+    assert [r["version"] for r in pure["releases"]] == ["1.0", "0.9", "0.8", "0.7"], pure["releases"]
     states = {tag: cell["state"] for tag, cell in _cells(site_farm, "pure-ok", "1.0").items()}
     # Built once for the first ABI; that none-any wheel covers the others.
     assert sorted(states.values())[0] == "built" and set(states.values()) <= {"built", "covered"}, states
@@ -56,8 +56,9 @@ def test_project_page_shows_cells_install_lines_and_hashes(site_farm: SiteFarm) 
     assert 'data-state="failed"' in html and "missing-header" in html and "no_such_header_xyz.h" in html
     assert re.search(r'href="\.\./\.\./logs/fails-header/\d+\.log"', html), html
     pure = (site_farm.www / "project" / "pure-ok" / "index.html").read_text()
-    assert "pip install --index-url http://pi.example.org/simple/ pure-ok" in pure
-    assert "[[tool.uv.index]]" in pure and "index-url = http://pi.example.org/simple/" in pure
+    text = re.sub(r"<[^>]+>", "", pure)
+    assert "pip install --index-url http://pi.example.org/simple/ pure-ok" in text
+    assert "[[tool.uv.index]]" in text and "index-url = http://pi.example.org/simple/" in text
     wheel = _json(site_farm, "pure-ok")["releases"][0]["files"][0]
     assert wheel["sha256"] in pure
     assert 'href="../../simple/pure-ok/pure_ok-1.0-py3-none-any.whl"' in pure
@@ -113,3 +114,58 @@ def test_publish_rewrites_only_dirty_project_pages(site_farm: SiteFarm, tmp_path
     pages = {p: p.stat().st_mtime_ns for p in (site_farm.www / "project").glob("*/index.html")}
     piwheels(site_farm.env, "publish")
     assert {p: p.stat().st_mtime_ns for p in pages} == pages
+
+
+def test_a_stored_log_starts_with_its_header_and_hides_the_controllers_paths(site_farm: SiteFarm) -> None:
+    cell = next(iter(_cells(site_farm, "fails-header", "1.0").values()))
+    stored = (site_farm.data / "logs" / cell["log"].removeprefix("logs/")).with_suffix(".log.gz")
+    text = gzip.decompress(stored.read_bytes()).decode()
+    lines = text.splitlines()
+    assert lines[0].startswith("fails-header 1.0  (") and lines[1] == "builder   local", lines[:8]
+    assert re.fullmatch(r"started   \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2]), lines[:8]
+    assert lines[3] == "result    failed: missing-header (no_such_header_xyz.h)", lines[:8]
+    assert re.fullmatch(r"duration  \d+\.\d s", lines[4]) and lines[6] == "command:", lines[:8]
+    assert not text.startswith("$"), "the command line still opens the log"
+    wide = [line for line in lines[: lines.index("-" * 78)] if len(line) > 80 and " " in line.strip(" \\")]
+    assert wide == [], "the header is not wrapped"
+    data = str(site_farm.data.resolve())
+    assert data not in text and str(site_farm.data) not in text, (
+        f"the controller's data dir is shown:\n{text}"
+    )
+    assert "--out-dir ./wheels" in text and "<data>/frontends/" in text, text[:1500]
+    assert re.search(r"Failed to build `\./fails_header-1\.0\.tar\.gz`", text), text
+    assert "no_such_header_xyz.h" in text
+
+
+def test_logs_takes_name_or_name_and_version(site_farm: SiteFarm) -> None:
+    newest = piwheels(site_farm.env, "logs", "pure-ok").stdout
+    assert newest.startswith("==> pure-ok==1.0 "), newest[:300]
+    older = piwheels(site_farm.env, "logs", "pure-ok==0.8").stdout
+    assert older.startswith("==> pure-ok==0.8 ") and "missing-header" in older, older[:300]
+    assert piwheels(site_farm.env, "logs", "pure-ok", "0.8").stdout == older  # the old form still works
+
+
+def test_a_project_page_answers_first_what_it_is_and_what_is_built(site_farm: SiteFarm) -> None:
+    summary = _json(site_farm, "pure-ok")["summary"]
+    assert (summary["summary"], summary["homepage"], summary["newest_built"]) == (
+        PURE_SUMMARY,
+        PURE_HOME,
+        "1.0",
+    )
+    assert summary["abis"] and {v for _, v in summary["abis"].values()} == {"1.0"}, summary
+    assert {s for s, _ in summary["abis"].values()} <= {"built", "covered"}, summary
+    html = (site_farm.www / "project" / "pure-ok" / "index.html").read_text()
+    top, _, rest = html.partition("<h2>Install</h2>")
+    assert PURE_SUMMARY in top and f'href="{PURE_HOME}"' in top, top
+    assert 'href="#v1.0"><b>1.0</b></a>' in top and 'data-state="built"' in top, top
+    # The releases asked for or built come first, each with its files right under it...
+    shown, _, folded = rest.partition('<details id="not-requested">')
+    assert folded, "no folded releases on the page"
+    for version in ("1.0", "0.9", "0.8"):
+        assert f'id="v{version}"' in shown, f"{version} is not among the shown releases"
+    first = shown.split('<tbody class="release" id="v1.0">')[1].split("</tbody>")[0]
+    assert "pure_ok-1.0-py3-none-any.whl" in first and "KiB</span>" in first, first
+    assert "sha256 " in first, first
+    # ...and the release nobody asked for is folded away.
+    assert "1 other release, not requested" in folded and 'id="v0.7"' in folded, folded[:500]
+    assert 'id="v0.7"' not in shown

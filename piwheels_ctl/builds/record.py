@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
 import shutil
 import tempfile
@@ -18,31 +17,16 @@ from ..db.engine import Database
 from ..db.models import Abi, Build, BuildStatus, File, Handback, Project, ServedFile, Version, utcnow
 from ..errors import VerifyError
 from ..failures.classify import Failure
-from ..files import atomic_file, sha256_of
+from ..files import sha256_of
 from ..publish.publisher import write_project_pages
 from ..queue.coverage import add_coverage
+from .buildlog import store_log
 from .verify import Wheel, check_arrival, with_build_tag
 
 
 def wheel_dir(www_dir: Path, project: str) -> Path:
     """Where the wheels of ``project`` (canonical name) live: beside its index page."""
     return www_dir / "simple" / project
-
-
-def store_log(logs_dir: Path, build: Build, log: Path | None) -> str | None:
-    """Gzip a build's log into the log store; the path is relative to ``logs_dir``."""
-    if log is None or not log.exists():
-        return None
-    relative = Path(build.version.project.name) / f"{build.id}.log.gz"
-    target = logs_dir / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log, "rb") as src,
-        atomic_file(target) as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as dst,
-    ):
-        shutil.copyfileobj(src, dst)
-    return str(relative)
 
 
 def _place(src: Path, dest: Path) -> Callable[[], None]:
@@ -228,13 +212,10 @@ def record_failure(
     """Record a failed build with its reason, evidence and the packages that would fix it (None:
     not looked up); False if the build was handed back meanwhile."""
     with db.session() as session:
-        build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log, ccache)
+        build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log, ccache, failure)
         if build is None:
             return False
-        build.failure_reason = failure.reason
-        build.failure_detail = failure.detail
         build.version.project.dirty = True  # its page shows the failure
-        build.failure_evidence = failure.evidence
         build.failure_packages = packages
     return True
 
@@ -260,6 +241,7 @@ def _finish(
     logs_dir: Path,
     log: Path | None,
     ccache: tuple[int, int] | None = None,
+    failure: Failure | None = None,
 ) -> Build | None:
     """End a build still ours (None if it was handed back meanwhile), storing its log."""
     build = session.get(Build, build_id)
@@ -273,6 +255,9 @@ def _finish(
     build.duration = duration
     build.ccache_hits, build.ccache_misses = ccache or (None, None)
     build.lease_expires = None
+    if failure is not None:  # before the log's header, which says it
+        build.failure_reason, build.failure_detail = failure.reason, failure.detail
+        build.failure_evidence = failure.evidence
     build.log_path = store_log(logs_dir, build, log)
     return build
 

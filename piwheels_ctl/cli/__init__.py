@@ -152,7 +152,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Add wheels built elsewhere to the index (checked first, all or nothing per wheel).",
     ),
     "init": ("projects", "Create the database, or upgrade it to this version's schema."),
-    "logs": ("projects", "Print the logs of the builds of NAME VERSION, newest first."),
+    "logs": ("projects", "Print the logs of the builds of NAME[==VERSION], newest first."),
     "publish": ("publishing", "Write the static index under <data dir>/www from the database."),
     "queue": ("status", "Show what still needs a build, in build order, and the skipped versions."),
     "rebuild": ("projects", "Build NAME[==VERSION] again, before everything else (or --failed-with REASON)."),

@@ -73,11 +73,38 @@ class _Bar(Bar):
         yield lines
 
 
-class BarProgress(Progress):
+class LineProgress(Progress):
+    """With ``lines`` (stdout is not a terminal: journald, CI), one line on stdout per finished
+    build: project, version, ABI, result, duration, and a failure's reason."""
+
+    def __init__(self, lines: bool) -> None:
+        self.lines = lines
+        self.since: dict[tuple[int, int], float] = {}
+
+    def started(self, job: Job, executor_name: str) -> None:
+        self.since[(job.version_id, job.abi_id)] = time.monotonic()
+
+    def finished(self, job: Job, ok: bool, report: RunReport) -> None:
+        since = self.since.pop((job.version_id, job.abi_id), None)
+        if not self.lines:
+            return
+        took = f"{time.monotonic() - since:.1f}s" if since is not None else "-"
+        line = f"{job.name} {job.version} {job.abi} {'built' if ok else 'failed'} {took}"
+        if not ok and report.failures and report.failures[-1][0] == f"{job.name}=={job.version} ({job.abi})":
+            _, reason, detail = report.failures[-1]
+            line += f" {reason}" + (f": {detail}" if detail else "")
+        click.echo(line)
+
+    def abandoned(self, job: Job) -> None:
+        self.since.pop((job.version_id, job.abi_id), None)
+
+
+class BarProgress(LineProgress):
     """A rich progress bar of built / failed / remaining, and a line per build in progress:
     builder, project==version, ABI and how long it has been building."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, lines: bool = False) -> None:
+        super().__init__(lines)
         self.bar = _Bar(
             TextColumn("[bold]building"),
             BarColumn(),
@@ -93,15 +120,18 @@ class BarProgress(Progress):
         self.bar.start()
 
     def started(self, job: Job, executor_name: str) -> None:
+        super().started(job, executor_name)
         self.bar.add_running(Running(executor_name, job, time.monotonic()))
 
     def finished(self, job: Job, ok: bool, report: RunReport) -> None:
+        super().finished(job, ok, report)
         self.bar.remove_running(job)
         total = max(self.bar.tasks[0].total or 0, report.built + report.failed)
         self.bar.update(self.task, total=total, advance=1, built=report.built, failed=report.failed)
         self.bar.refresh()
 
     def abandoned(self, job: Job) -> None:
+        super().abandoned(job)
         self.bar.remove_running(job)
 
     def stop(self) -> None:
@@ -110,9 +140,10 @@ class BarProgress(Progress):
 
 def _print_report(report: RunReport) -> None:
     for job, reason, detail in report.failures:
-        err.print(f"[red]failed[/] {escape(job)}: {reason}" + (f" ({escape(detail)})" if detail else ""))
+        message = f"[red]failed[/] {escape(job)}: {reason}" + (f" ({escape(detail)})" if detail else "")
+        err.print(message, highlight=False, soft_wrap=True)
     for error in report.builder_errors:
-        err.print(f"[yellow]builder[/] {escape(error)}")
+        err.print(f"[yellow]builder[/] {escape(error)}", highlight=False, soft_wrap=True)
     for job, error in report.builder_faults:
         err.print(
             f"[bold yellow]warning:[/] {escape(job)} recorded as builder-fault: the builders failed it"
@@ -124,7 +155,9 @@ def _print_report(report: RunReport) -> None:
         f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
         + (f", {report.handed_back} handed back" if report.handed_back else "")
         + (f", {len(report.builder_faults)} builder fault(s)" if report.builder_faults else "")
-        + (f", {report.lost} lost to another controller" if report.lost else "")
+        + (f", {report.lost} lost to another controller" if report.lost else ""),
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -192,7 +225,9 @@ def _sync_round(app: App) -> None:
         err.print(f"[yellow]sync warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
     err.print(
         f"synced: {report.changed} project(s) changed, {report.new} new version(s)"
-        + (f", {len({p.name for p in report.problems})} with problems" if report.problems else "")
+        + (f", {len({p.name for p in report.problems})} with problems" if report.problems else ""),
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -213,7 +248,7 @@ def run(app: App, limit: int | None, forever: bool) -> None:
     signal.signal(signal.SIGTERM, terminate)
     if not forever:
         app.check_intact()
-        progress = BarProgress()
+        progress = BarProgress(lines=not out.is_terminal)
         try:
             report = _build_once(app, limit, runner_box, progress)
         finally:
@@ -226,7 +261,7 @@ def run(app: App, limit: int | None, forever: bool) -> None:
         if time.monotonic() >= next_sync:
             _sync_round(app)
             next_sync = time.monotonic() + app.settings.sync_interval
-        report = _build_once(app, limit, runner_box, Progress())
+        report = _build_once(app, limit, runner_box, LineProgress(lines=not out.is_terminal))
         _print_report(report)
         app.publish()
         if report.built + report.failed == 0:

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from ..failures.failed import FailedBuild, failed_builds, look_up_packages, store_packages
-from ..failures.hints import Hints
+from ..failures.hints import ContentsIndex, Hints
 from . import App, cli, err, out, pass_app
 
 
@@ -28,20 +28,23 @@ def _hints(app: App) -> Hints:
 @click.argument("name", required=False)
 @click.option("--reason", help="Only the failures with this reason (e.g. missing-header).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-@click.option("--no-hints", is_flag=True, help="Do not look up the packages that fix a failure.")
+@click.option("--no-hints", is_flag=True,
+              help="Do not look up the packages that fix a failure (no Contents index fetch).")  # fmt: skip
 @pass_app
 def failures(app: App, name: str | None, reason: str | None, as_json: bool, no_hints: bool) -> None:
     """List failed builds (of NAME) with reason, detail, suggested Debian packages, builder,
     duration and log size.
 
     The packages come from the Contents index of the Debian mirror (setting debian_mirror),
-    fetched when missing or older than contents_max_days.
+    fetched when missing or older than contents_max_days (half a minute; --no-hints skips the
+    lookup).
     """
     logs_dir = app.settings.logs_dir
     with app.reader() as session:
         builds = failed_builds(session, logs_dir, name, reason)
     if not no_hints and builds:
         hints = _hints(app)
+        hints.on_fetch = _say_fetching
         with err.status("looking up the packages that fix them (Contents index)"):
             found, problems = look_up_packages(hints, builds, logs_dir)
         for problem in problems:
@@ -58,6 +61,16 @@ def failures(app: App, name: str | None, reason: str | None, as_json: bool, no_h
         out.print("no failed builds")
         return
     _print(builds)
+
+
+def _say_fetching(index: ContentsIndex) -> None:
+    # A line of its own, on a terminal or not: the fetch is silent for half a minute.
+    err.print(
+        f"fetching the Debian Contents index of {index.suite} {index.arch} (once; it takes about"
+        " half a minute; --no-hints skips the package lookup)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print(builds: list[FailedBuild]) -> None:
@@ -79,4 +92,4 @@ def _print(builds: list[FailedBuild]) -> None:
         out.print(
             f"    builder {escape(b.builder or '-')}, {duration}, log {_size(b.log_size)}", highlight=False
         )
-    out.print(f"{len(builds)} failed build(s); 'piwheels-ctl logs NAME VERSION' shows a log")
+    out.print(f"{len(builds)} failed build(s); 'piwheels-ctl logs NAME==VERSION' shows a log")

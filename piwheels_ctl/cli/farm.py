@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from sqlalchemy import select
 
@@ -185,36 +188,57 @@ def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _builder_cells(row: dict[str, Any]) -> dict[str, str]:
+    """What ``builders list`` shows of a builder, by column: the table and the narrow view both."""
+    user = f"{row['user']}@" if row["user"] else ""
+    return {
+        "name": row["name"],
+        "address": "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}",
+        "slots": str(row["slots"]),
+        "ABIs": ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
+        "sandbox": row["sandbox"] or "-",
+        "shared ccache": row["ccache_remote"] or "-",
+        "healthy": "yes" if row["healthy"] else "no",
+        "free MB": str(row["free_mb"] or "-"),
+        "load": str(row["load"] or "-"),
+    }
+
+
 @builders.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--wide", is_flag=True, help="One table row per builder, however wide the terminal.")
 @pass_app
-def builders_list(app: App, as_json: bool) -> None:
+def builders_list(app: App, as_json: bool, wide: bool) -> None:
     """Show the builders, their ABIs and health."""
     with app.session() as session:
         rows = [_builder_dict(b, app.settings) for b in list_builders(session)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(
-        "name", "address", "slots", "ABIs", "sandbox", "shared ccache", "healthy", "free MB", "load"
-    )
-    for row in rows:
-        user = f"{row['user']}@" if row["user"] else ""
-        address = "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}"
-        health = "yes" if row["healthy"] else "no"
-        free, load = str(row["free_mb"] or "-"), str(row["load"] or "-")
-        table.add_row(
-            row["name"],
-            address,
-            str(row["slots"]),
-            ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
-            row["sandbox"] or "-",
-            row["ccache_remote"] or "-",
-            health,
-            free,
-            load,
-        )
-    out.print(table)
+    cells = [_builder_cells(row) for row in rows]
+    if not cells:
+        out.print("no builders yet ('run' adds this machine's, 'builders add' an SSH one)")
+        return
+    table = Table(*cells[0])
+    for column in table.columns:
+        column.no_wrap = True
+    for row_cells in cells:
+        table.add_row(*(escape(value) for value in row_cells.values()))
+    width = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if wide or width <= out.width:
+        # Never cut: as wide as the table is (a pipe or a narrow terminal scrolls sideways).
+        Console(width=max(width, out.width), soft_wrap=True, highlight=False).print(table)
+        return
+    # Narrower than the table: a block per builder, every value whole, wrapped at spaces.
+    for row_cells in cells:
+        name, *rest = row_cells.items()
+        click.echo(name[1])
+        for label, value in rest:
+            lines = textwrap.wrap(value, max(20, out.width - 17), break_long_words=False) or ["-"]
+            click.echo(f"  {label:<14} {lines[0]}")
+            for line in lines[1:]:
+                click.echo(f"  {'':<14} {line}")
+    click.echo("('builders list --wide': the same as a table)")
 
 
 @builders.command(name="remove")

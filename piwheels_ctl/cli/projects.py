@@ -23,6 +23,7 @@ from ..catalog.sync import sync_all
 from ..db.engine import check_integrity, upgrade
 from ..db.models import Build
 from ..errors import InputError, PiwheelsError, UpstreamError
+from ..publish.pages import version_key
 from . import App, cli, err, out, pass_app
 
 
@@ -228,19 +229,29 @@ def unskip(app: App, spec: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("version")
+@click.argument("spec", metavar="NAME[==VERSION]")
+@click.argument("old_version", metavar="", required=False)
 @pass_app
-def logs(app: App, name: str, version: str) -> None:
-    """Print the logs of the builds of NAME VERSION, newest first."""
+def logs(app: App, spec: str, old_version: str | None) -> None:
+    """Print the logs of the builds of NAME[==VERSION], newest first.
+
+    NAME alone: its newest version with a build.
+    """
+    name, version = _parse_name(spec)
+    version = version or old_version  # ``logs NAME VERSION``, as before, still works
     with app.session() as session:
         _project, versions = projects.find(session, name, version)
-        builds = sorted(versions[0].builds, key=lambda b: (b.started_at, b.id), reverse=True)
+        tried = [v for v in versions if v.builds]
+        if not tried:
+            raise InputError(f"{name}{'==' + version if version else ''}: no builds yet")
+        if version is None:
+            versions = [max(tried, key=lambda v: version_key(v.version))]
+        row = versions[0]
+        builds = sorted(row.builds, key=lambda b: (b.started_at, b.id), reverse=True)
         entries = [(b.abi.tag, _state(b), b.failure_reason, b.log_path) for b in builds]
-    if not entries:
-        raise InputError(f"{name} {version}: no builds yet")
+        shown = row.version
     for tag, state, reason, path in entries:
-        click.echo(f"==> {name} {version} {tag}: {state}" + (f" ({reason})" if reason else ""))
+        click.echo(f"==> {name}=={shown} {tag}: {state}" + (f" ({reason})" if reason else ""))
         if path is None:
             click.echo("(no log)")
             continue

@@ -35,6 +35,7 @@ def publish(app: App, full: bool) -> None:
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
     """Serve the index (for one machine; a farm uses nginx)."""
+    from ..publish.publisher import DEFAULT_PUBLIC_URL
     from ..publish.server import serve as serve_index
 
     www = app.settings.www_dir
@@ -44,5 +45,14 @@ def serve(app: App, host: str, port: int) -> None:
     def announce(url: str) -> None:
         # Said once the port is bound: a client started on this line finds the server there.
         err.print(f"serving {www} on {url} (index: {url}simple/)", highlight=False, soft_wrap=True)
+        if app.settings.public_url is None and url != DEFAULT_PUBLIC_URL:
+            err.print(
+                f"[yellow]warning:[/] public_url is not set: pages show install lines for the address"
+                f" a browser reached them at, and {DEFAULT_PUBLIC_URL} without JavaScript; set"
+                f" public_url (or PIWHEELS_PUBLIC_URL) to {url} or the address clients use, then"
+                " 'piwheels-ctl publish --full'",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     serve_index(www, host, port, app.settings.logs_dir, announce=announce)

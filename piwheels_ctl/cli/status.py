@@ -74,20 +74,20 @@ def _status(session: Session) -> dict[str, Any]:
 
 # What each line of ``status`` counts, in the order shown.
 _STATUS_LABELS = {
-    "projects": "projects known (names from sync --all included)",
-    "watched": "watched: every version is built",
-    "requested": "with versions asked for by NAME==VERSION",
+    "projects": "projects known",
+    "watched": "watched (every version)",
+    "requested": "asked for by NAME==VERSION",
     "versions": "versions known",
     "abis": "ABIs built for",
-    "builds": "builds (current and superseded)",
+    "builds": "builds (and superseded)",
     "failures": "failed builds by reason",
     "files": "wheels in the index",
-    "bytes": "bytes of wheels",
-    "pending": "queue: (version, ABI) pairs to build",
-    "upstream_covered": "(version, ABI) pairs the upstream's own wheels cover: not built",
-    "mirrored": "wheels mirrored from the upstream",
-    "skipped": "skipped (unskip NAME[==VERSION])",
-    "ccache": f"compiler cache over the newest {RECENT_BUILDS} builds that compiled",
+    "bytes": "size of the wheels",
+    "pending": "queue: (version, ABI) pairs",
+    "upstream_covered": "covered upstream, not built",
+    "mirrored": "mirrored from upstream",
+    "skipped": "skipped (unskip to build)",
+    "ccache": f"ccache, last {RECENT_BUILDS} builds",
 }
 
 
@@ -104,10 +104,17 @@ def status(app: App, as_json: bool) -> None:
         return
     from rich.table import Table  # only for a table on the terminal
 
+    from ..files import human_size
+
+    # The labels never wrap; a long value folds onto lines of its own column.
     table = Table(show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for key, label in _STATUS_LABELS.items():
         value = info[key]
-        if key == "skipped":
+        if key == "bytes":
+            value = human_size(value)
+        elif key == "skipped":
             value = ", ".join(
                 f"{s['project']}{'==' + s['version'] if s['version'] else ''} ({s['reason']})" for s in value
             )

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -271,6 +271,8 @@ class Hints:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._refreshed: set[str] = set()
+        # Told before an index is fetched (it takes half a minute): the CLI says so.
+        self.on_fetch: Callable[[ContentsIndex], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -311,6 +313,8 @@ class Hints:
         with self._lock:
             if fetch and not index.fresh() and index.path.name not in self._refreshed:
                 self._refreshed.add(index.path.name)  # one attempt per run
+                if self.on_fetch is not None:
+                    self.on_fetch(index)
                 try:
                     rows = index.refresh()
                 except HintsError:

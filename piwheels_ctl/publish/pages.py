@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.parser import HeaderParser
 from typing import Any
 
 import packaging.version
@@ -80,6 +81,23 @@ class Release:
     sdist: str | None
     cells: dict[str, Cell] = field(default_factory=dict)
     files: list[WheelFile] = field(default_factory=list)
+    folded: bool = False  # neither asked for nor built: folded away on the page
+
+
+# The states of a release nobody asked for: such a release, without files, is folded away.
+UNASKED = {"not-requested", "excluded", "no-sdist"}
+# The states where a wheel installs.
+WHEEL_STATES = {"built", "covered", "imported", "mirrored"}
+
+
+@dataclass
+class Summary:
+    """What a project page answers first: what it is, where it lives, what this index has."""
+
+    summary: str | None  # from the newest wheel's METADATA
+    homepage: str | None  # its home page or source (http(s) only)
+    newest_built: str | None  # the newest release with a wheel
+    abis: dict[str, tuple[str, str]] = field(default_factory=dict)  # ABI -> (state, release)
 
 
 @dataclass
@@ -90,11 +108,13 @@ class ProjectPage:
     skip_reason: str | None
     abis: list[str]
     releases: list[Release]
+    summary: Summary = field(default_factory=lambda: Summary(None, None, None))
 
     def as_json(self) -> dict[str, Any]:
         """The page as JSON data (``dataclasses.asdict`` without its deep copies, which cost
         more than all the rest of a full publish)."""
         data = dict(vars(self))
+        data["summary"] = {**vars(self.summary), "abis": {k: list(v) for k, v in self.summary.abis.items()}}
         data["releases"] = [
             {
                 **vars(release),
@@ -243,7 +263,9 @@ def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
                         apt_packages=runtime_packages(f),
                     )
                 )
+            release.folded = not release.files and all(c.state in UNASKED for c in release.cells.values())
             releases.append(release)
+        newest = _newest_file(rows.versions[project_id], by_version)
         pages.append(
             ProjectPage(
                 name=project.name,
@@ -252,9 +274,56 @@ def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
                 skip_reason=project.skip_reason,
                 abis=[a.tag for a in rows.abis],
                 releases=releases,
+                summary=summarize(releases, [a.tag for a in rows.abis], newest),
             )
         )
     return pages
+
+
+def _newest_file(versions: list[Version], by_version: dict[int, list[File]]) -> File | None:
+    with_files = [v for v in versions if by_version.get(v.id)]
+    if not with_files:
+        return None
+    newest = max(with_files, key=lambda v: version_key(v.version))
+    return max(by_version[newest.id], key=lambda f: f.filename)
+
+
+def summarize(releases: list[Release], abis: list[str], newest: File | None) -> Summary:
+    """The top of a page: the summary and home page of the newest wheel's METADATA (kept in
+    the database, no request), the newest release with a wheel, and where each ABI stands: its
+    newest release with a wheel, else the newest release asked for."""
+    summary, homepage = metadata_summary(newest.core_metadata if newest is not None else "")
+    built = [r for r in releases if r.files]
+    result = Summary(summary, homepage, built[0].version if built else None)
+    for abi in abis:
+        cells = [(r.cells[abi].state, r.version) for r in releases if abi in r.cells]
+        wheel = next(((state, v) for state, v in cells if state in WHEEL_STATES), None)
+        asked = next(((state, v) for state, v in cells if state not in UNASKED), None)
+        chosen = wheel or asked
+        if chosen is not None:
+            result.abis[abi] = chosen
+    return result
+
+
+# Project-URL labels that name the project's home, best first (PEP 753's normalized forms).
+HOME_LABELS = ("homepage", "source", "sourcecode", "repository", "documentation")
+
+
+def metadata_summary(text: str) -> tuple[str | None, str | None]:
+    """The Summary and the home page (Home-page, or a Project-URL) of a METADATA text."""
+    if not text:
+        return None, None
+    headers = HeaderParser().parsestr(text, headersonly=True)
+    summary = " ".join(str(headers.get("Summary") or "").split())[:300] or None
+    urls: dict[str, str] = {}
+    for entry in headers.get_all("Project-URL") or []:
+        label, _, url = str(entry).partition(",")
+        key = "".join(ch for ch in label.lower() if ch.isalnum())
+        urls.setdefault(key, url.strip())
+    candidates = [urls.get(label) for label in HOME_LABELS] + [str(headers.get("Home-page") or "").strip()]
+    candidates += list(urls.values())
+    home = next((u for u in candidates if u and u.startswith(("https://", "http://")) and " " not in u), None)
+    return summary, home
 
 
 def _cell(

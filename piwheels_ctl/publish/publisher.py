@@ -170,6 +170,8 @@ def site_context(public_url: str | None) -> dict[str, Any]:
     return {
         "name": "piwheels-ctl",
         "index_url": (public_url or DEFAULT_PUBLIC_URL).rstrip("/") + "/simple/",
+        # Without public_url, a page's own script puts the address it was reached at instead.
+        "index_url_guessed": not public_url,
         "generated": None,
     }
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from jinja2 import Environment, PackageLoader
 
+from ..files import human_size
+
 _LOADER = PackageLoader("piwheels_ctl.publish", "templates")
 
 
 def _environment(*, keep_trailing_newline: bool) -> Environment:
-    return Environment(
+    environment = Environment(
         loader=_LOADER,
         autoescape=True,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=keep_trailing_newline,
     )
+    environment.filters["filesize"] = human_size
+    return environment
 
 
 # Whole files: the pages for people, the simple index, the statistics.
