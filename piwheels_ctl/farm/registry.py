@@ -19,7 +19,7 @@ from ..db.made_once import get_or_make
 from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
 from ..queue import upkeep
-from ..queue.coverage import cover_new_abi
+from ..queue.coverage import cover_new_abi, uncover_other_releases
 from ..queue.upstream_coverage import cover_abi
 from .agentcall import probe_tag
 
@@ -98,6 +98,7 @@ def set_pythons(
         builder.pythons.append(BuilderPython(abi_id=abi_id, path=path))
     session.flush()
     refresh_active(session)
+    uncover_other_releases(session)
 
 
 def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, Any]]:
