@@ -147,8 +147,9 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
         walls = sandbox.choose(settings.sandbox)[1]
     except sandbox.SandboxError as exc:
         walls = f"none: {exc}"
-    if builder.info.get("sandbox") != walls:
-        builder.info = {**builder.info, "sandbox": walls}
+    identity = next(iter(probes.values()), {}).get("os")  # jobspec.OS_KEYS: db.builder_os reads it
+    if builder.info.get("sandbox") != walls or builder.info.get("os") != identity:
+        builder.info = {**builder.info, "sandbox": walls, "os": identity}
     return builder
 
 
