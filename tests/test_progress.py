@@ -46,6 +46,7 @@ class FakeBlockingExecutor:
         self.pythons = {abi_id: "/nonexistent/python"}
         self.retry_at: datetime | None = None
         self.failures = 0
+        self.release = None  # no OS release: it takes no check jobs
         self.work = work
         self.release = threading.Event()
         self.entered = threading.Semaphore(0)

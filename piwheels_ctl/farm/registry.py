@@ -150,6 +150,7 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
     identity = next(iter(probes.values()), {}).get("os")  # jobspec.OS_KEYS: db.builder_os reads it
     if builder.info.get("sandbox") != walls or builder.info.get("os") != identity:
         builder.info = {**builder.info, "sandbox": walls, "os": identity}
+        uncover_other_releases(session)  # its release is known (or changed) only now
     return builder
 
 
