@@ -13,7 +13,6 @@ from ..db.engine import Database
 from ..farm.agentcall import BuilderError
 from ..farm.executors import Executor, mark_failed
 from ..queue.checks import CheckJob, claim_check, hand_back_check, record_check
-from .record import wheel_dir
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +27,8 @@ def next_check(db: Database, executor: Executor, lease: timedelta) -> CheckJob |
 
 def wheel_of(www_dir: Path, job: CheckJob) -> Path:
     """The index's copy of the file to check (its name is the index's own, checked when recorded)."""
+    from .record import wheel_dir  # here: a run with nothing to check never imports the recorder
+
     return wheel_dir(www_dir, job.project) / job.filename
 
 

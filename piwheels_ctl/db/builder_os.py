@@ -33,7 +33,7 @@ class BuilderOS:
         return parse_glibc(self.glibc or "")
 
     def describe(self) -> str:
-        """"debian bookworm": what ``builders list`` and the statistics page show."""
+        """ "debian bookworm": what ``builders list`` and the statistics page show."""
         return " ".join(v for v in (self.id, self.codename) if v) or "unknown"
 
 
