@@ -50,8 +50,9 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         wanted += read_requirements(path)
     if not wanted:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
+    glibc = app.glibc()
     with app.upstream() as upstream, app.session() as session:
-        report = projects.add(session, upstream, wanted, app.settings.glibc)
+        report = projects.add(session, upstream, wanted, glibc)
     for problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
     for added in report.added:
@@ -94,7 +95,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
             report = sync_tracked(
-                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
+                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.glibc()
             )
     for problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)

@@ -8,7 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from ..abi import parse_glibc
+from ..config import Settings
 from .models import Builder
 
 # What a builder may say of itself: the values name folders (``www/<codename>/``), so anything
@@ -74,3 +78,22 @@ def common_codename(builders: Iterable[Builder]) -> str | None:
     """The release every one of ``builders`` that said runs, if they agree; else None."""
     names = {o.codename for o in map(builder_os, builders) if o is not None and o.codename}
     return names.pop() if len(names) == 1 else None
+
+
+def farm_glibc(session: Session, settings: Settings) -> tuple[int, int] | None:
+    """The glibc that decides which of the upstream's manylinux wheels cover a target:
+    ``manylinux_glibc`` where it is set, else the oldest the builders said they have."""
+    if settings.glibc is not None:
+        return settings.glibc
+    return oldest_glibc(session.scalars(select(Builder)))
+
+
+def farm_debian_source(
+    session: Session, settings: Settings, codename: str | None = None
+) -> tuple[str, str] | None:
+    """(mirror, suite) of the Contents index for hints: ``debian_suite`` where it is set, else
+    ``codename`` (the release of the builder that failed) or the release all builders run, else
+    the apt sources' suite."""
+    if codename is None and settings.debian_suite == "auto":
+        codename = common_codename(session.scalars(select(Builder)))
+    return settings.debian_source_for(codename)
