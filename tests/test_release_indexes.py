@@ -209,6 +209,7 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
 
     # The bookworm builder checks it first: libssl.so.1.1 is not there, so it builds its own.
     out = piwheels(env, "run").stdout
+    assert f"checked {ABI3_WHEEL} on bookworm: refused" in out, out
     checks = _checks(data)
     refused = [c for c in checks if c[:3] == (ABI3_WHEEL, "bookworm", "refused")]
     assert refused and any("libssl.so.1.1" in f for f in refused[0][3]), checks

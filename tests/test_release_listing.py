@@ -66,6 +66,10 @@ def test_a_compiled_wheel_reaches_another_release_only_once_loaded_there(
         _listed(www, "bookworm", "pure") == _listed(www, "bullseye", "pure") == ["pure-1.0-py3-none-any.whl"]
     )
     assert _root(www, "bookworm") == ["pure"] and _root(www, "bullseye") == ["ext", "pure"]
+    front = (www / "index.html").read_text()
+    assert "bookworm/simple/" in front and "bullseye/simple/" in front, (
+        "the front page names no release index"
+    )
     with db.session() as session:
         covered = {
             abi for (abi,) in session.execute(select(Coverage.abi_id).where(Coverage.file_id == abi3.id))
@@ -125,3 +129,12 @@ def test_a_builder_of_another_release_takes_back_coverage_and_queues_checks(db: 
         ).all()
         assert [tuple(r) for r in queued] == [(wheel.id, "bookworm", "pending")], queued
         assert session.scalar(select(File.release)) == "bullseye"
+
+
+def test_a_builder_cannot_name_a_folder_of_the_site_as_its_release() -> None:
+    from piwheels_ctl.queue.releases import release_of
+
+    assert release_of({"os": {"codename": "bookworm"}}) == "bookworm"
+    for hostile in ("../etc", "simple", "project", "Bookworm", "a/b", "", "x" * 40, 7):
+        assert release_of({"os": {"codename": hostile}}) is None, hostile
+    assert release_of({}) is None and release_of({"os": "bookworm"}) is None

@@ -235,6 +235,7 @@ def write_site(
                 if not any(folder.iterdir()):
                     folder.rmdir()
     site["generated"] = figures.generated
+    site["releases"] = releases.farm_releases(session)  # the front page's index of each
     _write_files(www_dir, stats.render_site(figures, site))
 
 
