@@ -21,6 +21,7 @@ from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
 from ..queue import upkeep
 from ..queue.coverage import cover_new_abi, uncover_other_releases
+from ..queue.releases import release_of
 from ..queue.upstream_coverage import cover_abi
 from .agentcall import probe_tag
 
@@ -99,7 +100,12 @@ def set_pythons(
         builder.pythons.append(BuilderPython(abi_id=abi_id, path=path))
     session.flush()
     refresh_active(session)
-    uncover_other_releases(session)
+    # Its release and ABIs decide where our wheels cover them: again only when they changed
+    # (a new ABI, another release), not at every start of the local builder.
+    stands = [release_of(builder.info), sorted(p.abi_id for p in builder.pythons)]
+    if builder.info.get("covered_as") != stands:
+        uncover_other_releases(session)
+        builder.info = {**builder.info, "covered_as": stands}
 
 
 def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, Any]]:
