@@ -19,6 +19,7 @@ from ..errors import VerifyError
 from ..failures.classify import Failure
 from ..files import sha256_of
 from ..publish.publisher import write_project_pages
+from ..queue import releases
 from ..queue.coverage import add_coverage
 from .buildlog import store_log
 from .verify import Wheel, check_arrival, with_build_tag
@@ -130,6 +131,8 @@ def _commit_files(
         file.core_metadata = wheel.metadata
         file.metadata_sha256 = wheel.metadata_sha256
         file.deps = wheel.deps
+        # The release it was built on, as its builder says now: kept, whatever the builder becomes.
+        file.release = releases.release_of(build.builder.info) if build and build.builder else None
         file.uploaded_at = utcnow()
         file.mirrored = mirrored
         session.flush()
@@ -182,14 +185,16 @@ def record_success(
     duration: float,
     log: Path | None,
     ccache: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
 ) -> bool:
-    """Record a successful build (``ccache``: its compiler cache's hits and misses); False if the
-    build was handed back meanwhile (lease lost)."""
+    """Record a successful build (``ccache``: its compiler cache's hits and misses; ``notes``: what
+    its load check noted); False if the build was handed back meanwhile (lease lost)."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
         build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log, ccache)
         if build is None:
             raise _LeaseLost
+        build.notes = notes or None
         return build.version, build
 
     try:

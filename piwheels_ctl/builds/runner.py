@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +17,16 @@ from sqlalchemy import delete, select
 
 from ..abi import AbiTags
 from ..config import Settings
+from ..db.builder_os import builder_os
 from ..db.engine import Database
 from ..db.models import Build, Builder, BuildStatus, utcnow
 from ..errors import ArrivalError, VerifyError
 from ..farm.agentcall import BuilderError
 from ..farm.executors import Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
+from ..queue.checks import CheckJob
 from ..queue.claims import Job, claim_next, reclaim
+from .checks import finish_check, next_check, wheel_of
 
 # What verifies, classifies and records an outcome is imported with the first outcome: a run
 # with nothing to build (`run` from cron, `run --forever` between releases) never needs it.
@@ -54,6 +56,8 @@ class RunReport:
     builder_errors: list[str] = field(default_factory=list)
     # (job, last error) of jobs recorded as builder-fault: handed back too many times in a row.
     builder_faults: list[tuple[str, str]] = field(default_factory=list)
+    # (file, OS release, "passed" / "refused" / "handed back") of the check jobs run.
+    checks: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Progress:
@@ -133,6 +137,13 @@ def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
     return hits, misses
 
 
+def answered_load_check(result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The (failures, notes) of the agent's load check of the build's wheels (``check_answer``
+    has checked their shape)."""
+    check = result.get("load_check") or {}
+    return list(check.get("failures") or ()), list(check.get("notes") or ())
+
+
 def _read_log(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -160,31 +171,40 @@ class Runner:
         self.executors = list(executors)
         self.progress = progress or Progress()
         self.stopping = threading.Event()
+        self._hints: dict[tuple[str, str] | None, Hints] = {}
 
-    @cached_property
-    def hints(self) -> Hints:
-        """The package hints for failures, from the Debian release's Contents index."""
+    def hints(self, suite: str | None = None) -> Hints:
+        """The package hints for failures, from the Contents index of the Debian release
+        ``suite`` (the failed build's builder's), ``debian_suite`` overriding it."""
         from ..failures.hints import Hints
 
         settings = self.settings
-        mirror, suite = settings.debian_source or (None, None)
-        return Hints(
-            settings.contents_dir,
-            mirror,
-            suite,
-            max_age_days=settings.contents_max_days,
-            timeout=settings.http_timeout,
-        )
+        source = settings.debian_source_for(suite)
+        if source not in self._hints:
+            mirror, release = source or (None, None)
+            self._hints[source] = Hints(
+                settings.contents_dir,
+                mirror,
+                release,
+                max_age_days=settings.contents_max_days,
+                timeout=settings.http_timeout,
+            )
+        return self._hints[source]
 
-    def _packages(self, failure: Failure, abi: str, text: str = "") -> list[dict[str, str]] | None:
+    def _packages(
+        self, failure: Failure, abi: str, build_id: int, text: str = ""
+    ) -> list[dict[str, str]] | None:
         """The packages that would fix ``failure``, each with why, from the cached Contents index
-        only; ``text`` (the build's log) ranks the candidates it names first."""
+        of the release of the build's builder only; ``text`` (the build's log) ranks the
+        candidates it names first."""
         from ..failures.hints import HintsError
 
+        with self.db.reader() as session:
+            build = session.get(Build, build_id)
+            said = builder_os(build.builder) if build is not None and build.builder is not None else None
         try:
-            return self.hints.suggest(
-                failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text
-            )
+            hints = self.hints(said.codename if said else None)
+            return hints.suggest(failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text)
         except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
             log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
             return None
@@ -225,6 +245,7 @@ class Runner:
                     duration,
                     outcome.log,
                     answered_ccache(result),
+                    answered_load_check(result)[1],
                 ):
                     report.lost += 1
                 return True
@@ -236,9 +257,10 @@ class Runner:
                 limit=result.get("limit"),
                 network=[str(n) for n in result.get("network") or ()],
                 download=result.get("download_error"),
+                load_check=answered_load_check(result)[0],
             )
         job = outcome.job
-        packages = self._packages(failure, job.abi, text)
+        packages = self._packages(failure, job.abi, outcome.build_id, text)
         if not record_failure(
             self.db,
             s.logs_dir,
@@ -285,6 +307,7 @@ class Runner:
         # Builds that finished, verified and recorded once their slots have their next jobs:
         # recording (and writing the project's pages) no longer keeps a slot waiting.
         finished: list[tuple[Future[Outcome], Executor, Job, int]] = []
+        checking: dict[Future[dict[str, Any]], tuple[Executor, CheckJob]] = {}
         busy = {id(e): 0 for e in self.executors}
         slots = sum(e.slots for e in self.executors) or 1
         with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
@@ -300,6 +323,12 @@ class Runner:
                             and (limit is None or claimed < limit)
                             and not self.stopping.is_set()
                         ):
+                            check = next_check(self.db, executor, lease)
+                            if check is not None:  # a release's checks go before its builds
+                                wheel = wheel_of(self.settings.www_dir, check)
+                                checking[pool.submit(executor.check, check, wheel)] = (executor, check)
+                                busy[id(executor)] += 1
+                                continue
                             taken = self._next_job(executor, lease)
                             if taken is None:
                                 break
@@ -314,17 +343,24 @@ class Runner:
                             self._complete(*finished[0], report)
                             del finished[0]
                         continue  # a builder found lying hands its job back: claim again
-                    if not running:
+                    if not running and not checking:
                         break
-                    done, _ = wait(running, timeout=POLL if waiting_for_retry else None,
+                    futures: list[Future[Any]] = [*running, *checking]
+                    done, _ = wait(futures, timeout=POLL if waiting_for_retry else None,
                                    return_when=FIRST_COMPLETED)  # fmt: skip
-                    for future in done:
-                        executor, job, build_id = running.pop(future)
+                    for ended in done:
+                        if ended in checking:
+                            executor, check = checking.pop(ended)
+                            busy[id(executor)] -= 1
+                            outcome = finish_check(self.db, ended, executor, check)
+                            report.checks.append((check.filename, check.release, outcome))
+                            continue
+                        executor, job, build_id = running.pop(ended)
                         busy[id(executor)] -= 1
-                        if future.exception() is None:
-                            finished.append((future, executor, job, build_id))
+                        if ended.exception() is None:
+                            finished.append((ended, executor, job, build_id))
                         else:  # the builder's fault: it rests before anything more is claimed for it
-                            self._complete(future, executor, job, build_id, report)
+                            self._complete(ended, executor, job, build_id, report)
             except BaseException:
                 for executor in self.executors:
                     executor.kill_all()

@@ -151,6 +151,8 @@ def _print_report(report: RunReport) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    for filename, release, outcome in report.checks:
+        out.print(f"checked {escape(filename)} on {escape(release)}: {outcome}", highlight=False)
     out.print(
         f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
         + (f", {report.handed_back} handed back" if report.handed_back else "")
@@ -212,7 +214,7 @@ def _sync_round(app: App) -> None:
 
     try:
         with app.upstream() as upstream:
-            report = sync(app.database().session, upstream, glibc=app.settings.glibc)
+            report = sync(app.database().session, upstream, glibc=app.glibc())
     # Anything at all: a hostile page, the upstream or the database away, or a bug in the
     # sync must not stop building and publishing; the next round tries again.
     except Exception as exc:
