@@ -15,8 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from piwheels_ctl.agent import agent, buildplatform, loadcheck
+from piwheels_ctl.config import Settings
+from piwheels_ctl.db.builder_os import builder_os, farm_debian_source, farm_glibc
+from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.models import Builder
 from piwheels_ctl.failures.classify import classify
 from piwheels_ctl.farm.agentcall import check_answer
 
@@ -169,3 +174,35 @@ def test_unsafe_member_names_are_refused(tmp_path: Path) -> None:
     with pytest.raises(loadcheck.WheelError, match="refused member"):
         loadcheck.unpack(str(wheel), str(tmp_path / "out"))
     assert not (tmp_path / "escape.so").exists()
+
+
+def test_the_farms_glibc_and_suite_follow_the_builders_unless_set(db: Database, tmp_path: Path) -> None:
+    """manylinux_glibc and debian_suite: the builders' where they said, the settings' where set."""
+    with db.session() as session:
+        for name, codename, glibc in (
+            ("pi4", "bookworm", "2.36"),
+            ("pi3", "bookworm", "2.31"),
+            ("old", None, None),
+        ):
+            said = {
+                "id": "debian",
+                "codename": codename,
+                "arch": "armhf",
+                "machine": "armv7l",
+                "glibc": glibc,
+            }
+            session.add(Builder(name=name, host=f"{name}.example", info={"os": said} if codename else {}))
+        session.add(
+            Builder(name="liar", host="liar.example", info={"os": {"codename": "../../etc", "glibc": "x"}})
+        )
+    auto = Settings(data_dir=tmp_path, debian_mirror="http://mirror.example/debian/", debian_suite="auto")
+    mirror = "http://mirror.example/debian/"
+    fixed = Settings(data_dir=tmp_path, debian_mirror=mirror, debian_suite="bullseye", manylinux_glibc="2.28")
+    with db.session() as session:
+        assert farm_glibc(session, auto) == (2, 31)  # the oldest a builder said
+        assert farm_glibc(session, fixed) == (2, 28)
+        assert farm_debian_source(session, auto) == ("http://mirror.example/debian/", "bookworm")
+        assert farm_debian_source(session, fixed) == ("http://mirror.example/debian/", "bullseye")
+        liar = session.scalars(select(Builder).where(Builder.name == "liar")).one()
+        said = builder_os(liar)
+        assert said is not None and (said.codename, said.glibc) == (None, None), said  # never a path
