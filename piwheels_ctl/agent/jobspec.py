@@ -29,7 +29,7 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects",
+    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects max_load",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -63,13 +63,15 @@ OPTIONS = (
     ("farm_addresses", "--farm-address", list, (), "an address of the farm's own machines: never reached"),
     ("ccache_remote_mb", "--ccache-remote-mb", int, 1024, "megabytes the build may write to it"),
     ("ccache_remote_objects", "--ccache-remote-objects", int, 20000, "entries the build may write to it"),
+    ("max_load", "--max-load", float, None, "refuse to start while the load average per CPU is this or more"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
-# fault) or "error" (the builder's: build it elsewhere).
+# fault), "error" (the builder's: build it elsewhere) or "busy" (the builder's load is at its
+# ``max_load``: nothing was started, ask again later).
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
-    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform",
+    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load",
 )  # fmt: skip
 # Each of the answer's "files": "elf" lists the kinds of ELF file in the wheel (None: unreadable).
 FILE_KEYS = ("name", "size", "sha256", "deps", "elf")

@@ -198,14 +198,16 @@ def record_success(
     duration: float,
     log: Path | None,
     ccache: tuple[int, int] | None = None,
+    retried: str | None = None,
 ) -> bool:
-    """Record a successful build (``ccache``: its compiler cache's hits and misses); False if the
-    build was handed back meanwhile (lease lost)."""
+    """Record a successful build (``ccache``: its compiler cache's hits and misses; ``retried``:
+    the note of its retry after a time-out); False if the build was handed back meanwhile."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
         build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log, ccache)
         if build is None:
             raise _LeaseLost
+        build.retried = retried
         return build.version, build
 
     try:
@@ -224,9 +226,11 @@ def record_failure(
     log: Path | None,
     packages: list[str] | None = None,
     ccache: tuple[int, int] | None = None,
+    retried: str | None = None,
 ) -> bool:
     """Record a failed build with its reason, evidence and the packages that would fix it (None:
-    not looked up); False if the build was handed back meanwhile."""
+    not looked up), and the note of its retry after a time-out; False if the build was handed
+    back meanwhile."""
     with db.session() as session:
         build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log, ccache)
         if build is None:
@@ -236,6 +240,7 @@ def record_failure(
         build.version.project.dirty = True  # its page shows the failure
         build.failure_evidence = failure.evidence
         build.failure_packages = packages
+        build.retried = retried
     return True
 
 

@@ -25,6 +25,7 @@ from ..farm.agentcall import BuilderError
 from ..farm.executors import Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
 from ..queue.claims import Job, claim_next, reclaim
+from . import retry
 
 # What verifies, classifies and records an outcome is imported with the first outcome: a run
 # with nothing to build (`run` from cron, `run --forever` between releases) never needs it.
@@ -54,6 +55,8 @@ class RunReport:
     builder_errors: list[str] = field(default_factory=list)
     # (job, last error) of jobs recorded as builder-fault: handed back too many times in a row.
     builder_faults: list[tuple[str, str]] = field(default_factory=list)
+    retried: list[tuple[str, str]] = field(default_factory=list)  # (job, note): built again after a time-out
+    busy: list[str] = field(default_factory=list)  # builders that refused a build for their load
 
 
 class Progress:
@@ -67,6 +70,9 @@ class Progress:
 
     def finished(self, job: Job, ok: bool, report: RunReport) -> None:
         """One job ended (built or failed)."""
+
+    def retried(self, job: Job, executor_name: str) -> None:
+        """``job`` timed out and is built again, on the builder named ``executor_name``."""
 
     def abandoned(self, job: Job) -> None:
         """A started job ended without an outcome of this run: its builder failed it and it went
@@ -160,6 +166,7 @@ class Runner:
         self.executors = list(executors)
         self.progress = progress or Progress()
         self.stopping = threading.Event()
+        self.retried: dict[int, str] = {}  # build id -> its retry's note
 
     @cached_property
     def hints(self) -> Hints:
@@ -200,6 +207,7 @@ class Runner:
         result = outcome.result
         duration = float(result.get("duration", 0.0))
         failure: Failure | None = None
+        retried = self.retried.pop(outcome.build_id, None)
         if result["status"] == "success":
             try:
                 wheels = _verify(outcome)
@@ -212,6 +220,8 @@ class Runner:
             except VerifyError as exc:
                 failure = Failure(INVALID_WHEEL, str(exc))
             else:
+                if retried:
+                    retry.note_in_log(outcome.log, retried)
                 if not record_success(
                     self.db,
                     s.www_dir,
@@ -221,6 +231,7 @@ class Runner:
                     duration,
                     outcome.log,
                     answered_ccache(result),
+                    retried,
                 ):
                     report.lost += 1
                 return True
@@ -234,6 +245,8 @@ class Runner:
             )
         job = outcome.job
         packages = self._packages(failure, job.abi)
+        if retried:
+            retry.note_in_log(outcome.log, retried)
         if not record_failure(
             self.db,
             s.logs_dir,
@@ -243,6 +256,7 @@ class Runner:
             outcome.log,
             packages,
             answered_ccache(result),
+            retried,
         ):
             report.lost += 1
         report.failures.append(
@@ -316,6 +330,10 @@ class Runner:
                     for future in done:
                         executor, job, build_id = running.pop(future)
                         busy[id(executor)] -= 1
+                        if future.exception() is None and self._second_chance(
+                            future.result(), executor, pool, running, busy, report
+                        ):
+                            continue
                         if future.exception() is None:
                             finished.append((future, executor, job, build_id))
                         else:  # the builder's fault: it rests before anything more is claimed for it
@@ -331,6 +349,38 @@ class Runner:
                     executor.close()
         report.remaining = count_pending(self.db)
         return report
+
+    def _second_chance(
+        self,
+        outcome: Outcome,
+        executor: Executor,
+        pool: ThreadPoolExecutor,
+        running: dict[Future[Outcome], tuple[Executor, Job, int]],
+        busy: dict[int, int],
+        report: RunReport,
+    ) -> bool:
+        """True when ``outcome`` is not final: its builder refused it for its load (the job goes
+        back, the builder rests), or it timed out the first time (built again: ``retry.plan``)."""
+        job, build_id, loaded = outcome.job, outcome.build_id, outcome.result["status"] == "busy"
+        longer = None if loaded else retry.retry_limit(self.settings, outcome, build_id in self.retried)
+        if not loaded and longer is None:
+            return False
+        executor.finish(outcome)
+        if loaded or self.stopping.is_set():  # no new build now; nor is the time-out final
+            self._hand_back([build_id])
+            if loaded:
+                report.busy.append(retry.rest_loaded(self.db, executor, outcome))
+            report.handed_back += not loaded
+            self.progress.abandoned(job)
+            return True
+        free = [e for e in self.executors if self._available(e) and busy[id(e)] < e.slots]
+        target, note = retry.plan(self.db, self.settings, executor, free, outcome, LEASE_MARGIN)
+        self.retried[build_id] = note
+        running[pool.submit(target.build, job, build_id, longer)] = (target, job, build_id)
+        busy[id(target)] += 1
+        report.retried.append((f"{job.name}=={job.version} ({job.abi})", note))
+        self.progress.retried(job, target.name)
+        return True
 
     def _complete(
         self, future: Future[Outcome], executor: Executor, job: Job, build_id: int, report: RunReport

@@ -275,6 +275,8 @@ class Build(Base):
     # The compiler cache's hits and misses in this build (None: no ccache, or nothing compiled).
     ccache_hits: Mapped[int | None] = mapped_column(Integer)
     ccache_misses: Mapped[int | None] = mapped_column(Integer)
+    # A build that timed out and was built again with a longer limit: what the retry was.
+    retried: Mapped[str | None] = mapped_column(Text)
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()

@@ -35,6 +35,7 @@ class FailedBuild:
     duration: float | None
     log_size: int | None  # bytes of the stored (gzipped) log
     started_at: datetime
+    retried: str | None = None  # timed out once and built again with a longer limit: how
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,6 +93,7 @@ def failed_builds(
             duration=build.duration,
             log_size=_log_size(logs_dir, build.log_path),
             started_at=build.started_at,
+            retried=build.retried,
         )
         for build, project, version, abi, builder in session.execute(query).tuples()
     ]

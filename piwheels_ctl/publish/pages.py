@@ -55,6 +55,7 @@ class Cell:
     log: str | None = None
     duration: float | None = None
     builder: str | None = None
+    retried: str | None = None  # the build timed out once and was built again: how
 
 
 @dataclass
@@ -269,6 +270,7 @@ def _cell(
         if state == "built" and build is not None:
             cell.log, cell.duration = log_url(build.log_path), build.duration
             cell.builder = builders.get(build.builder_id or -1)
+            cell.retried = build.retried
         return cell
     if build is not None and build.status is not BuildStatus.SUCCESS:
         if build.status is BuildStatus.BUILDING:
@@ -281,6 +283,7 @@ def _cell(
             log=log_url(build.log_path),
             duration=build.duration,
             builder=builders.get(build.builder_id or -1),
+            retried=build.retried,
         )
     skip = row.skip_reason or project.skip_reason
     if row.sdist_url is None:
