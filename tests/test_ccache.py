@@ -6,6 +6,7 @@ Cython's cache in the project's folder."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -325,3 +326,98 @@ def test_cython_versions_before_3_1_are_left_alone() -> None:
     assert cythonhook._version("3.2.0b1") == (3, 2)
     assert cythonhook._version("0.29.37") < (3, 1)
     assert cythonhook._version("3.0.12") < (3, 1)
+
+
+MESON_CYTHON_BUILD = """\
+project('meson-cy', 'c', 'cython')
+py = import('python').find_installation(pure: false)
+py.extension_module('cy_mod', 'cy_mod.pyx', install: true)
+"""
+FORCE_SETUP = """\
+from Cython.Build import cythonize
+from setuptools import setup
+
+setup(ext_modules=cythonize(["cy_ext.pyx"], force=True))
+"""
+
+
+def _uv(build_deps: Path, tmp_path: Path) -> str:
+    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
+    assert found, f"no uv wheel in {build_deps}"
+    (tmp_path / "frontends").mkdir()
+    return str(shutil.copy(found[0], tmp_path / "frontends"))
+
+
+def _hello(tmp_path: Path, result: dict[str, Any], tag: str, module: str) -> str:
+    """What the built module's ``hello()`` says."""
+    wheel = tmp_path / f"outbox-{tag}" / result["files"][0]["name"]
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / f"installed-{tag}")
+    out = subprocess.run(
+        [PYTHON, "-c", f"import {module}; print({module}.hello())"],
+        cwd=tmp_path / f"installed-{tag}", capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+@pytest.mark.build
+def test_meson_runs_the_cython_command_through_the_cache(
+    build_deps: Path, cython_wheel: Path, meson_wheels: Path, tmp_path: Path
+) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    uv = _uv(build_deps, tmp_path)
+    project = tmp_path / "meson-cy"
+    project.mkdir()
+    pyproject = MESON_PYPROJECT.replace("meson-ext", "meson-cy")
+    (project / "pyproject.toml").write_text(
+        pyproject.replace('"meson-python"', '"meson-python", "Cython>=3.1"')
+    )
+    (project / "meson.build").write_text(MESON_CYTHON_BUILD)
+    (project / "cy_mod.pyx").write_text(CYTHON_PYX)
+    sdist = make_sdist(project, tmp_path / "sdists")
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    shutil.copy(cython_wheel, links)
+    for found in meson_wheels.glob("*.whl"):
+        shutil.copy(found, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
+        assert cold["status"] == "success", cold_log[-3000:]
+        cache = tmp_path / "ccache" / "projects" / "meson-cy" / "cython"
+        cached = sorted(cache.glob("cy_mod.pyx.c-*")) if cache.is_dir() else []
+        assert len(cached) == 1, f"the cython command left nothing in the cache: {cached}"
+        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
+        assert warm["status"] == "success", warm_log[-3000:]
+        assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (warm, warm_log[-3000:])
+        # The cache's C is what the rebuild compiles: a changed entry shows in the module.
+        with gzip.open(cached[0], "rb") as entry:
+            c_code = entry.read()
+        assert b"hello from Cython" in c_code
+        with gzip.open(cached[0], "wb") as entry:
+            entry.write(c_code.replace(b"hello from Cython", b"hello from cachee"))
+        third, third_log = _build(sdist, tmp_path, index, uv, "third")
+    assert third["status"] == "success", third_log[-3000:]
+    assert _hello(tmp_path, third, "third", "cy_mod") == "hello from cachee", "Meson's cython ran again"
+
+
+@pytest.mark.build
+def test_a_projects_force_still_takes_cythons_output_from_the_cache(
+    build_deps: Path, cython_wheel: Path, tmp_path: Path
+) -> None:
+    uv = _uv(build_deps, tmp_path)
+    files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": FORCE_SETUP}
+    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
+    # A stale .c beside the .pyx, as sdists ship them: force regenerates it.
+    (project / "cy_ext.c").write_text("#error this stale file must not be compiled\n")
+    sdist = make_sdist(project, tmp_path / "sdists")
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    shutil.copy(cython_wheel, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
+        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
+    assert cold["status"] == "success", cold_log[-3000:]
+    assert warm["status"] == "success", warm_log[-3000:]
+    assert "Found compiled cy_ext.pyx in cache" in warm_log, warm_log[-3000:]
+    assert _hello(tmp_path, warm, "warm", "cy_ext") == "hello from Cython"
