@@ -421,3 +421,32 @@ def test_a_projects_force_still_takes_cythons_output_from_the_cache(
     assert warm["status"] == "success", warm_log[-3000:]
     assert "Found compiled cy_ext.pyx in cache" in warm_log, warm_log[-3000:]
     assert _hello(tmp_path, warm, "warm", "cy_ext") == "hello from Cython"
+
+
+def test_the_wrappers_stay_the_same_from_build_to_build_unless_tampered_with(tmp_path: Path) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    from piwheels_ctl.agent import compilers
+
+    project = tmp_path / "project"
+    project.mkdir()
+    path = os.environ["PATH"]
+    first = compilers.ccache_env(
+        str(tmp_path), str(project), "/b", path, [("/b/one/tmp/pip-build-env-", "/b/one")]
+    )
+    launcher = Path(first["CMAKE_C_COMPILER_LAUNCHER"])
+    before = launcher.stat()
+    second = compilers.ccache_env(
+        str(tmp_path), str(project), "/b", path, [("/b/two/tmp/pip-build-env-", "/b/two")]
+    )
+    after = launcher.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), (
+        "a new build rewrote them"
+    )
+    assert "/b/two/tmp/pip-build-env-|/b/two" in second["PIWHEELS_STABLE_ENVS"], second
+    names = sorted(p.name for p in launcher.parent.iterdir() if p != launcher)
+    planted = launcher.parent / names[-1]
+    planted.unlink()
+    planted.write_text("#!/bin/sh\necho planted\n")
+    compilers.ccache_env(str(tmp_path), str(project), "/b", path, [])
+    assert planted.stat().st_ino == launcher.stat().st_ino, f"{planted.name}: a planted wrapper was kept"

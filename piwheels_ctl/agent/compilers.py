@@ -153,12 +153,16 @@ def _write_wrappers(ccache, folder, path):
                         "identity": identity(names, path), "ccache": _sh(ccache)}  # fmt: skip
     first = os.path.join(folder, LAUNCHER)
     try:
-        # The project's builds can write here: read a regular file's first bytes, nothing else.
-        if stat.S_ISREG(os.lstat(first).st_mode):
+        # The project's builds can write here: read a regular file's first bytes, nothing else,
+        # and every other name must be a link to that same file.
+        st = os.lstat(first)
+        if stat.S_ISREG(st.st_mode):
             with open(first) as f:
                 same = f.read(len(script) + 1) == script
             if same and sorted(os.listdir(folder)) == sorted(set(names) | {LAUNCHER}):
-                return first  # as the last build left them: their times too
+                links = [os.lstat(os.path.join(folder, name)) for name in names if name != LAUNCHER]
+                if all((other.st_ino, other.st_dev) == (st.st_ino, st.st_dev) for other in links):
+                    return first  # as the last build left them: their times too
     except (IOError, OSError):
         pass
     supervise.remove_tree(folder)
