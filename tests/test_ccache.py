@@ -126,6 +126,41 @@ def _build(
     return result, log.read_text()
 
 
+def _uv(build_deps: Path, tmp_path: Path) -> str:
+    """uv's wheel, in a folder of the test's own (the agent unpacks it beside itself)."""
+    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
+    assert found, f"no uv wheel in {build_deps}"
+    (tmp_path / "frontends").mkdir()
+    return str(shutil.copy(found[0], tmp_path / "frontends"))
+
+
+def _rebuild(
+    tmp_path: Path, sdist: Path, build_deps: Path, front: str | None, wheels: list[Path]
+) -> tuple[dict[str, Any], str, dict[str, Any], str]:
+    """A cold build and a warm rebuild of ``sdist`` by the agent, the build requirements from
+    ``build_deps`` and ``wheels``: both must succeed. Their answers and logs."""
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    for wheel in wheels:
+        shutil.copy(wheel, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, front, "cold")
+        warm, warm_log = _build(sdist, tmp_path, index, front, "warm")
+    assert cold["status"] == "success", cold_log[-3000:]
+    assert warm["status"] == "success", warm_log[-3000:]
+    return cold, cold_log, warm, warm_log
+
+
+def _cython_rebuild(
+    tmp_path: Path, build_deps: Path, cython_wheel: Path, files: dict[str, str]
+) -> tuple[dict[str, Any], str, dict[str, Any], str]:
+    """``_rebuild`` with uv of the setuptools project cy-ext with ``files``, Cython its build
+    requirement."""
+    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
+    sdist = make_sdist(project, tmp_path / "sdists")
+    return _rebuild(tmp_path, sdist, build_deps, _uv(build_deps, tmp_path), [cython_wheel])
+
+
 @pytest.mark.build
 @pytest.mark.parametrize("kind", ["cpp", "cmake", "envhdr"])
 @pytest.mark.parametrize("front", ["uv", "pip"])
@@ -136,20 +171,12 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         pytest.skip("cmake is not installed (apt-get install cmake; .ci/setup does)")
     wheel = None
     if front == "uv":
-        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-        assert found, f"no uv wheel in {build_deps}"
-        (tmp_path / "frontends").mkdir()
-        wheel = str(shutil.copy(found[0], tmp_path / "frontends"))
+        wheel = _uv(build_deps, tmp_path)
     sdist = _sdist(tmp_path, kind)
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    make_wheel(links, "envhdr", "1.0", extra={"envhdr/__init__.py": ENVHDR_INIT,
-                                              "envhdr/include/envhdr.h": ENVHDR_H})  # fmt: skip
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, wheel, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, wheel, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    (tmp_path / "envhdr").mkdir()
+    header = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
+    envhdr = make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=header)
+    cold, cold_log, warm, warm_log = _rebuild(tmp_path, sdist, build_deps, wheel, [envhdr])
     assert cold["ccache"]["misses"] >= 1, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
         warm["ccache"],
@@ -211,10 +238,7 @@ def test_a_meson_rebuild_hits_the_compiler_cache(
         pytest.skip("ccache is not installed (apt-get install ccache)")
     wheel = None
     if front == "uv":
-        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-        assert found, f"no uv wheel in {build_deps}"
-        (tmp_path / "frontends").mkdir()
-        wheel = str(shutil.copy(found[0], tmp_path / "frontends"))
+        wheel = _uv(build_deps, tmp_path)
     project = tmp_path / "meson-ext"
     (project / "include").mkdir(parents=True)
     (project / "pyproject.toml").write_text(MESON_PYPROJECT)
@@ -223,15 +247,9 @@ def test_a_meson_rebuild_hits_the_compiler_cache(
     for name in ("m0", "m1", "m2", "m3"):
         (project / f"{name}.c").write_text(MESON_C.format(name=name))
     sdist = make_sdist(project, tmp_path / "sdists")
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    for found_wheel in meson_wheels.glob("*.whl"):
-        shutil.copy(found_wheel, links)
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, wheel, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, wheel, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    cold, cold_log, warm, warm_log = _rebuild(
+        tmp_path, sdist, build_deps, wheel, list(meson_wheels.glob("*.whl"))
+    )
     assert cold["ccache"]["misses"] >= 4, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
         f"Meson's rebuild missed the compiler cache: {warm['ccache']} after {cold['ccache']}",
@@ -269,21 +287,8 @@ def test_a_rebuild_takes_cythons_output_from_the_cache(
 ) -> None:
     if not shutil.which("ccache"):
         pytest.skip("ccache is not installed (apt-get install ccache)")
-    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-    assert found, f"no uv wheel in {build_deps}"
-    (tmp_path / "frontends").mkdir()
-    uv = str(shutil.copy(found[0], tmp_path / "frontends"))
     files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": CYTHON_SETUP}
-    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
-    sdist = make_sdist(project, tmp_path / "sdists")
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    shutil.copy(cython_wheel, links)
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    cold, cold_log, warm, warm_log = _cython_rebuild(tmp_path, build_deps, cython_wheel, files)
     assert "Found compiled" not in cold_log, cold_log[-3000:]
     cached = sorted(p.name for p in (tmp_path / "ccache" / "projects" / "cy-ext" / "cython").iterdir())
     assert [name for name in cached if name.startswith("cy_ext.c-")], cached
@@ -339,13 +344,6 @@ from setuptools import setup
 
 setup(ext_modules=cythonize(["cy_ext.pyx"], force=True))
 """
-
-
-def _uv(build_deps: Path, tmp_path: Path) -> str:
-    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-    assert found, f"no uv wheel in {build_deps}"
-    (tmp_path / "frontends").mkdir()
-    return str(shutil.copy(found[0], tmp_path / "frontends"))
 
 
 def _hello(tmp_path: Path, result: dict[str, Any], tag: str, module: str) -> str:
@@ -405,20 +403,9 @@ def test_meson_runs_the_cython_command_through_the_cache(
 def test_a_projects_force_still_takes_cythons_output_from_the_cache(
     build_deps: Path, cython_wheel: Path, tmp_path: Path
 ) -> None:
-    uv = _uv(build_deps, tmp_path)
-    files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": FORCE_SETUP}
-    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
-    # A stale .c beside the .pyx, as sdists ship them: force regenerates it.
-    (project / "cy_ext.c").write_text("#error this stale file must not be compiled\n")
-    sdist = make_sdist(project, tmp_path / "sdists")
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    shutil.copy(cython_wheel, links)
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    # A stale .c beside the .pyx, as sdists ship them: force makes Cython generate it again.
+    files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": FORCE_SETUP, "cy_ext.c": "#error stale, never compiled\n"}
+    _cold, _cold_log, warm, warm_log = _cython_rebuild(tmp_path, build_deps, cython_wheel, files)
     assert "Found compiled cy_ext.pyx in cache" in warm_log, warm_log[-3000:]
     assert _hello(tmp_path, warm, "warm", "cy_ext") == "hello from Cython"
 

@@ -32,6 +32,13 @@ def _upstream(tmp_path: Path, fixture_sdists: dict[str, Path], build_deps: Path,
     return upstream
 
 
+def _env(index: IndexServer, data: Path, **settings: str) -> dict[str, str]:
+    """The settings of a one-machine farm on ``index``, with ``settings``."""
+    return clean_env(
+        PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=index.url, PIWHEELS_DEBIAN_MIRROR="", **settings
+    )
+
+
 def _builds(data: Path) -> dict[str, Build]:
     db = Database(f"sqlite:///{data / 'piwheels.db'}")
     try:
@@ -50,13 +57,8 @@ def test_a_time_out_is_retried_once_with_a_longer_limit(
     upstream = _upstream(tmp_path, fixture_sdists, build_deps, "slow-ok", "hangs")
     data = tmp_path / "data"
     with IndexServer(upstream, host=HOST) as index:
-        env = clean_env(
-            PIWHEELS_DATA_DIR=str(data),
-            PIWHEELS_UPSTREAM=index.url,
-            PIWHEELS_SLOTS="2",
-            PIWHEELS_DEBIAN_MIRROR="",
-            PIWHEELS_BUILD_TIMEOUT="3",
-            PIWHEELS_TIMEOUT_RETRY_FACTOR="40",
+        env = _env(
+            index, data, PIWHEELS_SLOTS="2", PIWHEELS_BUILD_TIMEOUT="3", PIWHEELS_TIMEOUT_RETRY_FACTOR="40"
         )
         piwheels(env, "init")
         piwheels(env, "add", "slow-ok", "hangs")
@@ -95,13 +97,8 @@ def test_a_builder_at_its_load_bound_refuses_and_the_job_waits(
     upstream = _upstream(tmp_path, fixture_sdists, build_deps, "pure-ok")
     data = tmp_path / "data"
     with IndexServer(upstream, host=HOST) as index:
-        env = clean_env(
-            PIWHEELS_DATA_DIR=str(data),
-            PIWHEELS_UPSTREAM=index.url,
-            PIWHEELS_SLOTS="1",
-            PIWHEELS_DEBIAN_MIRROR="",
-            PIWHEELS_BUILDER_MAX_LOAD="0",  # any load is at the bound: refuse every build
-        )
+        # Any load is at a bound of 0: every build is refused.
+        env = _env(index, data, PIWHEELS_SLOTS="1", PIWHEELS_BUILDER_MAX_LOAD="0")
         piwheels(env, "init")
         piwheels(env, "add", "pure-ok")
         busy = piwheels(env, "run")
