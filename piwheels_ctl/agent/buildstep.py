@@ -70,12 +70,16 @@ def build(request, on_start=None):
 
     ``on_start`` is called with the pid of the build's process group. An answer with status
     "error" is the builder's fault (no sandbox, too little disk), not the project's: build it
-    elsewhere.
+    elsewhere. "busy": the load per CPU is at ``max_load``; nothing was started.
     """
     if not SAFE_NAME.match(request.name) or not SAFE_NAME.match(request.version):
         return outbox.builder_error("refused: %r %r is not a project name and version"
                                     % (request.name, request.version))  # fmt: skip
     request = request._replace(find_links=list(request.find_links))
+    load = workdirs.load_per_cpu() if request.max_load is not None else None
+    if load is not None and load >= request.max_load:
+        message = "load %.2f per CPU, at or above this builder's bound of %.2f" % (load, request.max_load)
+        return dict(outbox.builder_error(message), status="busy", load=load)
     user = workdirs.invoking_user()
     if user is not None:  # root through sudo: root's own folders only, for the build's uid
         problem = workdirs.check_root_folders(request.work_root, request.ccache_dir, request.deps_cache)

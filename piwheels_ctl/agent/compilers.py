@@ -44,14 +44,20 @@ STATS_TIMEOUT, STATS_MEMORY_MB = 60, 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
 STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder above it
 
-# POSIX sh, run for every compile. Each (marker, base) pair of ENVS says where a build
-# environment's random name starts in an argument; the name is replaced by the link
+# POSIX sh, run for every compile. Each line "MARKER|BASE" of $PIWHEELS_STABLE_ENVS says where
+# a build environment's random name starts in an argument; the name is replaced by the link
 # BASE/piwheels-env, made (atomically, by a rename: the build's compilers run in parallel)
-# to point to the environment of this build.
+# to point to the environment of this build. The script is the same from one build to the
+# next (nothing of the build's random folders is in it), so its modification time stays too:
+# Meson puts ccache in front of the compiler it finds on PATH, this wrapper, and ccache knows a
+# compiler by its size and time. The real compilers' identity is in it instead (``identity``):
+# a new compiler rewrites it, and the cache misses as it should.
 WRAPPER = r"""#!/bin/sh
-# Made by the piwheels agent for this build: stable paths for the build environment, then ccache.
+# Made by the piwheels agent: stable paths for the build environment, then ccache.
+# The compilers behind it: %(identity)s
 # Out of PATH wherever it is (the frontends put their environment's bin folder before it), so
 # that ccache finds the real compiler, not this again.
+set -f
 case ":$PATH:" in
     *":%(wrappers)s:"*) PATH=":$PATH:"; PATH=${PATH%%%%":%(wrappers)s:"*}:${PATH#*":%(wrappers)s:"}
         PATH=${PATH#:}; PATH=${PATH%%:}; export PATH ;;
@@ -72,11 +78,17 @@ stable() {
     fi
     arg=${arg%%%%"$1"*}$link${rest#"$random"}
 }
+nl='
+'
 for arg do
     shift
-    case $arg in
-%(cases)s
-    esac
+    IFS=$nl
+    for pair in $PIWHEELS_STABLE_ENVS; do
+        case $arg in
+            *"${pair%%%%|*}"*) stable "${pair%%%%|*}" "${pair#*|}" ;;
+        esac
+    done
+    unset IFS
     set -- "$@" "$arg"
 done
 exec %(ccache)s "$@"
@@ -96,9 +108,10 @@ def ccache_env(ccache_dir, project_cache, base_dir, path, envs):
     # In the project's cache folder, not the build's: a wrapper whose path and modification time
     # stay the same is the same compiler to a ccache that Meson or CMake put in front of it.
     wrappers = os.path.join(project_cache, "piwheels-bin")
-    launcher = _write_wrappers(ccache, wrappers, envs)
+    launcher = _write_wrappers(ccache, wrappers, path)
     env = {
         "PATH": wrappers + os.pathsep + path,
+        "PIWHEELS_STABLE_ENVS": "\n".join("%s|%s" % (_sh(m), _sh(b)) for m, b in envs),
         "CCACHE_DIR": project_cache,
         "CMAKE_C_COMPILER_LAUNCHER": launcher,
         "CMAKE_CXX_COMPILER_LAUNCHER": launcher,
@@ -129,25 +142,27 @@ def cython_env(box, project_cache):
     return {"PYTHONPATH": site, "PIWHEELS_CYTHON_CACHE": os.path.join(project_cache, "cython")}
 
 
-def _write_wrappers(ccache, folder, envs):
-    # type: (str, str, List[Tuple[str, str]]) -> str
-    """Write the wrappers into ``folder``: one per compiler name the distribution's ccache
-    folder has (else ``COMPILERS``) and the launcher; the launcher's path."""
-    cases = "\n".join(
-        '        *"%s"*) stable "%s" "%s" ;;' % (_sh(marker), _sh(marker), _sh(base)) for marker, base in envs
-    )
-    script = WRAPPER % {"wrappers": _sh(folder), "launcher": LAUNCHER, "stable": STABLE_NAME,
-                        "cases": cases or "        *) ;;", "ccache": _sh(ccache)}  # fmt: skip
+def _write_wrappers(ccache, folder, path):
+    # type: (str, str, str) -> str
+    """Write the wrappers into ``folder`` (unless they are there as the last build left them):
+    one per compiler name the distribution's ccache folder has (else ``COMPILERS``) and the
+    launcher; the launcher's path."""
     masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
     names = sorted(os.listdir(masquerade[0])) if masquerade else list(COMPILERS)
+    script = WRAPPER % {"wrappers": _sh(folder), "launcher": LAUNCHER, "stable": STABLE_NAME,
+                        "identity": identity(names, path), "ccache": _sh(ccache)}  # fmt: skip
     first = os.path.join(folder, LAUNCHER)
     try:
-        # The project's builds can write here: read a regular file's first bytes, nothing else.
-        if stat.S_ISREG(os.lstat(first).st_mode):
+        # The project's builds can write here: read a regular file's first bytes, nothing else,
+        # and every other name must be a link to that same file.
+        st = os.lstat(first)
+        if stat.S_ISREG(st.st_mode):
             with open(first) as f:
                 same = f.read(len(script) + 1) == script
             if same and sorted(os.listdir(folder)) == sorted(set(names) | {LAUNCHER}):
-                return first  # as the last build left them: their times too
+                links = [os.lstat(os.path.join(folder, name)) for name in names if name != LAUNCHER]
+                if all((other.st_ino, other.st_dev) == (st.st_ino, st.st_dev) for other in links):
+                    return first  # as the last build left them: their times too
     except (IOError, OSError):
         pass
     supervise.remove_tree(folder)
@@ -159,6 +174,21 @@ def _write_wrappers(ccache, folder, envs):
         if "/" not in name and name != LAUNCHER:
             os.link(first, os.path.join(folder, name))
     return first
+
+
+def identity(names, path):
+    # type: (List[str], str) -> str
+    """The real compilers of ``names`` on ``path``: each one's file, size and modification time."""
+    found = []
+    folders = [f for f in path.split(os.pathsep) if f and f not in CCACHE_MASQUERADE]
+    for name in names:
+        for folder in folders:
+            real = os.path.realpath(os.path.join(folder, name))
+            if os.path.basename(real) != "ccache" and os.path.isfile(real) and os.access(real, os.X_OK):
+                st = os.stat(real)
+                found.append("%s=%s:%d:%d" % (name, real, st.st_size, int(st.st_mtime)))
+                break
+    return " ".join(found).replace("\n", " ")
 
 
 def _sh(text):

@@ -29,7 +29,7 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel",
+    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel max_load",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -66,13 +66,15 @@ OPTIONS = (
     # A check job: no build, only the load check (``loadcheck``) of this wheel on this builder,
     # with --python; the answer's "load_check" says how it went, its "files" are empty.
     ("check_wheel", "--check-wheel", str, None, "only load the compiled modules of this wheel"),
+    ("max_load", "--max-load", float, None, "refuse to start while the load average per CPU is this or more"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
-# fault) or "error" (the builder's: build it elsewhere).
+# fault), "error" (the builder's: build it elsewhere) or "busy" (the builder's load is at its
+# ``max_load``: nothing was started, ask again later).
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
-    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load_check",
+    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load_check", "load",
 )  # fmt: skip
 # The answer's "load_check" (a build that made wheels, and every check job): every shared object
 # of the wheels loaded as the interpreter will load it. "ok" is false where one did not load

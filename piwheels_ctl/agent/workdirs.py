@@ -41,6 +41,21 @@ def free_space_mb(path):
     return int(st.f_bavail * st.f_frsize // (1024 * 1024))
 
 
+# The kernel's load averages; a module attribute so that a test can point it at a fake file.
+LOADAVG = "/proc/loadavg"
+
+
+def load_per_cpu():
+    # type: () -> Optional[float]
+    """The 1-minute load average divided by the CPUs (None: unreadable here)."""
+    try:
+        with open(LOADAVG) as f:
+            load = float(f.read().split()[0])
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+    return load / (os.sysconf("SC_NPROCESSORS_ONLN") or 1)
+
+
 def invoking_user():
     # type: () -> Optional[Any]
     """(uid, gid) of the user who ran this agent through sudo, or None when not run so.

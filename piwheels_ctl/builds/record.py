@@ -186,15 +186,18 @@ def record_success(
     log: Path | None,
     ccache: tuple[int, int] | None = None,
     notes: list[str] | None = None,
+    retried: str | None = None,
 ) -> bool:
     """Record a successful build (``ccache``: its compiler cache's hits and misses; ``notes``: what
-    its load check noted); False if the build was handed back meanwhile (lease lost)."""
+    its load check noted; ``retried``: the note of its retry after a time-out); False if the
+    build was handed back meanwhile (lease lost)."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
         build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log, ccache)
         if build is None:
             raise _LeaseLost
         build.notes = notes or None
+        build.retried = retried
         return build.version, build
 
     try:
@@ -213,15 +216,18 @@ def record_failure(
     log: Path | None,
     packages: list[dict[str, str]] | None = None,
     ccache: tuple[int, int] | None = None,
+    retried: str | None = None,
 ) -> bool:
     """Record a failed build with its reason, evidence and the packages that would fix it (None:
-    not looked up); False if the build was handed back meanwhile."""
+    not looked up), and the note of its retry after a time-out; False if the build was handed
+    back meanwhile."""
     with db.session() as session:
         build = _finish(session, build_id, BuildStatus.FAILED, duration, logs_dir, log, ccache, failure)
         if build is None:
             return False
         build.version.project.dirty = True  # its page shows the failure
         build.failure_packages = packages
+        build.retried = retried
     return True
 
 

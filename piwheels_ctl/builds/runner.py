@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -10,12 +9,10 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
-from ..abi import AbiTags
 from ..config import Settings
 from ..db.builder_os import builder_os
 from ..db.engine import Database
@@ -26,6 +23,8 @@ from ..farm.executors import Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
 from ..queue.checks import CheckJob
 from ..queue.claims import Job, claim_next, reclaim
+from . import retry
+from .answer import answered_ccache, answered_load_check, read_log, verify_answer
 from .checks import finish_check, next_check, wheel_of
 
 # What verifies, classifies and records an outcome is imported with the first outcome: a run
@@ -33,7 +32,6 @@ from .checks import finish_check, next_check, wheel_of
 if TYPE_CHECKING:
     from ..failures.classify import Failure
     from ..failures.hints import Hints
-    from .verify import Wheel
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,8 @@ class RunReport:
     builder_faults: list[tuple[str, str]] = field(default_factory=list)
     # (file, OS release, "passed" / "refused" / "handed back") of the check jobs run.
     checks: list[tuple[str, str, str]] = field(default_factory=list)
+    retried: list[tuple[str, str]] = field(default_factory=list)  # (job, note): built again after a time-out
+    busy: list[str] = field(default_factory=list)  # builders that refused a build for their load
 
 
 class Progress:
@@ -72,83 +72,12 @@ class Progress:
     def finished(self, job: Job, ok: bool, report: RunReport) -> None:
         """One job ended (built or failed)."""
 
+    def retried(self, job: Job, executor_name: str) -> None:
+        """``job`` timed out and is built again, on the builder named ``executor_name``."""
+
     def abandoned(self, job: Job) -> None:
         """A started job ended without an outcome of this run: its builder failed it and it went
         back to the queue, or another controller had taken its lease meanwhile."""
-
-
-def _verify(outcome: Outcome) -> list[Wheel]:
-    """The wheels the agent reported, all of them proven against the job, or none.
-
-    First every file must have arrived as the agent reported it (ArrivalError: the builder's
-    fault); only then is each one's content checked (VerifyError: the project's fault), so one
-    refused wheel refuses the whole build and a transfer fault is never blamed on the project.
-    A tag that does not fit the job is blamed by the facts the agent reports (``tags.fault``).
-    """
-    from .tags import build_facts
-    from .verify import check_arrival, inspect_wheel
-
-    entries = outcome.result.get("files") or []
-    if not entries:
-        raise VerifyError("the build reported success but no wheel")
-    arrived: list[tuple[Path, int, str]] = []
-    for entry in entries:
-        name = str(entry["name"])
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise ArrivalError(f"{name!r}: a wheel name with path parts")
-        path = outcome.outbox / name
-        if path.is_symlink() or not path.is_file():
-            raise ArrivalError(f"{name!r}: not a regular file in the outbox")
-        if any(path == seen for seen, _size, _sha in arrived):
-            raise ArrivalError(f"{name!r}: reported twice")
-        size, sha256 = int(entry["size"]), str(entry["sha256"])
-        check_arrival(path, size, sha256)
-        arrived.append((path, size, sha256))
-    parts = outcome.job.abi.split("-")
-    if len(parts) != 3:
-        raise VerifyError(f"job ABI {outcome.job.abi!r} is not python-abi-platform")
-    abi = AbiTags(*parts)
-    job = outcome.job
-    deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
-    facts = {str(e["name"]): build_facts(abi, outcome.result.get("platform"), e.get("elf")) for e in entries}
-    wheels = []
-    for path, size, sha256 in arrived:
-        wheel = inspect_wheel(
-            path,
-            name=job.name,
-            version=job.version,
-            abi=abi,
-            size=size,
-            sha256=sha256,
-            facts=facts[path.name],
-        )
-        wheels.append(dataclasses.replace(wheel, deps=deps.get(path.name)))
-    return wheels
-
-
-def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
-    """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
-    counts = result.get("ccache")
-    if not isinstance(counts, dict):
-        return None
-    hits, misses = counts.get("hits"), counts.get("misses")
-    if type(hits) is not int or type(misses) is not int or hits < 0 or misses < 0 or hits + misses == 0:
-        return None
-    return hits, misses
-
-
-def answered_load_check(result: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The (failures, notes) of the agent's load check of the build's wheels (``check_answer``
-    has checked their shape)."""
-    check = result.get("load_check") or {}
-    return list(check.get("failures") or ()), list(check.get("notes") or ())
-
-
-def _read_log(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def count_pending(db: Database) -> int:
@@ -172,6 +101,7 @@ class Runner:
         self.progress = progress or Progress()
         self.stopping = threading.Event()
         self._hints: dict[tuple[str, str] | None, Hints] = {}
+        self.retried: dict[int, str] = {}  # build id -> its retry's note
 
     def hints(self, suite: str | None = None) -> Hints:
         """The package hints for failures, from the Contents index of the Debian release
@@ -224,9 +154,10 @@ class Runner:
         duration = float(result.get("duration", 0.0))
         failure: Failure | None = None
         text = ""
+        retried = self.retried.pop(outcome.build_id, None)
         if result["status"] == "success":
             try:
-                wheels = _verify(outcome)
+                wheels = verify_answer(outcome)
                 if result.get("armv6_userland"):  # the agent's check: this userland is ARMv6
                     wheels += [
                         with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
@@ -236,6 +167,8 @@ class Runner:
             except VerifyError as exc:
                 failure = Failure(INVALID_WHEEL, str(exc))
             else:
+                if retried:
+                    retry.note_in_log(outcome.log, retried)
                 if not record_success(
                     self.db,
                     s.www_dir,
@@ -246,11 +179,12 @@ class Runner:
                     outcome.log,
                     answered_ccache(result),
                     answered_load_check(result)[1],
+                    retried,
                 ):
                     report.lost += 1
                 return True
         else:
-            text = _read_log(outcome.log)
+            text = read_log(outcome.log)
             failure = classify(
                 text,
                 timed_out=bool(result.get("timed_out")),
@@ -261,6 +195,8 @@ class Runner:
             )
         job = outcome.job
         packages = self._packages(failure, job.abi, outcome.build_id, text)
+        if retried:
+            retry.note_in_log(outcome.log, retried)
         if not record_failure(
             self.db,
             s.logs_dir,
@@ -270,6 +206,7 @@ class Runner:
             outcome.log,
             packages,
             answered_ccache(result),
+            retried,
         ):
             report.lost += 1
         report.failures.append(
@@ -357,6 +294,10 @@ class Runner:
                             continue
                         executor, job, build_id = running.pop(ended)
                         busy[id(executor)] -= 1
+                        if ended.exception() is None and self._second_chance(
+                            ended.result(), executor, pool, running, busy, report
+                        ):
+                            continue
                         if ended.exception() is None:
                             finished.append((ended, executor, job, build_id))
                         else:  # the builder's fault: it rests before anything more is claimed for it
@@ -372,6 +313,38 @@ class Runner:
                     executor.close()
         report.remaining = count_pending(self.db)
         return report
+
+    def _second_chance(
+        self,
+        outcome: Outcome,
+        executor: Executor,
+        pool: ThreadPoolExecutor,
+        running: dict[Future[Outcome], tuple[Executor, Job, int]],
+        busy: dict[int, int],
+        report: RunReport,
+    ) -> bool:
+        """True when ``outcome`` is not final: its builder refused it for its load (the job goes
+        back, the builder rests), or it timed out the first time (built again: ``retry.plan``)."""
+        job, build_id, loaded = outcome.job, outcome.build_id, outcome.result["status"] == "busy"
+        longer = None if loaded else retry.retry_limit(self.settings, outcome, build_id in self.retried)
+        if not loaded and longer is None:
+            return False
+        executor.finish(outcome)
+        if loaded or self.stopping.is_set():  # no new build now; nor is the time-out final
+            self._hand_back([build_id])
+            if loaded:
+                report.busy.append(retry.rest_loaded(self.db, executor, outcome))
+            report.handed_back += not loaded
+            self.progress.abandoned(job)
+            return True
+        free = [e for e in self.executors if self._available(e) and busy[id(e)] < e.slots]
+        target, note = retry.plan(self.db, self.settings, executor, free, outcome, LEASE_MARGIN)
+        self.retried[build_id] = note
+        running[pool.submit(target.build, job, build_id, longer)] = (target, job, build_id)
+        busy[id(target)] += 1
+        report.retried.append((f"{job.name}=={job.version} ({job.abi})", note))
+        self.progress.retried(job, target.name)
+        return True
 
     def _complete(
         self, future: Future[Outcome], executor: Executor, job: Job, build_id: int, report: RunReport

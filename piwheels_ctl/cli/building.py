@@ -130,6 +130,10 @@ class BarProgress(LineProgress):
         self.bar.update(self.task, total=total, advance=1, built=report.built, failed=report.failed)
         self.bar.refresh()
 
+    def retried(self, job: Job, executor_name: str) -> None:
+        self.bar.remove_running(job)
+        self.bar.add_running(Running(executor_name, job, time.monotonic()))
+
     def abandoned(self, job: Job) -> None:
         super().abandoned(job)
         self.bar.remove_running(job)
@@ -144,6 +148,10 @@ def _print_report(report: RunReport) -> None:
         err.print(message, highlight=False, soft_wrap=True)
     for error in report.builder_errors:
         err.print(f"[yellow]builder[/] {escape(error)}", highlight=False, soft_wrap=True)
+    for job, note in report.retried:
+        err.print(f"[yellow]timed out[/] {escape(job)}: {escape(note)}", highlight=False, soft_wrap=True)
+    for refusal in report.busy:
+        err.print(f"[yellow]busy[/] {escape(refusal)}; asked again later", highlight=False, soft_wrap=True)
     for job, error in report.builder_faults:
         err.print(
             f"[bold yellow]warning:[/] {escape(job)} recorded as builder-fault: the builders failed it"
@@ -156,6 +164,8 @@ def _print_report(report: RunReport) -> None:
     out.print(
         f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
         + (f", {report.handed_back} handed back" if report.handed_back else "")
+        + (f", {len(report.retried)} retried after a time-out" if report.retried else "")
+        + (f", {len(report.busy)} refused by a busy builder" if report.busy else "")
         + (f", {len(report.builder_faults)} builder fault(s)" if report.builder_faults else "")
         + (f", {report.lost} lost to another controller" if report.lost else ""),
         highlight=False,

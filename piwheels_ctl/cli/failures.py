@@ -90,6 +90,8 @@ def _print(builds: list[FailedBuild]) -> None:
                 out.print(f"      {escape(package)}{note}", soft_wrap=True, highlight=False)
         if b.evidence:
             out.print(f"    evidence: {escape(b.evidence)}", soft_wrap=True, highlight=False)
+        if b.retried:
+            out.print(f"    {escape(b.retried)}", soft_wrap=True, highlight=False)
         duration = f"{b.duration:.0f}s" if b.duration is not None else "-"
         out.print(
             f"    builder {escape(b.builder or '-')}, {duration}, log {_size(b.log_size)}", highlight=False

@@ -279,6 +279,8 @@ class Build(Base):
     # What the build noted without failing: a compiled module whose own init raised at import on
     # the builder (a missing Python dependency), in the interpreter's words. None: nothing.
     notes: Mapped[list[str] | None] = mapped_column(JSON)
+    # A build that timed out and was built again with a longer limit: what the retry was.
+    retried: Mapped[str | None] = mapped_column(Text)
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()

@@ -38,6 +38,7 @@ class FailedBuild:
     log_size: int | None  # bytes of the stored (gzipped) log
     started_at: datetime
     log_path: str | None = field(default=None, repr=False)
+    retried: str | None = None  # timed out once and built again with a longer limit: how
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,6 +113,7 @@ def failed_builds(
             log_size=_log_size(logs_dir, build.log_path),
             started_at=build.started_at,
             log_path=build.log_path,
+            retried=build.retried,
         )
         for build, project, version, abi, builder in session.execute(query).tuples()
     ]

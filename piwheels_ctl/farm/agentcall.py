@@ -85,6 +85,7 @@ def build_request(settings: Settings, python: str, name: str, version: str, **fi
         "find_links": find_links,
         "network_allow": list(settings.build_network_allow),
         "farm_addresses": farm_addresses(settings),
+        "max_load": settings.builder_max_load,
     }
     return jobspec.request(python=python, name=name, version=version, **{**farm, **fields})
 
@@ -138,7 +139,7 @@ class _LoadCheckAnswer(TypedDict):
 class _BuildAnswer(TypedDict):
     """The parts of the agent's answer to a build (``jobspec.ANSWER_KEYS``) that the controller reads."""
 
-    status: Literal["success", "failed", "error"]
+    status: Literal["success", "failed", "error", "busy"]
     error: NotRequired[str]
     files: NotRequired[list[_FileAnswer]]
     duration: NotRequired[Annotated[float, Field(ge=0)]]
@@ -149,6 +150,7 @@ class _BuildAnswer(TypedDict):
     armv6_userland: NotRequired[bool]
     platform: NotRequired[_PlatformAnswer]
     load_check: NotRequired[_LoadCheckAnswer | None]  # None: no wheel was made
+    load: NotRequired[float]  # with "busy": the load per CPU the builder found
 
 
 @functools.cache

@@ -60,7 +60,10 @@ class Executor(Protocol):
     failures: int
     release: str | None  # its OS release (codename), whose check jobs it takes
 
-    def build(self, job: Job, build_id: int) -> Outcome: ...
+    def build(self, job: Job, build_id: int, timeout: float | None = None) -> Outcome:
+        """Build ``job`` (within ``timeout`` seconds, else the farm's ``build_timeout``); an
+        answer with status "busy" is an outcome too: the builder started nothing."""
+        ...
 
     def check(self, job: CheckJob, wheel: Path) -> dict[str, Any]: ...
 
@@ -124,7 +127,7 @@ class LocalExecutor:
             conf.write_text(text)
         return str(folder)
 
-    def build(self, job: Job, build_id: int) -> Outcome:
+    def build(self, job: Job, build_id: int, timeout: float | None = None) -> Outcome:
         s = self.settings
         work = s.work_dir.resolve()
         outbox = work / "outbox" / str(build_id)
@@ -149,6 +152,7 @@ class LocalExecutor:
             frontend=str(frontend_whl),
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
+            timeout=timeout or s.build_timeout,
         )
         from ..agent import buildstep  # the local builder's builds run in this process
 
@@ -252,8 +256,9 @@ class RemoteExecutor:
                 self._conn = conn
             return self._conn
 
-    def build(self, job: Job, build_id: int) -> Outcome:
+    def build(self, job: Job, build_id: int, timeout: float | None = None) -> Outcome:
         s = self.settings
+        limit = timeout or s.build_timeout
         root = self.builder.root
         python = self.pythons[job.abi_id]
         outbox = f"{root}/outbox/{build_id}"
@@ -281,19 +286,22 @@ class RemoteExecutor:
                 frontend=self._send_frontend(frontend_whl),
                 deps_cache=f"{place}/deps-cache" if s.deps_cache_mb else None,
                 deps_cache_mb=s.deps_cache_mb,
+                timeout=limit,
             )
             argv = build_argv(python, root, sudo, request)
-            done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
+            done = self.connection().run(argv, timeout=limit + s.command_timeout)
             result = check_answer(parse_result(done.stdout, self.name), self.name)
             if result["status"] == "error":
                 raise BuilderError(f"{self.name}: {result.get('error')}")
             incoming = s.data_dir.resolve() / "incoming" / self.name / str(build_id)
             incoming.mkdir(parents=True, exist_ok=True)
+            if result["status"] == "busy":  # nothing was built: no outbox to bring home
+                return Outcome(job, build_id, result, incoming, incoming / "build.log")
             rsync_pull(
                 self.builder.endpoint,
                 outbox,
                 incoming,
-                timeout=s.command_timeout + s.build_timeout / 10,
+                timeout=s.command_timeout + limit / 10,
                 known_hosts=self.known_hosts,
             )
         except TransportError as exc:

@@ -73,6 +73,7 @@ class Cell:
     # What the build noted without failing: a compiled module whose own init raised at import
     # on the builder (a missing Python dependency).
     notes: list[str] | None = None
+    retried: str | None = None  # the build timed out once and was built again: how
 
 
 @dataclass
@@ -401,6 +402,7 @@ def _cell(
             cell.log, cell.duration = log_url(build.log_path), build.duration
             cell.builder = builders.get(build.builder_id or -1)
             cell.notes = build.notes or None
+            cell.retried = build.retried
         return cell
     if build is not None and build.status is not BuildStatus.SUCCESS:
         if build.status is BuildStatus.BUILDING:
@@ -415,6 +417,7 @@ def _cell(
             log=log_url(build.log_path),
             duration=build.duration,
             builder=builders.get(build.builder_id or -1),
+            retried=build.retried,
         )
     skip = row.skip_reason or project.skip_reason
     if row.sdist_url is None:
