@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import clean_env, free_port, piwheels, serving, sqlite_dump, tree_snapshot
+from helpers import clean_env, debian_venv, free_port, piwheels, serving, sqlite_dump, tree_snapshot
 from indexserver import IndexServer
 from wheels import make_wheel
 
@@ -57,7 +56,7 @@ def test_pip_resolves_with_metadata_files_and_downloads_only_what_it_installs(
 ) -> None:
     url, requests = served
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    debian_venv(venv)  # Debian's pip 23.0.1: PEP 658 read from HTML only
     proc = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--index-url", url, "pick"],
         env=clean_env(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1"),

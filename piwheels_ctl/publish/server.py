@@ -66,17 +66,28 @@ LOG_MAX_INFLATED = 64 * 1024 * 1024
 BACKLOG = 1024
 
 
-def negotiate(accept: str | None) -> Offer | None:
-    """The representation that best fits an ``Accept`` header (None: none is acceptable)."""
+# pip 22.3 to 23.1 (Debian bookworm's and Raspberry Pi OS bookworm's 23.0.1 among them) read
+# PEP 658 metadata in JSON from a "dist-info-metadata" string, which PEP 691 makes an object:
+# they crash on the object and ignore PEP 714's "core-metadata". Their HTML reading is right,
+# so they get the HTML page (which they accept), and every other client the JSON it asks for.
+LEGACY_JSON_PIP = re.compile(r"^pip/(22\.3|23\.[01])([.\s]|$)")
+
+
+def negotiate(accept: str | None, user_agent: str | None = None) -> Offer | None:
+    """The representation that best fits an ``Accept`` header (None: none is acceptable); a
+    pip that misreads the JSON form's metadata (``LEGACY_JSON_PIP``) is offered HTML only."""
     if not accept or not accept.strip():
         return OFFERS[0]
+    offers = OFFERS
+    if user_agent and LEGACY_JSON_PIP.match(user_agent):
+        offers = tuple(offer for offer in OFFERS if offer.filename == "index.html")
     ranges = [
         (media_range, quality)
         for media_range, quality in _weighted(accept)
         if media_range and quality is not None and 0 <= quality <= 1  # a malformed entry is ignored
     ]
     best: tuple[tuple[float, int, int, int], Offer] | None = None
-    for preference, offer in enumerate(OFFERS):
+    for preference, offer in enumerate(offers):
         kind = offer.media_type.split("/")[0]
         specific = {offer.media_type: 2, f"{kind}/*": 1, "*/*": 0}
         # The most specific range that matches an offer sets its quality (RFC 9110 12.5.1):
@@ -199,11 +210,14 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
                 location = url.path + "/" + (f"?{url.query}" if url.query else "")
                 self._respond(HTTPStatus.MOVED_PERMANENTLY, {"Location": location})
                 return
-            headers["Vary"] = "Accept"
+            headers["Vary"] = "Accept, User-Agent"
             # PEP 691 writes "?format=application/vnd.pypi.simple.v1+json" unencoded: a media
             # type has no spaces, so "+" is kept rather than read as one.
             wanted = parse_qs(url.query.replace("+", "%2B")).get("format")
-            offer = negotiate(wanted[-1] if wanted else self.headers.get("Accept"))
+            if wanted:
+                offer = negotiate(wanted[-1])
+            else:
+                offer = negotiate(self.headers.get("Accept"), self.headers.get("User-Agent"))
             if offer is None:
                 self._respond(HTTPStatus.NOT_ACCEPTABLE, headers)
                 return
