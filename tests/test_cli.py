@@ -100,14 +100,14 @@ def test_pages_of_an_older_release_are_rewritten_by_the_next_publish(
     for entry in data["files"]:
         entry["dist-info-metadata"] = {"sha256": entry["core-metadata"]["sha256"]}
     page.write_bytes(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
-    (www / ".piwheels-format").unlink()
+    (www / "piwheels-format").unlink()
     python = debian_venv(tmp_path / "venv")
     crash = subprocess.run([str(python), "-c", _PIP_READS_JSON, str(page)], capture_output=True, text=True)
     assert "TypeError" in crash.stderr, crash.stderr  # what made Debian's pip fail on such a farm
     # Nothing is dirty: only the stamp tells the publish that every page is to be rewritten.
     proc = piwheels(env, "publish")
     assert "older release" in proc.stdout + proc.stderr
-    assert (www / ".piwheels-format").read_text() == "2\n"
+    assert (www / "piwheels-format").read_text() == "2\n"
     assert "dist-info-metadata" not in page.read_text(), page.read_text()
     subprocess.run([str(python), "-c", _PIP_READS_JSON, str(page)], check=True)
     _assert_pip_installs_through_metadata(python, url, requests)

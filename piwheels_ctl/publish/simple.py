@@ -35,7 +35,7 @@ CANONICAL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 # 1: before the stamp (JSON pages of 0f4a855 carried "dist-info-metadata" objects, which pip
 # 22.3 to 23.1 crash on); 2: PEP 714's "core-metadata" alone in JSON.
 FORMAT = 2
-FORMAT_FILE = ".piwheels-format"
+FORMAT_FILE = "piwheels-format"
 
 
 def tree_format(www_dir: Path) -> int | None:
