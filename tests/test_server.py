@@ -20,7 +20,8 @@ import requests
 from pypi_simple import ACCEPT_ANY, ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, ACCEPT_JSON_PREFERRED
 
 from piwheels_ctl.errors import ConfigError, InputError
-from piwheels_ctl.publish.server import HTML_V1, JSON_V1, make_server, negotiate, parse_range
+from piwheels_ctl.publish.negotiation import HTML_V1, JSON_V1, negotiate
+from piwheels_ctl.publish.server import make_server, parse_range
 
 from helpers import serving
 
