@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from debian_roots import bullseye_pip_root, pip_install_in_root
 from helpers import clean_env, debian_venv, free_port, piwheels, serving, sqlite_dump, tree_snapshot
 from indexserver import IndexServer
 from wheels import make_wheel
@@ -263,3 +266,17 @@ def test_add_from_a_requirements_file_asks_for_what_pip_would_install(tmp_path: 
     requirements.write_text("demo\n-e ./local\n")
     proc = piwheels(env, "add", "-r", str(requirements), check=False)
     assert proc.returncode == 2 and f"{requirements}:2: pip option '-e' is not supported" in proc.stderr
+
+
+def test_bullseye_pip_installs_from_serve(served: tuple[str, list[str]]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a Debian bullseye root (chroot) needs root")
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is needed (apt-get install debootstrap)", pytrace=False)
+    url, requests = served
+    done = pip_install_in_root(bullseye_pip_root(), url, ["pick"])
+    assert "pip 20.3.4 " in done.stdout, done.stdout + done.stderr  # Debian bullseye's own
+    assert done.returncode == 0 and "Successfully installed pick-1.0" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert any("pick-1.0-py3-none-any.whl" in line for line in requests), requests
