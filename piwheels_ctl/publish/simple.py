@@ -39,11 +39,12 @@ FORMAT_FILE = "piwheels-format"
 
 
 def tree_format(www_dir: Path) -> int | None:
-    """The form the published tree in ``www_dir`` was written in (1: unstamped; None: no tree)."""
+    """The form the published tree in ``www_dir`` was written in (1: published, unstamped;
+    None: never published: a recorder's pages alone, before the first publish, are new)."""
     try:
         text = (www_dir / FORMAT_FILE).read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        return 1 if (www_dir / "simple").is_dir() else None
+        return 1 if (www_dir / "simple" / rootindex.HTML).exists() else None
     except (OSError, UnicodeDecodeError):
         return 1
     return int(text) if text.isdigit() else 1
