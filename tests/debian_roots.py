@@ -105,8 +105,13 @@ BULLSEYE_PIP_PACKAGES = ["python3", "python3-pip", "python3-venv", "ca-certifica
 
 
 def bullseye_pip_root() -> Path:
-    """A cached bullseye root with Debian's own pip (20.3.4)."""
-    return debian_root("bullseye", BULLSEYE_PIP_PACKAGES, name="bullseye-amd64-pip")
+    """A cached bullseye root with Debian's own pip (20.3.4), in which ``localhost`` resolves
+    (debootstrap writes no /etc/hosts; a Pi's has one, and TLS certificates name localhost)."""
+    root = debian_root("bullseye", BULLSEYE_PIP_PACKAGES, name="bullseye-amd64-pip")
+    hosts = root / "etc" / "hosts"
+    if not hosts.exists():
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
+    return root
 
 
 def pip_install_in_root(
