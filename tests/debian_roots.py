@@ -32,9 +32,10 @@ def debian_mirror() -> str:
     raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
 
 
-def debian_root(release: str, packages: list[str], name: str | None = None) -> Path:
+def debian_root(release: str, packages: list[str], *, name: str | None = None) -> Path:
     """A ``release`` root for this machine's architecture with ``packages``, made once and cached
-    (under ``name``: a root with other packages is another root, never a changed one)."""
+    (under ``name`` when given: a cached root's packages never change, so other lists get other
+    names)."""
     root = CACHE / (name or f"{release}-amd64")
     if (root / "usr" / "bin").is_dir():
         return root
@@ -97,3 +98,33 @@ def install_packages(root: Path, packages: list[str]) -> None:
             raise RuntimeError(
                 f"{' '.join(argv)} in {root} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
+
+
+# Debian bullseye as a Pi user of Raspberry Pi OS bullseye has it: Python 3.9, Debian's pip 20.3.4.
+BULLSEYE_PIP_PACKAGES = ["python3", "python3-pip", "python3-venv", "ca-certificates"]
+
+
+def bullseye_pip_root() -> Path:
+    """A cached bullseye root with Debian's own pip (20.3.4), in which ``localhost`` resolves
+    (debootstrap writes no /etc/hosts; a Pi's has one, and TLS certificates name localhost)."""
+    root = debian_root("bullseye", BULLSEYE_PIP_PACKAGES, name="bullseye-amd64-pip")
+    hosts = root / "etc" / "hosts"
+    if not hosts.exists():
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
+    return root
+
+
+def pip_install_in_root(
+    root: Path, index_url: str, requirements: list[str], *, cert: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pip install`` of ``requirements`` from ``index_url`` with the root's own pip, in a venv
+    made from the root's own python3 (left in the root's /tmp, which nothing else reads)."""
+    script = "rm -rf /tmp/pip-client && python3 -m venv /tmp/pip-client && /tmp/pip-client/bin/pip --version"
+    options = ["--index-url", index_url, "--disable-pip-version-check", "--no-cache-dir"]
+    if cert is not None:
+        shutil.copyfile(cert, root / "tmp" / "pip-client-ca.pem")
+        options += ["--cert", "/tmp/pip-client-ca.pem"]
+    script += " && /tmp/pip-client/bin/pip install " + " ".join(
+        shlex.quote(a) for a in options + requirements
+    )
+    return run_in_root(root, ["sh", "-c", script], env={"PIP_CONFIG_FILE": "/dev/null"})

@@ -19,6 +19,18 @@ from piwheels_ctl.publish.server import make_server
 PIWHEELS = Path(sys.executable).with_name("piwheels-ctl")
 
 
+# A fresh Debian's interpreter: a venv made from it has Debian's own pip (bookworm: 23.0.1, the
+# pip of Raspberry Pi OS bookworm). The clients the tests install with stand for a user's pip.
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def debian_venv(path: Path, *, with_pip: bool = True) -> Path:
+    """A venv of Debian's ``/usr/bin/python3`` (with Debian's pip unless told otherwise); its python."""
+    args = [DEBIAN_PYTHON, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)]
+    subprocess.run(args, check=True)
+    return path / "bin" / "python"
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """This process's environment without our own variables, plus ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIWHEELS_")}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import pytest
 
 from piwheels_ctl.agent import agent, buildstep, jobspec, outbox, sdistfetch
 from piwheels_ctl.agent.jobspec import request
-from piwheels_ctl.farm import agentcall
+from piwheels_ctl.errors import ConfigError
+from piwheels_ctl.farm import agentcall, registry
+
+from helpers import debian_venv
 
 AGENT = Path(agent.__file__)
 
@@ -170,3 +175,52 @@ def test_the_controller_reads_only_keys_the_agent_answers() -> None:
     assert set(agentcall._PlatformAnswer.__annotations__) == set(jobspec.PLATFORM_KEYS)
     assert set(outbox.builder_error("full")) <= set(jobspec.ANSWER_KEYS)
     assert set(agent.probe()) >= agentcall.PROBE_KEYS
+
+
+def _probe(python: Path, kind: str) -> dict[str, object]:
+    done = subprocess.run(
+        [str(python), str(AGENT), "probe", "--sandbox", kind], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_an_interpreter_the_builds_uid_cannot_run_is_refused_and_the_builders_fault(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("builds get a uid of their own only from an agent running as root")
+    # A pyenv-like Python in a private home (as /root is): the folders above that home are open.
+    top = Path(tempfile.mkdtemp(prefix="piwheels-home-"))
+    try:
+        top.chmod(0o755)
+        home = top / "home"
+        home.mkdir()
+        venv = home / "venv"
+        python = debian_venv(venv, with_pip=False)
+        home.chmod(0o700)
+        # Without namespaces the build's uid meets the home's own mode on the way in.
+        unreadable = str(_probe(python, "user").get("unreadable"))
+        assert f"{home} is mode 700" in unreadable and "/usr/bin/python3" in unreadable, unreadable
+        user_build = buildstep.build(request(
+            str(python), "demo", "1.0", str(tmp_path / "outbox"), str(tmp_path / "build.log"),
+            str(tmp_path / "work"), sandbox_kind="user",
+        ))  # fmt: skip
+        # "error": handed back as the builder's fault, never recorded against the project.
+        assert user_build["status"] == "error" and f"{home} is mode 700" in str(user_build["error"]), (
+            user_build
+        )
+        if shutil.which("bwrap") and str(_probe(sys.executable, "auto")["sandbox"]).startswith("bubblewrap"):
+            # bubblewrap opens the folders above the interpreter's, not the interpreter's own.
+            assert "unreadable" not in _probe(python, "bwrap")
+            venv.chmod(0o700)
+            assert f"{venv} is mode 700" in str(_probe(python, "bwrap").get("unreadable"))
+        venv.chmod(0o700)
+        with pytest.raises(
+            ConfigError, match=r"builds' own uids cannot run it: .* is mode 700.*/usr/bin/python3"
+        ):
+            registry.probe_local(str(python))
+        venv.chmod(0o755)
+        home.chmod(0o755)
+        assert "unreadable" not in _probe(python, "user")
+    finally:
+        shutil.rmtree(top)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import free_port, play_recap
+from helpers import debian_venv, free_port, play_recap
 from indexserver import IndexServer
 from sshd import SshHost, start_ssh_host
 
@@ -233,7 +233,7 @@ def test_site_converges_idempotently_builds_on_the_builders_and_serves_with_ngin
             assert json.load(response)["name"] == "pure-ok"
         _check_pages(f"http://127.0.0.1:{port}", site.root / "data" / "logs")
         venv = tmp_path / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        debian_venv(venv)
         subprocess.run(
             [str(venv / "bin" / "pip"), "install", "--index-url", url, "pure-ok", "c-ext"],
             check=True,

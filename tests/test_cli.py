@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import clean_env, free_port, piwheels, serving, sqlite_dump, tree_snapshot
+from debian_roots import bullseye_pip_root, pip_install_in_root
+from helpers import clean_env, debian_venv, free_port, piwheels, serving, sqlite_dump, tree_snapshot
 from indexserver import IndexServer
 from wheels import make_wheel
 
@@ -56,23 +58,67 @@ def test_pip_resolves_with_metadata_files_and_downloads_only_what_it_installs(
     tmp_path: Path, served: tuple[str, list[str]]
 ) -> None:
     url, requests = served
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    _assert_pip_installs_through_metadata(debian_venv(tmp_path / "venv"), url, requests)
+
+
+def _assert_pip_installs_through_metadata(python: Path, url: str, requests: list[str]) -> None:
+    """``python``'s pip installs pick 1.0, having looked at 2.0 through its .metadata file only."""
     proc = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--index-url", url, "pick"],
+        [str(python), "-m", "pip", "install", "--index-url", url, "pick"],
         env=clean_env(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1"),
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Successfully installed pick-1.0" in proc.stdout
     log = "\n".join(requests)
     # pick 2.0 was looked at through its .metadata file only: its dependency does not exist.
-    assert "pick-2.0-py3-none-any.whl.metadata" in log
+    assert "pick-2.0-py3-none-any.whl.metadata" in log, log
     assert [
         line for line in requests if "pick-2.0-py3-none-any.whl " in line + " " and ".metadata" not in line
     ] == []
     assert "pick-1.0-py3-none-any.whl" in log
+
+
+# Debian bookworm's pip 23.0.1 reading a JSON page's files as it does (pip/_internal/models/link.py).
+_PIP_READS_JSON = """
+import json, sys
+from pip._internal.models.link import Link
+for entry in json.load(open(sys.argv[1]))["files"]:
+    Link.from_json(entry, "http://index/simple/pick/").metadata_link()
+"""
+
+
+def test_pages_of_an_older_release_are_rewritten_by_the_next_publish(
+    tmp_path: Path, env: dict[str, str], served: tuple[str, list[str]]
+) -> None:
+    url, requests = served
+    www = Path(env["PIWHEELS_DATA_DIR"]) / "www"
+    page = www / "simple" / "pick" / "index.json"
+    # The tree as 0f4a855 left it: no format stamp, and JSON pages whose files carry PEP 658's
+    # "dist-info-metadata" object next to "core-metadata" (its publisher.py _project_json),
+    # written as it wrote them (keys sorted, compact, UTF-8).
+    data = json.loads(page.read_bytes())
+    for entry in data["files"]:
+        entry["dist-info-metadata"] = {"sha256": entry["core-metadata"]["sha256"]}
+    page.write_bytes(json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    (www / "piwheels-format").unlink()
+    python = debian_venv(tmp_path / "venv")
+    crash = subprocess.run([str(python), "-c", _PIP_READS_JSON, str(page)], capture_output=True, text=True)
+    assert "TypeError" in crash.stderr, crash.stderr  # what made Debian's pip fail on such a farm
+    # Nothing is dirty: only the stamp tells the publish that every page is to be rewritten.
+    proc = piwheels(env, "publish")
+    assert "older release" in proc.stdout + proc.stderr
+    assert (www / "piwheels-format").read_text() == "2\n"
+    assert "dist-info-metadata" not in page.read_text(), page.read_text()
+    subprocess.run([str(python), "-c", _PIP_READS_JSON, str(page)], check=True)
+    _assert_pip_installs_through_metadata(python, url, requests)
+    # Once rewritten, a publish leaves the tree alone.
+    before = tree_snapshot(www)
+    proc = piwheels(env, "publish")
+    assert "older release" not in proc.stdout + proc.stderr
+    assert tree_snapshot(www) == before
 
 
 def test_status_json_counts_imported_files(env: dict[str, str]) -> None:
@@ -198,3 +244,17 @@ def test_sync_all_records_every_name_once(tmp_path: Path) -> None:
         assert "0 new project name(s)" in piwheels(env, "sync", "--all").stdout
     status = json.loads(piwheels(env, "status", "--json").stdout)
     assert status["projects"] == 3 and status["watched"] == 0 and status["pending"] == 0
+
+
+def test_bullseye_pip_installs_from_serve(served: tuple[str, list[str]]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a Debian bullseye root (chroot) needs root")
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is needed (apt-get install debootstrap)", pytrace=False)
+    url, requests = served
+    done = pip_install_in_root(bullseye_pip_root(), url, ["pick"])
+    assert "pip 20.3.4 " in done.stdout, done.stdout + done.stderr  # Debian bullseye's own
+    assert done.returncode == 0 and "Successfully installed pick-1.0" in done.stdout, (
+        done.stdout + done.stderr
+    )
+    assert any("pick-1.0-py3-none-any.whl" in line for line in requests), requests

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from sqlalchemy import select
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Build, Project, Version
 
-from helpers import PIWHEELS, clean_env, piwheels
+from helpers import PIWHEELS, clean_env, debian_venv, piwheels
 from indexserver import IndexServer
 from sshd import SshHost, ssh_hosts
 
@@ -120,7 +119,7 @@ def test_a_batch_is_built_across_three_builders_and_installs(controller: Control
     controller.cli("publish")
     controller.assert_consistent()
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    debian_venv(venv)
     www = controller.data / "www" / "simple"
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--no-index", "--find-links", str(www / "c-ext"), "c-ext"],

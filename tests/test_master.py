@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import free_port, play_recap
+from debian_roots import bullseye_pip_root, pip_install_in_root
+from helpers import debian_venv, free_port, play_recap
 from indexserver import IndexServer
 from nspawn import Machine, make_machine, why_no_boot
 from sshd import SshHost, start_ssh_host
@@ -294,6 +295,12 @@ def test_a_failed_migration_leaves_the_old_release_running_and_says_why(farm: Fa
 
 
 def test_the_playbook_upgrades_the_farm_keeping_everything_and_reruns_unchanged(farm: Farm) -> None:
+    # The old release's JSON pages carry "dist-info-metadata" objects, which Debian bookworm's
+    # pip crashes on: the first publish of the new release rewrites every page once, no rebuild.
+    old_form = farm.machine.sh(
+        "grep -l dist-info-metadata /var/lib/piwheels/www/simple/*/index.json", check=False
+    )
+    assert "/c-ext/index.json" in old_form.stdout, old_form.stdout + old_form.stderr
     published = _published(farm)
     builds = farm.sql("SELECT id, status, builder_id FROM builds ORDER BY id")
     files = farm.sql("SELECT filename, sha256 FROM files ORDER BY filename")
@@ -311,11 +318,22 @@ def test_the_playbook_upgrades_the_farm_keeping_everything_and_reruns_unchanged(
     assert link == f"/opt/piwheels/releases/{head[:12]}/venv"
     assert farm.machine.sh("systemctl is-active piwheels-ctl").stdout.strip() == "active"
     assert farm.machine.sh("systemctl show -P ExecMainStartTimestampMonotonic piwheels-ctl").stdout != started
-    # Everything is still there: builds, files, every published page and wheel byte for byte.
+    # Everything is still there: builds, files, every published page, wheel and metadata file;
+    # the wheels and metadata files byte for byte.
     assert farm.sql("SELECT id, status, builder_id FROM builds ORDER BY id") == builds
     assert farm.sql("SELECT filename, sha256 FROM files ORDER BY filename") == files
+    # The first publish of the new release rewrites every page once, no rebuild.
+    farm.wait("the pages' rewrite", lambda: farm.machine.sh(
+        "cat /var/lib/piwheels/www/piwheels-format", check=False).stdout.strip() == "2")  # fmt: skip
     after = _published(farm)
-    assert {path: after.get(path) for path in published} == published
+    pages = {path for path in published if path.startswith("./simple/")}
+    assert pages <= set(after), pages - set(after)
+    kept = {path: digest for path, digest in published.items() if path.endswith((".whl", ".metadata"))}
+    assert kept and {path: after[path] for path in kept} == kept
+    rewritten = farm.machine.sh(
+        "grep -l dist-info-metadata /var/lib/piwheels/www/simple/*/index.json", check=False
+    )
+    assert rewritten.stdout == "", rewritten.stdout
     audit = farm.ctl("audit --deep")
     assert "no disagreement" in audit.stdout, audit.stdout + audit.stderr
     # The controller now logs in over TCP with the vaulted password, which no file shows to others.
@@ -424,18 +442,25 @@ def test_pip_installs_from_nginx_over_https(farm: Farm, tmp_path: Path) -> None:
     except urllib.error.HTTPError as exc:
         assert exc.code == 301 and exc.headers["Location"].startswith("https://127.0.0.1:")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = debian_venv(venv)  # Debian bookworm's own pip, 23.0.1, on a farm upgraded from 0f4a855
     # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (set on some hosts) win over pip's --cert.
     env = {k: v for k, v in os.environ.items() if k not in {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}}
     env["PIP_CONFIG_FILE"] = "/dev/null"
     pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--cert", str(farm.ca_file), "--index-url", url,
+        [str(python), "-m", "pip", "install", "--cert", str(farm.ca_file), "--index-url", url,
          "pure-ok", "c-ext", "abi3-ext", "slow-ok"],
         check=False, capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout + pip.stderr
-    subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import c_ext; assert c_ext.add(1, 1) == 2"], check=True
+    subprocess.run([str(python), "-c", "import c_ext; assert c_ext.add(1, 1) == 2"], check=True)
+    # It resolved through the PEP 658 metadata files (nginx gave it the HTML pages it reads right).
+    log = farm.machine.sh("grep -h 'pip/23.0.1' /var/log/nginx/access.log", check=False).stdout
+    assert ".whl.metadata HTTP" in log, log[-3000:]
+    # Debian bullseye's own pip, 20.3.4 (Python 3.9: the pure wheel is the one that fits it).
+    bullseye = pip_install_in_root(bullseye_pip_root(), url, ["pure-ok"], cert=farm.ca_file)
+    assert "pip 20.3.4 " in bullseye.stdout, bullseye.stdout + bullseye.stderr
+    assert bullseye.returncode == 0 and "Successfully installed pure-ok" in bullseye.stdout, (
+        bullseye.stdout + bullseye.stderr
     )
 
 

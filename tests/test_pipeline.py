@@ -24,7 +24,7 @@ from sqlalchemy import select
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import Build, BuildStatus, File
 
-from helpers import clean_env, free_port, piwheels
+from helpers import clean_env, debian_venv, free_port, piwheels
 from indexserver import IndexServer
 
 pytestmark = pytest.mark.build
@@ -182,13 +182,11 @@ def served(farm: Farm) -> Iterator[str]:
 
 
 def _venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    return path / "bin" / "python"
+    return debian_venv(path, with_pip=False)
 
 
 def test_pip_installs_from_the_served_index(tmp_path: Path, served: str) -> None:
-    python = _venv(tmp_path / "venv")
-    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
+    python = debian_venv(tmp_path / "venv")
     env = clean_env(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1")
     subprocess.run(
         [str(python), "-m", "pip", "install", "--index-url", served, "c-ext", "pure-ok", "abi3-ext"],

@@ -20,7 +20,8 @@ import requests
 from pypi_simple import ACCEPT_ANY, ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, ACCEPT_JSON_PREFERRED
 
 from piwheels_ctl.errors import ConfigError, InputError
-from piwheels_ctl.publish.server import HTML_V1, JSON_V1, make_server, negotiate, parse_range
+from piwheels_ctl.publish.negotiation import HTML_V1, JSON_V1, negotiate
+from piwheels_ctl.publish.server import make_server, parse_range
 
 from helpers import serving
 
@@ -143,9 +144,34 @@ def test_project_page_negotiation(base: str, accept: str | None, content_type: s
     response = get(f"{base}/simple/foo/", **({"Accept": accept} if accept else {}))
     assert response.status_code == 200
     assert response.headers["Content-Type"] == content_type
-    assert response.headers["Vary"] == "Accept"
+    assert response.headers["Vary"] == "Accept, User-Agent"
     assert response.headers["Cache-Control"] == "max-age=60"
     assert response.content == body
+
+
+# What pip sends, every version since 22.2: JSON first, HTML accepted.
+PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01"
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "content_type"),
+    [
+        ('pip/23.0.1 {"installer":{"name":"pip","version":"23.0.1"}}', HTML_V1),  # Debian bookworm's
+        ("pip/22.3.1 {}", HTML_V1),
+        ("pip/23.1.2 {}", HTML_V1),
+        ("pip/23.2 {}", JSON_V1),  # reads PEP 714's "core-metadata"
+        ("pip/24.0 {}", JSON_V1),
+        ("pip/230.1 {}", JSON_V1),
+        ("uv/0.13.9", JSON_V1),
+    ],
+)
+def test_pips_that_misread_json_metadata_get_html(base: str, user_agent: str, content_type: str) -> None:
+    response = get(f"{base}/simple/foo/", Accept=PIP_ACCEPT, **{"User-Agent": user_agent})
+    assert response.headers["Content-Type"] == content_type, (user_agent, response.headers)
+    assert response.headers["Vary"] == "Accept, User-Agent"
+    # An explicit ?format= is what the client asked for, whoever it is.
+    explicit = get(f"{base}/simple/foo/?format={JSON_V1}", **{"User-Agent": user_agent})
+    assert explicit.headers["Content-Type"] == JSON_V1
 
 
 def test_root_negotiation(base: str) -> None:
@@ -156,7 +182,7 @@ def test_root_negotiation(base: str) -> None:
 def test_not_acceptable(base: str) -> None:
     response = get(f"{base}/simple/foo/", Accept="application/json")
     assert response.status_code == 406
-    assert response.headers["Vary"] == "Accept"
+    assert response.headers["Vary"] == "Accept, User-Agent"
 
 
 def test_format_query_overrides_accept(base: str) -> None:

@@ -56,10 +56,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
+        kind = None
         try:
-            result["sandbox"] = sandbox.choose(args.sandbox)[1]
+            kind, result["sandbox"] = sandbox.choose(args.sandbox)
         except sandbox.SandboxError as exc:
             result["sandbox"] = "none: %s" % (exc,)
+        if kind and os.geteuid() == 0:  # builds run as a uid of their own: can it run this interpreter?
+            unreadable = sandbox.unreadable_by_builds(sys.executable, kind, os.path.dirname(os.__file__))
+            if unreadable:
+                result["unreadable"] = "%s (%s)" % (unreadable, sandbox.UNREADABLE_FIX)
     elif args.command == "build":
         result = buildstep.build(jobspec.from_args(args))
     else:

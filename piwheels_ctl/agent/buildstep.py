@@ -95,6 +95,13 @@ def build(request, on_start=None):
                                     % (free_mb, request.work_root, request.min_free_mb))  # fmt: skip
     try:
         kind = sandbox.choose(request.sandbox_kind)[0]
+    except sandbox.SandboxError as exc:
+        return outbox.builder_error("sandbox: %s" % (exc,))
+    unreadable = sandbox.unreadable_by_builds(request.python, kind) if os.geteuid() == 0 else None
+    if unreadable:  # the interpreter's fault, found again at each build: never the project's
+        return outbox.builder_error("the build's uid cannot run %s: %s (%s)"
+                                    % (request.python, unreadable, sandbox.UNREADABLE_FIX))  # fmt: skip
+    try:
         uid, uid_lock = sandbox.lease_uid() if os.geteuid() == 0 else (None, None)
     except sandbox.SandboxError as exc:
         return outbox.builder_error("sandbox: %s" % (exc,))

@@ -27,6 +27,7 @@ import errno
 import fcntl
 import os
 import random
+import stat
 import subprocess
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
@@ -103,6 +104,52 @@ def choose(wanted):
     if os.geteuid() != 0:
         raise SandboxError("no sandbox: %s, and the uid fallback needs the agent to run as root" % problem)
     return "user", "a uid of its own, no namespaces (%s)" % problem
+
+
+# What the refusal of an interpreter the builds' uids cannot read tells the operator to do.
+UNREADABLE_FIX = (
+    "an agent running as root builds as a uid of its own, which owns nothing and is in no "
+    "group: use an interpreter every user can read (Debian's /usr/bin/python3, or one "
+    "installed under /usr/local or /opt), not one under a private home such as /root"
+)
+
+
+def unreadable_by_builds(python, kind, stdlib=None):
+    # type: (str, str, Optional[str]) -> Optional[str]
+    """Why a build's uid of its own cannot run ``python`` (and read ``stdlib``, its standard
+    library's folder) in a sandbox of ``kind``: the first folder on the way it may not enter,
+    or a file it may not read; None when it can. Only the bits for other users count: that uid
+    owns nothing and is in no group. bubblewrap opens the folders above the ones it binds in."""
+    real = os.path.realpath(python)
+    folders = [os.path.dirname(os.path.abspath(python)), os.path.dirname(real)]
+    if stdlib:
+        folders.append(os.path.realpath(stdlib))
+    opened = set()  # type: Set[str]
+    if kind == BWRAP:
+        for bound in interpreter_dirs(python):
+            parent = os.path.dirname(bound)
+            while parent not in opened and parent != os.path.dirname(parent):
+                opened.add(parent)
+                parent = os.path.dirname(parent)
+    for folder in folders:
+        path = os.sep
+        for part in folder.split(os.sep):
+            path = os.path.join(path, part)
+            if path in opened or path == os.sep:
+                continue
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                return "%s: %s" % (path, exc.strerror)
+            if not mode & stat.S_IXOTH:
+                return "%s is mode %03o: other users may not enter it" % (path, stat.S_IMODE(mode))
+    try:
+        mode = os.stat(real).st_mode
+    except OSError as exc:
+        return "%s: %s" % (real, exc.strerror)
+    if mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+        return "%s is mode %03o: other users may not run it" % (real, stat.S_IMODE(mode))
+    return None
 
 
 def lease_uid():

@@ -234,6 +234,9 @@ def probe_remote(
             if str(probe.get("sandbox", "")).startswith("none"):
                 refused[python] = f"cannot build: {probe['sandbox']}" + ("" if use_sudo else NO_SANDBOX_FIX)
                 continue
+            if probe.get("unreadable"):
+                refused[python] = f"the builds' own uids cannot run it: {probe['unreadable']}"
+                continue
             if build:
                 started = time.monotonic()
                 problem = _probe_build(conn, settings, root, python, probe, sudo_root if use_sudo else None)

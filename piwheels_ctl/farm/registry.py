@@ -47,6 +47,9 @@ def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(out)
     except (subprocess.SubprocessError, OSError, ValueError) as exc:
         raise ConfigError(f"pythons: {python!r} could not be probed: {exc}") from None
+    if result.get("unreadable"):
+        # Every build with it would fail at once, and not by the project's fault.
+        raise ConfigError(f"pythons: {python!r}: the builds' own uids cannot run it: {result['unreadable']}")
     return result
 
 

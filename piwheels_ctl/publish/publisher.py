@@ -69,13 +69,25 @@ def publish_from(
     short write transaction of its own: a long publish never holds up a recorder. With ``full``,
     every project, a batch at a time, each batch in short transactions of its own, ``workers``
     batches at once."""
+    found = simple.tree_format(www_dir)
+    if found is not None and found < simple.FORMAT and not full:
+        log.warning(
+            "the published pages are in the form of an older release (%d, now %d): rewriting them all once",
+            found,
+            simple.FORMAT,
+        )
+        full = True
     if full:
         # Here, not at the top: ``full`` is built from this module's pieces.
         from .full import publish_full
 
-        return publish_full(
+        result = publish_full(
             db, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted, workers=workers
         )
+        simple.stamp_format(www_dir)
+        return result
+    if found is None:
+        simple.stamp_format(www_dir)  # a new tree: what follows is written in this form
     with db.reader() as session:
         result = publish(session, www_dir, public_url=public_url, withdraw_deleted=withdraw_deleted)
     with db.session() as session:

@@ -10,7 +10,6 @@ import mimetypes
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,33 +19,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .. import __version__
 from ..errors import ConfigError, InputError
+from .negotiation import TEXT_HTML, accepts_gzip, negotiate
 
 log = logging.getLogger(__name__)
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
-HTML_V1 = "application/vnd.pypi.simple.v1+html"
-TEXT_HTML = "text/html; charset=utf-8"
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT_LIVED = "max-age=60"
 
 
-@dataclass(frozen=True)
-class Offer:
-    """A representation of a directory URL: what the client asks for, the file, what we send."""
-
-    media_type: str
-    filename: str
-    content_type: str
-
-
-# In order of preference when the client likes several equally (e.g. "*/*"): browsers get HTML.
-OFFERS = (
-    Offer("text/html", "index.html", TEXT_HTML),
-    Offer(HTML_V1, "index.html", HTML_V1),
-    Offer("application/vnd.pypi.simple.latest+html", "index.html", HTML_V1),
-    Offer(JSON_V1, "index.json", JSON_V1),
-    Offer("application/vnd.pypi.simple.latest+json", "index.json", JSON_V1),
-)
 CONTENT_TYPES = {
     ".whl": "application/octet-stream",
     ".metadata": "text/plain; charset=utf-8",
@@ -64,65 +44,6 @@ LOG_MAX_INFLATED = 64 * 1024 * 1024
 # The listen backlog: a burst of clients (a CI matrix starting) waits to be accepted instead
 # of being refused; the default of 5 turned away 45 of 300 simultaneous clients.
 BACKLOG = 1024
-
-
-def negotiate(accept: str | None) -> Offer | None:
-    """The representation that best fits an ``Accept`` header (None: none is acceptable)."""
-    if not accept or not accept.strip():
-        return OFFERS[0]
-    ranges = [
-        (media_range, quality)
-        for media_range, quality in _weighted(accept)
-        if media_range and quality is not None and 0 <= quality <= 1  # a malformed entry is ignored
-    ]
-    best: tuple[tuple[float, int, int, int], Offer] | None = None
-    for preference, offer in enumerate(OFFERS):
-        kind = offer.media_type.split("/")[0]
-        specific = {offer.media_type: 2, f"{kind}/*": 1, "*/*": 0}
-        # The most specific range that matches an offer sets its quality (RFC 9110 12.5.1):
-        # "text/html;q=0, */*" refuses HTML even though "*/*" would allow it.
-        matches = [
-            (specific[media_range], -position, quality)
-            for position, (media_range, quality) in enumerate(ranges)
-            if media_range in specific
-        ]
-        if not matches:
-            continue
-        specificity, position, quality = max(matches)
-        # Ties go to the range the client listed first, then to our order of preference.
-        rank = (quality, specificity, position, -preference)
-        if quality > 0 and (best is None or rank > best[0]):
-            best = (rank, offer)
-    return best[1] if best else None
-
-
-def _weighted(header: str) -> list[tuple[str, float | None]]:
-    """The items of a comma-separated header with their ``q`` weights (1 when absent, None
-    when malformed), items lower-cased."""
-    items: list[tuple[str, float | None]] = []
-    for item in header.split(","):
-        token, *params = (part.strip() for part in item.split(";"))
-        quality: float | None = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = None
-        items.append((token.lower(), quality))
-    return items
-
-
-def accepts_gzip(header: str | None) -> bool:
-    """Whether an ``Accept-Encoding`` header lets us send gzip (RFC 9110 12.5.3)."""
-    if not header:
-        return False
-    qualities = {coding: quality or 0.0 for coding, quality in _weighted(header)}
-    for coding in ("gzip", "x-gzip", "*"):
-        if coding in qualities:
-            return qualities[coding] > 0
-    return False
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
@@ -199,11 +120,14 @@ class IndexRequestHandler(BaseHTTPRequestHandler):
                 location = url.path + "/" + (f"?{url.query}" if url.query else "")
                 self._respond(HTTPStatus.MOVED_PERMANENTLY, {"Location": location})
                 return
-            headers["Vary"] = "Accept"
+            headers["Vary"] = "Accept, User-Agent"
             # PEP 691 writes "?format=application/vnd.pypi.simple.v1+json" unencoded: a media
             # type has no spaces, so "+" is kept rather than read as one.
             wanted = parse_qs(url.query.replace("+", "%2B")).get("format")
-            offer = negotiate(wanted[-1] if wanted else self.headers.get("Accept"))
+            if wanted:
+                offer = negotiate(wanted[-1])
+            else:
+                offer = negotiate(self.headers.get("Accept"), self.headers.get("User-Agent"))
             if offer is None:
                 self._respond(HTTPStatus.NOT_ACCEPTABLE, headers)
                 return

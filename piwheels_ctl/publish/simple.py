@@ -31,6 +31,32 @@ API_VERSION = "1.1"
 CANONICAL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
+# The form of the published tree, kept in it (``FORMAT_FILE``): a release that changes what it
+# writes raises it, and the first publish that finds the tree older rewrites every page once.
+# 1: before the stamp (JSON pages of 0f4a855 carried "dist-info-metadata" objects, which pip
+# 22.3 to 23.1 crash on); 2: PEP 714's "core-metadata" alone in JSON.
+FORMAT = 2
+FORMAT_FILE = "piwheels-format"
+
+
+def tree_format(www_dir: Path) -> int | None:
+    """The form the published tree in ``www_dir`` was written in (1: published, unstamped;
+    None: never published: a recorder's pages alone, before the first publish, are new)."""
+    try:
+        text = (www_dir / FORMAT_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 1 if (www_dir / "simple" / rootindex.HTML).exists() else None
+    except (OSError, UnicodeDecodeError):
+        return 1
+    return int(text) if text.isdigit() else 1
+
+
+def stamp_format(www_dir: Path) -> None:
+    """Record that every page of the tree is now in ``FORMAT``."""
+    www_dir.mkdir(parents=True, exist_ok=True)
+    write_if_changed(www_dir / FORMAT_FILE, f"{FORMAT}\n".encode("ascii"))
+
+
 @dataclass(frozen=True)
 class IndexFile:
     """One wheel as the index shows it."""
