@@ -77,7 +77,9 @@ def test_a_time_out_is_retried_once_with_a_longer_limit(
         assert build.retried and expected in build.retried, f"{build.version.project.name}: {build.retried!r}"
         assert build.log_path is not None
         log = gzip.decompress((data / "logs" / build.log_path).read_bytes()).decode()
-        assert log.startswith("piwheels-ctl: retried:"), f"the stored log does not say so: {log[:300]!r}"
+        # Right under the log's header (its rule of dashes), before what the build printed.
+        body = log.split("-" * 20 + "\n", 1)[-1].lstrip("-\n")
+        assert body.startswith("piwheels-ctl: retried:"), f"the stored log does not say so: {log[:400]!r}"
     # Exactly one retry each: the second time-out is final.
     assert output.count("retried: the first attempt") == 2, output
     assert "2 retried after a time-out" in output and "built 1, failed 1" in output, output
