@@ -76,6 +76,7 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if not wanted and not bad:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
+<<<<<<< HEAD
     if wanted:
         abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
         with app.upstream() as upstream, app.session() as session:
@@ -89,6 +90,16 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
                 )
     if bad:
         raise InputError(f"{len(bad)} line(s) are not requirements (above); the other lines were added")
+=======
+    glibc = app.glibc()
+    with app.upstream() as upstream, app.session() as session:
+        report = projects.add(session, upstream, wanted, glibc)
+    for problem in report.problems:
+        err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
+    for added in report.added:
+        if not added.skipped:  # a skipped request was said above, as a warning, not as a success
+            out.print(f"{added.name}: " + (", ".join(added.versions) if added.versions else "all versions"))
+>>>>>>> h20a
 
 
 @cli.command()
@@ -126,7 +137,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
             report = sync_tracked(
-                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
+                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.glibc()
             )
     for problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
