@@ -11,6 +11,7 @@ import json as jsonlib
 import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -61,8 +62,10 @@ class IndexServer:
         etags: bool = True,
         last_modified: bool = False,
         json_root: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.folder = folder
+        self.tls = tls
         self.host = host
         self.serials = serials
         self.etags = etags
@@ -82,7 +85,13 @@ class IndexServer:
 
     def __enter__(self) -> IndexServer:
         self._httpd = ThreadingHTTPServer((self.host, 0), functools.partial(_Handler, index=self))
-        self.url = f"http://{self.host}:{self._httpd.server_address[1]}/simple/"
+        scheme = "http"
+        if self.tls is not None:  # HTTPS: the handshake in each request's thread, not the listener's
+            self._httpd.socket = self.tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
+            scheme = "https"
+        self.url = f"{scheme}://{self.host}:{self._httpd.server_address[1]}/simple/"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self

@@ -6,8 +6,10 @@ comments only.
 
 from __future__ import absolute_import, division, print_function
 
+import calendar
 import os
 import shutil
+import tarfile
 import tempfile
 import zipfile
 
@@ -39,6 +41,12 @@ PASS_ENV = (
     "PIP_CERT",
 )
 
+# Where Debian, Ubuntu, Raspberry Pi OS, Alpine (and Fedora, RHEL) keep the system's trust store:
+# the one store uv's --system-certs reads, given to pip too (pip 20.3.4 otherwise trusts only
+# the bundle it vendors).
+SYSTEM_CA_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                   "/etc/ssl/cert.pem")  # fmt: skip
+
 
 def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, deps=None, remote=False):
     # type: (str, str, Optional[str], Optional[str], Optional[str], List[str], Optional[str], bool) -> Dict[str, str]
@@ -46,6 +54,7 @@ def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, d
     (``remote``: also in the farm's shared cache, through the build's proxy)."""
     env = dict((k, os.environ[k]) for k in PASS_ENV if k in os.environ)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(trust_env(trust_store()))  # one store for uv, pip and the build, whatever was passed
     env.update(
         {
             "HOME": os.path.join(box, "home"),
@@ -80,6 +89,57 @@ def build_env(box, base_dir, ccache_dir, project_cache, index_url, find_links, d
     return env
 
 
+def trust_store():
+    # type: () -> Optional[str]
+    """The CA file every build trusts: ``SSL_CERT_FILE`` where set, else the system's; None where
+    there is neither (the frontends' own bundles then)."""
+    named = os.environ.get("SSL_CERT_FILE")
+    if named and os.path.isfile(named):
+        return named
+    for path in SYSTEM_CA_FILES:
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def trust_env(store):
+    # type: (Optional[str]) -> Dict[str, str]
+    """The variables that make uv, every pip (20.3.4 on Python 2.7 included) and the build's own
+    downloads trust ``store``, and nothing else."""
+    if store is None:
+        return {}
+    return {"SSL_CERT_FILE": store, "PIP_CERT": store, "REQUESTS_CA_BUNDLE": store}
+
+
+def source_date_epoch(sdist):
+    # type: (str) -> Optional[str]
+    """SOURCE_DATE_EPOCH for a build of ``sdist``: the newest mtime of its members (PKG-INFO's
+    among them), the same on every builder, so that wheel and setuptools write the same zip
+    timestamps whenever the same code is built again; None if it cannot be read."""
+    newest = 0
+    try:
+        if sdist.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as zipped:
+                for info in zipped.infolist():
+                    newest = max(newest, int(_zip_seconds(info.date_time)))
+        else:
+            tarred = tarfile.open(sdist)  # noqa: SIM115 - Python 2.7's TarFile is no context manager
+            try:
+                for member in tarred.getmembers():
+                    newest = max(newest, int(member.mtime))
+            finally:
+                tarred.close()
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipfile, ValueError, OverflowError):
+        return None
+    # zip files hold no time before 1980: wheel clamps to it, and so does this.
+    return str(max(newest, 315532800)) if newest else None
+
+
+def _zip_seconds(date_time):
+    # type: (Any) -> float
+    return calendar.timegm(tuple(date_time) + (0, 0, 0))
+
+
 def common_folder(folders):
     # type: (List[str]) -> str
     """The deepest folder that holds every one of ``folders``."""
@@ -102,7 +162,7 @@ def unpack_frontend(wheel):
     if not os.path.isdir(folder):
         partial = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(wheel))
         with zipfile.ZipFile(wheel) as archive:
-            archive.extractall(partial)
+            archive.extractall(partial)  # noqa: S202 - a zip (the frontend's wheel), whose names zipfile keeps inside
         uv = uv_binary(partial)
         if uv is not None:  # zip files keep no modes: uv's binary is made runnable here
             os.chmod(uv, 0o755)  # noqa: S103 - run by every build's uid

@@ -195,6 +195,9 @@ def _build_in(request, setup):
     env = buildenv.build_env(setup.box, base_dir, request.ccache_dir, setup.project_cache, request.index_url,
                              request.find_links, setup.deps, setup.remote is not None)  # fmt: skip
     wanted = _wanted(request, setup)
+    epoch = buildenv.source_date_epoch(wanted[0]) if setup.sdist is not None else None
+    if epoch:  # the same code built again gives the same bytes (zip times), on every builder
+        env["SOURCE_DATE_EPOCH"] = epoch
     site = compilers.cython_env(setup.box, setup.project_cache) if setup.project_cache else {}
     deps = setup.deps
     command = buildenv.frontend_command(request, setup.frontend_dir, setup.wheels, wanted, deps, env, site)
@@ -240,6 +243,8 @@ def _sandbox_argv(request, setup, command, proxy_path):
     read_only = sandbox.interpreter_dirs(request.python)
     read_only += [setup.frontend_dir] if setup.frontend_dir else []
     read_only += [link for link in request.find_links if link.startswith("/")]
+    store = buildenv.trust_store()
+    read_only += [store] if store and not store.startswith("/etc/") else []  # /etc's is bound already
     if request.ccache_dir:
         read_only.append(os.path.join(request.ccache_dir, "ccache.conf"))
     return sandbox.bwrap_command(

@@ -152,6 +152,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("farm", "Check that the database, the wheels on disk and the published index agree."),
     "builders": ("farm", "The builder hosts reached over SSH."),
     "deps": ("deps", "Print the apt packages a project's wheels need on a Pi (the sudo apt install line)."),
+    "frontends": ("farm", "The pinned uv and pip wheels builds run with."),
     "failures": (
         "failures",
         "List failed builds (of NAME) with reason, detail, suggested Debian packages, "

@@ -338,3 +338,43 @@ def builders_agent_files(app: App) -> None:
     """Print the agent's modules as JSON (name -> text), for the builder role to install the
     root-owned copy that builders without namespaces run through sudo."""
     click.echo(json.dumps({name: data.decode("utf-8") for name, data in agent_files().items()}))
+
+
+@cli.group()
+def frontends() -> None:
+    """The pinned uv and pip wheels builds run with."""
+
+
+@frontends.command(name="fetch")
+@click.option("--platform", "machines", multiple=True, metavar="MACHINE",
+              help="Also uv for this machine (armv7l, aarch64, x86_64 …); repeatable.")  # fmt: skip
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
+              help="The folder to put them in (default: the first find_links folder).")  # fmt: skip
+@click.option("--index-url", help="Where to download them from (default: PyPI).")
+@pass_app
+def frontends_fetch(app: App, machines: tuple[str, ...], dest: Path | None, index_url: str | None) -> None:
+    """Download the pinned uv and pip wheels for the builders' ABIs (every pinned pip when the
+    farm has none yet) into a find_links folder, where a farm without an index or network finds
+    them."""
+    from ..db.models import Abi
+
+    if dest is None:
+        local = [link for link in app.settings.find_links if "://" not in link]
+        if not local:
+            raise InputError("no find_links folder is set: name one with --dest (and add it to find_links)")
+        dest = Path(local[0])
+    with app.reader() as session:
+        tags = [abi.tag for abi in session.scalars(select(Abi))]
+    wanted = [m.removeprefix("linux_") for m in machines]
+    unknown = sorted(set(wanted) - frontend.UV_MACHINES)
+    if unknown:
+        raise InputError(f"--platform {', '.join(unknown)}: uv has no wheel for it "
+                         f"(one of {', '.join(sorted(frontend.UV_MACHINES))})")  # fmt: skip
+    if index_url is None:
+        from pypi_simple import PYPI_SIMPLE_ENDPOINT as index_url
+    for chosen, tail, options in frontend.targets(tags, wanted):
+        try:
+            kept = frontend.download(chosen, tail, options, index_url, [], dest)
+        except frontend.FrontendError as exc:
+            raise PiwheelsError(f"{chosen}: could not be fetched from {index_url}: {exc}") from None
+        out.print(f"{escape(str(chosen))}: {escape(str(kept))}")

@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..agent.buildenv import trust_store
 from ..config import Settings
 from ..errors import PiwheelsError
 
@@ -117,31 +118,72 @@ def _fetch(
 ) -> Path:
     """The wheel of ``chosen`` whose name ends like ``tail``, from <data>/frontends or the index."""
     folder = settings.data_dir.resolve() / "frontends"
-    pattern = f"{chosen.kind}-{chosen.version}-{tail}"
     with _lock:
-        found = sorted(folder.glob(pattern))
+        found = sorted(folder.glob(f"{chosen.kind}-{chosen.version}-{tail}"))
         if found:
             return found[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as scratch:
-            command = [
-                sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                *target, "--dest", scratch, f"{chosen.kind}=={chosen.version}",
-            ]  # fmt: skip
-            command += ["--index-url", index_url] if index_url else ["--no-index"]
-            for link in find_links:
-                command += ["--find-links", link]
-            # A HOME of its own: pip's user agent runs `rustc --version`, and rustup then writes
-            # into HOME; the operator's settings and home stay out of it.
-            env = {**os.environ, "HOME": scratch, "PIP_CONFIG_FILE": os.devnull,
-                   "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
-            done = subprocess.run(
-                command, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL
-            )
-            fetched = sorted(Path(scratch).glob(pattern))
-            if done.returncode != 0 or not fetched:
-                why = done.stderr.strip()[-300:]
-                raise FrontendError(f"{chosen} (the frontend for {abi_tag}) could not be fetched: {why}")
-            kept = folder / fetched[0].name
-            os.replace(fetched[0], kept)
-        return kept
+        try:
+            return download(chosen, tail, target, index_url, find_links, folder)
+        except FrontendError as exc:
+            offline = "" if index_url else OFFLINE_HINT
+            raise FrontendError(
+                f"{chosen} (the frontend for {abi_tag}) could not be fetched: {exc}{offline}"
+            ) from None
+
+
+# What an operator of a farm without an index (a folder upstream, no network) is told.
+OFFLINE_HINT = (
+    " (a farm without an index finds its frontends in find_links: put them there with "
+    "'piwheels-ctl frontends fetch' on a machine that reaches PyPI)"
+)
+
+
+def download(
+    chosen: Frontend, tail: str, target: list[str], index_url: str | None, find_links: list[str], dest: Path
+) -> Path:
+    """Download the wheel of ``chosen`` whose name ends like ``tail`` into ``dest`` with pip
+    (``target``: its --platform or --python-version), trusting the builds' CA store."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pattern = f"{chosen.kind}-{chosen.version}-{tail}"
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as scratch:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+            *target, "--dest", scratch, f"{chosen.kind}=={chosen.version}",
+        ]  # fmt: skip
+        command += ["--index-url", index_url] if index_url else ["--no-index"]
+        for link in find_links:
+            command += ["--find-links", link]
+        store = trust_store()
+        command += ["--cert", store] if store else []  # the builds' store, not pip's own bundle
+        # A HOME of its own: pip's user agent runs `rustc --version`, and rustup then writes
+        # into HOME; the operator's settings and home stay out of it.
+        env = {**os.environ, "HOME": scratch, "PIP_CONFIG_FILE": os.devnull,
+               "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # fmt: skip
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL
+        )
+        fetched = sorted(Path(scratch).glob(pattern))
+        if done.returncode != 0 or not fetched:
+            raise FrontendError(done.stderr.strip()[-300:] or f"no {pattern} found")
+        kept = dest / fetched[0].name
+        os.replace(fetched[0], kept)
+    return kept
+
+
+def targets(abi_tags: list[str], machines: list[str]) -> list[tuple[Frontend, str, list[str]]]:
+    """Every frontend the builds of ``abi_tags`` (and uv builds on ``machines``) can run, with the
+    tail of its wheel's name and pip's options that pick it; every pinned pip without ABIs."""
+    wanted: dict[tuple[Frontend, str], list[str]] = {}
+    pythons = sorted({python_version(tag) for tag in abi_tags}) or [v for v, _ in PINS] + [(3, 14)]
+    for python in pythons:
+        wanted[(Frontend("pip", pip_version(python)), "*.whl")] = [
+            "--python-version",
+            f"{python[0]}.{python[1]}",
+        ]
+    found = [m.group(1) for tag in abi_tags if (m := _PLATFORM.search(tag)) is not None]
+    for machine in sorted({*found, *machines} & UV_MACHINES):
+        platforms = [f"manylinux_2_17_{machine}", f"musllinux_1_1_{machine}", f"linux_{machine}"]
+        wanted[(Frontend("uv", UV_VERSION), f"*_{machine}.whl")] = [
+            a for p in platforms for a in ("--platform", p)
+        ]
+    return [(front, tail, options) for (front, tail), options in wanted.items()]

@@ -86,7 +86,7 @@ def _sudo_probe(
     runner = runner_argv(python, root, sudo_root)
     done = conn.run([*runner, "probe"], timeout=timeout)
     if done.exit_code != 0:
-        raise BuilderError(f"{who}: {' '.join(runner)}: {done.stderr.strip()[-300:]}")
+        raise BuilderError(f"{who}: {' '.join(runner)}: {last_lines(done.stderr, 300)}")
     probe = parse_result(done.stdout, who, PROBE_KEYS)
     theirs = probe.get("modules") or {}
     stale = sorted(name for name, digest in agent_hashes().items() if theirs.get(name) != digest)
@@ -96,6 +96,26 @@ def _sudo_probe(
             f"({', '.join(stale)} differ): run the builder role again"
         )
     return probe
+
+
+def last_lines(text: str, limit: int, cut: bool = False) -> str:
+    """The last whole lines of ``text`` within ``limit`` characters, each kept from its first word
+    (``cut``: ``text`` is a tail whose first line may be cut off, and is dropped); a last line
+    longer than ``limit`` loses its middle, never its start."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if cut and len(lines) > 1:
+        lines = lines[1:]
+    kept: list[str] = []
+    for line in reversed([line for line in lines if line]):
+        if kept and sum(len(k) + 1 for k in kept) + len(line) > limit:
+            break
+        kept.insert(0, line)
+    if not kept:
+        return ""
+    if len(kept[0]) > limit:
+        half = (limit - 3) // 2
+        kept[0] = f"{kept[0][:half]} … {kept[0][-half:]}"
+    return " / ".join(kept)
 
 
 def _probe_build(
@@ -140,8 +160,8 @@ def _probe_build(
             return f"cannot build: {result.get('error')}"
         if names:
             return f"built {', '.join(names)}, not {wanted}"
-        log = conn.run(["tail", "-c", "600", f"{place}/build.log"], timeout=timeout).stdout
-        return f"cannot build a tiny C extension: {log.strip()[-600:]}"
+        log = conn.run(["tail", "-c", "4000", f"{place}/build.log"], timeout=timeout).stdout
+        return f"cannot build a tiny C extension: {last_lines(log, 600, cut=True)}"
     except BuilderError as exc:
         return str(exc)
     finally:
@@ -199,7 +219,7 @@ def probe_remote(
             )
             who = f"{endpoint.host}: {python}"
             if done.exit_code != 0:
-                refused[python] = f"cannot run the agent: {done.stderr.strip()[-300:]}"
+                refused[python] = f"cannot run the agent: {last_lines(done.stderr, 300)}"
                 continue
             probe = parse_result(done.stdout, who, PROBE_KEYS)
             if str(probe.get("sandbox", "")).startswith("none") and sudo_root is not None:

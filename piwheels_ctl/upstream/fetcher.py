@@ -24,6 +24,7 @@ from urllib3.poolmanager import PoolManager
 
 from .. import __version__
 from ..agent import netranges
+from ..agent.buildenv import trust_store
 from ..errors import UpstreamError
 
 MAX_REDIRECTS = 5
@@ -142,6 +143,7 @@ class Fetcher:
         self._hosts = redirect_hosts | {(urlsplit(origin).hostname or "").lower()}
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"piwheels-ctl/{__version__}"
+        self.trust = controller_trust_store()
         # Kept-alive connections per host: as many as the threads that fetch at once.
         adapter = _Adapter(pool_connections=connections, pool_maxsize=connections)
         self._session.mount("http://", adapter)
@@ -204,8 +206,15 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = self._session.get(
-                    url, headers=dict(headers), timeout=(seconds, seconds), stream=True, allow_redirects=False
+                    url,
+                    headers=dict(headers),
+                    timeout=(seconds, seconds),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=self.trust,  # given here: REQUESTS_CA_BUNDLE and the like would win otherwise
                 )
+            except requests.exceptions.SSLError as exc:
+                raise UpstreamError(f"{url}: {tls_failure(url, exc, self.trust)}") from exc
             except requests.RequestException as exc:
                 raise UpstreamError(
                     f"{url}: {_failure(exc, watch, seconds, 'the upstream did not answer')}"
@@ -253,6 +262,30 @@ class Fetcher:
             raise UpstreamError(f"{url}: {_failure(exc, watch, seconds, f'the {what} broke off')}") from exc
         if watch.expired:  # shut at the deadline, so the end seen was not the page's end
             raise UpstreamError(f"{url}: timed out: no whole {what} within {seconds:g} s (http_timeout)")
+
+
+def controller_trust_store() -> str:
+    """The CA file the controller trusts, the one its builds trust (``SSL_CERT_FILE``, else the
+    system's store), and certifi's bundle only on a machine without either."""
+    store = trust_store()
+    if store is not None:
+        return store
+    import certifi  # requests' own dependency
+
+    return str(certifi.where())
+
+
+def tls_failure(url: str, exc: Exception, store: str) -> str:
+    """What a failed TLS handshake says: that it is one, with which host, against which store."""
+    reason = str(exc)
+    for marker in ("certificate verify failed: ", "SSLError(", "SSL: "):
+        if marker in reason:
+            reason = reason.split(marker, 1)[1].split("'))", 1)[0].split('")', 1)[0].rstrip(")")
+            break
+    return (
+        f"TLS failure with {urlsplit(url).hostname}: {reason} (trusting the CA file {store}; a proxy "
+        "that inspects TLS needs its CA there, or SSL_CERT_FILE set to a file that holds it)"
+    )
 
 
 def _failure(exc: requests.RequestException, watch: _Watch, seconds: float, what: str) -> str:
