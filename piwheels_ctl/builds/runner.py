@@ -106,7 +106,13 @@ def _verify(outcome: Outcome) -> list[Wheel]:
     abi = AbiTags(*parts)
     job = outcome.job
     deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
-    facts = {str(e["name"]): build_facts(abi, outcome.result.get("platform"), e.get("elf")) for e in entries}
+    repaired = set(outcome.result.get("repaired") or ())
+    facts = {
+        str(e["name"]): dataclasses.replace(
+            build_facts(abi, outcome.result.get("platform"), e.get("elf")), repaired=e["name"] in repaired
+        )
+        for e in entries
+    }
     wheels = []
     for path, size, sha256 in arrived:
         wheel = inspect_wheel(
@@ -187,28 +193,20 @@ class Runner:
             )
         return self._hints[source]
 
-<<<<<<< HEAD
-    def _packages(self, failure: Failure, abi: str, text: str = "") -> list[dict[str, str]] | None:
+    def _packages(
+        self, failure: Failure, abi: str, build_id: int, text: str = ""
+    ) -> list[dict[str, str]] | None:
         """The packages that would fix ``failure``, each with why, from the cached Contents index
-        only; ``text`` (the build's log) ranks the candidates it names first."""
-=======
-    def _packages(self, failure: Failure, abi: str, build_id: int) -> list[str] | None:
-        """The packages that would fix ``failure``, from the cached Contents index only."""
->>>>>>> h20a
+        of the build's builder's release only; ``text`` (the build's log) ranks the candidates it
+        names first."""
         from ..failures.hints import HintsError
 
         with self.db.reader() as session:
             build = session.get(Build, build_id)
             said = builder_os(build.builder) if build is not None and build.builder is not None else None
         try:
-<<<<<<< HEAD
-            return self.hints.suggest(
-                failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text
-            )
-=======
             hints = self.hints(said.codename if said else None)
-            return hints.packages(failure.reason, failure.detail, abi.split("-")[-1], fetch=False)
->>>>>>> h20a
+            return hints.suggest(failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text)
         except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
             log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
             return None
@@ -264,11 +262,7 @@ class Runner:
                 load_check=answered_load_check(result)[0],
             )
         job = outcome.job
-<<<<<<< HEAD
-        packages = self._packages(failure, job.abi, text)
-=======
-        packages = self._packages(failure, job.abi, outcome.build_id)
->>>>>>> h20a
+        packages = self._packages(failure, job.abi, outcome.build_id, text)
         if not record_failure(
             self.db,
             s.logs_dir,

@@ -118,6 +118,12 @@ def _host_key(app: App, name: str, endpoint: Endpoint, host_key: str | None, tru
 @click.option("--root", help="The builder's folder for the agent, outboxes and work (default: ~/piwheels).")
 @click.option("--no-build-check", is_flag=True, help="Do not build a tiny C extension with each interpreter.")
 @click.option(
+    "--repair",
+    type=click.Choice(["none", "auditwheel"]),
+    help="Repair this builder's wheels with auditwheel (portable manylinux wheels), or not; "
+    "default: the farm's repair setting.",
+)
+@click.option(
     "--sudo-agent",
     help="Root-owned folder of the agent the SSH user may run as root with sudo (the builder role's), "
     "used where the builder can make no namespaces.",
@@ -137,6 +143,7 @@ def builders_add(
     root: str | None,
     no_build_check: bool,
     sudo_agent: str | None,
+    repair: str | None,
 ) -> None:
     """Register (or update) a builder: its interpreters' ABIs are probed on the builder.
 
@@ -154,6 +161,8 @@ def builders_add(
         app.settings, endpoint, pythons, root=root, sudo_root=sudo_agent, build=not no_build_check
     )
     info = {**probe.info, "sudo_agent": sudo_agent, "configured_root": root, "pythons_asked": list(pythons)}
+    if repair is not None:
+        info["repair"] = repair
     with app.session() as session:
         state = register_remote(
             session, name=name, host=host, port=port, user=user, key_file=key,
@@ -195,9 +204,13 @@ def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
 def _builder_cells(row: dict[str, Any]) -> dict[str, str]:
     """What ``builders list`` shows of a builder, by column: the table and the narrow view both."""
     user = f"{row['user']}@" if row["user"] else ""
+    said = row["os"] or {}
     return {
         "name": row["name"],
         "address": "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}",
+        "OS": " ".join(v for v in (said.get("id"), said.get("codename")) if v) or "unknown",
+        "arch": said.get("arch") or "-",
+        "glibc": said.get("glibc") or "-",
         "slots": str(row["slots"]),
         "ABIs": ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
         "sandbox": row["sandbox"] or "-",
@@ -219,7 +232,6 @@ def builders_list(app: App, as_json: bool, wide: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-<<<<<<< HEAD
     cells = [_builder_cells(row) for row in rows]
     if not cells:
         out.print("no builders yet ('run' adds this machine's, 'builders add' an SSH one)")
@@ -244,33 +256,6 @@ def builders_list(app: App, as_json: bool, wide: bool) -> None:
             for line in lines[1:]:
                 click.echo(f"  {'':<14} {line}")
     click.echo("('builders list --wide': the same as a table)")
-=======
-    table = Table(
-        "name", "address", "OS", "arch", "glibc", "slots", "ABIs", "sandbox", "shared ccache", "healthy",
-        "free MB", "load",
-    )  # fmt: skip
-    for row in rows:
-        user = f"{row['user']}@" if row["user"] else ""
-        address = "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}"
-        health = "yes" if row["healthy"] else "no"
-        free, load = str(row["free_mb"] or "-"), str(row["load"] or "-")
-        said = row["os"] or {}
-        table.add_row(
-            row["name"],
-            address,
-            " ".join(v for v in (said.get("id"), said.get("codename")) if v) or "unknown",
-            said.get("arch") or "-",
-            said.get("glibc") or "-",
-            str(row["slots"]),
-            ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
-            row["sandbox"] or "-",
-            row["ccache_remote"] or "-",
-            health,
-            free,
-            load,
-        )
-    out.print(table)
->>>>>>> h20a
 
 
 @builders.command(name="remove")

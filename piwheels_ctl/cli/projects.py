@@ -76,11 +76,11 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if not wanted and not bad:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
-<<<<<<< HEAD
     if wanted:
         abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
+        glibc = app.glibc()
         with app.upstream() as upstream, app.session() as session:
-            report = projects.add(session, upstream, wanted, app.settings.glibc, abis)
+            report = projects.add(session, upstream, wanted, glibc, abis)
         for problem in report.problems:
             err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
         for added in report.added:
@@ -90,16 +90,6 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
                 )
     if bad:
         raise InputError(f"{len(bad)} line(s) are not requirements (above); the other lines were added")
-=======
-    glibc = app.glibc()
-    with app.upstream() as upstream, app.session() as session:
-        report = projects.add(session, upstream, wanted, glibc)
-    for problem in report.problems:
-        err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
-    for added in report.added:
-        if not added.skipped:  # a skipped request was said above, as a warning, not as a success
-            out.print(f"{added.name}: " + (", ".join(added.versions) if added.versions else "all versions"))
->>>>>>> h20a
 
 
 @cli.command()
