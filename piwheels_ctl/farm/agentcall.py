@@ -149,6 +149,7 @@ class _BuildAnswer(TypedDict):
     armv6_userland: NotRequired[bool]
     platform: NotRequired[_PlatformAnswer]
     load_check: NotRequired[_LoadCheckAnswer | None]  # None: no wheel was made
+    repaired: NotRequired[list[str] | None]  # the wheels auditwheel repaired; None: no repair asked
 
 
 @functools.cache
