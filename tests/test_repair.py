@@ -67,9 +67,14 @@ def data() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _env(data: Path, upstream: IndexServer, repair: str) -> dict[str, str]:
+    return clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=upstream.url,
+                     PIWHEELS_PYTHONS=sys.executable, PIWHEELS_BUILD_TIMEOUT="900",
+                     PIWHEELS_REPAIR=repair)  # fmt: skip
+
+
 def _farm(data: Path, upstream: IndexServer, repair: str) -> dict[str, str]:
-    env = clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=upstream.url, PIWHEELS_PYTHONS=sys.executable,
-                    PIWHEELS_BUILD_TIMEOUT="900", PIWHEELS_REPAIR=repair)  # fmt: skip
+    env = _env(data, upstream, repair)
     piwheels(env, "init")
     piwheels(env, "add", "yaml-ext")
     done = piwheels(env, "run", check=False)
@@ -142,8 +147,7 @@ def test_a_wheel_auditwheel_cannot_repair_keeps_its_tag_with_the_reason(
 ) -> None:
     """auditwheel's refusal leaves the build a success with a note (an auditwheel in the farm's
     frontends folder that refuses every wheel stands for a wheel it cannot repair)."""
-    env = clean_env(PIWHEELS_DATA_DIR=str(data), PIWHEELS_UPSTREAM=upstream.url, PIWHEELS_PYTHONS=sys.executable,
-                    PIWHEELS_BUILD_TIMEOUT="900", PIWHEELS_REPAIR="auditwheel")  # fmt: skip
+    env = _env(data, upstream, "auditwheel")
     piwheels(env, "init")
     # A frontends folder whose auditwheel is not one: the repair fails, the build does not.
     tools = data / "frontends"
