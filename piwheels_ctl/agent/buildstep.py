@@ -23,7 +23,7 @@ if __package__:  # the local builder: imported as part of piwheels_ctl
         netpolicy,
         outbox,
         remotecache,
-        repair,
+        repairwheel,
         requirespython,
         sandbox,
         sdistfetch,
@@ -40,7 +40,7 @@ else:  # on a builder: the files sent beside this one
     import netpolicy  # type: ignore[import-not-found, no-redef]
     import outbox  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
-    import repair  # type: ignore[import-not-found, no-redef]
+    import repairwheel  # type: ignore[import-not-found, no-redef]
     import requirespython  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
     import sdistfetch  # type: ignore[import-not-found, no-redef]
@@ -315,7 +315,7 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
             with workdirs.as_user(setup.user):
                 log = open(request.log_path, "ab")  # noqa: SIM115 - opened as the user, closed below
             with log:
-                repaired, repair_notes = repair.repair_all(request, setup, log)
+                repaired, repair_notes = repairwheel.repair_all(request, setup, log)
         files = _wheels(request, setup, command)
     if files:  # every compiled module loads, or no wheel is handed over
         built = [os.path.join(request.outbox, f["name"]) for f in files]
