@@ -17,16 +17,15 @@ import argparse
 import collections
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from load_check import timed  # noqa: E402 - the same median timing
 
 from piwheels_ctl.agent import jobspec, repairwheel  # noqa: E402 - after the path is set
 from piwheels_ctl.config import Settings  # noqa: E402
@@ -35,16 +34,6 @@ from piwheels_ctl.farm import frontend  # noqa: E402
 from sdists import pip_env  # noqa: E402
 
 Setup = collections.namedtuple("Setup", "box wheels kind uid personality")
-
-
-def timed(runs: int, step: Callable[[], object]) -> float:
-    """Median wall time of ``runs`` calls of ``step``."""
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
