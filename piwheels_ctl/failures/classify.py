@@ -143,8 +143,8 @@ def classify(
     if download:
         return Failure("download-failed", download, f"the agent's check of the sdist: {download}")
     if load_check:
-        found = _earliest(IMPORT_FAILED_LINE + load_check[0])
-        detail = found.detail if found is not None and found.reason == IMPORT_FAILED else None
+        loaded = _earliest(IMPORT_FAILED_LINE + load_check[0])
+        detail = loaded.detail if loaded is not None and loaded.reason == IMPORT_FAILED else None
         return Failure(IMPORT_FAILED, detail, load_check[0][:EVIDENCE_MAX])
     if timed_out:
         return Failure("timeout", None, "the agent ended the build at its time limit")

@@ -151,6 +151,7 @@ class _BuildAnswer(TypedDict):
     platform: NotRequired[_PlatformAnswer]
     load_check: NotRequired[_LoadCheckAnswer | None]  # None: no wheel was made
     load: NotRequired[float]  # with "busy": the load per CPU the builder found
+    repaired: NotRequired[list[str] | None]  # the wheels auditwheel repaired; None: no repair asked
 
 
 @functools.cache

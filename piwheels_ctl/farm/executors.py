@@ -85,6 +85,19 @@ def frontend_wheel(
         raise BuilderError(str(exc)) from None
 
 
+def repair_wheels(
+    settings: Settings, job: Job, index_url: str | None, find_links: list[str], repair: str | None
+) -> list[Path]:
+    """The repair's tools for ``job`` where the builder's ``repair`` (else the farm's) is
+    "auditwheel", none otherwise; not having them is the builder's fault, not the project's."""
+    if (repair or settings.repair) != "auditwheel":
+        return []
+    try:
+        return frontend.repair_tools(settings, job.abi, index_url, find_links)
+    except frontend.FrontendError as exc:
+        raise BuilderError(f"the repair's tools: {exc}") from None
+
+
 def mark_failed(executor: Executor) -> None:
     """Keep a failing builder out of the rotation, for longer after each failure in a row."""
     executor.failures += 1
@@ -150,6 +163,7 @@ class LocalExecutor:
             sdist_url=sdist_url,
             sdist_sha256=sdist_sha256,
             frontend=str(frontend_whl),
+            repair_tools=[str(w) for w in repair_wheels(s, job, index_url, find_links, None)],
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
             timeout=timeout or s.build_timeout,
@@ -207,6 +221,7 @@ class RemoteBuilder:
     sudo_root: str | None = None
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
     release: str | None = None  # its OS release, as its last probe said
+    repair: str | None = None  # its own ``repair`` setting (builders add --repair); None: the farm's
 
 
 class RemoteExecutor:
@@ -270,6 +285,7 @@ class RemoteExecutor:
         # spelling), nor another scheme an upstream page might give.
         sdist_url, sdist_sha256 = sdist_to_send(job, files=False)
         frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
+        repair = repair_wheels(s, job, index_url, find_links, self.builder.repair)
         try:
             request = build_request(
                 s,
@@ -284,6 +300,7 @@ class RemoteExecutor:
                 sdist_url=sdist_url,
                 sdist_sha256=sdist_sha256,
                 frontend=self._send_frontend(frontend_whl),
+                repair_tools=[self._send_frontend(w) for w in repair],
                 deps_cache=f"{place}/deps-cache" if s.deps_cache_mb else None,
                 deps_cache_mb=s.deps_cache_mb,
                 timeout=limit,
@@ -421,4 +438,5 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         sudo_root=builder.info.get("sudo_root"),
         ccache_remote=str(builder.info.get("ccache_remote", "")).startswith("on"),
         release=release_of(builder.info),
+        repair=builder.info.get("repair"),
     )

