@@ -156,11 +156,19 @@ class Settings(BaseModel):
     @property
     def debian_source(self) -> tuple[str, str] | None:
         """(mirror URL, suite) of the Contents index for hints, or None: no hints."""
+        return self.debian_source_for(None)
+
+    def debian_source_for(self, builders_suite: str | None) -> tuple[str, str] | None:
+        """``debian_source`` where the builders said which release they run: ``debian_suite``
+        set overrides it, "auto" takes it before the apt sources' suite."""
         if not self.debian_mirror:
             return None
-        apt = apt_mirror() if "auto" in (self.debian_mirror, self.debian_suite) else None
+        suite = self.debian_suite
+        if suite == "auto" and builders_suite:
+            suite = builders_suite
+        apt = apt_mirror() if "auto" in (self.debian_mirror, suite) else None
         mirror = apt[0] if self.debian_mirror == "auto" and apt else self.debian_mirror
-        suite = apt[1] if self.debian_suite == "auto" and apt else self.debian_suite
+        suite = apt[1] if suite == "auto" and apt else suite
         if "auto" in (mirror, suite):
             return None  # asked to follow apt sources that name no Debian mirror
         return mirror, suite

@@ -179,6 +179,48 @@ def test_a_real_c_build_with_the_pinned_pip_on_python_2_7(root: Path, place: Pat
     assert took < 600, took
 
 
+def _real_build(root: Path, place: Path, project: str) -> dict[str, object]:
+    """The agent on 2.7 building the fixture ``project`` of packages-py2 with the pinned pip."""
+    install_packages(root, BUILD_PACKAGES)
+    links = download_py27_wheels(place / "links")
+    sdist = make_sdist(PY2_PACKAGES / project, place)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    frontend = next(links.glob("pip-20.3.4-*.whl"))
+    inside = _inside(root, place)
+    return _agent(
+        root, place, "python2.7", "build", "--python", "/usr/bin/python2.7", "--name", project,
+        "--version", "1.0", "--outbox", f"{inside}/outbox", "--log", f"{inside}/build.log",
+        "--work-root", f"{inside}/work", "--find-links", _inside(root, links),
+        "--sdist-url", "file://" + _inside(root, sdist), "--sdist-sha256", digest,
+        "--frontend", _inside(root, frontend),
+    )  # fmt: skip
+
+
+def test_a_wheel_that_cannot_load_is_refused_on_python_2_7(root: Path, place: Path) -> None:
+    """The load check on 2.7: the compiled module, built and linked, calls a function no library
+    defines; the agent's interpreter-side check (ctypes, RTLD_NOW) refuses it in the loader's words."""
+    result = _real_build(root, place, "undefined-symbol-ext")
+    assert result["status"] == "failed" and result["returncode"] == 0, (result, _log(place)[-3000:])
+    check = check_answer(result, "py27")["load_check"]
+    assert check["ok"] is False and result["files"] == [], result
+    assert check["failures"] == ["undefined_symbol_ext.so: undefined symbol: piwheels_no_such_function"], (
+        check
+    )
+    assert list((place / "outbox").glob("*.whl")) == [], "the wheel that does not load was handed over"
+    assert "[piwheels] import-failed: undefined_symbol_ext.so" in _log(place)
+
+
+def test_a_missing_python_dependency_is_a_note_on_python_2_7(root: Path, place: Path) -> None:
+    result = _real_build(root, place, "import-note-ext")
+    assert result["status"] == "success", (result, _log(place)[-3000:])
+    check = check_answer(result, "py27")["load_check"]
+    assert check["ok"] is True and check["failures"] == [], check
+    assert check["notes"] == [
+        "import_note_ext.so: ImportError: No module named piwheels_missing_dependency"
+    ], check
+    assert [f["name"] for f in result["files"]] == ["import_note_ext-1.0-cp27-cp27mu-linux_x86_64.whl"]
+
+
 # A build's CONNECTs to its relay, in the root's Python 3 (any Python would do).
 CONNECTS = """\
 import os, sys

@@ -9,7 +9,8 @@ through the role's sudo rule to the root-owned agent, each as a uid of its own. 
 then builds a C extension for cp27mu and cp39 as ``linux_armv7l`` wheels; they are published,
 and pip inside the ARM host installs and imports them. A build forced to time out on 2.7 is
 killed and recorded as a time-out. A bookworm armhf host (its own root and address) builds the
-same extension for cp311.
+same extension for cp311, says what it is (debian bookworm, armhf, glibc 2.36), and in the same
+run refuses an extension whose module does not load there (``import-failed``).
 
 Everything ARM here runs emulated (slow: a few builds only, to keep CI within its time).
 """
@@ -206,7 +207,7 @@ def make_tier(release: str, build_deps: Path) -> Iterator[Tier]:
     links = download_py27_wheels(base / "py27")
     for wheel in [*build_deps.glob("*.whl"), *links.glob("*.whl")]:
         shutil.copy(wheel, upstream)
-    for project in ("zlib-ext", "hangs-py2"):
+    for project in ("zlib-ext", "hangs-py2", "undefined-symbol-ext"):
         make_sdist(PY2_PACKAGES / project, upstream)
     host = start_arm_host(base, root, ADDRESSES[release])
     try:
@@ -359,9 +360,18 @@ def test_a_bookworm_armhf_builder_builds_for_cp311(build_deps: Path) -> None:
         assert converge.returncode == 0, converge.stdout[-6000:] + converge.stderr[-2000:]
         listing = json.loads(bookworm.controller("builders", "list", "--json").stdout)
         assert listing[0]["abis"] == ["cp311-cp311-linux_armv7l"] and listing[0]["sudo"], listing
-        assert bookworm.controller("add", "zlib-ext").returncode == 0
+        # The builder says what it is: its userland (armhf), not this machine's kernel.
+        said = {"id": "debian", "codename": "bookworm", "arch": "armhf", "machine": "armv7l", "glibc": "2.36"}
+        assert listing[0]["os"] == said, listing
+        # The same build run loads what it made: a module with an undefined symbol is refused.
+        assert bookworm.controller("add", "zlib-ext", "undefined-symbol-ext").returncode == 0
         run = bookworm.controller("run")
-        assert "built 1, failed 0" in run.stdout, run.stdout + run.stderr
+        assert "built 1, failed 1" in run.stdout, run.stdout + run.stderr
+        failures = json.loads(bookworm.controller("failures", "--json", "--no-hints").stdout)
+        assert [(f["name"], f["reason"], f["detail"]) for f in failures] == [
+            ("undefined-symbol-ext", "import-failed", "piwheels_no_such_function")
+        ], failures
+        assert "undefined symbol: piwheels_no_such_function" in failures[0]["evidence"], failures
         assert bookworm.controller("publish").returncode == 0
         www = bookworm.base / "data" / "www"
         assert sorted(p.name for p in www.rglob("*.whl")) == ["zlib_ext-1.0-cp311-cp311-linux_armv7l.whl"]

@@ -37,7 +37,67 @@ def describe():
     result = interpreter()
     if result["platform_tag"] == "linux_armv7l":
         result["armv6_userland"] = armv6_userland()
+    result["os"] = os_identity()
     return result
+
+
+def os_identity():
+    # type: () -> Dict[str, Optional[str]]
+    """What this builder is (``jobspec.OS_KEYS``): its OS (os-release's ID and VERSION_CODENAME),
+    the Debian architecture and the machine of its userland, and its glibc's version; None where
+    it does not say."""
+    release = os_release()
+    machine = userland_machine()
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")  # "glibc 2.36"; absent on musl
+    except (AttributeError, ValueError, OSError):
+        glibc = None
+    glibc_version = glibc.split()[-1] if glibc and glibc.startswith("glibc ") else None
+    return {
+        "id": release.get("ID") or None,
+        "codename": release.get("VERSION_CODENAME") or _codename(release) or None,
+        "arch": dpkg_architecture(machine),
+        "machine": machine,
+        "glibc": glibc_version,
+    }
+
+
+def _codename(release):
+    # type: (Dict[str, str]) -> Optional[str]
+    """The codename of an os-release without VERSION_CODENAME (Debian 8's: "8 (jessie)")."""
+    match = re.search(r"\(([a-z]+)\)", release.get("VERSION", ""))
+    return match.group(1) if match else None
+
+
+def userland_machine():
+    # type: () -> str
+    """The machine the userland is built for (``uname -m`` as its own programs see it): a 32-bit
+    userland on a 64-bit kernel is armv7l or i686, not the kernel's aarch64 or x86_64."""
+    machine = kernel_machine()
+    if pointer_bits() == 32 and machine in USERLAND_32:
+        return USERLAND_32[machine]
+    return "armv7l" if machine == "armv8l" else machine
+
+
+# A userland's machine -> its Debian architecture, where dpkg cannot be asked.
+DPKG_ARCH = {"x86_64": "amd64", "i686": "i386", "i386": "i386", "aarch64": "arm64", "armv7l": "armhf",
+             "armv6l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}  # fmt: skip
+
+
+def dpkg_architecture(machine):
+    # type: (str) -> Optional[str]
+    """The Debian architecture of this userland (``dpkg --print-architecture``), else the usual one
+    of ``machine``; None where neither knows."""
+    try:
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(["dpkg", "--print-architecture"], stdin=devnull,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+            out = proc.communicate()[0].decode("ascii", "replace").strip()
+        if proc.returncode == 0 and re.match(r"^[a-z0-9]+$", out):
+            return out
+    except OSError:
+        pass
+    return DPKG_ARCH.get(machine)
 
 
 def build_facts(python):

@@ -19,6 +19,7 @@ if __package__:  # the local builder: imported as part of piwheels_ctl
         buildplatform,
         compilers,
         depscache,
+        loadcheck,
         netpolicy,
         outbox,
         remotecache,
@@ -34,6 +35,7 @@ else:  # on a builder: the files sent beside this one
     import buildplatform  # type: ignore[import-not-found, no-redef]
     import compilers  # type: ignore[import-not-found, no-redef]
     import depscache  # type: ignore[import-not-found, no-redef]
+    import loadcheck  # type: ignore[import-not-found, no-redef]
     import netpolicy  # type: ignore[import-not-found, no-redef]
     import outbox  # type: ignore[import-not-found, no-redef]
     import remotecache  # type: ignore[import-not-found, no-redef]
@@ -100,10 +102,47 @@ def build(request, on_start=None):
                 personality=buildplatform.build_personality(), box=box, wheels=os.path.join(box, "wheels"),
                 project_cache=None, deps=None, remote=None,
             )  # fmt: skip
+            if request.check_wheel:
+                return _check_only(request, setup)
             return _fetch_and_build(request, setup)
     finally:
         if uid_lock is not None:
             uid_lock.close()
+
+
+def _check_only(request, setup):
+    # type: (Any, Any) -> Dict[str, Any]
+    """A check job: the load check of the wheel at ``request.check_wheel`` (read as the SSH user)
+    and nothing else. Its status is "success" when the check ran, whatever it found (that is its
+    "load_check"), "error" when it could not run."""
+    path = request.check_wheel
+    if not os.path.isabs(path) or not outbox.WHEEL_NAME.match(os.path.basename(path)):
+        return outbox.builder_error("refused: --check-wheel %r is not the absolute path of a wheel" % (path,))
+    started = time.time()
+    try:
+        with workdirs.as_user(setup.user):
+            wheel = open(path, "rb")  # noqa: SIM115 - opened as the user, closed below
+    except (IOError, OSError) as exc:
+        return outbox.builder_error("cannot read the wheel to check: %s" % (exc,))
+    try:
+        with wheel:
+            check = _load_check(request, setup, [wheel])
+    except OSError as exc:
+        return outbox.builder_error("cannot start the load check: %s" % (exc,))
+    return {"status": "success", "files": [], "duration": time.time() - started, "timed_out": False,
+            "log": request.log_path, "sandbox": setup.kind, "load_check": check,
+            "platform": buildplatform.build_facts(request.python)}  # fmt: skip
+
+
+def _load_check(request, setup, wheels):
+    # type: (Any, Any, List[Any]) -> Dict[str, Any]
+    """The load check of ``wheels`` in the build's walls and limits, written to its log."""
+    check = loadcheck.check(request.python, wheels, setup.work, setup.kind, setup.uid,
+                            setup.personality is not None, request.timeout, request.memory_mb,
+                            request.max_procs)  # fmt: skip
+    with workdirs.as_user(setup.user), open(request.log_path, "ab") as log:
+        log.write(loadcheck.log_lines(check).encode("utf-8"))
+    return check
 
 
 def _fetch_and_build(request, setup):
@@ -262,8 +301,20 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
     """The answer to the controller (``jobspec.ANSWER_KEYS``); the builder's fault where the disk
     is full without the build's own folders."""
     files = []  # type: List[Dict[str, Any]]
+    check = None  # type: Optional[Dict[str, Any]]
     if finished.returncode == 0 and not finished.timed_out and finished.limit is None:
         files = _wheels(request, setup, command)
+    if files:  # every compiled module loads, or no wheel is handed over
+        built = [os.path.join(request.outbox, f["name"]) for f in files]
+        try:
+            check = _load_check(request, setup, built)
+        except OSError as exc:
+            return outbox.builder_error("cannot start the load check: %s" % (exc,))
+        if not check["ok"]:
+            with workdirs.as_user(setup.user):
+                for path in built:
+                    os.remove(path)
+            files = []
     armv6 = any(f["name"].endswith("-linux_armv7l.whl") for f in files) and buildplatform.armv6_userland()
     result = {
         "status": "success" if files else "failed",
@@ -283,6 +334,8 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         "ccache_remote": setup.remote.counts if setup.remote is not None else None,
         # What tells a wheel the builder made for another machine from one the project tagged so.
         "platform": buildplatform.build_facts(request.python),
+        # Every shared object of the wheels loaded as their interpreter loads it (None: no wheel).
+        "load_check": check,
     }  # type: Dict[str, Any]
     free_mb = workdirs.free_space_mb(request.work_root)
     if free_mb < max(request.min_free_mb, 1):

@@ -29,7 +29,7 @@ Request = collections.namedtuple(
     "Request",
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
-    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects",
+    "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -63,14 +63,23 @@ OPTIONS = (
     ("farm_addresses", "--farm-address", list, (), "an address of the farm's own machines: never reached"),
     ("ccache_remote_mb", "--ccache-remote-mb", int, 1024, "megabytes the build may write to it"),
     ("ccache_remote_objects", "--ccache-remote-objects", int, 20000, "entries the build may write to it"),
+    # A check job: no build, only the load check (``loadcheck``) of this wheel on this builder,
+    # with --python; the answer's "load_check" says how it went, its "files" are empty.
+    ("check_wheel", "--check-wheel", str, None, "only load the compiled modules of this wheel"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
 # fault) or "error" (the builder's: build it elsewhere).
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
-    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform",
+    "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load_check",
 )  # fmt: skip
+# The answer's "load_check" (a build that made wheels, and every check job): every shared object
+# of the wheels loaded as the interpreter will load it. "ok" is false where one did not load
+# (a missing library, an undefined symbol, another architecture): "failures" are the loader's own
+# messages, "<member>: <message>", and the build fails as import-failed. "notes" are what a
+# module's own init raised at import (a missing Python dependency): not a failure.
+LOAD_CHECK_KEYS = ("ok", "failures", "notes")
 # Each of the answer's "files": "elf" lists the kinds of ELF file in the wheel (None: unreadable).
 FILE_KEYS = ("name", "size", "sha256", "deps", "elf")
 ELF_KEYS = ("machine", "class")  # each of a file's "elf": ELF's e_machine, and 32 or 64 (bits)
@@ -79,6 +88,10 @@ ELF_KEYS = ("machine", "class")  # each of a file's "elf": ELF's e_machine, and 
 # that built, when the agent runs in that interpreter (the local builder may build with another).
 PLATFORM_KEYS = ("machine", "personality", "python_tag", "abi_tag", "platform_tag")
 PROBE_KEYS = ("python_tag", "abi_tag", "platform_tag")  # what every probe's answer has
+# The probe's "os", what the builder is: os-release's ID ("debian") and VERSION_CODENAME
+# ("bookworm"), the userland's Debian architecture ("armhf") and machine ("armv7l"), and its
+# glibc ("2.36"); each None where the builder does not say.
+OS_KEYS = ("id", "codename", "arch", "machine", "glibc")
 
 
 def request(*required, **options):

@@ -182,14 +182,16 @@ def record_success(
     duration: float,
     log: Path | None,
     ccache: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
 ) -> bool:
-    """Record a successful build (``ccache``: its compiler cache's hits and misses); False if the
-    build was handed back meanwhile (lease lost)."""
+    """Record a successful build (``ccache``: its compiler cache's hits and misses; ``notes``: what
+    its load check noted); False if the build was handed back meanwhile (lease lost)."""
 
     def work(session: Session) -> tuple[Version, Build | None]:
         build = _finish(session, build_id, BuildStatus.SUCCESS, duration, logs_dir, log, ccache)
         if build is None:
             raise _LeaseLost
+        build.notes = notes or None
         return build.version, build
 
     try:

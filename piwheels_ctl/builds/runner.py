@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from sqlalchemy import delete, select
 
 from ..abi import AbiTags
 from ..config import Settings
+from ..db.builder_os import builder_os
 from ..db.engine import Database
 from ..db.models import Build, Builder, BuildStatus, utcnow
 from ..errors import ArrivalError, VerifyError
@@ -133,6 +133,13 @@ def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
     return hits, misses
 
 
+def answered_load_check(result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The (failures, notes) of the agent's load check of the build's wheels (``check_answer``
+    has checked their shape)."""
+    check = result.get("load_check") or {}
+    return list(check.get("failures") or ()), list(check.get("notes") or ())
+
+
 def _read_log(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -160,31 +167,40 @@ class Runner:
         self.executors = list(executors)
         self.progress = progress or Progress()
         self.stopping = threading.Event()
+        self._hints: dict[tuple[str, str] | None, Hints] = {}
 
-    @cached_property
-    def hints(self) -> Hints:
-        """The package hints for failures, from the Debian release's Contents index."""
+    def hints(self, suite: str | None = None) -> Hints:
+        """The package hints for failures, from the Contents index of the Debian release
+        ``suite`` (the failed build's builder's), ``debian_suite`` overriding it."""
         from ..failures.hints import Hints
 
         settings = self.settings
-        mirror, suite = settings.debian_source or (None, None)
-        return Hints(
-            settings.contents_dir,
-            mirror,
-            suite,
-            max_age_days=settings.contents_max_days,
-            timeout=settings.http_timeout,
-        )
+        source = settings.debian_source_for(suite)
+        if source not in self._hints:
+            mirror, release = source or (None, None)
+            self._hints[source] = Hints(
+                settings.contents_dir,
+                mirror,
+                release,
+                max_age_days=settings.contents_max_days,
+                timeout=settings.http_timeout,
+            )
+        return self._hints[source]
 
-    def _packages(self, failure: Failure, abi: str, text: str = "") -> list[dict[str, str]] | None:
+    def _packages(
+        self, failure: Failure, abi: str, build_id: int, text: str = ""
+    ) -> list[dict[str, str]] | None:
         """The packages that would fix ``failure``, each with why, from the cached Contents index
-        only; ``text`` (the build's log) ranks the candidates it names first."""
+        of the build's builder's release only; ``text`` (the build's log) ranks the candidates it
+        names first."""
         from ..failures.hints import HintsError
 
+        with self.db.reader() as session:
+            build = session.get(Build, build_id)
+            said = builder_os(build.builder) if build is not None and build.builder is not None else None
         try:
-            return self.hints.suggest(
-                failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text
-            )
+            hints = self.hints(said.codename if said else None)
+            return hints.suggest(failure.reason, failure.detail, abi.split("-")[-1], fetch=False, text=text)
         except (HintsError, OSError, sqlite3.Error) as exc:  # a hint is a help, never a reason to fail
             log.warning("no package hint for %s %s: %s", failure.reason, failure.detail, exc)
             return None
@@ -225,6 +241,7 @@ class Runner:
                     duration,
                     outcome.log,
                     answered_ccache(result),
+                    answered_load_check(result)[1],
                 ):
                     report.lost += 1
                 return True
@@ -236,9 +253,10 @@ class Runner:
                 limit=result.get("limit"),
                 network=[str(n) for n in result.get("network") or ()],
                 download=result.get("download_error"),
+                load_check=answered_load_check(result)[0],
             )
         job = outcome.job
-        packages = self._packages(failure, job.abi, text)
+        packages = self._packages(failure, job.abi, outcome.build_id, text)
         if not record_failure(
             self.db,
             s.logs_dir,

@@ -96,6 +96,16 @@ class App:
             workers=settings.publish_workers or os.cpu_count() or 1,
         )
 
+    def glibc(self) -> tuple[int, int] | None:
+        """The glibc deciding which manylinux wheels cover a target: ``manylinux_glibc``, else the
+        builders' oldest (``db.builder_os.farm_glibc``)."""
+        if self.settings.glibc is not None:
+            return self.settings.glibc
+        from ..db.builder_os import farm_glibc
+
+        with self.reader() as session:
+            return farm_glibc(session, self.settings)
+
     def refresh_local_builder(self) -> None:
         """Bring the local builder's interpreters (so the ABIs the queue is for) up to the settings."""
         if self.settings.local_builder:

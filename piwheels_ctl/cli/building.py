@@ -212,7 +212,7 @@ def _sync_round(app: App) -> None:
 
     try:
         with app.upstream() as upstream:
-            report = sync(app.database().session, upstream, glibc=app.settings.glibc)
+            report = sync(app.database().session, upstream, glibc=app.glibc())
     # Anything at all: a hostile page, the upstream or the database away, or a bug in the
     # sync must not stop building and publishing; the next round tries again.
     except Exception as exc:

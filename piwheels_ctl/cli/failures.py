@@ -7,6 +7,7 @@ import json
 import click
 from rich.markup import escape
 
+from ..db.builder_os import farm_debian_source
 from ..failures.failed import FailedBuild, failed_builds, look_up_packages, store_packages
 from ..failures.hints import ContentsIndex, Hints
 from . import App, cli, err, out, pass_app
@@ -20,7 +21,8 @@ def _size(size: int | None) -> str:
 
 def _hints(app: App) -> Hints:
     s = app.settings
-    mirror, suite = s.debian_source or (None, None)
+    with app.reader() as session:  # the builders' release, where they agree and debian_suite is auto
+        mirror, suite = farm_debian_source(session, s) or (None, None)
     return Hints(s.contents_dir, mirror, suite, max_age_days=s.contents_max_days, timeout=s.http_timeout)
 
 

@@ -21,6 +21,7 @@ from ..builds.audit import fix as audit_fix
 from ..builds.audit import plan as audit_plan
 from ..builds.audit import too_many_taken
 from ..config import Settings
+from ..db.builder_os import builder_os, farm_glibc
 from ..db.models import Builder
 from ..errors import InputError, PiwheelsError
 from ..farm import frontend
@@ -166,6 +167,7 @@ def builders_add(
 
 
 def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
+    said = builder_os(builder)
     return {
         "name": builder.name,
         "host": builder.host,
@@ -174,6 +176,8 @@ def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
         "slots": builder.slots,
         "healthy": builder.healthy,
         "abis": sorted(p.abi.tag for p in builder.pythons),
+        # What the builder said it is at its last probe (None: not said yet; `builders check`).
+        "os": dataclasses.asdict(said) if said else None,
         "pythons": sorted(p.path for p in builder.pythons),
         # The frontend each ABI's builds run (sdists reach every builder as files).
         "frontends": {p.abi.tag: str(frontend.choose(settings, p.abi.tag)) for p in builder.pythons},
@@ -191,9 +195,13 @@ def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
 def _builder_cells(row: dict[str, Any]) -> dict[str, str]:
     """What ``builders list`` shows of a builder, by column: the table and the narrow view both."""
     user = f"{row['user']}@" if row["user"] else ""
+    said = row["os"] or {}
     return {
         "name": row["name"],
         "address": "this machine" if row["host"] is None else f"{user}{row['host']}:{row['port']}",
+        "OS": " ".join(v for v in (said.get("id"), said.get("codename")) if v) or "unknown",
+        "arch": said.get("arch") or "-",
+        "glibc": said.get("glibc") or "-",
         "slots": str(row["slots"]),
         "ABIs": ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
         "sandbox": row["sandbox"] or "-",
@@ -294,7 +302,7 @@ def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
             row.info = {**row.info, **probe.info, "last_error": None}
             row.healthy = True
             row.retry_at = None
-            set_pythons(session, row, probe.pythons, app.settings.glibc)
+            set_pythons(session, row, probe.pythons, farm_glibc(session, app.settings))
         out.print(f"{builder.name}: ok, {probe.info['free_mb']} MB free, load {probe.info['load']}")
         for python, why in probe.refused.items():
             out.print(f"[yellow]{builder.name}: {escape(python)} not used[/]: {escape(why)}")

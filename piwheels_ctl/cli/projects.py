@@ -77,9 +77,10 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
     if not wanted and not bad:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     if wanted:
+        glibc = app.glibc()
         abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
         with app.upstream() as upstream, app.session() as session:
-            report = projects.add(session, upstream, wanted, app.settings.glibc, abis)
+            report = projects.add(session, upstream, wanted, glibc, abis)
         for problem in report.problems:
             err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)
         for added in report.added:
@@ -126,7 +127,7 @@ def sync(app: App, everything: bool, as_json: bool) -> None:
                 err.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         with err.status("syncing") as status:
             report = sync_tracked(
-                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.settings.glibc
+                db.session, upstream, lambda name: status.update(f"syncing {name}"), app.glibc()
             )
     for problem in report.problems:
         err.print(f"[yellow]warning:[/] {escape(problem.message)}", highlight=False, soft_wrap=True)

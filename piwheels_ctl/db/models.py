@@ -276,6 +276,9 @@ class Build(Base):
     # The compiler cache's hits and misses in this build (None: no ccache, or nothing compiled).
     ccache_hits: Mapped[int | None] = mapped_column(Integer)
     ccache_misses: Mapped[int | None] = mapped_column(Integer)
+    # What the build noted without failing: a compiled module whose own init raised at import on
+    # the builder (a missing Python dependency), in the interpreter's words. None: nothing.
+    notes: Mapped[list[str] | None] = mapped_column(JSON)
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()

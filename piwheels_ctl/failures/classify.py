@@ -31,10 +31,14 @@ REASONS = (
     "too-many-processes",
     "download-failed",  # the sdist is not the file the index describes (its sha256 differs)
     "invalid-wheel",  # the build "succeeded" but its wheel is not what was asked for
+    "import-failed",  # a compiled module of the wheel does not load: detail the symbol or library
     "builder-fault",  # the builder let this job down too many times in a row (not the project)
     "other",
 )
 INVALID_WHEEL = "invalid-wheel"
+IMPORT_FAILED = "import-failed"
+# How the agent writes a load check's failure into the build's log (``agent/loadcheck.py``).
+IMPORT_FAILED_LINE = "[piwheels] import-failed: "
 BUILDER_FAULT = "builder-fault"
 
 # How far from the end the cause of a failure is looked for first: pip prints the failing
@@ -125,16 +129,23 @@ def classify(
     limit: str | None = None,
     network: Sequence[str] = (),
     download: str | None = None,
+    load_check: Sequence[str] = (),
 ) -> Failure:
     """The reason a build failed: the agent's own findings if any, else the first known error
     near the log's end.
 
     ``limit`` is the limit the agent ended the build at ("memory", "processes"); ``network``
     the connections its sandbox refused, the first of which is the detail; ``download`` why the
-    agent's check of the sdist failed.
+    agent's check of the sdist failed; ``load_check`` the loader's messages for the wheel's
+    compiled modules that did not load (the first is the evidence, its symbol or library the
+    detail).
     """
     if download:
         return Failure("download-failed", download, f"the agent's check of the sdist: {download}")
+    if load_check:
+        hit = _earliest(IMPORT_FAILED_LINE + load_check[0])
+        detail = hit.detail if hit is not None and hit.reason == IMPORT_FAILED else None
+        return Failure(IMPORT_FAILED, detail, load_check[0][:EVIDENCE_MAX])
     if timed_out:
         return Failure("timeout", None, "the agent ended the build at its time limit")
     if limit == "memory":

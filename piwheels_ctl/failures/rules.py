@@ -34,6 +34,27 @@ class Rule:
 _PROGRAM = r"[A-Za-z][\w+-]*"
 
 RULES: tuple[Rule, ...] = (
+    # --- a compiled module of the wheel did not load (the agent's load check, in the loader's
+    # words after the member's name): first what it lacked, a symbol or a library.
+    Rule(
+        "import-failed",
+        r"^[ \t]*\[piwheels\] import-failed: .*\bundefined symbol: (?P<detail>[^\s,]+)",
+        "[piwheels] import-failed: numpy/core/_multiarray_umath.cpython-37m-arm-linux-gnueabihf.so:"
+        " undefined symbol: cblas_sgemm",
+        "cblas_sgemm",
+    ),
+    Rule(
+        "import-failed",
+        r"^[ \t]*\[piwheels\] import-failed: .*?(?P<detail>[^\s/:]+): cannot open shared object file",
+        "[piwheels] import-failed: cryptography/hazmat/bindings/_rust.abi3.so: libssl.so.1.1: cannot"
+        " open shared object file: No such file or directory",
+        "libssl.so.1.1",
+    ),
+    Rule(
+        "import-failed",
+        r"^[ \t]*\[piwheels\] import-failed: ",
+        "[piwheels] import-failed: x.so: wrong ELF class: ELFCLASS64",
+    ),
     # --- missing header: gcc, then clang (which quotes the name).
     Rule(
         "missing-header",

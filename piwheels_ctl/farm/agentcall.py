@@ -126,6 +126,14 @@ class _PlatformAnswer(TypedDict):
     platform_tag: NotRequired[str]
 
 
+class _LoadCheckAnswer(TypedDict):
+    """Every shared object of the wheels loaded on the builder (``jobspec.LOAD_CHECK_KEYS``)."""
+
+    ok: bool
+    failures: list[str]
+    notes: list[str]
+
+
 @with_config(ConfigDict(extra="allow"))
 class _BuildAnswer(TypedDict):
     """The parts of the agent's answer to a build (``jobspec.ANSWER_KEYS``) that the controller reads."""
@@ -140,6 +148,7 @@ class _BuildAnswer(TypedDict):
     download_error: NotRequired[str | None]
     armv6_userland: NotRequired[bool]
     platform: NotRequired[_PlatformAnswer]
+    load_check: NotRequired[_LoadCheckAnswer | None]  # None: no wheel was made
 
 
 @functools.cache

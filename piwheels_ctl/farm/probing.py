@@ -231,6 +231,8 @@ def probe_remote(
         "sandbox": first.get("sandbox", "unknown"),
         "refused": refused,
         "machine": first.get("machine"),
+        # What the builder is (``jobspec.OS_KEYS``): read with ``db.builder_os.builder_os``.
+        "os": first.get("os"),
         "armv6_userland": any(p.get("armv6_userland") for p in probes.values()),
         "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
         "load": float(load[0]) if load else None,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..agent import sandbox
 from ..config import Settings
+from ..db.builder_os import farm_glibc, oldest_glibc
 from ..db.made_once import get_or_make
 from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
@@ -108,7 +109,8 @@ def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, 
         path = shutil.which(python)
         stamp = os.stat(path).st_mtime_ns if path else None
         entry = cache.get(python)
-        if entry is None or entry.get("stamp") != stamp:
+        # A probe of an agent before builders said what they are ("os") is asked again.
+        if entry is None or entry.get("stamp") != stamp or "os" not in entry.get("probe", {}):
             entry = {"stamp": stamp, "probe": probe_local(python)}
             cache[python] = entry
         probes[python] = entry["probe"]
@@ -141,13 +143,14 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
         if tag in seen:
             raise ConfigError(f"pythons: {python!r} and {seen[tag]!r} are the same ABI ({tag})")
         seen[tag] = python
-    set_pythons(session, builder, probes, settings.glibc)
     try:
         walls = sandbox.choose(settings.sandbox)[1]
     except sandbox.SandboxError as exc:
         walls = f"none: {exc}"
-    if builder.info.get("sandbox") != walls:
-        builder.info = {**builder.info, "sandbox": walls}
+    identity = next(iter(probes.values()), {}).get("os")  # jobspec.OS_KEYS: db.builder_os reads it
+    if builder.info.get("sandbox") != walls or builder.info.get("os") != identity:
+        builder.info = {**builder.info, "sandbox": walls, "os": identity}
+    set_pythons(session, builder, probes, farm_glibc(session, settings))
     return builder
 
 
@@ -202,6 +205,9 @@ def register_remote(
     builder.info = {**builder.info, **info}
     builder.healthy = True
     builder.retry_at = None
+    if glibc is None:  # no manylinux_glibc: the builders' oldest, this one's included
+        session.flush()
+        glibc = oldest_glibc(session.scalars(select(Builder)))
     set_pythons(session, builder, probes, glibc)
     if state == "unchanged" and sorted((p.path, p.abi_id) for p in builder.pythons) != old_pythons:
         state = "updated"

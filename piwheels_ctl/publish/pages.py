@@ -58,6 +58,9 @@ class Cell:
     log: str | None = None
     duration: float | None = None
     builder: str | None = None
+    # What the build noted without failing: a compiled module whose own init raised at import
+    # on the builder (a missing Python dependency).
+    notes: list[str] | None = None
 
 
 @dataclass
@@ -350,6 +353,7 @@ def _cell(
         if state == "built" and build is not None:
             cell.log, cell.duration = log_url(build.log_path), build.duration
             cell.builder = builders.get(build.builder_id or -1)
+            cell.notes = build.notes or None
         return cell
     if build is not None and build.status is not BuildStatus.SUCCESS:
         if build.status is BuildStatus.BUILDING:

@@ -15,6 +15,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..db import counts
+from ..db.builder_os import builder_os
 from ..db.models import Abi, Build, Builder, BuildStatus, Project, Version, utcnow
 from ..queue import claims
 from . import charts
@@ -31,6 +32,9 @@ class BuilderRow:
     abis: list[str]
     healthy: bool
     last_build: str | None
+    os: str = "unknown"  # "debian bookworm", as the builder said at its last probe
+    arch: str | None = None  # the userland's Debian architecture (armhf, arm64, amd64)
+    glibc: str | None = None
 
 
 @dataclass
@@ -100,15 +104,20 @@ def load_stats(session: Session, now: datetime | None = None, *, initials: Colle
     # Each builder's newest build, from the end of the index on (builder, started): a few rows.
     newest = select(func.max(Build.started_at)).where(Build.builder_id == Builder.id).scalar_subquery()
     last = dict(session.execute(select(Builder.id, newest)).tuples().all())
-    builders = [
-        BuilderRow(
-            name=b.name,
-            abis=sorted(p.abi.tag for p in b.pythons),
-            healthy=b.healthy,
-            last_build=_stamp(last[b.id]) if last.get(b.id) else None,
+    builders = []
+    for b in session.scalars(select(Builder).order_by(Builder.name)):
+        said = builder_os(b)
+        builders.append(
+            BuilderRow(
+                name=b.name,
+                abis=sorted(p.abi.tag for p in b.pythons),
+                healthy=b.healthy,
+                last_build=_stamp(last[b.id]) if last.get(b.id) else None,
+                os=said.describe() if said else "unknown",
+                arch=said.arch if said else None,
+                glibc=said.glibc if said else None,
+            )
         )
-        for b in session.scalars(select(Builder).order_by(Builder.name))
-    ]
     stats = SiteStats(
         generated=_stamp(now),
         projects=kept.get("pages", 0),
