@@ -62,6 +62,21 @@ def test_the_probe_tags_a_32_bit_userland_on_a_64_bit_kernel_for_the_userland() 
     ), probe
 
 
+def test_a_64_bit_userland_on_the_same_kernel_builds_for_aarch64(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fake: the kernel reports aarch64, the interpreter is 64-bit and was built for linux-aarch64
+    # (64-bit Raspberry Pi OS); the armv7l case above differs from it only in the pointer size.
+    monkeypatch.setattr(buildplatform, "kernel_machine", lambda: "aarch64")
+    monkeypatch.setattr(buildplatform, "pointer_bits", lambda: 64)
+    monkeypatch.setattr(buildplatform.sysconfig, "get_platform", lambda: "linux-aarch64")
+    probe = agent.probe()
+    assert (probe["platform_tag"], probe["personality"], probe["machine"]) == (
+        "linux_aarch64",
+        None,
+        "aarch64",
+    ), probe
+    assert buildplatform.build_personality() is None
+
+
 @pytest.mark.usefixtures("reported_aarch64")
 @pytest.mark.parametrize("sandbox_kind", ["bwrap", "user"])
 def test_a_build_under_a_reported_aarch64_machine_runs_in_the_32_bit_personality(

@@ -12,6 +12,12 @@ killed and recorded as a time-out. A bookworm armhf host (its own root and addre
 same extension for cp311, says what it is (debian bookworm, armhf, glibc 2.36), and in the same
 run refuses an extension whose module does not load there (``import-failed``).
 
+The arm64 tier: a Debian bookworm arm64 root (qemu-aarch64) on a loopback address of its own
+joins the bullseye armhf tier's master. The role finds by itself that no namespaces can be made
+there and sets up the sudo agent; the builder builds the extension as ``linux_aarch64``, which
+pip inside the arm64 host installs and imports. The two builders' ABIs keep their own queues,
+coverage and page cells, and an upstream manylinux aarch64 wheel covers only the arm64 pair.
+
 Everything ARM here runs emulated (slow: a few builds only, to keep CI within its time).
 """
 
@@ -23,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,16 +39,21 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
-from arm_roots import armhf_root, why_no_arm_emulation
+from piwheels_ctl.farm import frontend
+
+from arm_roots import arm64_root, armhf_root, why_no_arm_emulation
 from debian_roots import UID_LOCKS
-from helpers import free_port, play_recap, running, wait_gone
+from helpers import free_port, play_recap, running, serving, wait_gone
 from indexserver import IndexServer
 from py2deps import download_py27_wheels
-from sdists import make_sdist
+from sdists import PACKAGES, make_sdist, pip_env
+from wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -174,7 +186,7 @@ class Tier:
     config: Path
     links: Path
 
-    def playbook(self) -> subprocess.CompletedProcess[str]:
+    def playbook(self, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -182,7 +194,7 @@ class Tier:
             "ANSIBLE_LOCAL_TEMP": str(self.base / "ansible-tmp"),
         }
         return subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "playbooks/builders.yml"],
+            [str(BIN / "ansible-playbook"), "-i", str(inventory or self.inventory), "playbooks/builders.yml"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=3600,
         )  # fmt: skip
 
@@ -390,3 +402,167 @@ def test_a_bookworm_armhf_builder_builds_for_cp311(build_deps: Path) -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+# -- the arm64 tier: a bookworm arm64 builder on the bullseye armhf tier's master ------------------
+
+ARM64_ADDRESS = "127.0.1.50"
+ARMV7L_ABIS = {"cp27-cp27mu-linux_armv7l", "cp39-cp39-linux_armv7l"}
+AARCH64_ABI = "cp311-cp311-linux_aarch64"
+# The farm's oldest builder glibc (bullseye's): upstream manylinux wheels up to it cover a pair.
+FARM_GLIBC = "2.31"
+
+
+@dataclass
+class Arm64:
+    host: ArmHost
+    inventory: Path
+    host_key: str
+
+
+@pytest.fixture(scope="module")
+def arm64(tier: Tier) -> Iterator[Arm64]:
+    """An emulated bookworm arm64 host beside the bullseye armhf one, for the same controller:
+    its inventory leaves ``builder_sudo_agent`` to the role; the build index gets uv for aarch64."""
+    problem = why_no_arm_emulation("arm64")
+    if problem is not None:
+        pytest.fail(f"the arm64 tier cannot run here: {problem}", pytrace=False)
+    root = arm64_root("bookworm")
+    base = tier.base / "arm64"
+    base.mkdir()
+    uv = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--only-binary", ":all:", "--no-deps", "--platform",
+         "manylinux_2_17_aarch64", "--python-version", "3.11", "--dest", str(tier.base / "upstream"),
+         "--index-url", PYPI_SIMPLE_ENDPOINT, f"uv=={frontend.UV_VERSION}"],
+        env=pip_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert uv.returncode == 0, uv.stdout + uv.stderr
+    with tier.config.open("a") as config:  # the farm's glibc, for upstream manylinux wheels
+        config.write(f'manylinux_glibc = "{FARM_GLIBC}"\n')
+    host = start_arm_host(base, root, ARM64_ADDRESS)
+    try:
+        settings = yaml.safe_load(tier.inventory.read_text())
+        arm1 = settings["all"]["children"]["builders"]["hosts"]["arm1"]
+        arm64 = {key: value for key, value in arm1.items() if key != "builder_sudo_agent"}  # auto
+        arm64.update(
+            ansible_host=ARM64_ADDRESS,
+            ansible_port=host.port,
+            ansible_ssh_private_key_file=str(host.key_file),
+        )
+        settings["all"]["children"]["builders"]["hosts"] = {"arm64": arm64}
+        inventory = base / "inventory.yml"
+        inventory.write_text(yaml.safe_dump(settings))
+        host_key = (base / "upper" / CONFIG_DIR.lstrip("/") / "host_key.pub").read_text().split()[:2]
+        yield Arm64(host, inventory, " ".join(host_key))
+    finally:
+        host.stop()
+
+
+def _db(tier: Tier, query: str) -> set[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(tier.base / "data" / "piwheels.db")) as db:
+        return set(db.execute(query).fetchall())
+
+
+def _cells(tier: Tier, project: str) -> dict[str, tuple[str, str | None]]:
+    """ABI -> (state, file) of the project's only release on its published page."""
+    page = json.loads((tier.base / "data" / "www" / "project" / project / "json").read_text())
+    (release,) = page["releases"]
+    return {abi: (cell["state"], cell["file"]) for abi, cell in release["cells"].items()}
+
+
+def test_an_emulated_arm64_builder_provisions_itself_builds_for_aarch64_and_pip_installs_it(
+    tier: Tier, arm64: Arm64
+) -> None:
+    if not json.loads(tier.controller("builders", "list", "--json").stdout):  # this test alone
+        assert tier.playbook().returncode == 0
+    assert tier.controller("add", "zlib-ext").returncode == 0
+    first = tier.playbook(arm64.inventory)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+    second = tier.playbook(arm64.inventory)
+    assert second.returncode == 0, second.stdout[-6000:]
+    assert play_recap(second.stdout)["arm64"]["changed"] == 0, second.stdout[-6000:]
+
+    # Registered by the role; no namespaces under qemu-user: the role found out and set up sudo.
+    builders = {b["name"]: b for b in json.loads(tier.controller("builders", "list", "--json").stdout)}
+    assert set(builders) == {"arm1", "arm64"}, builders
+    assert builders["arm64"]["abis"] == [AARCH64_ABI], builders["arm64"]
+    assert builders["arm64"]["sudo"] == "/var/lib/piwheels-agent", builders["arm64"]
+    assert builders["arm64"]["sandbox"].startswith("a uid of its own, no namespaces"), builders["arm64"]
+
+    # Without the sudo agent, `builders add` says which setting is missing.
+    bare = tier.controller(
+        "builders", "add", "arm64-bare", "--host", ARM64_ADDRESS, "--port", str(arm64.host.port),
+        "--user", BUILDER_USER, "--key", str(tier.base / "controller_key"), "--host-key", arm64.host_key,
+        "--python", "/usr/bin/python3.11", "--no-build-check",
+    )  # fmt: skip
+    assert bare.returncode != 0 and "builder_sudo_agent" in bare.stdout + bare.stderr, (
+        bare.stdout + bare.stderr
+    )
+
+    # Only zlib-ext's new pair is built: what else waits for aarch64 (hangs-py2) is skipped.
+    queued = {(j["name"], j["abi"]) for j in json.loads(tier.controller("queue", "--json").stdout)}
+    assert ("zlib-ext", AARCH64_ABI) in queued, queued
+    for name in {n for n, abi in queued if n != "zlib-ext"}:
+        assert tier.controller("skip", name).returncode == 0
+    run = tier.controller("run")
+    assert ", failed 0" in run.stdout, run.stdout + run.stderr
+    assert tier.controller("publish").returncode == 0
+    www = tier.base / "data" / "www"
+    assert "zlib_ext-1.0-cp311-cp311-linux_aarch64.whl" in {p.name for p in www.rglob("*.whl")}
+
+    # pip inside the arm64 host installs it from our index alone and imports it.
+    with serving(www) as url:
+        check = "import zlib_ext; assert zlib_ext.crc('hello') == 907060870"
+        installed = arm64.host.ssh(
+            "export PIP_CONFIG_FILE=/dev/null && python3.11 -m venv /tmp/v311 && /tmp/v311/bin/pip install "
+            f"--no-cache-dir --only-binary :all: --index-url {url}/simple/ zlib-ext && "
+            f'/tmp/v311/bin/python -c "{check}" && '
+            "cat /tmp/v311/lib/python3.11/site-packages/zlib_ext-1.0.dist-info/WHEEL"
+        )
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    assert f"Tag: {AARCH64_ABI}" in installed.stdout, installed.stdout[-3000:]
+
+
+def test_one_master_keeps_the_armhf_and_arm64_builders_apart(tier: Tier, arm64: Arm64) -> None:
+    builders = {b["name"] for b in json.loads(tier.controller("builders", "list", "--json").stdout)}
+    if builders != {"arm1", "arm64"}:  # this test alone: converge both first
+        assert tier.playbook().returncode == 0 and tier.playbook(arm64.inventory).returncode == 0
+    # Each builder builds only its own platform's ABIs, each ABI its own queue.
+    pythons = _db(tier, "SELECT b.name, a.tag FROM builder_pythons p JOIN builders b ON b.id = p.builder_id "
+                        "JOIN abis a ON a.id = p.abi_id")  # fmt: skip
+    assert pythons == {("arm1", abi) for abi in ARMV7L_ABIS} | {("arm64", AARCH64_ABI)}, pythons
+    builds = _db(tier, "SELECT b.name, a.platform_tag FROM builds d JOIN builders b ON b.id = d.builder_id "
+                       "JOIN abis a ON a.id = d.abi_id")  # fmt: skip
+    assert builds <= {("arm1", "linux_armv7l"), ("arm64", "linux_aarch64")}, builds
+
+    # A project whose upstream ships a manylinux aarch64 wheel (and an sdist): the wheel covers
+    # the arm64 pair through the farm's glibc, never an armhf one; those wait for armhf builds.
+    upstream = tier.base / "upstream"
+    make_sdist(PACKAGES / "c-ext", upstream)
+    make_wheel(upstream, "c-ext", "1.0", tag="cp311-cp311-manylinux_2_17_aarch64")
+    assert tier.controller("add", "c-ext").returncode == 0
+    covered = _db(tier, "SELECT a.tag, w.filename FROM upstream_coverage c JOIN abis a ON a.id = c.abi_id "
+                        "JOIN upstream_wheels w ON w.id = c.wheel_id")  # fmt: skip
+    assert covered == {(AARCH64_ABI, "c_ext-1.0-cp311-cp311-manylinux_2_17_aarch64.whl")}, covered
+    queued = {j["abi"] for j in json.loads(tier.controller("queue", "--json").stdout) if j["name"] == "c-ext"}
+    assert queued == ARMV7L_ABIS, queued
+
+    # zlib-ext's wheels each cover their own platform's pairs, and its page says so.
+    coverage = _db(tier, "SELECT a.tag, f.filename FROM coverage c JOIN abis a ON a.id = c.abi_id "
+                         "JOIN files f ON f.id = c.file_id WHERE f.filename LIKE 'zlib_ext-%'")  # fmt: skip
+    assert coverage == {
+        ("cp27-cp27mu-linux_armv7l", "zlib_ext-1.0-cp27-cp27mu-linux_armv7l.whl"),
+        ("cp39-cp39-linux_armv7l", "zlib_ext-1.0-cp39-cp39-linux_armv7l.whl"),
+        (AARCH64_ABI, "zlib_ext-1.0-cp311-cp311-linux_aarch64.whl"),
+    }, coverage
+    assert tier.controller("publish").returncode == 0
+    zlib = _cells(tier, "zlib-ext")
+    assert zlib == {abi: ("built", name) for abi, name in coverage}, zlib
+    c_ext = _cells(tier, "c-ext")
+    assert c_ext[AARCH64_ABI][0] in ("upstream", "mirrored"), c_ext
+    assert {abi: state for abi, (state, _) in c_ext.items() if abi != AARCH64_ABI} == dict.fromkeys(
+        ARMV7L_ABIS, "pending"
+    ), c_ext
+    # The index lists both platforms' wheels of zlib-ext; pip on each picks its own (above).
+    listing = (tier.base / "data" / "www" / "simple" / "zlib-ext" / "index.html").read_text()
+    assert all(name in listing for _, name in coverage), listing

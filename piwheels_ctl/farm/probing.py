@@ -55,6 +55,12 @@ PROBE_FILES = {
 }
 # Emulated builders (qemu-user) take a minute for what a Pi does in seconds.
 PROBE_BUILD_TIMEOUT = 900.0
+# What a builder that cannot make namespaces needs (an emulated host, an old kernel).
+NO_SANDBOX_FIX = (
+    "; builds here need the builder role's sudo agent: set builder_sudo_agent: true (or leave it"
+    " at auto) for this host and run playbooks/builders.yml, or give builders add"
+    " --sudo-agent the folder of a root-owned agent"
+)
 
 
 def probe_sdist() -> bytes:
@@ -206,7 +212,7 @@ def probe_remote(
                 probe = _sudo_probe(conn, python, root, sudo_root, who, timeout)
                 use_sudo = True
             if str(probe.get("sandbox", "")).startswith("none"):
-                refused[python] = f"cannot build: {probe['sandbox']}"
+                refused[python] = f"cannot build: {probe['sandbox']}" + ("" if use_sudo else NO_SANDBOX_FIX)
                 continue
             if build:
                 started = time.monotonic()
