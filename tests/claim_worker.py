@@ -32,6 +32,7 @@ class FakeFailingExecutor:
         self.pythons = dict.fromkeys(abi_ids, "/nonexistent/python")
         self.retry_at: datetime | None = None
         self.failures = 0
+        self.release = None  # no OS release: it takes no check jobs
         self.work = work
 
     def build(self, job: Job, build_id: int) -> Outcome:

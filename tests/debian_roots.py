@@ -32,9 +32,10 @@ def debian_mirror() -> str:
     raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
 
 
-def debian_root(release: str, packages: list[str]) -> Path:
-    """A ``release`` root for this machine's architecture with ``packages``, made once and cached."""
-    root = CACHE / f"{release}-amd64"
+def debian_root(release: str, packages: list[str], name: str | None = None) -> Path:
+    """A ``release`` root for this machine's architecture with ``packages``, made once and cached
+    (under ``name``: a root with other packages is another root, never a changed one)."""
+    root = CACHE / (name or f"{release}-amd64")
     if (root / "usr" / "bin").is_dir():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)

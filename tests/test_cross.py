@@ -14,12 +14,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from arm_roots import arm_root, why_no_arm_emulation
 from cross_roots import cross_root
-from debian_roots import run_in_root
-from sdists import make_sdist, setuptools_project
 
 from piwheels_ctl.agent import agent as agent_module
+
+from arm_roots import arm_root, why_no_arm_emulation
+from debian_roots import run_in_root
+from sdists import make_sdist, setuptools_project
 
 pytestmark = pytest.mark.skipif(shutil.which("debootstrap") is None, reason="debootstrap is not installed")
 
@@ -32,7 +33,9 @@ static PyMethodDef methods[] = {{"triple", triple, METH_O, NULL}, {NULL, NULL, 0
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "crossext", NULL, -1, methods};
 PyMODINIT_FUNC PyInit_crossext(void) { return PyModule_Create(&module); }
 """
-SETUP = 'from setuptools import Extension, setup\nsetup(ext_modules=[Extension("crossext", ["crossext.c"])])\n'
+SETUP = (
+    'from setuptools import Extension, setup\nsetup(ext_modules=[Extension("crossext", ["crossext.c"])])\n'
+)
 # A build that asks the machine it runs on: on a cross builder it finds x86_64 and gives up.
 PROBING_SETUP = (
     "import platform\nfrom setuptools import Extension, setup\n"
@@ -49,7 +52,11 @@ def roots() -> dict[str, Path]:
     why = why_no_arm_emulation("armhf") or why_no_arm_emulation("arm64")
     if why:
         pytest.skip(why)
-    return {"cross": cross_root(), "armhf": arm_root("bookworm", "armhf"), "arm64": arm_root("bookworm", "arm64")}
+    return {
+        "cross": cross_root(),
+        "armhf": arm_root("bookworm", "armhf"),
+        "arm64": arm_root("bookworm", "arm64"),
+    }
 
 
 def _stage(root: Path, build_deps: Path, name: str) -> Path:
@@ -81,11 +88,17 @@ def _build(root: Path, place: Path, project: Path, *extra: str) -> dict:
     )  # fmt: skip
 
 
-def test_probe_cross_answers_the_targets_tags_with_the_cross_mark(roots: dict[str, Path], build_deps: Path) -> None:
+def test_probe_cross_answers_the_targets_tags_with_the_cross_mark(
+    roots: dict[str, Path], build_deps: Path
+) -> None:
     place = _stage(roots["cross"], build_deps, "probe")
     for target, (platform_tag, _) in MACHINES.items():
         probe = _agent(roots["cross"], place, "probe", "--cross", target)
-        assert (probe["python_tag"], probe["abi_tag"], probe["platform_tag"]) == ("cp311", "cp311", platform_tag), probe
+        assert (probe["python_tag"], probe["abi_tag"], probe["platform_tag"]) == (
+            "cp311",
+            "cp311",
+            platform_tag,
+        ), probe
         assert probe["cross"]["target"] == target, probe
         assert probe["os"]["arch"] == "amd64", f"the builder's own OS is kept: {probe['os']}"
 
@@ -125,14 +138,18 @@ def test_a_cross_built_c_extension_loads_and_imports_on_its_target(
         f"&& {inside}/venv/bin/python -c 'import crossext; print(crossext.triple(14))'"
     )
     done = run_in_root(native, ["sh", "-c", script], timeout=1800)
-    assert done.returncode == 0 and done.stdout.strip().endswith("42"), f"pip on {target}:\n{done.stdout}{done.stderr}"
+    assert done.returncode == 0 and done.stdout.strip().endswith("42"), (
+        f"pip on {target}:\n{done.stdout}{done.stderr}"
+    )
 
 
 def test_a_build_that_probes_the_machine_fails_cross_and_builds_emulated(
     roots: dict[str, Path], build_deps: Path, tmp_path: Path
 ) -> None:
     project = setuptools_project(
-        tmp_path, "probingext", {"setup.py": PROBING_SETUP, "probingext.c": C_SOURCE.replace("crossext", "probingext")}
+        tmp_path,
+        "probingext",
+        {"setup.py": PROBING_SETUP, "probingext.c": C_SOURCE.replace("crossext", "probingext")},
     )
     place = _stage(roots["cross"], build_deps, "probing-cross")
     refused = _build(roots["cross"], place, project, "--cross", "armhf")

@@ -25,6 +25,7 @@ TABLES = {
     "files",
     "handbacks",
     "pending_pairs",
+    "release_checks",
     "projects",
     "served_files",
     "versions",

@@ -42,6 +42,7 @@ class FakeFaultyExecutor:
         self.pythons = dict.fromkeys(abi_ids, "/nonexistent/python")
         self.retry_at: datetime | None = None
         self.failures = 0
+        self.release = None  # no OS release: it takes no check jobs
         self.work = work
         self.outcomes: list[str] = []  # logs of builds that fail as the project's fault
         self.calls = 0

@@ -37,7 +37,7 @@ WAIT = 30.0  # seconds to wait for a thread that should be there in milliseconds
 
 class FakeBlockingExecutor:
     """A fake builder (what the runner tells the progress is under test): each build waits for
-    ``release`` to be set, then fails with a canned log."""
+    ``let_go`` to be set, then fails with a canned log."""
 
     def __init__(self, builder_id: int, abi_id: int, work: Path) -> None:
         self.builder_id = builder_id
@@ -47,12 +47,13 @@ class FakeBlockingExecutor:
         self.retry_at: datetime | None = None
         self.failures = 0
         self.work = work
-        self.release = threading.Event()
+        self.release: str | None = None  # no OS release: it takes no check jobs
+        self.let_go = threading.Event()
         self.entered = threading.Semaphore(0)
 
     def build(self, job: Job, build_id: int) -> Outcome:
         self.entered.release()
-        assert self.release.wait(WAIT), "the test never released the build"
+        assert self.let_go.wait(WAIT), "the test never released the build"
         log = self.work / f"{build_id}.log"
         log.write_text("error: fake build failure\n")
         return Outcome(job, build_id, {"status": "failed", "duration": 0.1}, self.work, log)
@@ -61,7 +62,7 @@ class FakeBlockingExecutor:
         outcome.log.unlink(missing_ok=True)
 
     def kill_all(self) -> None:
-        self.release.set()
+        self.let_go.set()
 
     def close(self) -> None:
         pass
@@ -142,7 +143,7 @@ def test_the_bar_shows_each_build_in_progress_from_its_start(db: Database, tmp_p
             assert line.group(1) != "0:00:00", f"the elapsed time of demo=={version} did not move:\n{drawn}"
         assert "0/2" in drawn, drawn
     finally:
-        executor.release.set()
+        executor.let_go.set()
         thread.join(WAIT)
     assert not thread.is_alive(), "the run did not end once its builds were released"
     progress.stop()

@@ -69,8 +69,8 @@ def _toolchain(triplet):
     for var, tool in tools.items():
         name = "%s-%s" % (triplet, tool)
         if not any(os.access(os.path.join(d, name), os.X_OK) for d in path):
-            raise CrossError("%s is not installed (Debian package %s-%s)"
-                             % (name, "g++" if tool == "g++" else "gcc", triplet.replace("_", "-")))  # fmt: skip
+            package = "%s-%s" % ("g++" if tool == "g++" else "gcc", triplet.replace("_", "-"))
+            raise CrossError("%s is not installed (Debian package %s)" % (name, package))
         found[var] = name
     return found
 

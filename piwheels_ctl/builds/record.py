@@ -19,6 +19,7 @@ from ..errors import VerifyError
 from ..failures.classify import Failure
 from ..files import sha256_of
 from ..publish.publisher import write_project_pages
+from ..queue import releases
 from ..queue.coverage import add_coverage
 from .buildlog import store_log
 from .verify import Wheel, check_arrival, with_build_tag
@@ -130,6 +131,8 @@ def _commit_files(
         file.core_metadata = wheel.metadata
         file.metadata_sha256 = wheel.metadata_sha256
         file.deps = wheel.deps
+        # The release it was built on, as its builder says now: kept, whatever the builder becomes.
+        file.release = releases.release_of(build.builder.info) if build and build.builder else None
         file.uploaded_at = utcnow()
         file.mirrored = mirrored
         session.flush()

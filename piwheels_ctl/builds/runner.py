@@ -24,7 +24,9 @@ from ..errors import ArrivalError, VerifyError
 from ..farm.agentcall import BuilderError
 from ..farm.executors import Executor, Outcome, mark_failed
 from ..queue import claims, upkeep
+from ..queue.checks import CheckJob
 from ..queue.claims import Job, claim_next, reclaim
+from .checks import finish_check, next_check, wheel_of
 
 # What verifies, classifies and records an outcome is imported with the first outcome: a run
 # with nothing to build (`run` from cron, `run --forever` between releases) never needs it.
@@ -54,6 +56,8 @@ class RunReport:
     builder_errors: list[str] = field(default_factory=list)
     # (job, last error) of jobs recorded as builder-fault: handed back too many times in a row.
     builder_faults: list[tuple[str, str]] = field(default_factory=list)
+    # (file, OS release, "passed" / "refused" / "handed back") of the check jobs run.
+    checks: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Progress:
@@ -303,6 +307,7 @@ class Runner:
         # Builds that finished, verified and recorded once their slots have their next jobs:
         # recording (and writing the project's pages) no longer keeps a slot waiting.
         finished: list[tuple[Future[Outcome], Executor, Job, int]] = []
+        checking: dict[Future[dict[str, Any]], tuple[Executor, CheckJob]] = {}
         busy = {id(e): 0 for e in self.executors}
         slots = sum(e.slots for e in self.executors) or 1
         with ThreadPoolExecutor(max_workers=slots, thread_name_prefix="build") as pool:
@@ -318,6 +323,12 @@ class Runner:
                             and (limit is None or claimed < limit)
                             and not self.stopping.is_set()
                         ):
+                            check = next_check(self.db, executor, lease)
+                            if check is not None:  # a release's checks go before its builds
+                                wheel = wheel_of(self.settings.www_dir, check)
+                                checking[pool.submit(executor.check, check, wheel)] = (executor, check)
+                                busy[id(executor)] += 1
+                                continue
                             taken = self._next_job(executor, lease)
                             if taken is None:
                                 break
@@ -332,17 +343,24 @@ class Runner:
                             self._complete(*finished[0], report)
                             del finished[0]
                         continue  # a builder found lying hands its job back: claim again
-                    if not running:
+                    if not running and not checking:
                         break
-                    done, _ = wait(running, timeout=POLL if waiting_for_retry else None,
+                    futures: list[Future[Any]] = [*running, *checking]
+                    done, _ = wait(futures, timeout=POLL if waiting_for_retry else None,
                                    return_when=FIRST_COMPLETED)  # fmt: skip
-                    for future in done:
-                        executor, job, build_id = running.pop(future)
+                    for ended in done:
+                        if ended in checking:
+                            executor, check = checking.pop(ended)
+                            busy[id(executor)] -= 1
+                            outcome = finish_check(self.db, ended, executor, check)
+                            report.checks.append((check.filename, check.release, outcome))
+                            continue
+                        executor, job, build_id = running.pop(ended)
                         busy[id(executor)] -= 1
-                        if future.exception() is None:
-                            finished.append((future, executor, job, build_id))
+                        if ended.exception() is None:
+                            finished.append((ended, executor, job, build_id))
                         else:  # the builder's fault: it rests before anything more is claimed for it
-                            self._complete(future, executor, job, build_id, report)
+                            self._complete(ended, executor, job, build_id, report)
             except BaseException:
                 for executor in self.executors:
                     executor.kill_all()

@@ -151,6 +151,8 @@ def _print_report(report: RunReport) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    for filename, release, outcome in report.checks:
+        out.print(f"checked {escape(filename)} on {escape(release)}: {outcome}", highlight=False)
     out.print(
         f"built {report.built}, failed {report.failed}, remaining {report.remaining}"
         + (f", {report.handed_back} handed back" if report.handed_back else "")

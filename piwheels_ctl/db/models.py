@@ -323,6 +323,9 @@ class File(Base):
     # The shared libraries its compiled modules link and the builder's Debian packages of them
     # ([{"library", "path", "package"}]); None where the builder did not say (imported, older).
     deps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # The OS release (codename) of the builder that built it, as it was then (None: mirrored,
+    # or built before builders said): the release indexes list it there without a check.
+    release: Mapped[str | None] = mapped_column(String(64))
 
     version: Mapped[Version] = relationship(back_populates="files")
     build: Mapped[Build | None] = relationship(back_populates="files")
@@ -338,6 +341,24 @@ class Coverage(Base):
     file_id: Mapped[int] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class ReleaseCheck(Base):
+    """A compiled file loaded (or to be loaded) by a builder of another OS release: ``pending``,
+    ``checking`` (claimed, with a lease), ``passed`` (that release's index lists it) or
+    ``refused`` (the loader's messages in ``failures``)."""
+
+    __tablename__ = "release_checks"
+    __table_args__ = (Index("ix_release_checks_status", "release", "status"),)
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    release: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    builder_id: Mapped[int | None] = mapped_column(ForeignKey("builders.id", ondelete="SET NULL"))
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failures: Mapped[list[str] | None] = mapped_column(JSON)
+    notes: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class UpstreamWheel(Base):

@@ -18,7 +18,9 @@ from sqlalchemy import select
 from ..config import Settings
 from ..db.engine import Database
 from ..db.models import Builder, utcnow
+from ..queue.checks import CheckJob
 from ..queue.claims import Job
+from ..queue.releases import release_of
 from . import frontend
 from .agentcall import (
     BuilderError,
@@ -56,8 +58,11 @@ class Executor(Protocol):
     pythons: dict[int, str]  # ABI id -> interpreter
     retry_at: datetime | None
     failures: int
+    release: str | None  # its OS release (codename), whose check jobs it takes
 
     def build(self, job: Job, build_id: int) -> Outcome: ...
+
+    def check(self, job: CheckJob, wheel: Path) -> dict[str, Any]: ...
 
     def finish(self, outcome: Outcome) -> None: ...
 
@@ -87,8 +92,16 @@ def mark_failed(executor: Executor) -> None:
 class LocalExecutor:
     """This machine as a builder: runs the agent's build step in-process, one thread a slot."""
 
-    def __init__(self, settings: Settings, builder_id: int, slots: int, pythons: dict[int, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        builder_id: int,
+        slots: int,
+        pythons: dict[int, str],
+        release: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.release = release
         self.builder_id = builder_id
         self.name = "local"
         self.slots = slots
@@ -144,6 +157,19 @@ class LocalExecutor:
             raise BuilderError(f"local: {result.get('error')}")
         return Outcome(job, build_id, result, outbox, log)
 
+    def check(self, job: CheckJob, wheel: Path) -> dict[str, Any]:
+        """The load check of ``wheel`` (a file of the index) with the interpreter of its ABI."""
+        work = self.settings.work_dir.resolve() / "checks" / f"{job.file_id}-{job.release}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            request = check_request(self.settings, self.pythons[job.abi_id], job, str(wheel), str(work))
+            from ..agent import buildstep
+
+            return checked(check_answer(buildstep.build(request, on_start=self._started), "local"), "local")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     def _started(self, pid: int) -> None:
         with self._lock:
             self._pids.add(pid)
@@ -176,6 +202,7 @@ class RemoteBuilder:
     # role's, for builders where no namespaces can be made), with its own work and ccache.
     sudo_root: str | None = None
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
+    release: str | None = None  # its OS release, as its last probe said
 
 
 class RemoteExecutor:
@@ -185,6 +212,7 @@ class RemoteExecutor:
         self.settings = settings
         self.builder = builder
         self.builder_id = builder.builder_id
+        self.release = builder.release
         self.name = builder.name
         self.slots = builder.slots
         self.pythons = builder.pythons
@@ -273,6 +301,26 @@ class RemoteExecutor:
             raise BuilderError(f"{self.name}: {exc}") from exc
         return Outcome(job, build_id, result, incoming, incoming / "build.log")
 
+    def check(self, job: CheckJob, wheel: Path) -> dict[str, Any]:
+        """The load check of ``wheel`` on the builder: sent to a folder of its own, checked with
+        the interpreter of its ABI, the folder removed."""
+        s = self.settings
+        work = f"{self.builder.root}/checks/{job.file_id}-{job.release}"
+        try:
+            conn = self.connection()
+            conn.run(["rm", "-rf", "--", work], timeout=s.command_timeout)
+            conn.run(["mkdir", "-p", f"{work}/outbox"], timeout=s.command_timeout)
+            conn.put(wheel.read_bytes(), f"{work}/{wheel.name}")
+            python = self.pythons[job.abi_id]
+            request = check_request(s, python, job, f"{work}/{wheel.name}", work)
+            argv = build_argv(python, self.builder.root, self.builder.sudo_root, request)
+            done = conn.run(argv, timeout=s.build_timeout + s.command_timeout)
+            conn.run(["rm", "-rf", "--", work], timeout=s.command_timeout)
+        except TransportError as exc:
+            self.reset()
+            raise BuilderError(f"{self.name}: {exc}") from exc
+        return checked(check_answer(parse_result(done.stdout, self.name), self.name), self.name)
+
     def finish(self, outcome: Outcome) -> None:
         """Remove the build's outbox on the builder, once its outcome is recorded, then ours."""
         outbox = f"{self.builder.root}/outbox/{outcome.build_id}"
@@ -298,6 +346,28 @@ class RemoteExecutor:
         self.reset()
 
 
+def check_request(settings: Settings, python: str, job: CheckJob, wheel: str, work: str) -> Any:
+    """What the agent is asked for a check job: the load check of ``wheel`` only, in ``work``."""
+    return build_request(
+        settings,
+        python,
+        job.project,
+        job.version,
+        outbox=f"{work}/outbox",
+        log_path=f"{work}/check.log",
+        work_root=f"{work}/work",
+        check_wheel=wheel,
+    )
+
+
+def checked(result: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``load_check`` of a check job's answer; an answer without one is the builder's fault."""
+    check = result.get("load_check")
+    if result["status"] != "success" or not isinstance(check, dict):
+        raise BuilderError(f"{name}: the check job did not run: {result.get('error') or result['status']}")
+    return check
+
+
 def sdist_to_send(job: Job, *, files: bool) -> tuple[str | None, str | None]:
     """The sdist URL and sha256 the agent fetches: an http(s) URL, or with ``files`` a ``file:``
     one; otherwise (None, None), and the build asks the build index for the version."""
@@ -315,7 +385,7 @@ def open_executors(db: Database, settings: Settings) -> list[Executor]:
         if settings.local_builder:
             local = ensure_local(session, settings)
             pythons = {p.abi_id: p.path for p in local.pythons}
-            executors.append(LocalExecutor(settings, local.id, local.slots, pythons))
+            executors.append(LocalExecutor(settings, local.id, local.slots, pythons, release_of(local.info)))
         remotes = [
             remote_builder(b) for b in session.scalars(select(Builder).where(Builder.host.is_not(None)))
         ]
@@ -342,4 +412,5 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         pythons={p.abi_id: p.path for p in builder.pythons},
         sudo_root=builder.info.get("sudo_root"),
         ccache_remote=str(builder.info.get("ccache_remote", "")).startswith("on"),
+        release=release_of(builder.info),
     )

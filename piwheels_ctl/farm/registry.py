@@ -20,7 +20,8 @@ from ..db.made_once import get_or_make
 from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
 from ..queue import upkeep
-from ..queue.coverage import cover_new_abi
+from ..queue.coverage import cover_new_abi, uncover_other_releases
+from ..queue.releases import release_of
 from ..queue.upstream_coverage import cover_abi
 from .agentcall import probe_tag
 
@@ -99,6 +100,12 @@ def set_pythons(
         builder.pythons.append(BuilderPython(abi_id=abi_id, path=path))
     session.flush()
     refresh_active(session)
+    # Its release and ABIs decide where our wheels cover them: again only when they changed
+    # (a new ABI, another release), not at every start of the local builder.
+    stands = [release_of(builder.info), sorted(p.abi_id for p in builder.pythons)]
+    if builder.info.get("covered_as") != stands:
+        uncover_other_releases(session)
+        builder.info = {**builder.info, "covered_as": stands}
 
 
 def _cached_probes(builder: Builder, pythons: list[str]) -> dict[str, dict[str, Any]]:
@@ -150,6 +157,7 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
     identity = next(iter(probes.values()), {}).get("os")  # jobspec.OS_KEYS: db.builder_os reads it
     if builder.info.get("sandbox") != walls or builder.info.get("os") != identity:
         builder.info = {**builder.info, "sandbox": walls, "os": identity}
+    # After its OS is known: its ABIs' releases decide where our wheels cover them.
     set_pythons(session, builder, probes, farm_glibc(session, settings))
     return builder
 

@@ -23,7 +23,8 @@ from ..db.engine import Database
 from ..db.models import Project, Version
 from ..errors import PiwheelsError
 from ..files import synced_together
-from . import publisher, simple, stats
+from ..queue import releases
+from . import publisher, releaseindex, simple, stats
 
 # A range of a full publish: the projects whose names are after the first (None: from the
 # start) and up to the second (None: to the end).
@@ -62,6 +63,9 @@ def publish_full(
     if index.is_dir():
         for name in sorted(d.name for d in index.iterdir() if d.is_dir() and not shown.get(d.name)):
             simple.remove_project(index / name)
+    with db.reader() as session:
+        for release in releases.farm_releases(session):
+            releaseindex.write_all(session, www_dir, release, withdraw_deleted)
     site = publisher.site_context(public_url)
     for _ in _each_range(db, workers, _people_pages, ranges, www_dir, site):
         pass

@@ -22,7 +22,19 @@ from sqlalchemy.orm import Session
 
 from ..abi import AbiTags, runs_on
 from ..db.batches import in_batches
-from ..db.models import Abi, Build, Builder, BuildStatus, Coverage, File, Project, UpstreamCoverage, Version
+from ..db.models import (
+    Abi,
+    Build,
+    Builder,
+    BuildStatus,
+    Coverage,
+    File,
+    Project,
+    ReleaseCheck,
+    UpstreamCoverage,
+    Version,
+)
+from ..queue import releases as os_releases
 from .templating import templates
 
 # Each state of a (release, ABI) cell, as the page says it.
@@ -73,6 +85,11 @@ class WheelFile:
     sha256: str
     requires_python: str | None
     apt_packages: list[str] | None  # Debian packages the wheel needs at run time, where known
+    built_on: str | None = None  # the OS release it was built on
+    # OS release -> how its index stands with this file: "built there", "no compiled code",
+    # "listed everywhere" (mirrored, or older than releases), "loaded there", or the check's
+    # state ("check pending", "checking", "refused: <the loader's message>").
+    os_releases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,6 +129,7 @@ class ProjectPage:
     abis: list[str]
     releases: list[Release]
     summary: Summary = field(default_factory=lambda: Summary(None, None, None))
+    os_releases: list[str] = field(default_factory=list)  # the farm's OS releases, each an index
 
     def as_json(self) -> dict[str, Any]:
         """The page as JSON data (``dataclasses.asdict`` without its deep copies, which cost
@@ -197,6 +215,8 @@ class _Rows:
     upstream: set[tuple[int, int]]  # (version id, ABI id) the upstream has a wheel for
     abis: list[Abi]  # the active ones and those shown by a build or a wheel, by tag
     builders: dict[int, str]
+    checks: dict[int, dict[str, ReleaseCheck]] = field(default_factory=dict)  # file -> release -> check
+    os_releases: list[str] = field(default_factory=list)
 
 
 def _load_rows(session: Session, ids: list[int]) -> _Rows:
@@ -224,7 +244,31 @@ def _load_rows(session: Session, ids: list[int]) -> _Rows:
     used = {abi for _, abi in coverage} | {b.abi_id for rows in builds.values() for b in rows}
     abis = list(session.scalars(select(Abi).where(or_(Abi.active, Abi.id.in_(used))).order_by(Abi.tag)))
     builders = dict(session.execute(select(Builder.id, Builder.name)).tuples().all())
-    return _Rows(projects, versions, builds, files, coverage, upstream, abis, builders)
+    checks = os_releases.checks_of(session, files)
+    farm = os_releases.farm_releases(session)
+    return _Rows(projects, versions, builds, files, coverage, upstream, abis, builders, checks, farm)
+
+
+def release_states(f: File, farm: list[str], checks: dict[str, ReleaseCheck]) -> dict[str, str]:
+    """How each of the farm's OS releases stands with the file ``f`` (see ``WheelFile``)."""
+    states = {}
+    for release in farm:
+        check = checks.get(release)
+        if not os_releases.compiled(f.platform_tag):
+            states[release] = "no compiled code"
+        elif f.release is None:
+            states[release] = "listed everywhere"
+        elif f.release == release:
+            states[release] = "built there"
+        elif check is None or check.status == os_releases.PENDING:
+            states[release] = "check pending"
+        elif check.status == os_releases.PASSED:
+            states[release] = "loaded there"
+        elif check.status == os_releases.REFUSED:
+            states[release] = "refused: " + "; ".join(check.failures or ["did not load"])
+        else:
+            states[release] = "checking"
+    return states
 
 
 def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
@@ -264,6 +308,8 @@ def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
                         sha256=f.sha256,
                         requires_python=f.requires_python or None,
                         apt_packages=runtime_packages(f),
+                        built_on=f.release,
+                        os_releases=release_states(f, rows.os_releases, rows.checks.get(f.id, {})),
                     )
                 )
             release.folded = not release.files and all(c.state in UNASKED for c in release.cells.values())
@@ -278,6 +324,7 @@ def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
                 abis=[a.tag for a in rows.abis],
                 releases=releases,
                 summary=summarize(releases, [a.tag for a in rows.abis], newest),
+                os_releases=rows.os_releases,
             )
         )
     return pages

@@ -20,7 +20,8 @@ from ..db.batches import in_batches
 from ..db.engine import Database
 from ..db.models import Project
 from ..files import write_if_changed
-from . import pages, rootindex, simple, stats
+from ..queue import releases
+from . import pages, releaseindex, rootindex, simple, stats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Written:
     emptied: set[str] = field(default_factory=set)  # names whose pages are to go
     listed: dict[str, str | None] = field(default_factory=dict)  # root changes, by name
     listed_ids: dict[int, str | None] = field(default_factory=dict)  # the same, by project id
+    # Release -> name -> what its root is to list (None: nothing), for each project written.
+    release_lines: releaseindex.Lines = field(default_factory=dict)
 
 
 # Where install instructions point when the setting ``public_url`` is not given: ``serve``'s default.
@@ -120,8 +123,15 @@ def publish(
     index = www_dir / "simple"
     projects = session.execute(candidates().where(Project.dirty).order_by(Project.name)).all()
     written = Written()
+    names = releases.farm_releases(session)
+    new = [r for r in names if not (releaseindex.release_index(www_dir, r) / rootindex.JSON).exists()]
     for batch in in_batches(projects):
         publish_projects(session, index, batch, written, withdraw_deleted)
+        lines = releaseindex.write_pages(
+            session, www_dir, batch, withdraw_deleted, [r for r in names if r not in new]
+        )
+        for release, wanted in lines.items():
+            written.release_lines.setdefault(release, {}).update(wanted)
     # New pages exist before the root links to them; gone ones vanish after it stops.
     listed = written.listed_ids
     root_written = False
@@ -132,6 +142,9 @@ def publish(
         root_written = patched
     for name in sorted(written.emptied):
         simple.remove_project(index / name)
+    releaseindex.finish_roots(session, www_dir, written.release_lines, withdraw_deleted)
+    for release in new:  # a release the farm just got builders for: its whole index
+        releaseindex.write_all(session, www_dir, release, withdraw_deleted)
     _write_human_pages(session, www_dir, [row.id for row in projects], public_url=public_url)
     generations = {row.id: row.dirty_generation for row in projects}
     return PublishResult(
@@ -172,6 +185,7 @@ def site_context(public_url: str | None) -> dict[str, Any]:
         "index_url": (public_url or DEFAULT_PUBLIC_URL).rstrip("/") + "/simple/",
         # Without public_url, a page's own script puts the address it was reached at instead.
         "index_url_guessed": not public_url,
+        "base_url": (public_url or DEFAULT_PUBLIC_URL).rstrip("/") + "/",  # a release's: + <release>/simple/
         "generated": None,
     }
 
@@ -223,6 +237,7 @@ def write_site(
                 if not any(folder.iterdir()):
                     folder.rmdir()
     site["generated"] = figures.generated
+    site["releases"] = releases.farm_releases(session)  # the front page's index of each
     _write_files(www_dir, stats.render_site(figures, site))
 
 

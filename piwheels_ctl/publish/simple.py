@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ..db.batches import BATCH, in_batches
 from ..db.models import File, Project, Version
 from ..files import sha256_or_none, write_if_changed
+from ..queue import releases
 from . import rootindex
 from .pages import version_key
 from .templating import templates
@@ -44,6 +45,7 @@ class IndexFile:
     yanked_reason: str | None
     metadata_sha256: str
     uploaded_at: datetime
+    url: str  # relative to the project's page: the file itself, or a release index's link to it
 
 
 # A project's index pages to write: its folder, display name and files.
@@ -55,25 +57,42 @@ def has_files() -> Exists:
     return exists().where(Version.project_id == Project.id, File.version_id == Version.id)
 
 
-def load_files(session: Session, project_ids: list[int]) -> dict[int, list[IndexFile]]:
-    """Every file of these projects, in index order, without the (large) metadata text."""
-    query = select(
-        Version.project_id,
-        Version.version,
-        Version.yanked,
-        Version.yanked_reason,
-        File.id,
-        File.filename,
-        File.sha256,
-        File.size,
-        File.requires_python,
-        File.metadata_sha256,
-        File.uploaded_at,
-    ).join(File.version)
+def load_files(
+    session: Session, project_ids: list[int], release: str | None = None
+) -> dict[int, list[IndexFile]]:
+    """Every file of these projects, in index order, without the (large) metadata text; with
+    ``release``, those that release's index lists (``releases.listed_in``), linked to where they
+    lie (the wheels and their metadata are kept once, in ``www/simple/<project>/``)."""
+    query = (
+        select(
+            Project.name,
+            File.platform_tag,
+            File.release,
+            Version.project_id,
+            Version.version,
+            Version.yanked,
+            Version.yanked_reason,
+            File.id,
+            File.filename,
+            File.sha256,
+            File.size,
+            File.requires_python,
+            File.metadata_sha256,
+            File.uploaded_at,
+        )
+        .join(File.version)
+        .join(Version.project)
+    )
     result: dict[int, list[IndexFile]] = {}
     for batch in in_batches(project_ids):
-        for row in session.execute(query.where(Version.project_id.in_(batch))):
+        rows = session.execute(query.where(Version.project_id.in_(batch))).all()
+        passed = releases.passed_checks(session, [r.id for r in rows]) if release else {}
+        for row in rows:
             if not _safe_filename(row.filename):
+                continue
+            if release is not None and not releases.listed_in(
+                release, platform_tag=row.platform_tag, built_on=row.release, passed=passed.get(row.id, ())
+            ):
                 continue
             result.setdefault(row.project_id, []).append(
                 IndexFile(
@@ -87,6 +106,7 @@ def load_files(session: Session, project_ids: list[int]) -> dict[int, list[Index
                     yanked_reason=row.yanked_reason,
                     metadata_sha256=row.metadata_sha256,
                     uploaded_at=row.uploaded_at,
+                    url=row.filename if release is None else f"../../../simple/{row.name}/{row.filename}",
                 )
             )
     for files in result.values():
@@ -135,7 +155,7 @@ def project_json(name: str, files: list[IndexFile]) -> dict[str, Any]:
         "files": [
             {
                 "filename": f.filename,
-                "url": f.filename,
+                "url": f.url,
                 "hashes": {"sha256": f.sha256},
                 "requires-python": f.requires_python,
                 "yanked": (f.yanked_reason or True) if f.yanked else False,
@@ -188,9 +208,11 @@ def write_project(
             stale.unlink()
 
 
-def write_projects(session: Session, listings: list[Listing]) -> None:
-    """Write these projects' pages, and the metadata files they lack (read from ``session``)."""
-    texts = load_metadata(session, metadata_missing(listings))
+def write_projects(session: Session, listings: list[Listing], *, metadata: bool = True) -> None:
+    """Write these projects' pages, and the metadata files they lack (read from ``session``;
+    none with ``metadata`` False: a release's pages link to the files and metadata of the main
+    index)."""
+    texts = load_metadata(session, metadata_missing(listings)) if metadata else {}
     for project_dir, display_name, project_files in listings:
         write_project(project_dir, display_name, project_files, texts)
 

@@ -16,6 +16,7 @@ from ..db.batches import in_batches
 from ..db.models import (
     Abi,
     Build,
+    Builder,
     BuildStatus,
     Coverage,
     PendingPair,
@@ -24,7 +25,7 @@ from ..db.models import (
     Version,
     utcnow,
 )
-from . import upkeep
+from . import checks, releases, upkeep
 
 # Candidates a claim looks at per query; on PostgreSQL it locks their versions until it commits.
 CLAIM_BATCH = 8
@@ -229,12 +230,17 @@ def claim_next(
     """
     upkeep.apply(session)
     abis = sorted(set(abi_ids))
+    builder = session.get(Builder, builder_id) if builder_id is not None else None
+    release = releases.release_of(builder.info) if builder is not None else None
     offset = 0
     while True:
         first = claim_query(offset)
         batches = [session.execute(first, {"abi": abi}).all() for abi in abis]
         for row in sorted((row for batch in batches for row in batch), key=_place, reverse=True):
             job = _job(row)
+            # A check of a file of the version in this release decides first whether it is needed.
+            if release is not None and session.scalar(select(checks.undecided(job.version_id, release))):
+                continue
             if _still_pending(session, job.version_id, job.abi_id):
                 return job, claim(session, job, builder_id, lease)
         if all(len(batch) < CLAIM_BATCH for batch in batches):
