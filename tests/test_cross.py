@@ -9,6 +9,7 @@ builder and builds on the emulated one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -67,6 +68,10 @@ def _stage(root: Path, build_deps: Path, name: str) -> Path:
     for module in agent_module.MODULES:
         shutil.copy(AGENT / module, place / "agent" / module)
     shutil.copytree(build_deps, place / "deps")
+    for folder, _dirs, files in os.walk(place):  # the build's own uid reads the wheels there
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
     return place
 
 

@@ -53,7 +53,9 @@ def sysconfig_module(python, target):
     # type: (str, str) -> str
     """The module name of ``target``'s ``_sysconfigdata`` beside ``python``'s standard library."""
     triplet = TARGETS[target]["triplet"]
-    found = sorted(glob.glob(os.path.join(_stdlib(python), "_sysconfigdata_*_%s.py" % triplet)))
+    # CPython's own name first (_sysconfigdata_{abiflags}_linux_{multiarch}), then Debian's alias.
+    found = sorted(glob.glob(os.path.join(_stdlib(python), "_sysconfigdata_*_%s.py" % triplet)),
+                   key=lambda path: "_linux_" not in os.path.basename(path))  # fmt: skip
     if not found:
         raise CrossError("no _sysconfigdata for %s beside %s (install libpython3-dev:%s)"
                          % (triplet, python, target))  # fmt: skip

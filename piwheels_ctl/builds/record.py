@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from sqlalchemy import delete, select
@@ -132,7 +133,8 @@ def _commit_files(
         file.metadata_sha256 = wheel.metadata_sha256
         file.deps = wheel.deps
         # The release it was built on, as its builder says now: kept, whatever the builder becomes.
-        file.release = releases.release_of(build.builder.info) if build and build.builder else None
+        # A cross-built file's says so: no index lists it before the target loaded it.
+        file.release = releases.built_on(build.builder.info, build.cross) if build and build.builder else None
         file.uploaded_at = utcnow()
         file.mirrored = mirrored
         session.flush()
@@ -305,3 +307,21 @@ def import_wheel(db: Database, www_dir: Path, wheel: Wheel) -> Wheel:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return placed
+
+
+def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
+    """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
+    counts = result.get("ccache")
+    if not isinstance(counts, dict):
+        return None
+    hits, misses = counts.get("hits"), counts.get("misses")
+    if type(hits) is not int or type(misses) is not int or hits < 0 or misses < 0 or hits + misses == 0:
+        return None
+    return hits, misses
+
+
+def answered_load_check(result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The (failures, notes) of the agent's load check of the build's wheels (``check_answer``
+    has checked their shape)."""
+    check = result.get("load_check") or {}
+    return list(check.get("failures") or ()), list(check.get("notes") or ())

@@ -58,6 +58,8 @@ class RunReport:
     builder_faults: list[tuple[str, str]] = field(default_factory=list)
     # (file, OS release, "passed" / "refused" / "handed back") of the check jobs run.
     checks: list[tuple[str, str, str]] = field(default_factory=list)
+    # Jobs whose cross build failed: their projects go to native builders, the jobs back to the queue.
+    cross_failed: list[str] = field(default_factory=list)
 
 
 class Progress:
@@ -124,24 +126,6 @@ def _verify(outcome: Outcome) -> list[Wheel]:
         )
         wheels.append(dataclasses.replace(wheel, deps=deps.get(path.name)))
     return wheels
-
-
-def answered_ccache(result: dict[str, Any]) -> tuple[int, int] | None:
-    """The (hits, misses) of the compiler cache the agent reports, if it reports sane ones."""
-    counts = result.get("ccache")
-    if not isinstance(counts, dict):
-        return None
-    hits, misses = counts.get("hits"), counts.get("misses")
-    if type(hits) is not int or type(misses) is not int or hits < 0 or misses < 0 or hits + misses == 0:
-        return None
-    return hits, misses
-
-
-def answered_load_check(result: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """The (failures, notes) of the agent's load check of the build's wheels (``check_answer``
-    has checked their shape)."""
-    check = result.get("load_check") or {}
-    return list(check.get("failures") or ()), list(check.get("notes") or ())
 
 
 def _read_log(path: Path) -> str:
@@ -216,7 +200,7 @@ class Runner:
     def record(self, outcome: Outcome, report: RunReport) -> bool:
         """Verify and record one outcome; True when it was a success."""
         from ..failures.classify import INVALID_WHEEL, Failure, classify
-        from .record import record_failure, record_success
+        from .record import answered_ccache, answered_load_check, record_failure, record_success
         from .verify import with_platform
 
         s = self.settings
@@ -260,6 +244,14 @@ class Runner:
                 load_check=answered_load_check(result)[0],
             )
         job = outcome.job
+        if result.get("cross"):  # the cross builder's fault: a native builder's job from now on
+            from .cross import cross_failed
+
+            cross_failed(
+                self.db, outcome.build_id, f"{failure.reason}: {failure.detail or failure.evidence or ''}"
+            )
+            report.cross_failed.append(f"{job.name}=={job.version} ({job.abi})")
+            return False
         packages = self._packages(failure, job.abi, outcome.build_id, text)
         if not record_failure(
             self.db,
@@ -280,7 +272,16 @@ class Runner:
     def _next_job(self, executor: Executor, lease: timedelta) -> tuple[Job, int] | None:
         """Claim the next job for ``executor``'s ABIs, with the id of its build row."""
         with self.db.session() as session:
-            claimed = claim_next(session, list(executor.pythons), executor.builder_id, lease)
+            # ABIs a cross builder of this run serves: native builders take their native-only projects.
+            served = {a for e in self.executors if e is not executor and self._available(e) for a in e.cross}
+            claimed = claim_next(
+                session,
+                list(executor.pythons),
+                executor.builder_id,
+                lease,
+                executor.cross,
+                served - set(executor.cross),
+            )
             return None if claimed is None else (claimed[0], claimed[1].id)
 
     def _available(self, executor: Executor) -> bool:
@@ -352,7 +353,7 @@ class Runner:
                         if ended in checking:
                             executor, check = checking.pop(ended)
                             busy[id(executor)] -= 1
-                            outcome = finish_check(self.db, ended, executor, check)
+                            outcome = finish_check(self.db, self.settings.www_dir, ended, executor, check)
                             report.checks.append((check.filename, check.release, outcome))
                             continue
                         executor, job, build_id = running.pop(ended)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +60,9 @@ class Executor(Protocol):
     retry_at: datetime | None
     failures: int
     release: str | None  # its OS release (codename), whose check jobs it takes
+    # ABI id -> the Debian architecture it cross-builds for: those ABIs' builds are cross builds,
+    # and it takes no check job of them (it cannot load their code).
+    cross: dict[int, str]
 
     def build(self, job: Job, build_id: int) -> Outcome: ...
 
@@ -102,6 +106,7 @@ class LocalExecutor:
     ) -> None:
         self.settings = settings
         self.release = release
+        self.cross: dict[int, str] = {}  # this machine's own interpreters only
         self.builder_id = builder_id
         self.name = "local"
         self.slots = slots
@@ -202,6 +207,8 @@ class RemoteBuilder:
     # role's, for builders where no namespaces can be made), with its own work and ccache.
     sudo_root: str | None = None
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
+    cross: dict[int, str] = field(default_factory=dict)  # ABI id -> the target it cross-builds for
+    machine: str | None = None  # its own machine (uname -m), where a cross build's frontend runs
     release: str | None = None  # its OS release, as its last probe said
 
 
@@ -216,6 +223,7 @@ class RemoteExecutor:
         self.name = builder.name
         self.slots = builder.slots
         self.pythons = builder.pythons
+        self.cross = builder.cross
         self.retry_at: datetime | None = None
         self.failures = 0
         self.known_hosts = known_hosts
@@ -264,7 +272,10 @@ class RemoteExecutor:
         # Only a URL the builder can fetch: not a file: one (a folder of this machine's, in any
         # spelling), nor another scheme an upstream page might give.
         sdist_url, sdist_sha256 = sdist_to_send(job, files=False)
-        frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
+        target = self.cross.get(job.abi_id)
+        # A cross build's frontend runs on the builder's own machine, not the target's.
+        runs_on = job if target is None else replace(job, abi=native_abi(job.abi, self.builder.machine))
+        frontend_whl = frontend_wheel(s, runs_on, index_url, find_links, sdist_url is not None)
         try:
             request = build_request(
                 s,
@@ -281,6 +292,7 @@ class RemoteExecutor:
                 frontend=self._send_frontend(frontend_whl),
                 deps_cache=f"{place}/deps-cache" if s.deps_cache_mb else None,
                 deps_cache_mb=s.deps_cache_mb,
+                cross=target,
             )
             argv = build_argv(python, root, sudo, request)
             done = self.connection().run(argv, timeout=s.build_timeout + s.command_timeout)
@@ -413,4 +425,18 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         sudo_root=builder.info.get("sudo_root"),
         ccache_remote=str(builder.info.get("ccache_remote", "")).startswith("on"),
         release=release_of(builder.info),
+        cross=cross_abis(builder),
+        machine=builder.info.get("machine"),
     )
+
+
+def native_abi(abi: str, machine: str | None) -> str:
+    """``abi`` with the platform of the builder's own ``machine`` (a cross builder's frontend)."""
+    return re.sub(r"-linux_[a-z0-9_]+$", f"-linux_{machine or 'x86_64'}", abi)
+
+
+def cross_abis(builder: Builder) -> dict[int, str]:
+    """ABI id -> the Debian architecture ``builder`` cross-builds it for (``info["cross"]``, by
+    ABI tag, from its probes)."""
+    targets = builder.info.get("cross") or {}
+    return {p.abi_id: str(targets[p.abi.tag]) for p in builder.pythons if p.abi.tag in targets}
