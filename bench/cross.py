@@ -94,11 +94,11 @@ def workload(base: Path) -> list[Path]:
 
 
 def build_deps(dest: Path) -> Path:
-    """setuptools and wheel for the builds' isolated environments, from PyPI once."""
+    """setuptools and wheel for the builds' isolated environments and pip to run them, from PyPI once."""
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--only-binary", ":all:", "--python-version", "3.11",
-         "--dest", str(dest), "setuptools", "wheel"],
+         "--dest", str(dest), "setuptools", "wheel", "pip"],
         env=pip_env(), check=True, capture_output=True,
     )  # fmt: skip
     return dest
@@ -124,11 +124,13 @@ def build(root: Path, place: Path, project: Path, run: int, *extra: str) -> tupl
     sdist = make_sdist(project, place)
     inside = "/" + str(place.relative_to(root))
     out = f"{inside}/out-{project.name}-{run}"
+    pip = sorted((place / "deps").glob("pip-*.whl"))[-1]  # the roots of the targets have no pip
     argv = [
         "python3", f"{inside}/agent/agent.py", "build", "--python", "/usr/bin/python3",
         "--name", project.name,
         "--version", "1.0", "--outbox", out, "--log", f"{out}/build.log", "--work-root", f"{inside}/work",
-        "--sdist-url", f"file://{inside}/{sdist.name}", "--find-links", f"{inside}/deps", *extra,
+        "--sdist-url", f"file://{inside}/{sdist.name}", "--find-links", f"{inside}/deps",
+        "--frontend", f"{inside}/deps/{pip.name}", *extra,
     ]  # fmt: skip
     started = time.perf_counter()
     done = run_in_root(root, argv, timeout=3600)

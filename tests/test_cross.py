@@ -45,6 +45,8 @@ PROBING_SETUP = (
     'setup(ext_modules=[Extension("probingext", ["probingext.c"])])\n'
 )
 MACHINES = {"armhf": ("linux_armv7l", 40), "arm64": ("linux_aarch64", 183)}
+# The folders staged in the shared cached roots, removed when the module is done.
+STAGED: list[Path] = []
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,9 @@ def roots() -> dict[str, Path]:
 
 def _stage(root: Path, build_deps: Path, name: str) -> Path:
     """A fresh folder /tmp/<name> in ``root`` with the agent and the build requirements' wheels."""
-    place = root / "tmp" / name
+    place = root / "tmp" / f"piwheels-test-{name}"
     shutil.rmtree(place, ignore_errors=True)
+    STAGED.append(place)
     (place / "agent").mkdir(parents=True)
     for module in agent_module.MODULES:
         shutil.copy(AGENT / module, place / "agent" / module)
@@ -82,6 +85,11 @@ def _agent(root: Path, place: Path, *args: str, timeout: float = 1800) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+def _pinned_pip(place: Path) -> str:
+    """The pinned pip among the build requirements (the targets' roots have no pip of their own)."""
+    return sorted(p.name for p in (place / "deps").glob("pip-*-py3-none-any.whl"))[-1]
+
+
 def _build(root: Path, place: Path, project: Path, *extra: str) -> dict:
     sdist = make_sdist(project, place)
     inside = "/" + str(place.relative_to(root))
@@ -89,7 +97,8 @@ def _build(root: Path, place: Path, project: Path, *extra: str) -> dict:
     return _agent(
         root, place, "build", "--python", "/usr/bin/python3", "--name", name, "--version", "1.0",
         "--outbox", f"{inside}/out", "--log", f"{inside}/out/build.log", "--work-root", f"{inside}/work",
-        "--sdist-url", f"file://{inside}/{sdist.name}", "--find-links", f"{inside}/deps", *extra,
+        "--sdist-url", f"file://{inside}/{sdist.name}", "--find-links", f"{inside}/deps",
+        "--frontend", f"{inside}/deps/{_pinned_pip(place)}", *extra,
     )  # fmt: skip
 
 
