@@ -10,15 +10,13 @@ Run as a script (``python tests/cross_roots.py``) to make it ahead of the tests.
 
 from __future__ import annotations
 
-import fcntl
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from debian_roots import CACHE, debian_mirror, run_in_root
+from debian_roots import cached_root, debian_mirror, run_in_root
 
 NAME = "bookworm-amd64-cross"
 TARGETS = ("armhf", "arm64")
@@ -42,14 +40,8 @@ def _must(root: Path, argv: list[str]) -> None:
 
 def cross_root() -> Path:
     """The bookworm amd64 root with the armhf and arm64 cross toolchains, made once (locked)."""
-    root = CACHE / NAME
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{NAME}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (root / "usr" / "bin").is_dir():
-            return root
-        partial = root.with_name(root.name + ".tmp")
-        shutil.rmtree(partial, ignore_errors=True)
+
+    def make(partial: Path) -> None:
         first = [
             "debootstrap", "--variant=minbase", f"--include={','.join(BASE)}",
             "bookworm", str(partial), debian_mirror(),
@@ -63,8 +55,8 @@ def cross_root() -> Path:
         _must(partial, ["apt-get", "update"])
         _must(partial, ["apt-get", "install", "-y", "--no-install-recommends", *CROSS])
         _must(partial, ["apt-get", "clean"])
-        partial.rename(root)
-        return root
+
+    return cached_root(NAME, make)
 
 
 if __name__ == "__main__":
