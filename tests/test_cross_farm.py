@@ -128,6 +128,9 @@ def test_a_refused_cross_built_wheel_is_dropped_and_its_project_goes_to_native_b
         taken = claim_next(session, [abi_id], pi_id, LEASE, None, {abi_id})
         assert taken is not None and taken[0].version_id == version_id and taken[1].cross is None, taken
     assert figures_of(db)["native_only"] == 1
+    publish_from(db, www)
+    page = (www / "project" / "ext" / "index.html").read_text()
+    assert 'id="native-only"' in page and "cblas_sgemm" in page, "the project page does not say native only"
 
 
 def test_claims_prefer_the_cross_builder_and_a_failed_cross_build_is_never_the_projects_record(
