@@ -8,6 +8,7 @@ prefer cross builders and keep them off native-only projects; registration keeps
 from __future__ import annotations
 
 import json
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -178,3 +179,29 @@ def test_registration_keeps_the_cross_mark_and_the_interpreter(db: Database) -> 
 def figures_of(db: Database) -> dict[str, object]:
     with db.reader() as session:
         return figures(session)
+
+
+def test_a_cross_built_wheel_with_an_elf_file_of_another_machine_is_refused(tmp_path: Path) -> None:
+    from typing import cast
+
+    from piwheels_ctl.builds.cross import check_elf
+    from piwheels_ctl.builds.verify import Wheel
+    from piwheels_ctl.errors import VerifyError
+
+    def wheel(e_machine: int, bits: int) -> Wheel:
+        path = tmp_path / f"ext-1.0-{ARMHF}-{e_machine}.whl"
+        header = b"\x7fELF" + bytes([1 if bits == 32 else 2, 1, 1]) + bytes(9) + (3).to_bytes(2, "little")
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(
+                "ext.cpython-311-arm-linux-gnueabihf.so", header + e_machine.to_bytes(2, "little")
+            )
+            archive.writestr("ext/__init__.py", "")
+        return cast(Wheel, SimpleNamespace(path=path, filename=path.name))
+
+    check_elf([wheel(40, 32)], "linux_armv7l")  # ARM code in an armv7l wheel
+    try:
+        check_elf([wheel(62, 64)], "linux_armv7l")
+    except VerifyError as exc:
+        assert "x86_64 (64-bit)" in str(exc), exc
+    else:
+        raise AssertionError("an x86_64 module in a cross-built armv7l wheel passed")

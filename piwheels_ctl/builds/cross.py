@@ -11,13 +11,18 @@ pair goes back to the queue, where only native or emulated builders take it from
 from __future__ import annotations
 
 import logging
+import struct
+import zipfile
 from pathlib import Path
 
 from sqlalchemy import delete
 
 from ..db.engine import Database
 from ..db.models import Build, BuildStatus, File, Project, Version
+from ..errors import VerifyError
 from ..queue import releases, upkeep
+from .tags import MACHINE_ELF, describe_elf
+from .verify import Wheel
 
 log = logging.getLogger(__name__)
 # How much of why a project is native only is kept.
@@ -28,6 +33,27 @@ def _native_only(project: Project, why: str) -> None:
     if project.native_only is None:
         project.native_only = why[:MAX_WHY]
         project.dirty = True
+
+
+def check_elf(wheels: list[Wheel], platform_tag: str) -> None:
+    """Refuse a cross build whose wheels hold an ELF file for another machine than the job's
+    platform (read here from the wheels' own headers, whatever the builder said)."""
+    wanted = MACHINE_ELF.get(platform_tag.removeprefix("linux_"))
+    for wheel in wheels:
+        found: set[tuple[int, int]] = set()
+        with zipfile.ZipFile(wheel.path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    head = member.read(20)
+                if head[:4] == b"\x7fELF" and len(head) == 20 and head[4:5] in (b"\x01", b"\x02"):
+                    order = "<" if head[5:6] == b"\x01" else ">"
+                    found.add(
+                        (struct.unpack_from(order + "H", head, 18)[0], 32 if head[4:5] == b"\x01" else 64)
+                    )
+        if wanted is not None and found - {wanted}:
+            raise VerifyError(
+                f"{wheel.filename}: its ELF files are {describe_elf(frozenset(found))}, not {platform_tag}'s"
+            )
 
 
 def cross_failed(db: Database, build_id: int, why: str) -> bool:

@@ -211,6 +211,10 @@ class Runner:
         if result["status"] == "success":
             try:
                 wheels = _verify(outcome)
+                if result.get("cross"):  # its ELF headers must say the target's machine
+                    from .cross import check_elf
+
+                    check_elf(wheels, outcome.job.abi.split("-")[-1])
                 if result.get("armv6_userland"):  # the agent's check: this userland is ARMv6
                     wheels += [
                         with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
