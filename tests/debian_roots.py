@@ -30,7 +30,7 @@ def debian_mirror() -> str:
     for text in texts:
         for url in re.findall(r"(?:URIs:|^deb)\s+(\S+)", text, re.MULTILINE):
             if url.rstrip("/").endswith("/debian"):
-                return url
+                return str(url)
     raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
 
 
