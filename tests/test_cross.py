@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,16 +51,19 @@ STAGED: list[Path] = []
 
 
 @pytest.fixture(scope="module")
-def roots() -> dict[str, Path]:
-    """The cross root, and the bookworm root of each target (skipped where qemu cannot run it)."""
+def roots() -> Iterator[dict[str, Path]]:
+    """The cross root, and the bookworm root of each target (skipped where qemu cannot run it);
+    the folders the tests staged in them are removed afterwards (the roots are shared)."""
     why = why_no_arm_emulation("armhf") or why_no_arm_emulation("arm64")
     if why:
         pytest.skip(why)
-    return {
+    yield {
         "cross": cross_root(),
         "armhf": arm_root("bookworm", "armhf"),
         "arm64": arm_root("bookworm", "arm64"),
     }
+    for place in STAGED:
+        shutil.rmtree(place, ignore_errors=True)
 
 
 def _stage(root: Path, build_deps: Path, name: str) -> Path:
