@@ -14,9 +14,7 @@ while other work goes on.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from debian_roots import CACHE, debian_mirror
+from debian_roots import cached_root, debian_mirror
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_ARM = Path("/usr/bin/qemu-arm-static")
@@ -137,15 +135,9 @@ def arm64_root(release: str = "bookworm", packages: list[str] | None = None) -> 
 
 def arm_root(release: str, arch: str, packages: list[str] | None = None) -> Path:
     """A ``release`` root of ``arch`` with ``packages``, made once (locked) and cached."""
-    root = CACHE / f"{release}-{arch}"
-    CACHE.mkdir(parents=True, exist_ok=True)
     register_qemu(arch)
-    with open(CACHE / f"{release}-{arch}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (root / "usr" / "bin").is_dir():
-            return root
-        partial = root.with_name(root.name + ".tmp")
-        shutil.rmtree(partial, ignore_errors=True)
+
+    def make(partial: Path) -> None:
         wanted = packages if packages is not None else PACKAGES[release]
         first = [
             "debootstrap", "--foreign", f"--arch={arch}", "--variant=minbase",
@@ -164,8 +156,8 @@ def arm_root(release: str, arch: str, packages: list[str] | None = None) -> Path
                 f"debootstrap --second-stage {release} {arch} failed:\n{second.stderr[-3000:]}{tail}"
             )
         (partial / "etc" / "apt" / "sources.list").write_text(f"deb {debian_mirror()} {release} main\n")
-        partial.rename(root)
-        return root
+
+    return cached_root(f"{release}-{arch}", make)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class FakeFailingExecutor:
         self.retry_at: datetime | None = None
         self.failures = 0
         self.release = None  # no OS release: it takes no check jobs
+        self.cross: dict[int, str] = {}  # no cross builds
         self.work = work
 
     def build(self, job: Job, build_id: int) -> Outcome:

@@ -8,11 +8,13 @@ machine's build-uid locks are shared, so that builds inside and outside never ta
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE = Path("/var/cache/piwheels-tests")
@@ -28,8 +30,24 @@ def debian_mirror() -> str:
     for text in texts:
         for url in re.findall(r"(?:URIs:|^deb)\s+(\S+)", text, re.MULTILINE):
             if url.rstrip("/").endswith("/debian"):
-                return url
+                return str(url)
     raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
+
+
+def cached_root(name: str, make: Callable[[Path], None]) -> Path:
+    """The cached root ``name``: made once by ``make`` (into a partial folder, renamed when
+    done), under a lock that other processes making it wait on."""
+    root = CACHE / name
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "usr" / "bin").is_dir():
+            return root
+        partial = root.with_name(root.name + ".tmp")
+        shutil.rmtree(partial, ignore_errors=True)
+        make(partial)
+        partial.rename(root)
+        return root
 
 
 def debian_root(release: str, packages: list[str], *, name: str | None = None) -> Path:

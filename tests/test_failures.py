@@ -43,6 +43,7 @@ class FakeFaultyExecutor:
         self.retry_at: datetime | None = None
         self.failures = 0
         self.release = None  # no OS release: it takes no check jobs
+        self.cross: dict[int, str] = {}  # no cross builds
         self.work = work
         self.outcomes: list[str] = []  # logs of builds that fail as the project's fault
         self.calls = 0

@@ -48,6 +48,7 @@ class FakeBlockingExecutor:
         self.failures = 0
         self.work = work
         self.release: str | None = None  # no OS release: it takes no check jobs
+        self.cross: dict[int, str] = {}  # no cross builds
         self.let_go = threading.Event()
         self.entered = threading.Semaphore(0)
 

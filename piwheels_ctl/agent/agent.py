@@ -17,10 +17,11 @@ import os
 import sys
 
 if __package__:  # the local builder: imported as part of piwheels_ctl
-    from . import buildplatform, buildstep, jobspec, outbox, sandbox
+    from . import buildplatform, buildstep, crossbuild, jobspec, outbox, sandbox
 else:  # on a builder: the files sent beside this one
     import buildplatform  # type: ignore[import-not-found, no-redef]
     import buildstep  # type: ignore[import-not-found, no-redef]
+    import crossbuild  # type: ignore[import-not-found, no-redef]
     import jobspec  # type: ignore[import-not-found, no-redef]
     import outbox  # type: ignore[import-not-found, no-redef]
     import sandbox  # type: ignore[import-not-found, no-redef]
@@ -51,11 +52,17 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("probe", help="print this interpreter's wheel tags and the sandbox as JSON")
     p.add_argument("--sandbox", choices=jobspec.SANDBOX_CHOICES, default="auto")
+    p.add_argument("--cross", choices=sorted(crossbuild.TARGETS), help="the tags this builder cross-builds")
     b = sub.add_parser("build", help="build one sdist and print the result as JSON")
     jobspec.add_arguments(b)
     args = parser.parse_args(argv)
     if args.command == "probe":
         result = probe()
+        if args.cross:  # the target's tags and the cross mark; the builder's own OS stays
+            try:
+                result.update(crossbuild.describe(sys.executable, args.cross))
+            except crossbuild.CrossError as exc:
+                result = outbox.builder_error("cross: %s" % (exc,))
         kind = None
         try:
             kind, result["sandbox"] = sandbox.choose(args.sandbox)

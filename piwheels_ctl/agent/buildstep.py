@@ -18,6 +18,7 @@ if __package__:  # the local builder: imported as part of piwheels_ctl
         buildnet,
         buildplatform,
         compilers,
+        crossbuild,
         depscache,
         loadcheck,
         netpolicy,
@@ -35,6 +36,7 @@ else:  # on a builder: the files sent beside this one
     import buildnet  # type: ignore[import-not-found, no-redef]
     import buildplatform  # type: ignore[import-not-found, no-redef]
     import compilers  # type: ignore[import-not-found, no-redef]
+    import crossbuild  # type: ignore[import-not-found, no-redef]
     import depscache  # type: ignore[import-not-found, no-redef]
     import loadcheck  # type: ignore[import-not-found, no-redef]
     import netpolicy  # type: ignore[import-not-found, no-redef]
@@ -216,6 +218,11 @@ def _build_in(request, setup):
     command = buildenv.frontend_command(request, setup.frontend_dir, setup.wheels, wanted, deps, env, site)
     if setup.personality:  # setup.py and bdist_wheel name the userland's platform, not the kernel's
         env["_PYTHON_HOST_PLATFORM"] = setup.personality
+    if request.cross:  # the target's sysconfig, platform and toolchain (crossbuild)
+        try:
+            env.update(crossbuild.environment(request.python, request.cross))
+        except crossbuild.CrossError as exc:
+            return outbox.builder_error("cross: %s" % (exc,))
     proxy = None
     if setup.kind == "bwrap":
         policy = netpolicy.for_job(request, setup.remote.cache.host if setup.remote is not None else None)
@@ -328,7 +335,15 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
             with log:
                 repaired, repair_notes = repairwheel.repair_all(request, setup, log)
         files = _wheels(request, setup, command)
-    if files:  # every compiled module loads, or no wheel is handed over
+    if files and request.cross:  # the target loads it (a check job); here its ELF headers only
+        refused = crossbuild.elf_refusals(files, request.cross)
+        check = {"ok": not refused, "failures": refused, "notes": []}
+        if refused:
+            with workdirs.as_user(setup.user):
+                for entry in files:
+                    os.remove(os.path.join(request.outbox, entry["name"]))
+            files = []
+    elif files:  # every compiled module loads, or no wheel is handed over
         built = [os.path.join(request.outbox, f["name"]) for f in files]
         try:
             check = _load_check(request, setup, built)
@@ -364,6 +379,10 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         # The wheels auditwheel repaired (manylinux, their libraries grafted in); None: no repair asked.
         "repaired": [n for n in repaired if any(f["name"] == n for f in files)]
         if request.repair_tools
+        else None,
+        # A cross build (jobspec.CROSS_KEYS): its wheels are load-checked on the target first.
+        "cross": {"target": request.cross, "triplet": crossbuild.TARGETS[request.cross]["triplet"]}
+        if request.cross
         else None,
     }  # type: Dict[str, Any]
     free_mb = workdirs.free_space_mb(request.work_root)

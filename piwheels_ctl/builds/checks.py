@@ -13,6 +13,8 @@ from ..db.engine import Database
 from ..farm.agentcall import BuilderError
 from ..farm.executors import Executor, mark_failed
 from ..queue.checks import CheckJob, claim_check, hand_back_check, record_check
+from ..queue.releases import REFUSED
+from .cross import drop_refused
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,9 @@ def next_check(db: Database, executor: Executor, lease: timedelta) -> CheckJob |
     if executor.release is None:
         return None
     with db.session() as session:
-        return claim_check(session, executor.release, list(executor.pythons), executor.builder_id, lease)
+        # Not with the ABIs it cross-builds: it cannot load their code.
+        loads = [abi for abi in executor.pythons if abi not in executor.cross]
+        return claim_check(session, executor.release, loads, executor.builder_id, lease)
 
 
 def wheel_of(www_dir: Path, job: CheckJob) -> Path:
@@ -32,7 +36,9 @@ def wheel_of(www_dir: Path, job: CheckJob) -> Path:
     return wheel_dir(www_dir, job.project) / job.filename
 
 
-def finish_check(db: Database, future: Future[dict[str, Any]], executor: Executor, job: CheckJob) -> str:
+def finish_check(
+    db: Database, www_dir: Path, future: Future[dict[str, Any]], executor: Executor, job: CheckJob
+) -> str:
     """Record a check job's outcome: "passed", "refused", or "handed back" (the builder's fault:
     the check is pending again and the builder rests)."""
     try:
@@ -45,5 +51,8 @@ def finish_check(db: Database, future: Future[dict[str, Any]], executor: Executo
         return "handed back"
     with db.session() as session:
         status = record_check(session, job, executor.builder_id, load_check)
+    if status == REFUSED:  # a cross-built file is dropped, its project native only
+        failures = [str(m) for m in load_check.get("failures") or ()]
+        drop_refused(db, www_dir, job.file_id, job.release, failures)
     log.info("%s in %s: %s by %s", job.filename, job.release, status or "lost", executor.name)
     return status or "lost"

@@ -132,7 +132,8 @@ def _commit_files(
         file.metadata_sha256 = wheel.metadata_sha256
         file.deps = wheel.deps
         # The release it was built on, as its builder says now: kept, whatever the builder becomes.
-        file.release = releases.release_of(build.builder.info) if build and build.builder else None
+        # A cross-built file's says so: no index lists it before the target loaded it.
+        file.release = releases.built_on(build.builder.info, build.cross) if build and build.builder else None
         file.uploaded_at = utcnow()
         file.mirrored = mirrored
         session.flush()

@@ -58,6 +58,8 @@ class RunReport:
     checks: list[tuple[str, str, str]] = field(default_factory=list)
     retried: list[tuple[str, str]] = field(default_factory=list)  # (job, note): built again after a time-out
     busy: list[str] = field(default_factory=list)  # builders that refused a build for their load
+    # Jobs whose cross build failed: their projects go to native builders, the jobs back to the queue.
+    cross_failed: list[str] = field(default_factory=list)
 
 
 class Progress:
@@ -158,6 +160,10 @@ class Runner:
         if result["status"] == "success":
             try:
                 wheels = verify_answer(outcome)
+                if result.get("cross"):  # its ELF headers must say the target's machine
+                    from .cross import check_elf
+
+                    check_elf(wheels, outcome.job.abi.split("-")[-1])
                 if result.get("armv6_userland"):  # the agent's check: this userland is ARMv6
                     wheels += [
                         with_platform(w, "linux_armv6l") for w in wheels if w.platform_tag == "linux_armv7l"
@@ -194,6 +200,14 @@ class Runner:
                 load_check=answered_load_check(result)[0],
             )
         job = outcome.job
+        if result.get("cross"):  # the cross builder's fault: a native builder's job from now on
+            from .cross import cross_failed
+
+            cross_failed(
+                self.db, outcome.build_id, f"{failure.reason}: {failure.detail or failure.evidence or ''}"
+            )
+            report.cross_failed.append(f"{job.name}=={job.version} ({job.abi})")
+            return False
         packages = self._packages(failure, job.abi, outcome.build_id, text)
         if retried:
             retry.note_in_log(outcome.log, retried)
@@ -217,7 +231,16 @@ class Runner:
     def _next_job(self, executor: Executor, lease: timedelta) -> tuple[Job, int] | None:
         """Claim the next job for ``executor``'s ABIs, with the id of its build row."""
         with self.db.session() as session:
-            claimed = claim_next(session, list(executor.pythons), executor.builder_id, lease)
+            # ABIs a cross builder of this run serves: native builders take their native-only projects.
+            served = {a for e in self.executors if e is not executor and self._available(e) for a in e.cross}
+            claimed = claim_next(
+                session,
+                list(executor.pythons),
+                executor.builder_id,
+                lease,
+                executor.cross,
+                served - set(executor.cross),
+            )
             return None if claimed is None else (claimed[0], claimed[1].id)
 
     def _available(self, executor: Executor) -> bool:
@@ -289,7 +312,7 @@ class Runner:
                         if ended in checking:
                             executor, check = checking.pop(ended)
                             busy[id(executor)] -= 1
-                            outcome = finish_check(self.db, ended, executor, check)
+                            outcome = finish_check(self.db, self.settings.www_dir, ended, executor, check)
                             report.checks.append((check.filename, check.release, outcome))
                             continue
                         executor, job, build_id = running.pop(ended)

@@ -16,6 +16,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from sqlalchemy import select
 
+from ..agent.crossbuild import TARGETS
 from ..builds.audit import audit as audit_check
 from ..builds.audit import fix as audit_fix
 from ..builds.audit import plan as audit_plan
@@ -124,6 +125,13 @@ def _host_key(app: App, name: str, endpoint: Endpoint, host_key: str | None, tru
     "default: the farm's repair setting.",
 )
 @click.option(
+    "--cross",
+    "cross",
+    multiple=True,
+    type=click.Choice(sorted(TARGETS)),
+    help="Also cross-build for this Debian architecture (the builder role's cross toolchain).",
+)
+@click.option(
     "--sudo-agent",
     help="Root-owned folder of the agent the SSH user may run as root with sudo (the builder role's), "
     "used where the builder can make no namespaces.",
@@ -144,6 +152,7 @@ def builders_add(
     no_build_check: bool,
     sudo_agent: str | None,
     repair: str | None,
+    cross: tuple[str, ...],
 ) -> None:
     """Register (or update) a builder: its interpreters' ABIs are probed on the builder.
 
@@ -158,9 +167,16 @@ def builders_add(
         endpoint, host_key=_host_key(app, name, endpoint, host_key, trust_host_key)
     )
     probe = probe_remote(
-        app.settings, endpoint, pythons, root=root, sudo_root=sudo_agent, build=not no_build_check
+        app.settings,
+        endpoint,
+        pythons,
+        root=root,
+        sudo_root=sudo_agent,
+        build=not no_build_check,
+        cross=cross,
     )
-    info = {**probe.info, "sudo_agent": sudo_agent, "configured_root": root, "pythons_asked": list(pythons)}
+    info = {**probe.info, "sudo_agent": sudo_agent, "configured_root": root, "pythons_asked": list(pythons),
+            "cross_asked": list(cross)}  # fmt: skip
     if repair is not None:
         info["repair"] = repair
     with app.session() as session:
@@ -185,6 +201,8 @@ def _builder_dict(builder: Builder, settings: Settings) -> dict[str, Any]:
         "slots": builder.slots,
         "healthy": builder.healthy,
         "abis": sorted(p.abi.tag for p in builder.pythons),
+        # ABI tag -> the Debian architecture the builder cross-builds it for (its cross mark).
+        "cross": dict(builder.info.get("cross") or {}),
         # What the builder said it is at its last probe (None: not said yet; `builders check`).
         "os": dataclasses.asdict(said) if said else None,
         "pythons": sorted(p.path for p in builder.pythons),
@@ -212,7 +230,11 @@ def _builder_cells(row: dict[str, Any]) -> dict[str, str]:
         "arch": said.get("arch") or "-",
         "glibc": said.get("glibc") or "-",
         "slots": str(row["slots"]),
-        "ABIs": ", ".join(f"{abi} ({row['frontends'][abi]})" for abi in row["abis"]),
+        "ABIs": ", ".join(
+            f"{abi} ({row['frontends'][abi]}"
+            + (f", cross {row['cross'][abi]})" if abi in row["cross"] else ")")
+            for abi in row["abis"]
+        ),
         "sandbox": row["sandbox"] or "-",
         "shared ccache": row["ccache_remote"] or "-",
         "healthy": "yes" if row["healthy"] else "no",
@@ -278,7 +300,7 @@ def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
     with app.session() as session:
         targets = [
             (remote_builder(b), sorted(set(b.info.get("pythons_asked") or [p.path for p in b.pythons])),
-             b.info.get("configured_root"), b.info.get("sudo_agent"))
+             b.info.get("configured_root"), b.info.get("sudo_agent"), b.info.get("cross_asked") or [])
             for b in list_builders(session)
             if b.host is not None and name in (None, b.name)
         ]  # fmt: skip
@@ -287,7 +309,7 @@ def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
     if not targets:
         out.print("no SSH builders to check (add one with 'piwheels-ctl builders add')")
         return
-    for builder, pythons, root, sudo_agent in targets:
+    for builder, pythons, root, sudo_agent, cross in targets:
         try:
             probe = probe_remote(
                 app.settings,
@@ -296,6 +318,7 @@ def builders_check(app: App, name: str | None, no_build_check: bool) -> None:
                 root=root,
                 sudo_root=sudo_agent,
                 build=not no_build_check,
+                cross=cross,
             )
         except PiwheelsError as exc:
             with app.session() as session:

@@ -88,6 +88,8 @@ _STATUS_LABELS = {
     "mirrored": "mirrored from upstream",
     "skipped": "skipped (unskip to build)",
     "ccache": f"ccache, last {RECENT_BUILDS} builds",
+    "cross_built": "cross-built (by target)",
+    "native_only": "native only (cross build failed)",
 }
 
 

@@ -99,6 +99,9 @@ class Project(Base):
     # Raised by every marking dirty: the publisher clears ``dirty`` only where the generation is
     # still the one it published, so a change committed while it was publishing stays dirty.
     dirty_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Why the project goes to native (or emulated) builders only: its one cross build failed or
+    # its cross-built wheel did not load on the target. None: cross builders may take it.
+    native_only: Mapped[str | None] = mapped_column(Text)
     # The name the published root index lists the project under (None: not listed): the
     # publisher patches the root only where this differs from what it should list now.
     listed_name: Mapped[str | None] = mapped_column(String(255))
@@ -281,6 +284,8 @@ class Build(Base):
     notes: Mapped[list[str] | None] = mapped_column(JSON)
     # A build that timed out and was built again with a longer limit: what the retry was.
     retried: Mapped[str | None] = mapped_column(Text)
+    # The Debian architecture the build cross-built for (armhf, arm64); None: a native build.
+    cross: Mapped[str | None] = mapped_column(String(16))
 
     version: Mapped[Version] = relationship(back_populates="builds")
     abi: Mapped[Abi] = relationship()

@@ -56,6 +56,21 @@ def runner_argv(python: str, root: str, sudo: str | None) -> list[str]:
     return [python, f"{root}/agent.py"]
 
 
+# A cross interpreter's key among a builder's probes: the interpreter, then the target it
+# cross-builds for (``builders add --cross``); a plain interpreter's key is its path.
+CROSS_SEP = " --cross "
+
+
+def cross_key(python: str, target: str) -> str:
+    """The probes' key of ``python`` cross-building for ``target`` (a Debian architecture)."""
+    return f"{python}{CROSS_SEP}{target}"
+
+
+def python_of(key: str) -> str:
+    """The interpreter of a probes' key (``cross_key``'s or a plain path)."""
+    return key.split(CROSS_SEP, 1)[0]
+
+
 def build_argv(python: str, root: str, sudo: str | None, request: jobspec.Request) -> list[str]:
     """The command that has the agent build ``request``."""
     return [*runner_argv(python, root, sudo), "build", *jobspec.to_argv(request)]

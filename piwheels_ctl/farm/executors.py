@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +60,9 @@ class Executor(Protocol):
     retry_at: datetime | None
     failures: int
     release: str | None  # its OS release (codename), whose check jobs it takes
+    # ABI id -> the Debian architecture it cross-builds for: those ABIs' builds are cross builds,
+    # and it takes no check job of them (it cannot load their code).
+    cross: dict[int, str]
 
     def build(self, job: Job, build_id: int, timeout: float | None = None) -> Outcome:
         """Build ``job`` (within ``timeout`` seconds, else the farm's ``build_timeout``); an
@@ -72,30 +76,6 @@ class Executor(Protocol):
     def kill_all(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-def frontend_wheel(
-    settings: Settings, job: Job, index_url: str | None, find_links: list[str], has_sdist: bool
-) -> Path:
-    """The pinned frontend (uv or pip) for ``job``'s Python; not having it is the builder's
-    fault, not the project's."""
-    try:
-        return frontend.wheel(settings, job.abi, index_url, find_links, has_sdist)
-    except frontend.FrontendError as exc:
-        raise BuilderError(str(exc)) from None
-
-
-def repair_wheels(
-    settings: Settings, job: Job, index_url: str | None, find_links: list[str], repair: str | None
-) -> list[Path]:
-    """The repair's tools for ``job`` where the builder's ``repair`` (else the farm's) is
-    "auditwheel", none otherwise; not having them is the builder's fault, not the project's."""
-    if (repair or settings.repair) != "auditwheel":
-        return []
-    try:
-        return frontend.repair_tools(settings, job.abi, index_url, find_links)
-    except frontend.FrontendError as exc:
-        raise BuilderError(f"the repair's tools: {exc}") from None
 
 
 def mark_failed(executor: Executor) -> None:
@@ -118,6 +98,7 @@ class LocalExecutor:
     ) -> None:
         self.settings = settings
         self.release = release
+        self.cross: dict[int, str] = {}  # this machine's own interpreters only
         self.builder_id = builder_id
         self.name = "local"
         self.slots = slots
@@ -149,7 +130,7 @@ class LocalExecutor:
         index_url, find_links = pip_sources(s)
         # A folder upstream's own files are read from it; a file: URL an index's page gave is not.
         sdist_url, sdist_sha256 = sdist_to_send(job, files=s.upstream_is_local)
-        frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
+        frontend_whl = frontend.job_wheel(s, job, index_url, find_links, sdist_url is not None)
         request = build_request(
             s,
             self.pythons[job.abi_id],
@@ -163,7 +144,7 @@ class LocalExecutor:
             sdist_url=sdist_url,
             sdist_sha256=sdist_sha256,
             frontend=str(frontend_whl),
-            repair_tools=[str(w) for w in repair_wheels(s, job, index_url, find_links, None)],
+            repair_tools=[str(w) for w in frontend.job_repair_tools(s, job, index_url, find_links, None)],
             deps_cache=str(s.deps_cache_path.resolve()) if s.deps_cache_mb else None,
             deps_cache_mb=s.deps_cache_mb,
             timeout=timeout or s.build_timeout,
@@ -220,6 +201,8 @@ class RemoteBuilder:
     # role's, for builders where no namespaces can be made), with its own work and ccache.
     sudo_root: str | None = None
     ccache_remote: bool = False  # its probe found that its builds can use the shared compiler cache
+    cross: dict[int, str] = field(default_factory=dict)  # ABI id -> the target it cross-builds for
+    machine: str | None = None  # its own machine (uname -m), where a cross build's frontend runs
     release: str | None = None  # its OS release, as its last probe said
     repair: str | None = None  # its own ``repair`` setting (builders add --repair); None: the farm's
 
@@ -235,6 +218,7 @@ class RemoteExecutor:
         self.name = builder.name
         self.slots = builder.slots
         self.pythons = builder.pythons
+        self.cross = builder.cross
         self.retry_at: datetime | None = None
         self.failures = 0
         self.known_hosts = known_hosts
@@ -284,8 +268,16 @@ class RemoteExecutor:
         # Only a URL the builder can fetch: not a file: one (a folder of this machine's, in any
         # spelling), nor another scheme an upstream page might give.
         sdist_url, sdist_sha256 = sdist_to_send(job, files=False)
-        frontend_whl = frontend_wheel(s, job, index_url, find_links, sdist_url is not None)
-        repair = repair_wheels(s, job, index_url, find_links, self.builder.repair)
+        target = self.cross.get(job.abi_id)
+        # A cross build's frontend runs on the builder's own machine, not the target's.
+        runs_on = job if target is None else replace(job, abi=native_abi(job.abi, self.builder.machine))
+        frontend_whl = frontend.job_wheel(s, runs_on, index_url, find_links, sdist_url is not None)
+        # A cross-built wheel links the target's libraries: auditwheel on the builder cannot graft them.
+        repair = (
+            frontend.job_repair_tools(s, job, index_url, find_links, self.builder.repair)
+            if target is None
+            else []
+        )
         try:
             request = build_request(
                 s,
@@ -304,6 +296,7 @@ class RemoteExecutor:
                 deps_cache=f"{place}/deps-cache" if s.deps_cache_mb else None,
                 deps_cache_mb=s.deps_cache_mb,
                 timeout=limit,
+                cross=target,
             )
             argv = build_argv(python, root, sudo, request)
             done = self.connection().run(argv, timeout=limit + s.command_timeout)
@@ -439,4 +432,18 @@ def remote_builder(builder: Builder) -> RemoteBuilder:
         ccache_remote=str(builder.info.get("ccache_remote", "")).startswith("on"),
         release=release_of(builder.info),
         repair=builder.info.get("repair"),
+        cross=cross_abis(builder),
+        machine=builder.info.get("machine"),
     )
+
+
+def native_abi(abi: str, machine: str | None) -> str:
+    """``abi`` with the platform of the builder's own ``machine`` (a cross builder's frontend)."""
+    return re.sub(r"-linux_[a-z0-9_]+$", f"-linux_{machine or 'x86_64'}", abi)
+
+
+def cross_abis(builder: Builder) -> dict[int, str]:
+    """ABI id -> the Debian architecture ``builder`` cross-builds it for (``info["cross"]``, by
+    ABI tag, from its probes)."""
+    targets = builder.info.get("cross") or {}
+    return {p.abi_id: str(targets[p.abi.tag]) for p in builder.pythons if p.abi.tag in targets}

@@ -27,6 +27,8 @@ from pathlib import Path
 from ..agent.buildenv import trust_store
 from ..config import Settings
 from ..errors import PiwheelsError
+from ..queue.claims import Job
+from .agentcall import BuilderError
 
 # (Python version, the newest pip for it); Pythons after the last row take NEWEST.
 PINS: tuple[tuple[tuple[int, int], str], ...] = (
@@ -213,3 +215,27 @@ def repair_tools(
         _fetch(settings, chosen, tail, target, abi_tag, index_url, find_links)
         for chosen, tail, target in wanted
     ]
+
+
+def job_wheel(
+    settings: Settings, job: Job, index_url: str | None, find_links: list[str], has_sdist: bool
+) -> Path:
+    """The pinned frontend (uv or pip) for ``job``'s Python; not having it is the builder's
+    fault, not the project's."""
+    try:
+        return wheel(settings, job.abi, index_url, find_links, has_sdist)
+    except FrontendError as exc:
+        raise BuilderError(str(exc)) from None
+
+
+def job_repair_tools(
+    settings: Settings, job: Job, index_url: str | None, find_links: list[str], repair: str | None
+) -> list[Path]:
+    """The repair's tools for ``job`` where the builder's ``repair`` (else the farm's) is
+    "auditwheel", none otherwise; not having them is the builder's fault, not the project's."""
+    if (repair or settings.repair) != "auditwheel":
+        return []
+    try:
+        return repair_tools(settings, job.abi, index_url, find_links)
+    except FrontendError as exc:
+        raise BuilderError(f"the repair's tools: {exc}") from None

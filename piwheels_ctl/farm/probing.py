@@ -24,6 +24,7 @@ from .agentcall import (
     agent_hashes,
     build_argv,
     build_request,
+    cross_key,
     parse_result,
     pip_sources,
     probe_tag,
@@ -192,6 +193,23 @@ def _remote_cache(conn: Connection, settings: Settings, root: str, probes: dict[
         return f"off: {exc}"
 
 
+def _cross_probe(
+    conn: Connection, python: str, root: str, sudo: str | None, target: str, who: str, timeout: float
+) -> dict[str, Any] | str:
+    """The agent's ``probe --cross target`` with ``python``: the target's tags with the cross
+    mark, or why it cannot cross-build there."""
+    done = conn.run([*runner_argv(python, root, sudo), "probe", "--cross", target], timeout=timeout)
+    if done.exit_code != 0:
+        return f"cannot run the agent: {done.stderr.strip()[-300:]}"
+    try:
+        answer = parse_result(done.stdout, who, frozenset())
+        if answer.get("status") == "error":
+            return str(answer.get("error"))
+        return parse_result(done.stdout, who, PROBE_KEYS)
+    except BuilderError as exc:
+        return str(exc)
+
+
 def probe_remote(
     settings: Settings,
     endpoint: Endpoint,
@@ -199,13 +217,17 @@ def probe_remote(
     root: str | None = None,
     sudo_root: str | None = None,
     build: bool = True,
+    cross: Sequence[str] = (),
 ) -> Probe:
     """Connect, send the agent, and ask each interpreter for its tags and (``build``) to build a
     tiny C extension; also disk, load and ccache.
 
     ``root`` is the builder's folder (default ``~/piwheels``). Where the unprivileged agent finds
     no sandbox and ``sudo_root`` holds the builder role's root-owned agent, builds go through
-    sudo; an interpreter that can build neither way is refused (reported, not used).
+    sudo; an interpreter that can build neither way is refused (reported, not used). Each
+    interpreter that builds is also asked for each of ``cross`` (Debian architectures): the
+    target's tags it cross-builds, under ``cross_key`` (refused where the toolchain or the
+    target's Python is missing).
     """
     timeout = settings.command_timeout
     with Connection(endpoint, connect_timeout=settings.connect_timeout) as conn:
@@ -246,6 +268,15 @@ def probe_remote(
                 probe["build_check"] = f"a tiny C extension built in {time.monotonic() - started:.0f} s"
             probe["frontend"] = str(frontend.choose(settings, probe_tag(probe)))
             probes[python] = probe
+        for python in list(probes) if cross else ():
+            for target in cross:
+                who = f"{endpoint.host}: {python} --cross {target}"
+                said = _cross_probe(conn, python, root, sudo_root if use_sudo else None, target, who, timeout)
+                if isinstance(said, str):
+                    refused[cross_key(python, target)] = said
+                else:
+                    said["frontend"] = str(frontend.choose(settings, probe_tag(said)))
+                    probes[cross_key(python, target)] = said
         df = conn.run(["df", "-Pk", root], timeout=timeout).stdout.splitlines()
         load = conn.run(["cat", "/proc/loadavg"], timeout=timeout).stdout.split()
         stats = conn.run(["env", f"CCACHE_DIR={root}/ccache", "ccache", "-s"], timeout=timeout)
@@ -262,7 +293,11 @@ def probe_remote(
         "machine": first.get("machine"),
         # What the builder is (``jobspec.OS_KEYS``): read with ``db.builder_os.builder_os``.
         "os": first.get("os"),
-        "armv6_userland": any(p.get("armv6_userland") for p in probes.values()),
+        "armv6_userland": any(p.get("armv6_userland") for p in probes.values() if not p.get("cross")),
+        # ABI tag -> the Debian architecture it is cross-built for (``set_pythons`` keeps it too).
+        "cross": {
+            probe_tag(p): p["cross"]["target"] for p in probes.values() if isinstance(p.get("cross"), dict)
+        },
         "free_mb": int(df[-1].split()[3]) // 1024 if len(df) > 1 else None,
         "load": float(load[0]) if load else None,
         "ccache": stats.stdout.strip() if stats.exit_code == 0 else "ccache not installed",

@@ -23,7 +23,7 @@ from ..queue import upkeep
 from ..queue.coverage import cover_new_abi, uncover_other_releases
 from ..queue.releases import release_of
 from ..queue.upstream_coverage import cover_abi
-from .agentcall import probe_tag
+from .agentcall import probe_tag, python_of
 
 AGENT = Path(__file__).parent.parent / "agent" / "agent.py"
 LOCAL = "local"
@@ -92,8 +92,12 @@ def set_pythons(
     probes: dict[str, dict[str, Any]],
     glibc: tuple[int, int] | None = None,
 ) -> None:
-    """Make ``builder``'s interpreters exactly ``probes`` (path → probe result)."""
-    wanted = {ensure_abi(session, probe, glibc).id: path for path, probe in probes.items()}
+    """Make ``builder``'s interpreters exactly ``probes`` (path, or ``cross_key``, → probe result);
+    ``info["cross"]`` says which ABIs it cross-builds, and for which Debian architecture."""
+    wanted = {ensure_abi(session, probe, glibc).id: python_of(key) for key, probe in probes.items()}
+    cross = {probe_tag(p): p["cross"]["target"] for p in probes.values() if isinstance(p.get("cross"), dict)}
+    if (builder.info or {}).get("cross", {}) != cross:
+        builder.info = {**(builder.info or {}), "cross": cross}
     for python in list(builder.pythons):
         if python.abi_id not in wanted:
             builder.pythons.remove(python)

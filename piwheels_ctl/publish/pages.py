@@ -131,6 +131,7 @@ class ProjectPage:
     releases: list[Release]
     summary: Summary = field(default_factory=lambda: Summary(None, None, None))
     os_releases: list[str] = field(default_factory=list)  # the farm's OS releases, each an index
+    native_only: str | None = None  # why cross builders leave the project to native ones
 
     def as_json(self) -> dict[str, Any]:
         """The page as JSON data (``dataclasses.asdict`` without its deep copies, which cost
@@ -326,6 +327,7 @@ def _assemble(ids: list[int], rows: _Rows) -> list[ProjectPage]:
                 releases=releases,
                 summary=summarize(releases, [a.tag for a in rows.abis], newest),
                 os_releases=rows.os_releases,
+                native_only=project.native_only,
             )
         )
     return pages

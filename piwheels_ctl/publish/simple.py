@@ -112,10 +112,14 @@ def load_files(
     result: dict[int, list[IndexFile]] = {}
     for batch in in_batches(project_ids):
         rows = session.execute(query.where(Version.project_id.in_(batch))).all()
-        passed = releases.passed_checks(session, [r.id for r in rows]) if release else {}
+        passed = releases.passed_checks(session, [r.id for r in rows])
         for row in rows:
             if not _safe_filename(row.filename):
                 continue
+            if release is None and not releases.listed_anywhere(
+                platform_tag=row.platform_tag, built_on=row.release, passed=passed.get(row.id, ())
+            ):
+                continue  # cross-built, not yet loaded on its target
             if release is not None and not releases.listed_in(
                 release, platform_tag=row.platform_tag, built_on=row.release, passed=passed.get(row.id, ())
             ):

@@ -107,10 +107,15 @@ def load_stats(session: Session, now: datetime | None = None, *, initials: Colle
     builders = []
     for b in session.scalars(select(Builder).order_by(Builder.name)):
         said = builder_os(b)
+        cross = b.info.get("cross") or {}
         builders.append(
             BuilderRow(
                 name=b.name,
-                abis=sorted(p.abi.tag for p in b.pythons),
+                # A cross-built ABI with its mark: "cp311-cp311-linux_armv7l (cross armhf)".
+                abis=sorted(
+                    p.abi.tag + (f" (cross {cross[p.abi.tag]})" if p.abi.tag in cross else "")
+                    for p in b.pythons
+                ),
                 healthy=b.healthy,
                 last_build=_stamp(last[b.id]) if last.get(b.id) else None,
                 os=said.describe() if said else "unknown",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +63,7 @@ def queue_query(*, abi_ids: Collection[int] | None = None, claimable: bool = Fal
             Version.sdist_sha256,
             PendingPair.priority,
             PendingPair.sort_time,
+            Project.native_only,
         )
         .join_from(PendingPair, Version, Version.id == PendingPair.version_id)
         .join_from(Version, Project, Version.project_id == Project.id)
@@ -216,8 +217,22 @@ def claim_query(offset: int = 0) -> Select[Any]:
     )
 
 
+def _takes(row: Any, cross_abis: Collection[int], cross_served: Collection[int]) -> bool:
+    """Whether a builder takes this pair: a cross builder (``cross_abis``) no project recorded as
+    native only; a native one, for an ABI a cross builder serves (``cross_served``), only those."""
+    abi_id, native_only = row[1], row[10]
+    if abi_id in cross_abis:
+        return native_only is None
+    return abi_id not in cross_served or native_only is not None
+
+
 def claim_next(
-    session: Session, abi_ids: Collection[int], builder_id: int | None, lease: timedelta
+    session: Session,
+    abi_ids: Collection[int],
+    builder_id: int | None,
+    lease: timedelta,
+    cross_abis: Mapping[int, str] | None = None,
+    cross_served: Collection[int] = (),
 ) -> tuple[Job, Build] | None:
     """Take the next claimable job for one of ``abi_ids``: find it and record its build as one
     step that no other controller can interleave with (None: nothing to claim).
@@ -226,9 +241,12 @@ def claim_next(
     them all is taken. Call it in a transaction of its own. SQLite: the session holds the write
     lock from its BEGIN IMMEDIATE, so claims are one at a time. PostgreSQL: the version's row
     is locked FOR UPDATE, versions another claim holds are skipped, and the pair is checked
-    again after the lock is held.
+    again after the lock is held. The builder cross-builds ``cross_abis``: it takes no project
+    recorded as native only there; for ``cross_served`` (ABIs a cross builder serves in this
+    run), a native builder takes only those (``_takes``): cross builders are preferred.
     """
     upkeep.apply(session)
+    cross_abis = cross_abis or {}
     abis = sorted(set(abi_ids))
     builder = session.get(Builder, builder_id) if builder_id is not None else None
     release = releases.release_of(builder.info) if builder is not None else None
@@ -237,12 +255,16 @@ def claim_next(
         first = claim_query(offset)
         batches = [session.execute(first, {"abi": abi}).all() for abi in abis]
         for row in sorted((row for batch in batches for row in batch), key=_place, reverse=True):
+            if not _takes(row, cross_abis, cross_served):
+                continue
             job = _job(row)
             # A check of a file of the version in this release decides first whether it is needed.
             if release is not None and session.scalar(select(checks.undecided(job.version_id, release))):
                 continue
             if _still_pending(session, job.version_id, job.abi_id):
-                return job, claim(session, job, builder_id, lease)
+                build = claim(session, job, builder_id, lease)
+                build.cross = cross_abis.get(job.abi_id)
+                return job, build
         if all(len(batch) < CLAIM_BATCH for batch in batches):
             return None
         offset += CLAIM_BATCH

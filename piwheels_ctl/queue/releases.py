@@ -27,6 +27,22 @@ RELEASE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 RESERVED = frozenset({"simple", "project", "stats", "static", "ccache", "logs"})
 
 PENDING, CHECKING, PASSED, REFUSED = "pending", "checking", "passed", "refused"
+# What a cross-built file's ``release`` (built on) says after its builder's release
+# ("bookworm-cross"): no release is named so, so no index lists it until a builder of the
+# release loaded it (a check job), and the index of every release waits for that too.
+CROSS_SUFFIX = "-cross"
+
+
+def built_on(info: Mapping[str, Any] | None, cross: str | None) -> str | None:
+    """What a file built by a builder of ``info`` records as built on; ``cross``: the Debian
+    architecture the build cross-built for (None: a native build)."""
+    release = release_of(info)
+    return release + CROSS_SUFFIX if release is not None and cross else release
+
+
+def cross_built(built: str | None) -> bool:
+    """Whether a file's ``release`` says it was cross-built (``built_on``)."""
+    return built is not None and built.endswith(CROSS_SUFFIX)
 
 
 def release_of(info: Mapping[str, Any] | None) -> str | None:
@@ -57,6 +73,12 @@ def abi_releases(session: Session) -> dict[int, set[str]]:
 def compiled(platform_tag: str) -> bool:
     """Whether a wheel with this platform tag holds code for a platform."""
     return platform_tag != "any"
+
+
+def listed_anywhere(*, platform_tag: str, built_on: str | None, passed: Collection[str] = ()) -> bool:
+    """Whether the index of every release lists a file: all but a cross-built one that no
+    builder of the target has loaded yet."""
+    return not compiled(platform_tag) or not cross_built(built_on) or bool(passed)
 
 
 def listed_in(release: str, *, platform_tag: str, built_on: str | None, passed: Collection[str] = ()) -> bool:

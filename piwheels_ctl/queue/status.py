@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from ..db import counts
-from ..db.models import Abi, Build, BuildStatus, UpstreamCoverage, Version
+from ..db.models import Abi, Build, BuildStatus, Project, UpstreamCoverage, Version
 from .claims import count as queue_count
 from .claims import no_sdist_query
 
@@ -72,4 +72,15 @@ def figures(session: Session) -> dict[str, Any]:
         ),
         "mirrored": kept.get("mirrored", 0),
         "ccache": ccache(session),
+        # Successful builds cross-built, by target architecture; projects cross builders leave alone.
+        "cross_built": {
+            str(target): int(n)
+            for target, n in session.execute(
+                select(Build.cross, func.count())
+                .where(Build.cross.is_not(None), Build.status == BuildStatus.SUCCESS)
+                .group_by(Build.cross)
+                .order_by(Build.cross)
+            )
+        },
+        "native_only": count(select(func.count()).where(Project.native_only.is_not(None))),
     }
