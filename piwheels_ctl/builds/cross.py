@@ -14,6 +14,7 @@ import logging
 import struct
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete
 
@@ -22,7 +23,9 @@ from ..db.models import Build, BuildStatus, File, Project, Version
 from ..errors import VerifyError
 from ..queue import releases, upkeep
 from .tags import MACHINE_ELF, describe_elf
-from .verify import Wheel
+
+if TYPE_CHECKING:  # what verifies a wheel is imported with the first build's outcome
+    from .verify import Wheel
 
 log = logging.getLogger(__name__)
 # How much of why a project is native only is kept.
