@@ -69,7 +69,9 @@ def run_readme(root: Path, home: str, user: str | None) -> subprocess.CompletedP
     command = readme_command().removesuffix("serve") + f"serve --port {port}"
     url = f"http://127.0.0.1:{port}/simple/"
     as_user = ["runuser", "-u", user, "--"] if user else []
-    readme = shlex.join([*as_user, "env", f"HOME={home}", "bash", "-c", f"cd {home}/piwheels-ctl && {command}"])
+    readme = shlex.join(
+        [*as_user, "env", f"HOME={home}", "bash", "-c", f"cd {home}/piwheels-ctl && {command}"]
+    )
     check = (
         f"/usr/bin/python3 -m venv {home}/try && {home}/try/bin/pip install --index-url {url} msgpack"
         f" && {home}/try/bin/python -c 'import msgpack; print(\"msgpack\", msgpack.version)'"
@@ -137,3 +139,11 @@ def test_readme_as_a_user_with_sudo(tmp_path: Path) -> None:
     done = run_in_root(root, ["chown", "-R", "pi:pi", f"{home}/piwheels-ctl"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert_served_and_installed(run_readme(root, home, "pi"))
+    # The user made the venv and the data, not root through sudo.
+    uid = next(
+        int(f[2])
+        for f in (line.split(":") for line in (root / "etc/passwd").read_text().splitlines())
+        if f[0] == "pi"
+    )
+    made = root / home.lstrip("/") / "piwheels-ctl" / ".venv"
+    assert made.stat().st_uid == uid, f"{made} is owned by uid {made.stat().st_uid}, not pi's {uid}"
