@@ -154,13 +154,14 @@ def test_a_request_reaches_the_agent_as_it_was_sent() -> None:
         sdist_url="http://files/demo-1.0.tar.gz", sdist_sha256="0" * 64, frontend="/f/uv-0.whl",
         deps_cache="/d", deps_cache_mb=11, ccache_remote="http://cache/",
         network_allow=["*.example.org", "files.example:8443"], farm_addresses=["192.0.2.1", "2001:db8::1"],
+        repair_tools=["/r/auditwheel-6.1.0-py3-none-any.whl"], cross="armhf", max_load=1.5,
     )  # fmt: skip
     parser = argparse.ArgumentParser()
     jobspec.add_arguments(parser)
     assert jobspec.from_args(parser.parse_args(jobspec.to_argv(sent))) == sent
     bare = request("/usr/bin/python3", "demo", "1.0", "/o", "/o/build.log", "/w")
     assert jobspec.from_args(parser.parse_args(jobspec.to_argv(bare))) == bare._replace(
-        find_links=[], network_allow=[], farm_addresses=[]
+        find_links=[], network_allow=[], farm_addresses=[], repair_tools=[]
     )
     argv = agentcall.build_argv("/usr/bin/python3", "/home/pi/piwheels", "/var/lib/agent", sent)
     assert argv[:5] == ["sudo", "-n", "/usr/bin/python3", "/var/lib/agent/agent/agent.py", "build"]
