@@ -36,7 +36,13 @@ from piwheels_ctl.farm import frontend  # noqa: E402
 from sdists import pip_env  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
-FILES = "https://files.pythonhosted.org/"  # where PyPI's simple index sends for its files
+
+
+def files_host() -> str:
+    """The host PyPI's simple index sends for its files (the builds' network must reach it)."""
+    with PyPISimple(PYPI_SIMPLE_ENDPOINT) as index:
+        page = index.get_project_page("pip")
+    return str(urllib.parse.urlsplit(page.packages[0].url).hostname)
 
 
 def sdist(pin: str, folder: Path) -> Path:
@@ -68,7 +74,7 @@ def uv_wheel(folder: Path) -> Path:
 
 
 def build(
-    work: Path, name: str, version: str, source: Path, uv: Path, ccache: Path, tag: str
+    work: Path, name: str, version: str, source: Path, uv: Path, ccache: Path, tag: str, files: str
 ) -> dict[str, float]:
     """One build by the agent (its network: the index and the host of its files); its seconds,
     ccache counts and Cython cache hits."""
@@ -78,7 +84,7 @@ def build(
         index_url=PYPI_SIMPLE_ENDPOINT, sdist_url=source.as_uri(),
         sdist_sha256=hashlib.sha256(source.read_bytes()).hexdigest(), frontend=str(uv),
         ccache_dir=str(ccache), deps_cache=str(work / "deps"), deps_cache_mb=4000, timeout=3600.0,
-        network_allow=[urllib.parse.urlsplit(FILES).hostname],  # the index sends for its files there
+        network_allow=[files],  # the index sends for its files there
     ))  # fmt: skip
     text = log.read_text(errors="replace")
     if result["status"] != "success":
@@ -98,15 +104,16 @@ def main() -> None:
     (work / "sdists").mkdir(parents=True, exist_ok=True)
     os.environ.update(pip_env())
     uv = uv_wheel(work / "sdists")
+    files = files_host()
     rows = []
     for pin in pins:
         name, version = pin.split("==")
         source = sdist(pin, work / "sdists")
         for folder in ("prime-ccache", "ccache"):
             shutil.rmtree(work / folder, ignore_errors=True)
-        figures = {"prime": build(work, name, version, source, uv, work / "prime-ccache", "prime")}
-        figures["cold"] = build(work, name, version, source, uv, work / "ccache", "cold")
-        figures["warm"] = build(work, name, version, source, uv, work / "ccache", "warm")
+        figures = {"prime": build(work, name, version, source, uv, work / "prime-ccache", "prime", files)}
+        figures["cold"] = build(work, name, version, source, uv, work / "ccache", "cold", files)
+        figures["warm"] = build(work, name, version, source, uv, work / "ccache", "warm", files)
         rows.append((pin, figures))
         print(pin, json.dumps(figures), flush=True)
     print(

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from load_check import timed  # noqa: E402 - the same median timing
+from pypi_simple import PYPI_SIMPLE_ENDPOINT  # noqa: E402
 
 from piwheels_ctl.agent import jobspec, repairwheel  # noqa: E402 - after the path is set
 from piwheels_ctl.config import Settings  # noqa: E402
@@ -48,7 +49,7 @@ def main() -> None:
         else:
             settings = Settings(data_dir=work / "data")
             tag = f"cp{sys.version_info[0]}{sys.version_info[1]}-x-linux_{os.uname().machine}"
-            tools = [str(p) for p in frontend.repair_tools(settings, tag, "https://" + "pypi.org/simple", [])]
+            tools = [str(p) for p in frontend.repair_tools(settings, tag, PYPI_SIMPLE_ENDPOINT, [])]
         built = work / "built"
 
         def build() -> None:

@@ -275,16 +275,16 @@ error: rustc 1.95.0 is not supported by the following package:
 
 """
 CARGO_OFFLINE = """\
-    Updating crates.io index
+    Updating crates.example index
 warning: spurious network error (3 tries remaining): [6] Could not resolve hostname (Could not \
-resolve host: index.crates.io)
+resolve host: index.crates.example)
 error: failed to get `libc` as a dependency of package `net v0.1.0 (/tmp/h24a/rust/net)`
 
 Caused by:
   download of config.json failed
 
 Caused by:
-  failed to download from `https://index.crates.io/config.json`
+  failed to download from `https://index.crates.example/config.json`
 """
 RUST_DOWNLOAD = """\
 Rust not found, installing into a temporary directory
@@ -335,7 +335,7 @@ ISSUE_24 = dict(
                 "      error: Rust 1.63.0 does not match extension requirement >=1.64.0\n",
                 Failure("rust-too-old", "rustc >=1.64.0 asked, 1.63.0 found"),
             ),
-            (CARGO_OFFLINE, Failure("needs-network", "index.crates.io")),
+            (CARGO_OFFLINE, Failure("needs-network", "index.crates.example")),
             (RUST_DOWNLOAD, Failure("needs-rust", "cargo")),
             (MYSQLCLIENT, Failure("missing-pkg-config", "mysqlclient")),
             (ADAFRUIT_DHT, Failure("needs-board", "Raspberry Pi or Beaglebone Black")),

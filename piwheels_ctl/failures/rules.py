@@ -168,8 +168,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "needs-network",
         r"failed to (?:download from|get) `?https?://(?P<detail>[\w.-]+)",
-        "  failed to download from `https://index.crates.io/config.json`",
-        "index.crates.io",
+        "  failed to download from `https://index.crates.example/config.json`",
+        "index.crates.example",
     ),
     Rule(
         "needs-network",
