@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from packaging import tags
@@ -122,6 +123,18 @@ _LEGACY_MANYLINUX = (
 )
 
 
+# The glibc that decides which manylinux wheels run on an ABI: one for every platform
+# (``manylinux_glibc``), or the builders' own by platform tag ({"linux_aarch64": (2, 36)}).
+Glibc = tuple[int, int] | Mapping[str, tuple[int, int]] | None
+
+
+def glibc_for(glibc: Glibc, platform_tag: str) -> tuple[int, int] | None:
+    """The glibc of ``glibc`` for wheels of ``platform_tag`` (None: not known there)."""
+    if glibc is None or isinstance(glibc, tuple):
+        return glibc
+    return glibc.get(platform_tag)
+
+
 def parse_glibc(text: str) -> tuple[int, int] | None:
     """``"2.36"`` as (2, 36); None for ``""`` (the builders' glibc is not known)."""
     if not text:
@@ -159,8 +172,8 @@ def supported_tags(abi: AbiTags, glibc: tuple[int, int] | None = None) -> frozen
     return frozenset([*specific, *compatible])
 
 
-def upstream_covers(filename: str, abi: AbiTags, glibc: tuple[int, int] | None = None) -> bool:
+def upstream_covers(filename: str, abi: AbiTags, glibc: Glibc = None) -> bool:
     """True when the upstream's wheel ``filename`` installs on ``abi`` (so it needs no build):
-    ``manylinux`` wheels only when the builders' ``glibc`` is known and new enough."""
+    ``manylinux`` wheels only when the glibc of the ABI's platform is known and new enough."""
     _name, _version, _build, file_tags = parse_wheel_filename(filename)
-    return not file_tags.isdisjoint(supported_tags(abi, glibc))
+    return not file_tags.isdisjoint(supported_tags(abi, glibc_for(glibc, abi.platform_tag)))

@@ -21,9 +21,12 @@ from piwheels_ctl.agent import agent, buildplatform, loadcheck
 from piwheels_ctl.config import Settings
 from piwheels_ctl.db.builder_os import builder_os, farm_debian_source, farm_glibc
 from piwheels_ctl.db.engine import Database
-from piwheels_ctl.db.models import Builder
+from piwheels_ctl.db.models import Abi, Builder, Project, UpstreamCoverage, UpstreamWheel, Version
 from piwheels_ctl.failures.classify import classify
 from piwheels_ctl.farm.agentcall import check_answer
+from piwheels_ctl.farm.registry import register_remote, set_pythons
+from piwheels_ctl.queue.upstream_coverage import record_wheels
+from piwheels_ctl.upstream.page import WheelLink
 
 from helpers import clean_env, piwheels
 from indexserver import IndexServer
@@ -198,11 +201,76 @@ def test_the_farms_glibc_and_suite_follow_the_builders_unless_set(db: Database, 
     auto = Settings(data_dir=tmp_path, debian_mirror="http://mirror.example/debian/", debian_suite="auto")
     mirror = "http://mirror.example/debian/"
     fixed = Settings(data_dir=tmp_path, debian_mirror=mirror, debian_suite="bullseye", manylinux_glibc="2.28")
+    armhf = {"python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l"}
     with db.session() as session:
-        assert farm_glibc(session, auto) == (2, 31)  # the oldest a builder said
+        for builder in session.scalars(select(Builder)):
+            set_pythons(session, builder, {"/usr/bin/python3": armhf})
+    with db.session() as session:
+        assert farm_glibc(session, auto) == {"linux_armv7l": (2, 31)}  # the oldest a builder said
         assert farm_glibc(session, fixed) == (2, 28)
         assert farm_debian_source(session, auto) == ("http://mirror.example/debian/", "bookworm")
         assert farm_debian_source(session, fixed) == ("http://mirror.example/debian/", "bullseye")
         liar = session.scalars(select(Builder).where(Builder.name == "liar")).one()
         said = builder_os(liar)
         assert said is not None and (said.codename, said.glibc) == (None, None), said  # never a path
+
+
+def _os(codename: str, arch: str, machine: str, glibc: str) -> dict[str, object]:
+    return {"os": {"id": "debian", "codename": codename, "arch": arch, "machine": machine, "glibc": glibc}}
+
+
+def test_the_glibc_that_lets_upstream_manylinux_wheels_cover_an_abi_is_its_platforms_own(
+    db: Database, tmp_path: Path
+) -> None:
+    """Without manylinux_glibc, an armhf bullseye builder (glibc 2.31) does not lower what the
+    arm64 bookworm one (2.36) runs, and the arm64 one does not raise the armhf one's: the
+    upstream's manylinux_2_34_aarch64 wheel covers the arm64 pair, its manylinux_2_34_armv7l
+    wheel not the armhf one, and no aarch64 wheel ever covers armv7l."""
+    wheels = {
+        "aarch64": "spam-1.0-cp311-cp311-manylinux_2_34_aarch64.whl",
+        "armv7l-new": "spam-1.0-cp311-cp311-manylinux_2_34_armv7l.whl",
+        "armv7l-old": "spam-1.0-cp311-cp311-manylinux_2_31_armv7l.whl",
+    }
+    with db.session() as session:  # the upstream's wheels are known before any builder
+        project = Project(name="spam", display_name="spam")
+        session.add(project)
+        session.add(Version(project=project, version="1.0"))
+        links = [
+            WheelLink(name, f"http://upstream.example/{name}", "0" * 64, None, None)
+            for name in wheels.values()
+        ]
+        record_wheels(session, project, {"1.0": links}, None)
+    arm64 = {"python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_aarch64"}
+    armhf = {"python_tag": "cp311", "abi_tag": "cp311", "platform_tag": "linux_armv7l"}
+    # The armhf builder first: the arm64 one joins a farm whose oldest glibc is 2.31.
+    for name, probe, info in (
+        ("pi3", armhf, _os("bullseye", "armhf", "armv7l", "2.31")),
+        ("pi5", arm64, _os("bookworm", "arm64", "aarch64", "2.36")),
+    ):
+        with db.session() as session:
+            register_remote(
+                session, name=name, host=f"{name}.example", port=22, user="pi", key_file=None,
+                host_key="", slots=1, info=info, probes={"/usr/bin/python3": probe},
+            )  # fmt: skip
+    with db.session() as session:
+        covered = {
+            (abi, wheel)
+            for abi, wheel in session.execute(
+                select(Abi.platform_tag, UpstreamWheel.filename)
+                .join(UpstreamCoverage, UpstreamCoverage.abi_id == Abi.id)
+                .join(UpstreamWheel, UpstreamWheel.id == UpstreamCoverage.wheel_id)
+            ).tuples()
+        }
+        expected = {("linux_aarch64", wheels["aarch64"]), ("linux_armv7l", wheels["armv7l-old"])}
+        assert covered == expected, f"the upstream's wheels cover {sorted(covered)}"
+        settings = Settings(data_dir=tmp_path)
+        assert farm_glibc(session, settings) == {"linux_aarch64": (2, 36), "linux_armv7l": (2, 31)}
+    # A Pi 4 with a 32-bit userland on its 64-bit kernel (buster: 2.28) lowers armv7l only.
+    with db.session() as session:
+        register_remote(
+            session, name="pi4", host="pi4.example", port=22, user="pi", key_file=None, host_key="",
+            slots=1, info=_os("buster", "armhf", "aarch64", "2.28"), probes={"/usr/bin/python3": armhf},
+        )  # fmt: skip
+    with db.session() as session:
+        assert farm_glibc(session, settings) == {"linux_aarch64": (2, 36), "linux_armv7l": (2, 28)}
+        assert farm_glibc(session, Settings(data_dir=tmp_path, manylinux_glibc="2.28")) == (2, 28)

@@ -5,6 +5,11 @@ A fixture C extension that links libssl, built ``abi3`` on bullseye, is listed i
 ``www/bullseye/simple/`` and not in ``www/bookworm/simple/``; the bookworm builder's check job
 refuses it there (libssl.so.1.1 is not on bookworm), so bookworm builds its own. pip in the
 bullseye root and pip on this machine each install from their own release's index and import.
+
+With ``repair = "auditwheel"`` the same wheel, built on bullseye alone, is repaired there for
+``manylinux_2_31_x86_64`` with libssl and libcrypto 1.1 grafted in: bookworm's check loads it, so
+bookworm's index lists it and bookworm builds nothing, and pip on this machine imports it and
+runs OpenSSL 1.1 from inside the wheel.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ import subprocess
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from sqlalchemy import select
 
+from piwheels_ctl.config import Settings
 from piwheels_ctl.db.engine import Database
 from piwheels_ctl.db.models import File, ReleaseCheck
+from piwheels_ctl.farm import frontend
 from piwheels_ctl.publish.server import make_server
 
 from debian_roots import UID_LOCKS, debian_root, run_in_root
@@ -47,6 +56,8 @@ PACKAGES = [
 BUILDER_ADDRESS, SERVE_ADDRESS, UPSTREAM_ADDRESS = "127.0.1.45", "127.0.1.46", "127.0.1.47"
 FIXTURE = Path(__file__).parent / "packages-release" / "ssl-abi3-ext"
 ABI3_WHEEL = "ssl_abi3_ext-1.0-cp38-abi3-linux_x86_64.whl"
+# What auditwheel names it on bullseye (glibc 2.31): the policy's tag, maybe beside older aliases.
+REPAIRED_WHEEL = re.compile(r"^ssl_abi3_ext-1\.0-cp38-abi3-(?:[a-z0-9_]+\.)*manylinux_2_31_x86_64\.whl$")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +136,10 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, build_deps: Path) -> Iter
     make_sdist(FIXTURE, folder)
     for wheel in build_deps.glob("*.whl"):
         shutil.copy(wheel, folder)
+    # The repair's pinned tools, fetched from PyPI once, as a farm fetches them from its build index.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("release-repair-tools"))
+    for wheel in frontend.repair_tools(settings, "cp39-cp39-linux_x86_64", PYPI_SIMPLE_ENDPOINT, []):
+        shutil.copy(wheel, folder)
     with IndexServer(folder, host=UPSTREAM_ADDRESS) as index:
         yield index
 
@@ -165,15 +180,11 @@ def _checks(data: Path) -> list[tuple[str, str, str, list[str]]]:
         db.dispose()
 
 
-def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
-    root: Path,
-    bullseye_host: RootHost,
-    upstream: IndexServer,
-    served: tuple[Path, str],
-    tmp_path: Path,
-) -> None:
-    www, url = served
-    data = www.parent
+def _farm(
+    data: Path, upstream: IndexServer, url: str, bullseye_host: RootHost, repair: str
+) -> dict[str, str]:
+    """A farm in ``data`` with this machine's local builder (bookworm) and the bullseye SSH
+    builder, ``repair`` its setting, and ssl-abi3-ext added."""
     env = clean_env(
         PIWHEELS_DATA_DIR=str(data),
         PIWHEELS_UPSTREAM=upstream.url,
@@ -183,6 +194,7 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
         PIWHEELS_CONNECT_TIMEOUT="20",
         PIWHEELS_COMMAND_TIMEOUT="120",
         PIWHEELS_MIN_FREE_MB="50",
+        PIWHEELS_REPAIR=repair,
     )
     piwheels(env, "init")
     piwheels(env, "status")  # registers the local builder: this bookworm machine
@@ -194,6 +206,38 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
     builders = {b["name"]: b for b in json.loads(piwheels(env, "builders", "list", "--json").stdout)}
     assert set(builders) == {"local", "bullseye"}, builders
     piwheels(env, "add", "ssl-abi3-ext")
+    return env
+
+
+def _import_here(tmp_path: Path, url: str, release: str) -> subprocess.CompletedProcess[str]:
+    """pip on this bookworm machine (a venv of the system's Python) installs ssl-abi3-ext from
+    ``release``'s index through ``serve``; the venv's Python imports it and prints the OpenSSL
+    version it runs with."""
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    pip_env = clean_env(PIP_CONFIG_FILE="/dev/null")
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--index-url", f"{url}/{release}/simple/", "ssl-abi3-ext"],
+        capture_output=True, text=True, env=pip_env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    code = "import ssl_abi3_ext; print(hex(ssl_abi3_ext.openssl_version()))"
+    return subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
+    root: Path,
+    bullseye_host: RootHost,
+    upstream: IndexServer,
+    served: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    www, url = served
+    data = www.parent
+    env = _farm(data, upstream, url, bullseye_host, repair="none")
 
     # Only the bullseye builder builds: its abi3 wheel covers cp311 by its tags, not on bookworm.
     only_bullseye = {**env, "PIWHEELS_LOCAL_BUILDER": "false"}
@@ -213,7 +257,10 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
     assert f"checked {ABI3_WHEEL} on bookworm: refused" in out, out
     checks = _checks(data)
     refused = [c for c in checks if c[:3] == (ABI3_WHEEL, "bookworm", "refused")]
-    assert refused and any("libssl.so.1.1" in f for f in refused[0][3]), checks
+    # The loader's own words: the contrast to the repaired wheel, which bookworm loads.
+    assert refused and any("libssl.so.1.1: cannot open shared object file" in f for f in refused[0][3]), (
+        checks
+    )
     piwheels(env, "publish")
     bookworm = _listed(www, "bookworm", "ssl-abi3-ext")
     assert len(bookworm) == 1 and bookworm != [ABI3_WHEEL], (bookworm, out)
@@ -228,19 +275,7 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
     assert f"index-url = {url}/bookworm/simple/" in html and f"index-url = {url}/bullseye/simple/" in html
 
     # pip on this bookworm machine, from bookworm's index through ``serve``.
-    venv = tmp_path / "venv"
-    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
-    pip_env = clean_env(PIP_CONFIG_FILE="/dev/null")
-    done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--index-url", f"{url}/bookworm/simple/", "ssl-abi3-ext"],
-        capture_output=True, text=True, env=pip_env, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    code = "import ssl_abi3_ext; print(hex(ssl_abi3_ext.openssl_version()))"
-    imported = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", code],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    imported = _import_here(tmp_path, url, "bookworm")
     assert imported.returncode == 0 and imported.stdout.startswith("0x3"), imported.stdout + imported.stderr
 
     # pip in the bullseye root, from bullseye's index.
@@ -258,3 +293,52 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
         assert ABI3_WHEEL in done.stdout, done.stdout[-2000:]
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_a_wheel_repaired_on_bullseye_is_checked_listed_and_imported_on_bookworm(
+    root: Path,
+    bullseye_host: RootHost,
+    upstream: IndexServer,
+    served: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    """The wheel bookworm refuses above, repaired on bullseye: it carries libssl 1.1, so bookworm
+    (OpenSSL 3 only) loads it, lists it and builds nothing of its own."""
+    www, url = served
+    data = www.parent
+    env = _farm(data, upstream, url, bullseye_host, repair="auditwheel")
+    only_bullseye = {**env, "PIWHEELS_LOCAL_BUILDER": "false"}
+    out = piwheels(only_bullseye, "run").stdout
+    assert "built 1" in out, out
+    piwheels(only_bullseye, "publish")
+    listed = _listed(www, "bullseye", "ssl-abi3-ext")
+    assert len(listed) == 1 and REPAIRED_WHEEL.match(listed[0]), (
+        listed,
+        piwheels(env, "logs", "ssl-abi3-ext", "1.0").stdout[-3000:],
+    )
+    wheel = listed[0]
+    with zipfile.ZipFile(www / "simple" / "ssl-abi3-ext" / wheel) as archive:
+        grafted = [n for n in archive.namelist() if n.startswith("ssl_abi3_ext.libs/")]
+    for library in ("libssl", "libcrypto"):
+        assert any(n.split("/")[1].startswith(library) and n.endswith(".so.1.1") for n in grafted), (
+            library,
+            grafted,
+        )
+    deps = piwheels(env, "deps", "ssl-abi3-ext").stdout
+    assert "apt install" not in deps and "nothing to install" in deps, deps
+    assert [(n, r, s) for n, r, s, _f in _checks(data)] == [(wheel, "bookworm", "pending")]
+
+    # bookworm's builder loads it (libssl 1.1 comes with it) and so has nothing to build.
+    out = piwheels(env, "run").stdout
+    assert f"checked {wheel} on bookworm: passed" in out, out
+    assert "built 0, failed 0" in out, out
+    assert [(n, r, s) for n, r, s, _f in _checks(data)] == [(wheel, "bookworm", "passed")], _checks(data)
+    piwheels(env, "publish")
+    assert _listed(www, "bookworm", "ssl-abi3-ext") == [wheel], list((www / "bookworm").rglob("*"))
+    assert _listed(www, "bullseye", "ssl-abi3-ext") == [wheel]
+
+    # pip here, from bookworm's index: OpenSSL 1.1 runs, from inside the wheel (bookworm has 3).
+    imported = _import_here(tmp_path, url, "bookworm")
+    assert imported.returncode == 0 and imported.stdout.startswith("0x1010"), (
+        imported.stdout + imported.stderr
+    )

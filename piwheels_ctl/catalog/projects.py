@@ -12,7 +12,7 @@ from packaging.version import parse as parse_version
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..abi import AbiTags, marker_environment, runs_on
+from ..abi import AbiTags, Glibc, marker_environment, runs_on
 from ..db.batches import in_batches
 from ..db.models import Abi, Project, Version
 from ..errors import InputError
@@ -132,7 +132,7 @@ def add(
     session: Session,
     upstream: Upstream,
     wanted: Iterable[Wanted],
-    glibc: tuple[int, int] | None = None,
+    glibc: Glibc = None,
     farm_abis: Sequence[AbiTags] = (),
 ) -> AddReport:
     """Track the wanted projects: fetch each page first, so a bad name or page changes nothing.

@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, insert, or_, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from ..abi import Glibc
 from ..db.batches import in_batches
 from ..db.models import Project, Version, utcnow
 from ..errors import PiwheelsError, ProjectGone
@@ -79,7 +80,7 @@ def apply_page(
     project: Project,
     page: IndexPage,
     report: Report,
-    glibc: tuple[int, int] | None = None,
+    glibc: Glibc = None,
 ) -> int:
     """Bring the versions of ``project`` up to ``page``; the number of new versions.
 
@@ -127,7 +128,7 @@ def sync(
     sessions: Sessions,
     upstream: Upstream,
     progress: Callable[[str], None] = lambda _name: None,
-    glibc: tuple[int, int] | None = None,
+    glibc: Glibc = None,
     *,
     batch: int = SYNC_BATCH,
 ) -> SyncReport:
@@ -205,7 +206,7 @@ def _record(
     sessions: Sessions,
     results: list[tuple[_Todo, IndexPage | PiwheelsError | None]],
     report: SyncReport,
-    glibc: tuple[int, int] | None,
+    glibc: Glibc,
 ) -> None:
     """Record a batch of fetched pages in one transaction, each project in a savepoint of its
     own: one the database refuses is rolled back alone and reported."""

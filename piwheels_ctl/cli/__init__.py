@@ -23,6 +23,7 @@ from ..errors import NotInitialisedError, PiwheelsError, storage_error
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from ..abi import Glibc
     from ..config import Settings
     from ..db.engine import Database
     from ..publish.publisher import PublishResult
@@ -96,9 +97,9 @@ class App:
             workers=settings.publish_workers or os.cpu_count() or 1,
         )
 
-    def glibc(self) -> tuple[int, int] | None:
+    def glibc(self) -> Glibc:
         """The glibc deciding which manylinux wheels cover a target: ``manylinux_glibc``, else the
-        builders' oldest (``db.builder_os.farm_glibc``)."""
+        builders' oldest of its platform (``db.builder_os.farm_glibc``)."""
         if self.settings.glibc is not None:
             return self.settings.glibc
         from ..db.builder_os import farm_glibc

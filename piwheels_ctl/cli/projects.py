@@ -77,7 +77,6 @@ def add(app: App, specs: tuple[str, ...], requirements: tuple[Path, ...]) -> Non
     if not wanted and not bad:
         raise InputError("add: give at least one NAME[==VERSION] or -r FILE")
     if wanted:
-        glibc = app.glibc()
         abis = _farm_abis(app)  # the farm's Pythons decide which versions fit
         glibc = app.glibc()
         with app.upstream() as upstream, app.session() as session:

@@ -1,19 +1,19 @@
 """What each builder said it is (``Builder.info["os"]``, from the agent's probe), read typed, and
-what the farm's builders are together: their releases, their oldest glibc."""
+what the farm's builders are together: their releases, the oldest glibc of each platform."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..abi import parse_glibc
+from ..abi import Glibc, parse_glibc
 from ..config import Settings
-from .models import Builder
+from .models import Abi, Builder, BuilderPython
 
 # What a builder may say of itself: the values name folders (``www/<codename>/``), so anything
 # else is not believed. os-release's ID and VERSION_CODENAME are lower case by its specification.
@@ -66,26 +66,50 @@ def releases(builders: Iterable[Builder]) -> list[str]:
     return sorted({o.codename for o in map(builder_os, builders) if o is not None and o.codename})
 
 
-def oldest_glibc(builders: Iterable[Builder]) -> tuple[int, int] | None:
-    """The oldest glibc among ``builders`` (what a manylinux wheel may need at most to run on all
-    of them); None where none said."""
-    versions = [o.glibc_version for o in map(builder_os, builders) if o is not None]
-    known = [v for v in versions if v is not None]
-    return min(known) if known else None
-
-
 def common_codename(builders: Iterable[Builder]) -> str | None:
     """The release every one of ``builders`` that said runs, if they agree; else None."""
     names = {o.codename for o in map(builder_os, builders) if o is not None and o.codename}
     return names.pop() if len(names) == 1 else None
 
 
-def farm_glibc(session: Session, settings: Settings) -> tuple[int, int] | None:
+def glibc_by_platform(
+    session: Session, builder: Builder | None = None, platforms: Iterable[str] = ()
+) -> dict[str, tuple[int, int]]:
+    """The oldest glibc the builders of each platform tag said they have ({"linux_aarch64":
+    (2, 36), "linux_armv7l": (2, 31)}): a builder counts for the platforms of its interpreters
+    (a cross-builder's target among them), so an armhf bullseye builder never lowers what an
+    arm64 bookworm one runs. ``builder``, being probed, counts for ``platforms`` too (its
+    interpreters' before they are recorded)."""
+    pairs = [
+        (row, platform)
+        for row, platform in session.execute(
+            select(Builder, Abi.platform_tag).join(BuilderPython.builder).join(BuilderPython.abi)
+        ).tuples()
+    ]
+    if builder is not None:
+        pairs += [(builder, platform) for platform in platforms]
+    result: dict[str, tuple[int, int]] = {}
+    for row, platform in pairs:
+        said = builder_os(row)
+        version = said.glibc_version if said is not None else None
+        if version is not None and (platform not in result or version < result[platform]):
+            result[platform] = version
+    return result
+
+
+def farm_glibc(
+    session: Session,
+    settings: Settings,
+    builder: Builder | None = None,
+    probes: Mapping[str, Any] | None = None,
+) -> Glibc:
     """The glibc that decides which of the upstream's manylinux wheels cover a target:
-    ``manylinux_glibc`` where it is set, else the oldest the builders said they have."""
+    ``manylinux_glibc`` where it is set (every platform), else per platform the oldest the
+    builders of that platform said (``glibc_by_platform``; ``builder`` with its new ``probes``)."""
     if settings.glibc is not None:
         return settings.glibc
-    return oldest_glibc(session.scalars(select(Builder)))
+    platforms = [p["platform_tag"] for p in (probes or {}).values() if isinstance(p, Mapping)]
+    return glibc_by_platform(session, builder, platforms)
 
 
 def farm_debian_source(

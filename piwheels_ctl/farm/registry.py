@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from ..abi import Glibc
 from ..agent import sandbox
 from ..config import Settings
-from ..db.builder_os import farm_glibc, oldest_glibc
+from ..db.builder_os import farm_glibc, glibc_by_platform
 from ..db.made_once import get_or_make
 from ..db.models import Abi, Builder, BuilderPython
 from ..errors import ConfigError, InputError
@@ -53,7 +54,7 @@ def probe_local(python: str, timeout: float = 60.0) -> dict[str, Any]:
     return result
 
 
-def ensure_abi(session: Session, probe: dict[str, Any], glibc: tuple[int, int] | None = None) -> Abi:
+def ensure_abi(session: Session, probe: dict[str, Any], glibc: Glibc = None) -> Abi:
     """The ABI row for a probed interpreter, created (and its coverage filled in, by our wheels
     and by the upstream's, ``glibc`` deciding for manylinux ones) when new."""
     tag = probe_tag(probe)
@@ -90,7 +91,7 @@ def set_pythons(
     session: Session,
     builder: Builder,
     probes: dict[str, dict[str, Any]],
-    glibc: tuple[int, int] | None = None,
+    glibc: Glibc = None,
 ) -> None:
     """Make ``builder``'s interpreters exactly ``probes`` (path, or ``cross_key``, → probe result);
     ``info["cross"]`` says which ABIs it cross-builds, and for which Debian architecture."""
@@ -165,7 +166,7 @@ def ensure_local(session: Session, settings: Settings) -> Builder:
     if builder.info.get("sandbox") != walls or builder.info.get("os") != identity:
         builder.info = {**builder.info, "sandbox": walls, "os": identity}
     # After its OS is known: its ABIs' releases decide where our wheels cover them.
-    set_pythons(session, builder, probes, farm_glibc(session, settings))
+    set_pythons(session, builder, probes, farm_glibc(session, settings, builder, probes))
     return builder
 
 
@@ -195,7 +196,7 @@ def register_remote(
     slots: int,
     info: dict[str, Any],
     probes: dict[str, dict[str, Any]],
-    glibc: tuple[int, int] | None = None,
+    glibc: Glibc = None,
 ) -> str:
     """Add or update an SSH builder with its probed interpreters: "added", "updated" or "unchanged"."""
     wanted = {
@@ -220,9 +221,9 @@ def register_remote(
     builder.info = {**builder.info, **info}
     builder.healthy = True
     builder.retry_at = None
-    if glibc is None:  # no manylinux_glibc: the builders' oldest, this one's included
+    if glibc is None:  # no manylinux_glibc: the builders' oldest per platform, this one's included
         session.flush()
-        glibc = oldest_glibc(session.scalars(select(Builder)))
+        glibc = glibc_by_platform(session, builder, [p["platform_tag"] for p in probes.values()])
     set_pythons(session, builder, probes, glibc)
     if state == "unchanged" and sorted((p.path, p.abi_id) for p in builder.pythons) != old_pythons:
         state = "updated"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, insert, select, true
 from sqlalchemy.orm import Session
 
-from ..abi import AbiTags, runs_on, upstream_covers
+from ..abi import AbiTags, Glibc, runs_on, upstream_covers
 from ..db.batches import in_batches
 from ..db.models import Abi, Project, UpstreamCoverage, UpstreamWheel, Version
 from . import upkeep
@@ -21,7 +21,6 @@ from . import upkeep
 if TYPE_CHECKING:
     from ..upstream.page import WheelLink
 
-Glibc = tuple[int, int] | None
 # Upstream wheels read, and coverage rows written, per batch when an ABI is added.
 BATCH = 10_000
 
