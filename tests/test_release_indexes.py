@@ -180,11 +180,12 @@ def _checks(data: Path) -> list[tuple[str, str, str, list[str]]]:
         db.dispose()
 
 
-def _farm(
+def _built_on_bullseye(
     data: Path, upstream: IndexServer, url: str, bullseye_host: RootHost, repair: str
 ) -> dict[str, str]:
     """A farm in ``data`` with this machine's local builder (bookworm) and the bullseye SSH
-    builder, ``repair`` its setting, and ssl-abi3-ext added."""
+    builder, ``repair`` its setting: ssl-abi3-ext added, built by the bullseye builder alone (the
+    local one turned off for that run) and published; the farm's environment."""
     env = clean_env(
         PIWHEELS_DATA_DIR=str(data),
         PIWHEELS_UPSTREAM=upstream.url,
@@ -206,6 +207,10 @@ def _farm(
     builders = {b["name"]: b for b in json.loads(piwheels(env, "builders", "list", "--json").stdout)}
     assert set(builders) == {"local", "bullseye"}, builders
     piwheels(env, "add", "ssl-abi3-ext")
+    only_bullseye = {**env, "PIWHEELS_LOCAL_BUILDER": "false"}
+    out = piwheels(only_bullseye, "run").stdout
+    assert "built 1" in out, out
+    piwheels(only_bullseye, "publish")
     return env
 
 
@@ -237,13 +242,8 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
 ) -> None:
     www, url = served
     data = www.parent
-    env = _farm(data, upstream, url, bullseye_host, repair="none")
-
     # Only the bullseye builder builds: its abi3 wheel covers cp311 by its tags, not on bookworm.
-    only_bullseye = {**env, "PIWHEELS_LOCAL_BUILDER": "false"}
-    out = piwheels(only_bullseye, "run").stdout
-    assert "built 1" in out, out
-    piwheels(only_bullseye, "publish")
+    env = _built_on_bullseye(data, upstream, url, bullseye_host, repair="none")
     assert _listed(www, "bullseye", "ssl-abi3-ext") == [ABI3_WHEEL], list(www.rglob("*"))
     assert _listed(www, None, "ssl-abi3-ext") == [ABI3_WHEEL]
     assert (www / "bookworm" / "simple" / "index.json").exists(), "no index for bookworm"
@@ -296,21 +296,13 @@ def test_each_release_lists_what_loads_there_and_pip_installs_from_its_own(
 
 
 def test_a_wheel_repaired_on_bullseye_is_checked_listed_and_imported_on_bookworm(
-    root: Path,
-    bullseye_host: RootHost,
-    upstream: IndexServer,
-    served: tuple[Path, str],
-    tmp_path: Path,
+    bullseye_host: RootHost, upstream: IndexServer, served: tuple[Path, str], tmp_path: Path
 ) -> None:
     """The wheel bookworm refuses above, repaired on bullseye: it carries libssl 1.1, so bookworm
     (OpenSSL 3 only) loads it, lists it and builds nothing of its own."""
     www, url = served
     data = www.parent
-    env = _farm(data, upstream, url, bullseye_host, repair="auditwheel")
-    only_bullseye = {**env, "PIWHEELS_LOCAL_BUILDER": "false"}
-    out = piwheels(only_bullseye, "run").stdout
-    assert "built 1" in out, out
-    piwheels(only_bullseye, "publish")
+    env = _built_on_bullseye(data, upstream, url, bullseye_host, repair="auditwheel")
     listed = _listed(www, "bullseye", "ssl-abi3-ext")
     assert len(listed) == 1 and REPAIRED_WHEEL.match(listed[0]), (
         listed,
