@@ -185,8 +185,9 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
 
 
-# A meson-python project: Meson puts ccache before the compiler it finds on PATH (the agent's
-# wrapper), builds in a randomly named folder (.mesonpy-*) and passes -I options into it.
+# A meson-python project: Meson puts the ccache it finds on PATH (the agent's wrapper of that
+# name) before the compiler, builds in a randomly named folder (.mesonpy-*) and passes -I options
+# into it.
 MESON_PYPROJECT = """\
 [build-system]
 requires = ["meson-python"]

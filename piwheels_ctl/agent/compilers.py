@@ -51,10 +51,10 @@ STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder
 # next (nothing of the build's random folders is in it), so its modification time stays too:
 # where ccache runs it as the compiler, ccache knows it by its size and time. The real
 # compilers' identity is in it instead (``identity``): a new compiler rewrites it, and the cache
-# misses as it should. Under the name ``ccache`` it fails ``--version``: Meson then calls the
-# compiler (this wrapper) instead of putting the ccache it finds before it, which would hash the
-# build environment's random folder (``-I`` of pybind11, numpy) before the wrapper renames it;
-# any other ``ccache <compiler> ...`` a build runs is the launcher's case.
+# misses as it should. It is also the ``ccache`` a build finds on PATH, the one Meson puts before
+# the compiler: the real ccache would hash the build environment's random folder (``-I`` of
+# pybind11, numpy) before a compiler wrapper renamed it, so this renames it first, as the
+# launcher does, and runs the real ccache by its full path.
 WRAPPER = r"""#!/bin/sh
 # Made by the piwheels agent: stable paths for the build environment, then ccache.
 # The compilers behind it: %(identity)s
@@ -66,11 +66,7 @@ case ":$PATH:" in
         PATH=${PATH#:}; PATH=${PATH%%:}; export PATH ;;
 esac
 case ${0##*/} in
-    %(launcher)s|ccache)
-        if [ "${0##*/}" = ccache ] && [ "$*" = --version ]; then
-            echo "ccache: the piwheels agent's compilers run it already" >&2
-            exit 1  # so that Meson calls the compiler wrapper, not ccache before it
-        fi
+    %(launcher)s|ccache)  # a compiler (or an option of ccache's own) as the first argument
         case $1 in  # CMake found a wrapper as its compiler: ccache runs the compiler of that name
             "%(wrappers)s"/*) compiler=${1##*/}; shift; set -- "$compiler" "$@" ;;
         esac ;;
