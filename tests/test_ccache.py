@@ -185,8 +185,9 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
     assert f"ccache: {warm['ccache']['hits']} hits, 0 misses (100%)" in warm_log
 
 
-# A meson-python project: Meson puts ccache before the compiler it finds on PATH (the agent's
-# wrapper), builds in a randomly named folder (.mesonpy-*) and passes -I options into it.
+# A meson-python project: Meson puts the ccache it finds on PATH (the agent's wrapper of that
+# name) before the compiler, builds in a randomly named folder (.mesonpy-*) and passes -I options
+# into it.
 MESON_PYPROJECT = """\
 [build-system]
 requires = ["meson-python"]
@@ -229,32 +230,68 @@ def meson_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
+# The same with C++ whose header comes from a build requirement, as pybind11's and numpy's do:
+# meson.build asks the package where its headers are, in the build environment's random folder.
+MESON_ENVHDR_BUILD = """\
+project('meson-ext', 'cpp')
+py = import('python').find_installation(pure: false)
+found = run_command(py, '-c', 'import envhdr; print(envhdr.get_include())', check: true)
+inc = include_directories(found.stdout().strip())
+foreach name : ['m0', 'm1', 'm2', 'm3']
+  py.extension_module(name, name + '.cpp', include_directories: inc, install: true)
+endforeach
+"""
+
+
+def _meson_project(tmp_path: Path, header: str) -> Path:
+    """The sdist of meson-ext: four modules that include a header of the project's own
+    (``own``), or one of the build requirement envhdr (``requirement``)."""
+    project = tmp_path / "meson-ext"
+    project.mkdir()
+    if header == "own":
+        (project / "include").mkdir()
+        (project / "include" / "greeting.h").write_text('#define GREETING "hello from Meson"\n')
+        (project / "pyproject.toml").write_text(MESON_PYPROJECT)
+        (project / "meson.build").write_text(MESON_BUILD)
+    else:
+        (project / "pyproject.toml").write_text(
+            MESON_PYPROJECT.replace('"meson-python"', '"meson-python", "envhdr"')
+        )
+        (project / "meson.build").write_text(MESON_ENVHDR_BUILD)
+    for name in ("m0", "m1", "m2", "m3"):
+        if header == "own":
+            (project / f"{name}.c").write_text(MESON_C.format(name=name))
+        else:
+            source = MODULE_CPP.format(module=name).replace('("hello from C++")', "(envhdr_text())")
+            (project / f"{name}.cpp").write_text('#include "envhdr.h"\n' + source)
+    return make_sdist(project, tmp_path / "sdists")
+
+
 @pytest.mark.build
+@pytest.mark.parametrize("header", ["own", "requirement"])
 @pytest.mark.parametrize("front", ["uv", "pip"])
 def test_a_meson_rebuild_hits_the_compiler_cache(
-    front: str, build_deps: Path, meson_wheels: Path, tmp_path: Path
+    front: str, header: str, build_deps: Path, meson_wheels: Path, tmp_path: Path
 ) -> None:
     if not shutil.which("ccache"):
         pytest.skip("ccache is not installed (apt-get install ccache)")
     wheel = None
     if front == "uv":
         wheel = _uv(build_deps, tmp_path)
-    project = tmp_path / "meson-ext"
-    (project / "include").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(MESON_PYPROJECT)
-    (project / "meson.build").write_text(MESON_BUILD)
-    (project / "include" / "greeting.h").write_text('#define GREETING "hello from Meson"\n')
-    for name in ("m0", "m1", "m2", "m3"):
-        (project / f"{name}.c").write_text(MESON_C.format(name=name))
-    sdist = make_sdist(project, tmp_path / "sdists")
+    sdist = _meson_project(tmp_path, header)
+    (tmp_path / "envhdr").mkdir()
+    members = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
+    envhdr = make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=members)
     cold, cold_log, warm, warm_log = _rebuild(
-        tmp_path, sdist, build_deps, wheel, list(meson_wheels.glob("*.whl"))
+        tmp_path, sdist, build_deps, wheel, [*meson_wheels.glob("*.whl"), envhdr]
     )
     assert cold["ccache"]["misses"] >= 4, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
         f"Meson's rebuild missed the compiler cache: {warm['ccache']} after {cold['ccache']}",
         warm_log[-3000:],
     )
+    if header == "requirement":  # the header of the build environment is in what was built
+        assert _hello(tmp_path, warm, "warm", "m0") == "from the build environment"
 
 
 # It includes a .pxd of Cython's own, from the build environment (a random folder each build).

@@ -49,9 +49,12 @@ STABLE_NAME = "piwheels-env"  # the link to the build environment, in the folder
 # BASE/piwheels-env, made (atomically, by a rename: the build's compilers run in parallel)
 # to point to the environment of this build. The script is the same from one build to the
 # next (nothing of the build's random folders is in it), so its modification time stays too:
-# Meson puts ccache in front of the compiler it finds on PATH, this wrapper, and ccache knows a
-# compiler by its size and time. The real compilers' identity is in it instead (``identity``):
-# a new compiler rewrites it, and the cache misses as it should.
+# where ccache runs it as the compiler, ccache knows it by its size and time. The real
+# compilers' identity is in it instead (``identity``): a new compiler rewrites it, and the cache
+# misses as it should. It is also the ``ccache`` a build finds on PATH, the one Meson puts before
+# the compiler: the real ccache would hash the build environment's random folder (``-I`` of
+# pybind11, numpy) before a compiler wrapper renamed it, so this renames it first, as the
+# launcher does, and runs the real ccache by its full path.
 WRAPPER = r"""#!/bin/sh
 # Made by the piwheels agent: stable paths for the build environment, then ccache.
 # The compilers behind it: %(identity)s
@@ -62,13 +65,13 @@ case ":$PATH:" in
     *":%(wrappers)s:"*) PATH=":$PATH:"; PATH=${PATH%%%%":%(wrappers)s:"*}:${PATH#*":%(wrappers)s:"}
         PATH=${PATH#:}; PATH=${PATH%%:}; export PATH ;;
 esac
-if [ "${0##*/}" = %(launcher)s ]; then
-    case $1 in  # CMake found a wrapper as its compiler: ccache runs the compiler of that name
-        "%(wrappers)s"/*) compiler=${1##*/}; shift; set -- "$compiler" "$@" ;;
-    esac
-else
-    set -- "${0##*/}" "$@"
-fi
+case ${0##*/} in
+    %(launcher)s|ccache)  # a compiler (or an option of ccache's own) as the first argument
+        case $1 in  # CMake found a wrapper as its compiler: ccache runs the compiler of that name
+            "%(wrappers)s"/*) compiler=${1##*/}; shift; set -- "$compiler" "$@" ;;
+        esac ;;
+    *) set -- "${0##*/}" "$@" ;;
+esac
 stable() {
     rest=${arg#*"$1"}
     random=${rest%%%%/*}
@@ -145,12 +148,13 @@ def cython_env(box, project_cache):
 def _write_wrappers(ccache, folder, path):
     # type: (str, str, str) -> str
     """Write the wrappers into ``folder`` (unless they are there as the last build left them):
-    one per compiler name the distribution's ccache folder has (else ``COMPILERS``) and the
-    launcher; the launcher's path."""
+    one per compiler name the distribution's ccache folder has (else ``COMPILERS``), the
+    launcher and ``ccache`` (see ``WRAPPER``); the launcher's path."""
     masquerade = [d for d in CCACHE_MASQUERADE if os.path.isdir(d)]
-    names = sorted(os.listdir(masquerade[0])) if masquerade else list(COMPILERS)
+    compilers = sorted(os.listdir(masquerade[0])) if masquerade else list(COMPILERS)
     script = WRAPPER % {"wrappers": _sh(folder), "launcher": LAUNCHER, "stable": STABLE_NAME,
-                        "identity": identity(names, path), "ccache": _sh(ccache)}  # fmt: skip
+                        "identity": identity(compilers, path), "ccache": _sh(ccache)}  # fmt: skip
+    names = sorted(set(compilers) | {"ccache"})
     first = os.path.join(folder, LAUNCHER)
     try:
         # The project's builds can write here: read a regular file's first bytes, nothing else,
