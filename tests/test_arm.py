@@ -10,12 +10,17 @@ then builds a C extension for cp27mu and cp39 as ``linux_armv7l`` wheels; they a
 and pip inside the ARM host installs and imports them. A build forced to time out on 2.7 is
 killed and recorded as a time-out. A bookworm armhf host (its own root and address) builds the
 same extension for cp311, says what it is (debian bookworm, armhf, glibc 2.36), and in the same
-run refuses an extension whose module does not load there (``import-failed``).
+run refuses an extension whose module does not load there (``import-failed``). With the farm's
+``repair = "auditwheel"``, the bullseye builder's abi3 build of an extension linking libffi comes
+out as ``manylinux_2_31_armv7l`` with libffi.so.7 inside (its 2.7 build stays ``linux_armv7l``):
+pip installs and imports it in a clean bookworm armhf host, which has libffi.so.8 only, where the
+same project's unrepaired wheel fails with the loader's "cannot open shared object file".
 
 The arm64 tier: a Debian bookworm arm64 root (qemu-aarch64) on a loopback address of its own
 joins the bullseye armhf tier's master. The role finds by itself that no namespaces can be made
 there and sets up the sudo agent; the builder builds the extension as ``linux_aarch64``, which
-pip inside the arm64 host installs and imports. The two builders' ABIs keep their own queues,
+pip inside the arm64 host installs and imports, and with repair on the libffi extension as
+``manylinux_2_36_aarch64``. The two builders' ABIs keep their own queues,
 coverage and page cells, and an upstream manylinux aarch64 wheel covers only the arm64 pair.
 
 Everything ARM here runs emulated (slow: a few builds only, to keep CI within its time).
@@ -415,6 +420,18 @@ def _add_repair_tools(tier: Tier, abi: str) -> None:
         shutil.copy(wheel, tier.base / "upstream")
 
 
+def _build_seconds(tier: Tier, project: str) -> str:
+    """The builds of ``project`` in the order they ran: ABI and seconds (the repair's cost under
+    emulation, side by side with the same build without it)."""
+    with contextlib.closing(sqlite3.connect(tier.base / "data" / "piwheels.db")) as db:
+        rows = db.execute(
+            "SELECT a.tag, d.duration FROM builds d JOIN abis a ON a.id = d.abi_id JOIN versions v "
+            "ON v.id = d.version_id JOIN projects p ON p.id = v.project_id WHERE p.name = ? ORDER BY d.id",
+            (project,),
+        ).fetchall()
+    return ", ".join(f"{tag} {seconds or 0:.1f}s" for tag, seconds in rows)
+
+
 def _wheels(tier: Tier, prefix: str) -> set[str]:
     return {p.name for p in (tier.base / "data" / "www").rglob(f"{prefix}-*.whl")}
 
@@ -468,6 +485,7 @@ def test_a_repaired_armv7l_wheel_imports_on_a_release_without_its_library(tier: 
         assert "libffi.so.7: cannot open shared object file" in failed.stderr, failed.stderr[-3000:]
     finally:
         clean.stop()
+    print("ffi-abi3-ext builds (repair on, then cp39 off):", _build_seconds(tier, "ffi-abi3-ext"))
     took = (repaired_at - started, installed_at - repaired_at, time.monotonic() - installed_at)
     print(
         "builds with repair {:.0f}s, clean host and install {:.0f}s, plain build and install {:.0f}s".format(
@@ -612,6 +630,7 @@ def test_an_emulated_arm64_builder_provisions_itself_builds_for_aarch64_and_pip_
     assert f"Tag: {AARCH64_ABI}" in installed.stdout, installed.stdout[-3000:]
     assert "Tag: cp38-abi3-manylinux_2_36_aarch64" in installed.stdout, installed.stdout[-3000:]
     print(f"repair on aarch64: rebuild, publish and install {time.monotonic() - started:.0f}s")
+    print("ffi-abi3-ext builds (aarch64: off, then repair on):", _build_seconds(tier, "ffi-abi3-ext"))
 
 
 def test_one_master_keeps_the_armhf_and_arm64_builders_apart(tier: Tier, arm64: Arm64) -> None:
