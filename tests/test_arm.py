@@ -10,12 +10,17 @@ then builds a C extension for cp27mu and cp39 as ``linux_armv7l`` wheels; they a
 and pip inside the ARM host installs and imports them. A build forced to time out on 2.7 is
 killed and recorded as a time-out. A bookworm armhf host (its own root and address) builds the
 same extension for cp311, says what it is (debian bookworm, armhf, glibc 2.36), and in the same
-run refuses an extension whose module does not load there (``import-failed``).
+run refuses an extension whose module does not load there (``import-failed``). With the farm's
+``repair = "auditwheel"``, the bullseye builder's abi3 build of an extension linking libffi comes
+out as ``manylinux_2_31_armv7l`` with libffi.so.7 inside (its 2.7 build stays ``linux_armv7l``):
+pip installs and imports it in a clean bookworm armhf host, which has libffi.so.8 only, where the
+same project's unrepaired wheel fails with the loader's "cannot open shared object file".
 
 The arm64 tier: a Debian bookworm arm64 root (qemu-aarch64) on a loopback address of its own
 joins the bullseye armhf tier's master. The role finds by itself that no namespaces can be made
 there and sets up the sudo agent; the builder builds the extension as ``linux_aarch64``, which
-pip inside the arm64 host installs and imports. The two builders' ABIs keep their own queues,
+pip inside the arm64 host installs and imports, and with repair on the libffi extension as
+``manylinux_2_36_aarch64``. The two builders' ABIs keep their own queues,
 coverage and page cells, and an upstream manylinux aarch64 wheel covers only the arm64 pair.
 
 Everything ARM here runs emulated (slow: a few builds only, to keep CI within its time).
@@ -45,6 +50,7 @@ import pytest
 import yaml
 from pypi_simple import PYPI_SIMPLE_ENDPOINT
 
+from piwheels_ctl.config import Settings
 from piwheels_ctl.farm import frontend
 
 from arm_roots import arm64_root, armhf_root, why_no_arm_emulation
@@ -63,6 +69,7 @@ PY2_PACKAGES = Path(__file__).parent / "packages-py2"
 # load 5, while its own commands are each allowed an hour.
 pytestmark = pytest.mark.timeout(3600)
 ADDRESSES = {"bullseye": "127.0.1.20", "bookworm": "127.0.1.22"}
+CLEAN_ADDRESS = "127.0.1.93"  # a bookworm armhf host that only installs (no builder, no libffi.so.7)
 CONFIG_DIR = "/etc/ssh/piwheels-test"  # inside the ARM root: this tier's sshd's keys and config
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BUILDER_USER = "piwheels"  # the role's default build user
@@ -219,7 +226,7 @@ def make_tier(release: str, build_deps: Path) -> Iterator[Tier]:
     links = download_py27_wheels(base / "py27")
     for wheel in [*build_deps.glob("*.whl"), *links.glob("*.whl")]:
         shutil.copy(wheel, upstream)
-    for project in ("zlib-ext", "hangs-py2", "undefined-symbol-ext"):
+    for project in ("zlib-ext", "hangs-py2", "undefined-symbol-ext", "ffi-abi3-ext"):
         make_sdist(PY2_PACKAGES / project, upstream)
     host = start_arm_host(base, root, ADDRESSES[release])
     try:
@@ -405,6 +412,88 @@ def test_a_bookworm_armhf_builder_builds_for_cp311(build_deps: Path) -> None:
             server.wait(timeout=30)
 
 
+def _add_repair_tools(tier: Tier, abi: str) -> None:
+    """The repair's pinned tools for ``abi``'s machine in the tier's build index (fetched from
+    PyPI once, as a farm's controller fetches them from its build index)."""
+    settings = Settings(data_dir=tier.base / "repair-tools")
+    for wheel in frontend.repair_tools(settings, abi, PYPI_SIMPLE_ENDPOINT, []):
+        shutil.copy(wheel, tier.base / "upstream")
+
+
+def _build_seconds(tier: Tier, project: str) -> str:
+    """The builds of ``project`` in the order they ran: ABI and seconds (the repair's cost under
+    emulation, side by side with the same build without it)."""
+    with contextlib.closing(sqlite3.connect(tier.base / "data" / "piwheels.db")) as db:
+        rows = db.execute(
+            "SELECT a.tag, d.duration FROM builds d JOIN abis a ON a.id = d.abi_id JOIN versions v "
+            "ON v.id = d.version_id JOIN projects p ON p.id = v.project_id WHERE p.name = ? ORDER BY d.id",
+            (project,),
+        ).fetchall()
+    return ", ".join(f"{tag} {seconds or 0:.1f}s" for tag, seconds in rows)
+
+
+def _wheels(tier: Tier, prefix: str) -> set[str]:
+    return {p.name for p in (tier.base / "data" / "www").rglob(f"{prefix}-*.whl")}
+
+
+def test_a_repaired_armv7l_wheel_imports_on_a_release_without_its_library(tier: Tier) -> None:
+    """ffi-abi3-ext built with repair on the bullseye builder carries bullseye's libffi.so.7 and
+    imports on bookworm armhf (libffi.so.8 only); the unrepaired wheel does not load there. Its
+    2.7 build, repair on as well, stays linux_armv7l: the repair is not for Python 2.7."""
+    if not json.loads(tier.controller("builders", "list", "--json").stdout):  # this test alone
+        assert tier.playbook().returncode == 0
+    started = time.monotonic()
+    _add_repair_tools(tier, "cp39-cp39-linux_armv7l")
+    assert tier.controller("add", "ffi-abi3-ext").returncode == 0
+    run = tier.controller("run", PIWHEELS_REPAIR="auditwheel")
+    assert "built 2, failed 0" in run.stdout, run.stdout + run.stderr
+    repaired_at = time.monotonic()
+    assert tier.controller("publish").returncode == 0
+    repaired = "ffi_abi3_ext-1.0-cp38-abi3-manylinux_2_31_armv7l.whl"
+    assert _wheels(tier, "ffi_abi3_ext") == {"ffi_abi3_ext-1.0-cp27-cp27mu-linux_armv7l.whl", repaired}, (
+        _wheels(tier, "ffi_abi3_ext")
+    )
+    (path,) = (tier.base / "data" / "www").rglob(repaired)
+    with zipfile.ZipFile(path) as archive:
+        grafted = [n for n in archive.namelist() if n.startswith("ffi_abi3_ext.libs/libffi")]
+    assert [n for n in grafted if ".so.7" in n], f"libffi.so.7 is not inside {repaired}: {grafted}"
+    log = tier.controller("logs", "ffi-abi3-ext").stdout
+    assert "[piwheels] repaired:" in log, log[-3000:]
+
+    clean = start_arm_host(tier.base / "clean", armhf_root("bookworm"), CLEAN_ADDRESS)
+    try:
+        venv = "export PIP_CONFIG_FILE=/dev/null && python3.11 -m venv /tmp/v311 && /tmp/v311/bin/pip install"
+        check = '/tmp/v311/bin/python -c "import ffi_abi3_ext; assert ffi_abi3_ext.call_add(2, 3) == 5"'
+        with serving(tier.base / "data" / "www") as url:
+            installed = clean.ssh(f"{venv} --no-cache-dir --only-binary :all: --index-url {url}/simple/ "
+                                  f"ffi-abi3-ext && {check} && ls /usr/lib/arm-linux-gnueabihf")  # fmt: skip
+        assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+        assert "libffi.so.8" in installed.stdout and "libffi.so.7" not in installed.stdout, installed.stdout
+        installed_at = time.monotonic()
+
+        # The same project's cp39 build without repair: its wheel needs libffi.so.7 from apt.
+        assert tier.controller("rebuild", "ffi-abi3-ext", "--abi", "cp39-cp39-linux_armv7l").returncode == 0
+        run = tier.controller("run", PIWHEELS_REPAIR="none")
+        assert "built 1, failed 0" in run.stdout, run.stdout + run.stderr
+        assert tier.controller("publish").returncode == 0
+        plain = "ffi_abi3_ext-1.0-cp38-abi3-linux_armv7l.whl"
+        found = list((tier.base / "data" / "www").rglob(plain))
+        assert found, f"no unrepaired wheel published: {_wheels(tier, 'ffi_abi3_ext')}"
+        clean.put(found[0], f"/tmp/{plain}")
+        failed = clean.ssh(f"/tmp/v311/bin/pip install --no-index --force-reinstall /tmp/{plain} && {check}")
+        assert failed.returncode != 0, f"the unrepaired wheel imported without libffi.so.7: {failed.stdout}"
+        assert "libffi.so.7: cannot open shared object file" in failed.stderr, failed.stderr[-3000:]
+    finally:
+        clean.stop()
+    print("ffi-abi3-ext builds (repair on, then cp39 off):", _build_seconds(tier, "ffi-abi3-ext"))
+    took = (repaired_at - started, installed_at - repaired_at, time.monotonic() - installed_at)
+    print(
+        "builds with repair {:.0f}s, clean host and install {:.0f}s, plain build and install {:.0f}s".format(
+            *took
+        )
+    )
+
+
 # -- the arm64 tier: a bookworm arm64 builder on the bullseye armhf tier's master ------------------
 
 ARM64_ADDRESS = "127.0.1.50"
@@ -500,10 +589,12 @@ def test_an_emulated_arm64_builder_provisions_itself_builds_for_aarch64_and_pip_
         bare.stdout + bare.stderr
     )
 
-    # Only zlib-ext's new pair is built: what else waits for aarch64 (hangs-py2) is skipped.
+    # Only zlib-ext's and ffi-abi3-ext's new pairs are built: what else waits for aarch64
+    # (hangs-py2) is skipped.
+    tier.controller("add", "ffi-abi3-ext")  # known already after the armv7l repair test
     queued = {(j["name"], j["abi"]) for j in json.loads(tier.controller("queue", "--json").stdout)}
-    assert ("zlib-ext", AARCH64_ABI) in queued, queued
-    for name in {n for n, abi in queued if n != "zlib-ext"}:
+    assert {("zlib-ext", AARCH64_ABI), ("ffi-abi3-ext", AARCH64_ABI)} <= queued, queued
+    for name in {n for n, abi in queued if n not in ("zlib-ext", "ffi-abi3-ext")}:
         assert tier.controller("skip", name, "--reason", "not part of the arm64 test").returncode == 0
     run = tier.controller("run")
     assert ", failed 0" in run.stdout, run.stdout + run.stderr
@@ -511,17 +602,35 @@ def test_an_emulated_arm64_builder_provisions_itself_builds_for_aarch64_and_pip_
     www = tier.base / "data" / "www"
     assert "zlib_ext-1.0-cp311-cp311-linux_aarch64.whl" in {p.name for p in www.rglob("*.whl")}
 
-    # pip inside the arm64 host installs it from our index alone and imports it.
+    # With repair on, ffi-abi3-ext's aarch64 build is repaired for bookworm's glibc: libffi inside.
+    started = time.monotonic()
+    _add_repair_tools(tier, AARCH64_ABI)
+    assert tier.controller("rebuild", "ffi-abi3-ext", "--abi", AARCH64_ABI).returncode == 0
+    run = tier.controller("run", PIWHEELS_REPAIR="auditwheel")
+    assert "built 1, failed 0" in run.stdout, run.stdout + run.stderr
+    assert tier.controller("publish").returncode == 0
+    repaired = "ffi_abi3_ext-1.0-cp38-abi3-manylinux_2_36_aarch64.whl"
+    found = list(www.rglob(repaired))
+    assert found, f"no {repaired} published: {_wheels(tier, 'ffi_abi3_ext')}"
+    with zipfile.ZipFile(found[0]) as archive:
+        grafted = [n for n in archive.namelist() if n.startswith("ffi_abi3_ext.libs/libffi")]
+    assert [n for n in grafted if ".so.8" in n], f"libffi.so.8 is not inside {repaired}: {grafted}"
+
+    # pip inside the arm64 host installs both from our index alone and imports them.
     with serving(www) as url:
-        check = "import zlib_ext; assert zlib_ext.crc('hello') == 907060870"
+        check = "import zlib_ext, ffi_abi3_ext; assert zlib_ext.crc('hello') == 907060870; "
+        check += "assert ffi_abi3_ext.call_add(2, 3) == 5"
         installed = arm64.host.ssh(
             "export PIP_CONFIG_FILE=/dev/null && python3.11 -m venv /tmp/v311 && /tmp/v311/bin/pip install "
-            f"--no-cache-dir --only-binary :all: --index-url {url}/simple/ zlib-ext && "
+            f"--no-cache-dir --only-binary :all: --index-url {url}/simple/ zlib-ext ffi-abi3-ext && "
             f'/tmp/v311/bin/python -c "{check}" && '
-            "cat /tmp/v311/lib/python3.11/site-packages/zlib_ext-1.0.dist-info/WHEEL"
+            "cat /tmp/v311/lib/python3.11/site-packages/*_ext-1.0.dist-info/WHEEL"
         )
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     assert f"Tag: {AARCH64_ABI}" in installed.stdout, installed.stdout[-3000:]
+    assert "Tag: cp38-abi3-manylinux_2_36_aarch64" in installed.stdout, installed.stdout[-3000:]
+    print(f"repair on aarch64: rebuild, publish and install {time.monotonic() - started:.0f}s")
+    print("ffi-abi3-ext builds (aarch64: off, then repair on):", _build_seconds(tier, "ffi-abi3-ext"))
 
 
 def test_one_master_keeps_the_armhf_and_arm64_builders_apart(tier: Tier, arm64: Arm64) -> None:
