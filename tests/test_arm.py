@@ -499,8 +499,6 @@ def test_a_repaired_armv7l_wheel_imports_on_a_release_without_its_library(tier: 
 ARM64_ADDRESS = "127.0.1.50"
 ARMV7L_ABIS = {"cp27-cp27mu-linux_armv7l", "cp39-cp39-linux_armv7l"}
 AARCH64_ABI = "cp311-cp311-linux_aarch64"
-# The farm's oldest builder glibc (bullseye's): upstream manylinux wheels up to it cover a pair.
-FARM_GLIBC = "2.31"
 
 
 @dataclass
@@ -527,8 +525,6 @@ def arm64(tier: Tier) -> Iterator[Arm64]:
         env=pip_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert uv.returncode == 0, uv.stdout + uv.stderr
-    with tier.config.open("a") as config:  # the farm's glibc, for upstream manylinux wheels
-        config.write(f'manylinux_glibc = "{FARM_GLIBC}"\n')
     host = start_arm_host(base, root, ARM64_ADDRESS)
     try:
         settings = yaml.safe_load(tier.inventory.read_text())
@@ -646,14 +642,15 @@ def test_one_master_keeps_the_armhf_and_arm64_builders_apart(tier: Tier, arm64: 
     assert builds <= {("arm1", "linux_armv7l"), ("arm64", "linux_aarch64")}, builds
 
     # A project whose upstream ships a manylinux aarch64 wheel (and an sdist): the wheel covers
-    # the arm64 pair through the farm's glibc, never an armhf one; those wait for armhf builds.
+    # the arm64 pair through the arm64 builder's own glibc (bookworm's 2.36; the armhf bullseye
+    # builder's 2.31 would refuse a 2_34 wheel), never an armhf one; those wait for armhf builds.
     upstream = tier.base / "upstream"
     make_sdist(PACKAGES / "c-ext", upstream)
-    make_wheel(upstream, "c-ext", "1.0", tag="cp311-cp311-manylinux_2_17_aarch64")
+    make_wheel(upstream, "c-ext", "1.0", tag="cp311-cp311-manylinux_2_34_aarch64")
     assert tier.controller("add", "c-ext").returncode == 0
     covered = _db(tier, "SELECT a.tag, w.filename FROM upstream_coverage c JOIN abis a ON a.id = c.abi_id "
                         "JOIN upstream_wheels w ON w.id = c.wheel_id")  # fmt: skip
-    assert covered == {(AARCH64_ABI, "c_ext-1.0-cp311-cp311-manylinux_2_17_aarch64.whl")}, covered
+    assert covered == {(AARCH64_ABI, "c_ext-1.0-cp311-cp311-manylinux_2_34_aarch64.whl")}, covered
     queued = {j["abi"] for j in json.loads(tier.controller("queue", "--json").stdout) if j["name"] == "c-ext"}
     assert queued == ARMV7L_ABIS, queued
 
