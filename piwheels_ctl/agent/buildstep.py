@@ -399,4 +399,9 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         if free_mb < max(request.min_free_mb, 1):
             return outbox.builder_error("disk full: %d MB free in %s after the build"
                                         % (free_mb, request.work_root))  # fmt: skip
+        # The farm's own index or find-links not trusted (a proxy's CA missing): not the project's.
+        farm_urls = [request.index_url or ""] + list(request.find_links)
+        refusal = buildenv.tls_refusal(request.log_path, farm_urls, buildenv.trust_store())
+        if refusal is not None and not finished.timed_out:
+            return outbox.builder_error(refusal)
     return result
