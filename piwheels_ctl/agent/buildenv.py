@@ -152,6 +152,21 @@ def tls_refusal(log_path, urls, store):
     return None
 
 
+def exec_refusal(log_path, python):
+    # type: (str, str) -> Optional[str]
+    """Why the build's sandbox could not start ``python``, as its log's first lines say
+    (bubblewrap's ``execvp``, setpriv's ``failed to execute``); None where they do not."""
+    try:
+        with open(log_path, "rb") as log:
+            head = log.read(8192).decode("utf-8", "replace")
+    except (IOError, OSError):
+        return None
+    for line in head.splitlines():
+        if ("execvp %s:" % python) in line or ("failed to execute %s:" % python) in line:
+            return "the sandbox could not start the interpreter: %s" % line.strip()[:300]
+    return None
+
+
 def source_date_epoch(sdist):
     # type: (str) -> Optional[str]
     """SOURCE_DATE_EPOCH for a build of ``sdist``: the newest mtime of its members (PKG-INFO's
