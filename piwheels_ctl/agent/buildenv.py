@@ -146,10 +146,16 @@ def tls_refusal(log_path, urls, store):
         for netloc, name in sorted(hosts.items()):
             if "https://" + netloc in context or "'%s'" % name in context:
                 said = line[line.index(marker) :].split("')", 1)[0].split("'\"", 1)[0].strip()
-                return ("TLS failure with %s: %s (trusting the CA file %s; a proxy that inspects TLS needs "
-                        "its CA there, or SSL_CERT_FILE set to a file that holds it)"
-                        % (name.strip("[]"), said[:200], store or "the frontend bundles"))  # fmt: skip
+                return tls_message(name.strip("[]"), said[:200], store or "the frontends' own")
     return None
+
+
+def tls_message(host, reason, store):
+    # type: (str, str, str) -> str
+    """A failed TLS handshake, as the controller and the agent say it: that it is one, with which
+    host, against which CA file, and what to do about it."""
+    return ("TLS failure with %s: %s (trusting the CA file %s; a proxy that inspects TLS needs its CA "
+            "there, or SSL_CERT_FILE set to a file that holds it)" % (host, reason, store))  # fmt: skip
 
 
 def exec_refusal(log_path, python):
