@@ -27,8 +27,10 @@ from piwheels_ctl.farm.agentcall import check_answer
 
 from debian_roots import debian_root, install_packages, run_in_root
 from helpers import wait_gone
+from indexserver import IndexServer
 from py2deps import download_py27_wheels
 from sdists import make_sdist
+from tlsca import make_ca
 
 AGENT_DIR = Path(agent.__file__).parent
 PACKAGES = ["python2.7", "python3", "bubblewrap", "ca-certificates"]
@@ -61,8 +63,10 @@ def _inside(root: Path, path: Path) -> str:
     return "/" + str(path.relative_to(root))
 
 
-def _agent(root: Path, place: Path, python: str, *args: str, timeout: float = 600) -> dict[str, object]:
-    done = run_in_root(root, [python, _inside(root, place / "agent.py"), *args], timeout=timeout)
+def _agent(
+    root: Path, place: Path, python: str, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> dict[str, object]:
+    done = run_in_root(root, [python, _inside(root, place / "agent.py"), *args], timeout=timeout, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"the agent printed nothing (exit {done.returncode}): {done.stderr[-2000:]}"
     result: dict[str, object] = json.loads(lines[-1])
@@ -179,20 +183,24 @@ def test_a_real_c_build_with_the_pinned_pip_on_python_2_7(root: Path, place: Pat
     assert took < 600, took
 
 
-def _real_build(root: Path, place: Path, project: str) -> dict[str, object]:
-    """The agent on 2.7 building the fixture ``project`` of packages-py2 with the pinned pip."""
+def _real_build(
+    root: Path, place: Path, project: str, *, index_url: str | None = None, env: dict[str, str] | None = None
+) -> dict[str, object]:
+    """The agent on 2.7 building the fixture ``project`` of packages-py2 with the pinned pip, its
+    build requirements from the wheels beside it, or from ``index_url`` (which serves them)."""
     install_packages(root, BUILD_PACKAGES)
     links = download_py27_wheels(place / "links")
     sdist = make_sdist(PY2_PACKAGES / project, place)
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     frontend = next(links.glob("pip-20.3.4-*.whl"))
     inside = _inside(root, place)
+    source = ["--index-url", index_url] if index_url else ["--find-links", _inside(root, links)]
     return _agent(
         root, place, "python2.7", "build", "--python", "/usr/bin/python2.7", "--name", project,
         "--version", "1.0", "--outbox", f"{inside}/outbox", "--log", f"{inside}/build.log",
-        "--work-root", f"{inside}/work", "--find-links", _inside(root, links),
+        "--work-root", f"{inside}/work", *source,
         "--sdist-url", "file://" + _inside(root, sdist), "--sdist-sha256", digest,
-        "--frontend", _inside(root, frontend),
+        "--frontend", _inside(root, frontend), env=env,
     )  # fmt: skip
 
 
@@ -261,3 +269,36 @@ def test_the_build_network_on_python_2_7(root: Path, place: Path) -> None:
         "93.184.215.14:8080: refused, not a host builds may reach (build_network_allow)",
         "fec0::1:443: refused, fec0::1 is not a public address (site-local (deprecated))",
     ], result
+
+
+TLS_HOST = "127.0.1.120"
+
+
+def test_a_python_2_7_build_trusts_the_farms_store_through_an_inspecting_proxy(
+    root: Path, place: Path, tmp_path: Path
+) -> None:
+    """pip 20.3.4 on 2.7 gets its build requirements from an HTTPS index whose CA (as a proxy
+    that inspects TLS has) is only in the file SSL_CERT_FILE names: it trusts that store, not its
+    vendored certifi nor what PIP_CERT and REQUESTS_CA_BUNDLE named. Without the CA, the build
+    is handed back as the builder's TLS failure, not recorded as the project's unresolved
+    requirement. The emulated ARM tier's 2.7 builds run this same agent code (``buildenv``)."""
+    links = download_py27_wheels(place / "links")
+    ca, context = make_ca(tmp_path, TLS_HOST)
+    shutil.copyfile(ca, place / "proxy-ca.pem")
+    (place / "proxy-ca.pem").chmod(0o644)
+    system = "/etc/ssl/certs/ca-certificates.crt"  # the root's own store, without the proxy's CA
+    with IndexServer(links, host=TLS_HOST, tls=context) as index:
+        trusted = _real_build(root, place, "zlib-ext", index_url=index.url, env={
+            "SSL_CERT_FILE": _inside(root, place / "proxy-ca.pem"), "PIP_CERT": system,
+            "REQUESTS_CA_BUNDLE": system,
+        })  # fmt: skip
+        trusted_log = _log(place)
+        shutil.rmtree(place / "outbox", ignore_errors=True)
+        untrusted = _real_build(root, place, "zlib-ext", index_url=index.url)
+        fetched = [path for _, path, status in index.requests if status == 200]
+    assert trusted["status"] == "success", (trusted, trusted_log[-3000:])
+    assert any("setuptools-44.1.1" in path for path in fetched), fetched
+    assert untrusted["status"] == "error", (untrusted, _log(place)[-3000:])
+    error = str(untrusted["error"])
+    assert f"TLS failure with {TLS_HOST}" in error and "certificate verify failed" in error, error
+    assert system in error, error

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import certifi
@@ -21,35 +20,16 @@ from piwheels_ctl.farm.probing import last_lines
 from piwheels_ctl.upstream.fetcher import Fetcher
 
 from indexserver import IndexServer
+from tlsca import make_ca
 
 HOST = "127.0.1.60"
 PYTHON = "/usr/bin/python3"
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
-    """A CA of its own (its certificate, as a store a test points SSL_CERT_FILE at) and a
-    server context with a certificate it signed for HOST."""
-    root = tmp_path_factory.mktemp("tls")
-    ca_key, ca, key, csr, cert = (
-        root / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
-    )
-    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *curve, "-days", "2", "-subj", "/CN=inspecting proxy CA", "-keyout", str(ca_key),
-             "-out", str(ca))  # fmt: skip
-    _openssl("req", "-new", *curve, "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(csr))
-    (root / "ext").write_text(f"subjectAltName=IP:{HOST}\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-             "-days", "2", "-extfile", str(root / "ext"), "-out", str(cert))  # fmt: skip
-    ca.chmod(0o644)
-    root.chmod(0o755)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return ca, context
+    """A CA of its own and a server context with a certificate it signed for HOST."""
+    return make_ca(tmp_path_factory.mktemp("tls"), HOST)
 
 
 @pytest.fixture
@@ -104,14 +84,26 @@ def test_builds_trust_the_store_whatever_pip_would_trust(
     sdist = fixture_sdists["c-ext"]
     ca, context = tls
     store_is(ca)  # type: ignore[operator]
-    with IndexServer(build_deps, host=HOST, tls=context) as index:
-        log = tmp_path / "build.log"
-        result = buildstep.build(request(
+    log = tmp_path / "build.log"
+
+    def build(index_url: str) -> dict[str, object]:
+        return buildstep.build(request(
             PYTHON, "c-ext", "1.0", str(tmp_path / "outbox"), str(log), str(tmp_path / "work"),
-            index_url=index.url, sdist_url=sdist.as_uri(), frontend=str(wheel),
+            index_url=index_url, sdist_url=sdist.as_uri(), frontend=str(wheel),
             sdist_sha256=hashlib.sha256(sdist.read_bytes()).hexdigest(),
         ))  # fmt: skip
-    assert result["status"] == "success", log.read_text()[-3000:]
+
+    with IndexServer(build_deps, host=HOST, tls=context) as index:
+        result = build(index.url)
+        assert result["status"] == "success", log.read_text()[-3000:]
+        # A store without the proxy's CA: the farm's index not trusted is the builder's fault,
+        # said as a TLS failure, never the project's unresolved build requirement.
+        store_is(certifi.where())  # type: ignore[operator]
+        shutil.rmtree(tmp_path / "outbox")
+        result = build(index.url)
+    assert result["status"] == "error", (result, log.read_text()[-3000:])
+    error = str(result["error"])
+    assert f"TLS failure with {HOST}" in error and certifi.where() in error, (error, log.read_text()[-3000:])
 
 
 def test_a_refusal_keeps_its_first_words() -> None:

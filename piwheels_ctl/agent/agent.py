@@ -42,6 +42,7 @@ def probe():
     """What the controller asks of a builder's interpreter: its tags and platform, and the
     digests of the agent's files here (so the controller knows when to send them again)."""
     result = buildplatform.describe()
+    result["python"] = sandbox.canonical_python(sys.executable)  # the path builds run it by
     result["modules"] = dict((name, outbox.sha256_file(os.path.join(HERE, name))) for name in MODULES)
     return result
 
@@ -69,7 +70,7 @@ def main(argv=None):
         except sandbox.SandboxError as exc:
             result["sandbox"] = "none: %s" % (exc,)
         if kind and os.geteuid() == 0:  # builds run as a uid of their own: can it run this interpreter?
-            unreadable = sandbox.unreadable_by_builds(sys.executable, kind, os.path.dirname(os.__file__))
+            unreadable = sandbox.unreadable_by_builds(result["python"], kind, os.path.dirname(os.__file__))
             if unreadable:
                 result["unreadable"] = "%s (%s)" % (unreadable, sandbox.UNREADABLE_FIX)
     elif args.command == "build":

@@ -111,6 +111,68 @@ def trust_env(store):
     return {"SSL_CERT_FILE": store, "PIP_CERT": store, "REQUESTS_CA_BUNDLE": store}
 
 
+# How pip (requests and urllib3, on 2.7's ssl and 3's) and uv (rustls) say a certificate was
+# not trusted; the lines above the one that says so, where the host's URL is (uv's error chain).
+TLS_MARKERS = ("certificate verify failed", "invalid peer certificate", "CERTIFICATE_VERIFY_FAILED")
+TLS_CONTEXT_LINES = 8
+TLS_TAIL_BYTES = 256 * 1024
+
+
+def tls_refusal(log_path, urls, store):
+    # type: (str, List[str], Optional[str]) -> Optional[str]
+    """Why the build's log says a host of the farm's own (the job's index or find-links URLs)
+    failed TLS, worded as the controller words it (``fetcher.tls_failure``); None where it does
+    not. A host the project reached by itself is the project's business."""
+    hosts = {}  # type: Dict[str, str]
+    for url in urls:
+        if url.startswith("https://"):
+            netloc = url[len("https://") :].split("/", 1)[0].rsplit("@", 1)[-1]
+            name = netloc.split("]", 1)[0] + "]" if netloc.startswith("[") else netloc.split(":", 1)[0]
+            hosts[netloc] = name
+    if not hosts:
+        return None
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - TLS_TAIL_BYTES))
+            lines = log.read().decode("utf-8", "replace").splitlines()
+    except (IOError, OSError):
+        return None
+    for number, line in enumerate(lines):
+        marker = next((m for m in TLS_MARKERS if m in line), None)
+        if marker is None:
+            continue
+        context = "\n".join(lines[max(0, number - TLS_CONTEXT_LINES) : number + 1])
+        for netloc, name in sorted(hosts.items()):
+            if "https://" + netloc in context or "'%s'" % name in context:
+                said = line[line.index(marker) :].split("')", 1)[0].split("'\"", 1)[0].strip()
+                return tls_message(name.strip("[]"), said[:200], store or "the frontends' own")
+    return None
+
+
+def tls_message(host, reason, store):
+    # type: (str, str, str) -> str
+    """A failed TLS handshake, as the controller and the agent say it: that it is one, with which
+    host, against which CA file, and what to do about it."""
+    return ("TLS failure with %s: %s (trusting the CA file %s; a proxy that inspects TLS needs its CA "
+            "there, or SSL_CERT_FILE set to a file that holds it)" % (host, reason, store))  # fmt: skip
+
+
+def exec_refusal(log_path, python):
+    # type: (str, str) -> Optional[str]
+    """Why the build's sandbox could not start ``python``, as its log's first lines say
+    (bubblewrap's ``execvp``, setpriv's ``failed to execute``); None where they do not."""
+    try:
+        with open(log_path, "rb") as log:
+            head = log.read(8192).decode("utf-8", "replace")
+    except (IOError, OSError):
+        return None
+    for line in head.splitlines():
+        if ("execvp %s:" % python) in line or ("failed to execute %s:" % python) in line:
+            return "the sandbox could not start the interpreter: %s" % line.strip()[:300]
+    return None
+
+
 def source_date_epoch(sdist):
     # type: (str) -> Optional[str]
     """SOURCE_DATE_EPOCH for a build of ``sdist``: the newest mtime of its members (PKG-INFO's

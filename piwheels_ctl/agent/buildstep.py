@@ -79,7 +79,13 @@ def build(request, on_start=None):
     if not SAFE_NAME.match(request.name) or not SAFE_NAME.match(request.version):
         return outbox.builder_error("refused: %r %r is not a project name and version"
                                     % (request.name, request.version))  # fmt: skip
-    request = request._replace(find_links=list(request.find_links))
+    # The interpreter's real path on this builder: a path through ".." or a symlinked folder
+    # outside what the sandbox shows would fail every build, and it is no project's fault.
+    request = request._replace(
+        find_links=list(request.find_links), python=sandbox.canonical_python(request.python)
+    )
+    if not os.access(request.python, os.X_OK):
+        return outbox.builder_error("cannot run the interpreter %s: no such program here" % request.python)
     load = workdirs.load_per_cpu() if request.max_load is not None else None
     if load is not None and load >= request.max_load:
         message = "load %.2f per CPU, at or above this builder's bound of %.2f" % (load, request.max_load)
@@ -399,4 +405,12 @@ def _result(request, setup, command, finished, ccache, proxy, duration):
         if free_mb < max(request.min_free_mb, 1):
             return outbox.builder_error("disk full: %d MB free in %s after the build"
                                         % (free_mb, request.work_root))  # fmt: skip
+        # The farm's own index or find-links not trusted (a proxy's CA missing), or the sandbox
+        # could not start the interpreter (bwrap's and setpriv's words): not the project's.
+        farm_urls = [request.index_url or ""] + list(request.find_links)
+        refusal = buildenv.tls_refusal(request.log_path, farm_urls, buildenv.trust_store())
+        if refusal is None and finished.returncode == 127:
+            refusal = buildenv.exec_refusal(request.log_path, request.python)
+        if refusal is not None and not finished.timed_out:
+            return outbox.builder_error(refusal)
     return result

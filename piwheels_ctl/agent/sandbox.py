@@ -208,6 +208,19 @@ def interpreter_dirs(python):
     return dirs
 
 
+def canonical_python(python):
+    # type: (str) -> str
+    """``python`` as a build runs it: its folder's real path (no ``..``, no symlinked folder the
+    sandbox would not show), and for an interpreter that is not a virtualenv's its file's real
+    path too (a virtualenv's link is what makes it one, and is kept)."""
+    path = os.path.abspath(which(python))
+    folder = os.path.realpath(os.path.dirname(path))
+    linked = os.path.join(folder, os.path.basename(path))
+    if os.path.isfile(os.path.join(os.path.dirname(folder), "pyvenv.cfg")):
+        return linked
+    return os.path.realpath(linked)
+
+
 def which(program):
     # type: (str) -> str
     if os.sep in program:

