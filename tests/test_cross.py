@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cross_roots import cross_root
 
 from piwheels_ctl.agent import agent as agent_module
 
 from arm_roots import arm_root, why_no_arm_emulation
+from cross_roots import cross_root
 from debian_roots import run_in_root
 from sdists import make_sdist, setuptools_project
 
