@@ -131,14 +131,14 @@ def farm(build_deps: Path) -> Iterator[Farm]:
                     controller_key,
                     builder_build_deps=["zlib1g-dev"],
                     builder_cross=["armhf", "arm64"],
-                ),  # fmt: skip
+                ),
                 "armhf1": _builder(
                     hosts["armhf1"],
                     config,
                     controller_key,
                     builder_build_deps=["zlib1g-dev"],
                     builder_sudo_agent=True,
-                ),  # fmt: skip
+                ),
             }
             inventory = base / "inventory.yml"
             inventory.write_text(yaml.safe_dump({"all": {
@@ -195,8 +195,8 @@ def test_a_cross_builder_converges_builds_for_arm_and_serves_only_what_its_targe
         ("cross1", X86_64, None, "success"),
     }, builds
     checks = farm.db(
-        "SELECT f.filename, c.release, c.status, b.name FROM release_checks c JOIN files f ON f.id = c.file_id "
-        "JOIN builders b ON b.id = c.builder_id"
+        "SELECT f.filename, c.release, c.status, b.name FROM release_checks c "
+        "JOIN files f ON f.id = c.file_id JOIN builders b ON b.id = c.builder_id"
     )
     assert checks == {(WHEELS[ARMV7L], "bookworm", "passed", "armhf1")}, checks
     # The farm's default frontend ran the cross builds: uv, the builder's own (x86_64) build.
@@ -231,5 +231,6 @@ def test_a_cross_builder_converges_builds_for_arm_and_serves_only_what_its_targe
     assert f"Tag: {ARMV7L}" in installed.stdout, installed.stdout
     done = time.monotonic()
     print(
-        f"converge twice {converged - started:.0f}s, run {built - converged:.0f}s, install {done - built:.0f}s"
+        f"converge twice {converged - started:.0f}s, run {built - converged:.0f}s, "
+        f"install {done - built:.0f}s"
     )
