@@ -5,7 +5,8 @@ Two hosts, each an sshd on a loopback address of its own over an overlay of a ca
 (tests/arm_hosts.py: the cached roots stay as they are): an x86_64 bookworm host
 (``cross_roots.cross_host_root``: the cross root with sshd) and an emulated bookworm armhf one
 (``arm_roots``, qemu-user). ``playbooks/builders.yml`` converges both, the first with
-``builder_cross: [armhf, arm64]``, and changes nothing the second time; the role registers them.
+``builder_cross: [armhf, arm64]``, which it changes nothing on the second time; the role
+registers them.
 The master's ``run`` cross-builds a C extension for armv7l and aarch64 on the x86_64 host (at
 native speed, with uv, the farm's default frontend) and, in the same run, the armhf builder
 loads the armv7l wheel (a check job) before any index lists it. pip in the armhf host installs
@@ -60,11 +61,12 @@ class Farm:
     inventory: Path
     config: Path
 
-    def playbook(self) -> subprocess.CompletedProcess[str]:
+    def playbook(self, *limit: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_LOCAL_TEMP": str(self.base / "ansible-tmp")}  # fmt: skip
         return subprocess.run(
-            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "playbooks/builders.yml"],
+            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "playbooks/builders.yml",
+             *(["--limit", ",".join(limit)] if limit else [])],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=3600,
         )  # fmt: skip
 
@@ -163,10 +165,10 @@ def test_a_cross_builder_converges_builds_for_arm_and_serves_only_what_its_targe
     started = time.monotonic()
     first = farm.playbook()
     assert first.returncode == 0, first.stdout[-8000:] + first.stderr[-2000:]
-    second = farm.playbook()
+    # Again, the cross builder only (the emulated builder's second converge is the ARM tier's test).
+    second = farm.playbook("cross1")
     assert second.returncode == 0, second.stdout[-8000:]
-    recap = play_recap(second.stdout)
-    assert recap["cross1"]["changed"] == 0 and recap["armhf1"]["changed"] == 0, second.stdout[-8000:]
+    assert play_recap(second.stdout)["cross1"]["changed"] == 0, second.stdout[-8000:]
     converged = time.monotonic()
 
     # Registered by the role: the cross builder's own ABI and its targets' with the cross mark.
