@@ -207,8 +207,12 @@ def test_a_cross_builder_converges_builds_for_arm_and_serves_only_what_its_targe
         text = gzip.decompress(path.read_bytes()).decode(errors="replace")
         logs[text.split("(", 1)[1].split(")", 1)[0]] = text
     for abi in (ARMV7L, AARCH64):
-        command = logs[abi].split("command:", 1)[1].split("-----", 1)[0]
-        assert "/uv build --wheel" in command, f"the {abi} build ran {command}"
+        command = " ".join(
+            logs[abi].split("command:", 1)[1].split("-----", 1)[0].replace("\\\n", " ").split()
+        )
+        assert "x86_64/uv-" in command and "/scripts/uv build --wheel" in command, (
+            f"the {abi} build ran {command}"
+        )
     status = farm.controller("status")
     assert "cross" in status.stdout, status.stdout
 
