@@ -5,7 +5,12 @@ happens in the root only (never on this machine), then ``gcc-arm-linux-gnueabihf
 ``gcc-aarch64-linux-gnu`` and ``libpython3.11-dev`` for both targets come from the Debian
 mirror. Made once (a few minutes) under ``debian_roots.CACHE`` and reused by later runs.
 
-Run as a script (``python tests/cross_roots.py``) to make it ahead of the tests.
+The cross builder's farm test (tests/test_cross_ssh.py) needs a host, not a root: a copy of
+it with what an operator's Debian server has (sshd, Python's apt module) and what the builder
+role's native part installs (``HOST``), cached under a name of its own (``cross_host_root``),
+so that its converge downloads only what the role's cross part adds.
+
+Run as a script (``python tests/cross_roots.py``) to make both ahead of the tests.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ CROSS = [
     "gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "libpython3.11-dev:arm64",
     "libc6-dev:arm64", "zlib1g-dev:arm64",
 ]  # fmt: skip
+
+
+HOST_NAME = "bookworm-amd64-cross-host"
+# Beside the cross root's: sshd and Python's apt module (an operator's server has them), and what
+# the builder role installs on a bookworm builder (roles/builder/vars/Debian-bookworm.yml).
+HOST = ["openssh-server", "python3-apt", "sudo", "python3.11-dev", "ccache"]
 
 
 def _must(root: Path, argv: list[str]) -> None:
@@ -59,5 +70,24 @@ def cross_root() -> Path:
     return cached_root(NAME, make)
 
 
+def cross_host_root() -> Path:
+    """A copy of the cross root with sshd and the builder role's native packages, made once."""
+    source = cross_root()
+
+    def make(partial: Path) -> None:
+        argv = ["cp", "-a", "--reflink=auto", str(source), str(partial)]
+        copied = subprocess.run(argv, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+        if copied.returncode != 0:
+            raise RuntimeError(f"copying {source} failed: {copied.stderr[-2000:]}")
+        _must(partial, ["apt-get", "update"])
+        _must(partial, ["apt-get", "install", "-y", "--no-install-recommends", *HOST])
+        _must(partial, ["apt-get", "clean"])
+        for key in (partial / "etc" / "ssh").glob("ssh_host_*"):
+            key.unlink()  # each test's sshd gets a host key of its own
+
+    return cached_root(HOST_NAME, make)
+
+
 if __name__ == "__main__":
     print(cross_root())
+    print(cross_host_root())

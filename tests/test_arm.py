@@ -32,8 +32,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,8 +51,9 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from piwheels_ctl.config import Settings
 from piwheels_ctl.farm import frontend
 
+from arm_hosts import BUILDER_USER, CONFIG_DIR, ArmHost, start_arm_host
+from arm_hosts import keygen as _keygen
 from arm_roots import arm64_root, armhf_root, why_no_arm_emulation
-from debian_roots import UID_LOCKS
 from helpers import free_port, play_recap, running, serving, wait_gone
 from indexserver import IndexServer
 from py2deps import download_py27_wheels
@@ -70,105 +69,8 @@ PY2_PACKAGES = Path(__file__).parent / "packages-py2"
 pytestmark = pytest.mark.timeout(3600)
 ADDRESSES = {"bullseye": "127.0.1.20", "bookworm": "127.0.1.22"}
 CLEAN_ADDRESS = "127.0.1.93"  # a bookworm armhf host that only installs (no builder, no libffi.so.7)
-CONFIG_DIR = "/etc/ssh/piwheels-test"  # inside the ARM root: this tier's sshd's keys and config
-PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-BUILDER_USER = "piwheels"  # the role's default build user
 HANG_TOKEN = "100000.2931"  # the sleep of hangs-py2 on 2.7
 NO_KNOWN_HOSTS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"  # a new host key each run
-
-
-def _keygen(path: Path, comment: str) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)  # fmt: skip
-    return " ".join(path.with_suffix(".pub").read_text().split()[:2])
-
-
-@dataclass
-class ArmHost:
-    """sshd inside the emulated root, on ``address:port``, admitting root with ``key_file``."""
-
-    address: str
-    port: int
-    key_file: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def ssh(
-        self, command: str, *, user: str = "root", timeout: float = 900
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [
-            "ssh", "-i", str(self.key_file), "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-            f"{user}@{self.address}", command,
-        ]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-    def put(self, local: Path, remote: str) -> None:
-        with open(local, "rb") as source:
-            argv = ["ssh", "-i", str(self.key_file), "-p", str(self.port), "-o", "StrictHostKeyChecking=no",
-                    "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"root@{self.address}",
-                    f"cat > {remote}"]  # fmt: skip
-            subprocess.run(argv, stdin=source, check=True, timeout=300)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-
-def start_arm_host(base: Path, root: Path, address: str) -> ArmHost:
-    """sshd of the ARM root on ``address`` over an overlay of it (changes go to ``base``), in a
-    clean environment."""
-    upper, work, merged = base / "upper", base / "overlay-work", base / "merged"
-    config = upper / CONFIG_DIR.lstrip("/")
-    for folder in (work, merged, config / "keys", upper / "run" / "sshd", upper / "etc" / "ssl" / "certs"):
-        folder.mkdir(parents=True, exist_ok=True)
-    # The host's CA certificates, so that whatever the builder fetches over TLS is checked as here.
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", upper / "etc" / "ssl" / "certs" / "ca-certificates.crt")
-    _keygen(config / "host_key", f"host {address}")
-    key_file = base / "root_key"
-    (config / "keys" / "root").write_text(_keygen(key_file, "ansible") + "\n")
-    with socket.socket() as s:
-        s.bind((address, 0))
-        port = s.getsockname()[1]
-    (config / "sshd_config").write_text(
-        f"ListenAddress {address}:{port}\nHostKey {CONFIG_DIR}/host_key\nPidFile /run/sshd-test.pid\n"
-        f"AuthorizedKeysFile {CONFIG_DIR}/keys/%u .ssh/authorized_keys\nPasswordAuthentication no\n"
-        "ChallengeResponseAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers root {BUILDER_USER}\nMaxSessions 100\nMaxStartups 100\nSubsystem sftp internal-sftp\n"
-    )
-    os.makedirs(UID_LOCKS, mode=0o700, exist_ok=True)
-    script = " && ".join([
-        f"mount -t overlay overlay -o lowerdir={root},upperdir={upper},workdir={work} {merged}",
-        f"mount -t proc proc {merged}/proc",
-        f"mount --rbind /dev {merged}/dev",
-        f"mkdir -p {merged}{UID_LOCKS}",
-        # Build uids are the machine's: builds inside and outside never take one uid.
-        f"mount --bind {UID_LOCKS} {merged}{UID_LOCKS}",
-        f"exec chroot {merged} env -i PATH={PATH} LANG=C.UTF-8 "
-        f"/usr/sbin/sshd -D -e -f {CONFIG_DIR}/sshd_config",
-    ])  # fmt: skip
-    log = base / "sshd.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-        )  # fmt: skip
-    host = ArmHost(address, port, key_file, process, log)
-    deadline = time.monotonic() + 120  # emulated: sshd takes seconds to start
-    while True:
-        try:
-            with socket.create_connection((address, port), timeout=2):
-                return host
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                host.stop()
-                raise RuntimeError(f"the ARM host's sshd did not start:\n{log.read_text()[-2000:]}") from None
-            time.sleep(0.5)
 
 
 def _requires_python(folder: Path) -> dict[str, str]:

@@ -2,8 +2,9 @@
 toolchains (tests/cross_roots.py) builds a C extension for armv7l and aarch64 in its sandbox;
 each wheel's ELF headers say ARM, it passes the agent's load check (``--check-wheel``, the check
 job's mode) under qemu-user in the bookworm root of its architecture (tests/arm_roots.py), and pip
-installs and imports it there. A project that probes the machine in its build fails on the cross
-builder and builds on the emulated one.
+installs and imports it there. uv, the farm's default frontend (run as the builder's own x86_64
+program), cross-builds the same wheel as pip. A project that probes the machine in its build
+fails on the cross builder and builds on the emulated one.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cross_roots import cross_root
 
 from piwheels_ctl.agent import agent as agent_module
 
 from arm_roots import arm_root, why_no_arm_emulation
+from cross_roots import cross_root
 from debian_roots import run_in_root
 from sdists import make_sdist, setuptools_project
 
@@ -94,7 +95,12 @@ def _pinned_pip(place: Path) -> str:
     return sorted(p.name for p in (place / "deps").glob("pip-*-py3-none-any.whl"))[-1]
 
 
-def _build(root: Path, place: Path, project: Path, *extra: str) -> dict:
+def _uv(place: Path) -> str:
+    """The pinned uv for the cross root's own machine (a cross build's frontend runs there)."""
+    return sorted(p.name for p in (place / "deps").glob(f"uv-*_{os.uname().machine}.whl"))[-1]
+
+
+def _build(root: Path, place: Path, project: Path, *extra: str, frontend: str | None = None) -> dict:
     sdist = make_sdist(project, place)
     inside = "/" + str(place.relative_to(root))
     name = project.name
@@ -102,7 +108,7 @@ def _build(root: Path, place: Path, project: Path, *extra: str) -> dict:
         root, place, "build", "--python", "/usr/bin/python3", "--name", name, "--version", "1.0",
         "--outbox", f"{inside}/out", "--log", f"{inside}/out/build.log", "--work-root", f"{inside}/work",
         "--sdist-url", f"file://{inside}/{sdist.name}", "--find-links", f"{inside}/deps",
-        "--frontend", f"{inside}/deps/{_pinned_pip(place)}", *extra,
+        "--frontend", f"{inside}/deps/{frontend or _pinned_pip(place)}", *extra,
     )  # fmt: skip
 
 
@@ -178,3 +184,28 @@ def test_a_build_that_probes_the_machine_fails_cross_and_builds_emulated(
     built = _build(roots["armhf"], emulated, project)
     assert built["status"] == "success", f"the emulated builder: {built}"
     assert [f["name"] for f in built["files"]] == ["probingext-1.0-cp311-cp311-linux_armv7l.whl"], built
+
+
+@pytest.mark.parametrize("target", ["armhf", "arm64"])
+def test_uv_cross_builds_the_same_wheel_as_pip(
+    roots: dict[str, Path], build_deps: Path, tmp_path: Path, target: str
+) -> None:
+    """uv (the farm's default frontend, run as the builder's own x86_64 program) passes the cross
+    environment to the backend: the wheel has the target's tags, ELF machine and extension
+    suffix, and the same members as pip's build of the same sdist."""
+    platform_tag, e_machine = MACHINES[target]
+    project = setuptools_project(tmp_path, "crossext", {"setup.py": SETUP, "crossext.c": C_SOURCE})
+    members = {}
+    for frontend in ("uv", "pip"):
+        place = _stage(roots["cross"], build_deps, f"{frontend}-{target}")
+        wheel = _uv(place) if frontend == "uv" else None
+        result = _build(roots["cross"], place, project, "--cross", target, frontend=wheel)
+        log = (place / "out" / "build.log").read_text(errors="replace")
+        assert result["status"] == "success", f"{frontend} cross build for {target}: {result}\n{log[-3000:]}"
+        [built] = result["files"]
+        assert built["name"] == f"crossext-1.0-cp311-cp311-{platform_tag}.whl", built
+        assert [e["machine"] for e in built["elf"]] == [e_machine], built
+        if frontend == "uv":
+            assert "uv build --wheel" in log, log[:2000]
+        members[frontend] = sorted(zipfile.ZipFile(place / "out" / built["name"]).namelist())
+    assert members["uv"] == members["pip"], members

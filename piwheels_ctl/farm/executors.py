@@ -330,8 +330,9 @@ class RemoteExecutor:
             conn.run(["mkdir", "-p", f"{work}/outbox"], timeout=s.command_timeout)
             conn.put(wheel.read_bytes(), f"{work}/{wheel.name}")
             python = self.pythons[job.abi_id]
-            request = check_request(s, python, job, f"{work}/{wheel.name}", work)
-            argv = build_argv(python, self.builder.root, self.builder.sudo_root, request)
+            req = check_request(s, python, job, f"{work}/{wheel.name}", work)
+            sudo = self.builder.sudo_root  # through sudo: in root's own work folder, as a build
+            argv = build_argv(python, self.builder.root, sudo, req._replace(work_root=f"{sudo or work}/work"))
             done = conn.run(argv, timeout=s.build_timeout + s.command_timeout)
             conn.run(["rm", "-rf", "--", work], timeout=s.command_timeout)
         except TransportError as exc:
