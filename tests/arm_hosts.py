@@ -118,3 +118,16 @@ def start_arm_host(base: Path, root: Path, address: str) -> ArmHost:
                     f"the sshd of {root.name} did not start:\n{log.read_text()[-2000:]}"
                 ) from None
             time.sleep(0.5)
+
+
+def write_emulated_farm_config(base: Path, upstream_url: str) -> Path:
+    """The controller's config of a farm whose builders are emulated or reached over SSH only:
+    data in ``base``, no local builder, limits that suit qemu-user."""
+    config = base / "piwheels.toml"
+    config.write_text(
+        f'data_dir = "{base}/data"\nupstream = "{upstream_url}"\nlocal_builder = false\n'
+        # qemu-user reserves the 32-bit guest's address space up front: RLIMIT_AS would stop it.
+        "build_memory_mb = 0\nbuild_timeout = 3600\nmin_free_mb = 100\ncommand_timeout = 600\n"
+        "connect_timeout = 60\n"
+    )
+    return config

@@ -51,7 +51,7 @@ from pypi_simple import PYPI_SIMPLE_ENDPOINT
 from piwheels_ctl.config import Settings
 from piwheels_ctl.farm import frontend
 
-from arm_hosts import BUILDER_USER, CONFIG_DIR, ArmHost, start_arm_host
+from arm_hosts import BUILDER_USER, CONFIG_DIR, ArmHost, start_arm_host, write_emulated_farm_config
 from arm_hosts import keygen as _keygen
 from arm_roots import arm64_root, armhf_root, why_no_arm_emulation
 from helpers import free_port, play_recap, running, serving, wait_gone
@@ -134,13 +134,7 @@ def make_tier(release: str, build_deps: Path) -> Iterator[Tier]:
     try:
         with IndexServer(upstream) as index:
             index.requires_python.update(_requires_python(upstream))
-            config = base / "piwheels.toml"
-            config.write_text(
-                f'data_dir = "{base}/data"\nupstream = "{index.url}"\nlocal_builder = false\n'
-                # qemu-user reserves the 32-bit guest's address space up front: RLIMIT_AS would stop it.
-                "build_memory_mb = 0\nbuild_timeout = 3600\nmin_free_mb = 100\ncommand_timeout = 600\n"
-                "connect_timeout = 60\n"
-            )
+            config = write_emulated_farm_config(base, index.url)
             controller_key = base / "controller_key"
             _keygen(controller_key, "controller")
             inventory = base / "inventory.yml"

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arm_hosts import CONFIG_DIR, ArmHost, keygen, start_arm_host
+from arm_hosts import CONFIG_DIR, ArmHost, keygen, start_arm_host, write_emulated_farm_config
 from arm_roots import arm_root, why_no_arm_emulation
 from cross_roots import cross_host_root
 from helpers import play_recap, serving
@@ -116,13 +116,7 @@ def farm(build_deps: Path) -> Iterator[Farm]:
             (base / name).mkdir()
             hosts[name] = start_arm_host(base / name, root, ADDRESSES[name])
         with IndexServer(upstream) as index:
-            config = base / "piwheels.toml"
-            config.write_text(
-                f'data_dir = "{base}/data"\nupstream = "{index.url}"\nlocal_builder = false\n'
-                # qemu-user reserves the 32-bit guest's address space up front: RLIMIT_AS would stop it.
-                "build_memory_mb = 0\nbuild_timeout = 3600\nmin_free_mb = 100\ncommand_timeout = 600\n"
-                "connect_timeout = 60\n"
-            )
+            config = write_emulated_farm_config(base, index.url)
             controller_key = base / "controller_key"
             keygen(controller_key, "controller")
             builders = {
