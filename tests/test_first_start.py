@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
-from piwheels_ctl.db.engine import Database
+from piwheels_ctl.db.engine import Database, make_engine
 from piwheels_ctl.db.models import Abi, Builder, BuilderPython
 
 from helpers import clean_env, piwheels
@@ -84,3 +86,30 @@ def test_controllers_starting_together_on_a_fresh_database_all_start(
     assert len(pythons) == 1, f"the local builder's interpreters: {Counter(pythons)}"
     # A second start finds everything made and changes nothing.
     piwheels(env, "run")
+
+
+def _open_at_once(path: str, barrier: Any) -> str | None:
+    """Open ``path`` through the controller's engine as soon as the others are ready; the error."""
+    barrier.wait()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+    except Exception as exc:
+        return f"error: {exc}"
+    finally:
+        engine.dispose()
+
+
+def test_connections_opening_a_fresh_sqlite_file_together_all_get_wal(tmp_path: Path) -> None:
+    """The switch to WAL on a fresh file, by four connections at once: SQLite refuses it at once
+    ("database is locked") to whichever would deadlock, about one round in five here; each round
+    is a fresh file."""
+    found: list[list[str | None]] = []
+    with multiprocessing.Manager() as manager, multiprocessing.Pool(CONTROLLERS) as pool:
+        for round_ in range(30):
+            barrier = manager.Barrier(CONTROLLERS)
+            path = str(tmp_path / f"fresh-{round_}.db")
+            found.append(pool.starmap(_open_at_once, [(path, barrier)] * CONTROLLERS))
+    failed = [modes for modes in found if modes != ["wal"] * CONTROLLERS]
+    assert not failed, f"{len(failed)} of {len(found)} rounds: {failed[:3]}"

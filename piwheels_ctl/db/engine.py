@@ -96,11 +96,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # read first could not take the write lock later; _sqlite_begin emits BEGIN instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _sqlite_wal(cursor)
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch to WAL, retrying while other connections hold the file: on a fresh database,
+    connections opening it together each hold a shared lock while one wants the exclusive lock
+    the switch needs, and SQLite answers "database is locked" at once rather than wait for a
+    deadlock (controllers started together, tests/test_first_start.py)."""
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Connection) -> None:
