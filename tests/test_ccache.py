@@ -162,6 +162,14 @@ def _cython_rebuild(
 
 
 @pytest.mark.build
+def _envhdr(tmp_path: Path) -> Path:
+    """The build requirement whose header a project's build asks for (as pybind11's): its wheel,
+    which the frontend installs in a build environment of a random name."""
+    (tmp_path / "envhdr").mkdir()
+    members = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
+    return make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=members)
+
+
 @pytest.mark.parametrize("kind", ["cpp", "cmake", "envhdr"])
 @pytest.mark.parametrize("front", ["uv", "pip"])
 def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Path, tmp_path: Path) -> None:
@@ -173,10 +181,7 @@ def test_a_rebuild_hits_the_compiler_cache(kind: str, front: str, build_deps: Pa
     if front == "uv":
         wheel = _uv(build_deps, tmp_path)
     sdist = _sdist(tmp_path, kind)
-    (tmp_path / "envhdr").mkdir()
-    header = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
-    envhdr = make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=header)
-    cold, cold_log, warm, warm_log = _rebuild(tmp_path, sdist, build_deps, wheel, [envhdr])
+    cold, cold_log, warm, warm_log = _rebuild(tmp_path, sdist, build_deps, wheel, [_envhdr(tmp_path)])
     assert cold["ccache"]["misses"] >= 1, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
         warm["ccache"],
@@ -279,11 +284,8 @@ def test_a_meson_rebuild_hits_the_compiler_cache(
     if front == "uv":
         wheel = _uv(build_deps, tmp_path)
     sdist = _meson_project(tmp_path, header)
-    (tmp_path / "envhdr").mkdir()
-    members = {"envhdr/__init__.py": ENVHDR_INIT, "envhdr/include/envhdr.h": ENVHDR_H}
-    envhdr = make_wheel(tmp_path / "envhdr", "envhdr", "1.0", extra=members)
     cold, cold_log, warm, warm_log = _rebuild(
-        tmp_path, sdist, build_deps, wheel, [*meson_wheels.glob("*.whl"), envhdr]
+        tmp_path, sdist, build_deps, wheel, [*meson_wheels.glob("*.whl"), _envhdr(tmp_path)]
     )
     assert cold["ccache"]["misses"] >= 4, (cold["ccache"], cold_log[-3000:])
     assert warm["ccache"] == {"hits": cold["ccache"]["misses"], "misses": 0}, (
