@@ -22,6 +22,11 @@ else:  # on a builder: the files sent beside this one
     import sdistfetch  # type: ignore[import-not-found, no-redef]
 
 try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2.7 builders
+    from urlparse import urlsplit  # type: ignore[import-not-found, no-redef]
+
+try:
     from typing import Any, Dict, List, Optional  # noqa: F401 - used in type comments
 except ImportError:  # pragma: no cover - Python 2.7/3.4 builders without typing
     pass
@@ -125,10 +130,10 @@ def tls_refusal(log_path, urls, store):
     not. A host the project reached by itself is the project's business."""
     hosts = {}  # type: Dict[str, str]
     for url in urls:
-        if url.startswith("https://"):
-            netloc = url[len("https://") :].split("/", 1)[0].rsplit("@", 1)[-1]
-            name = netloc.split("]", 1)[0] + "]" if netloc.startswith("[") else netloc.split(":", 1)[0]
-            hosts[netloc] = name
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname:
+            name = "[%s]" % parts.hostname if ":" in parts.hostname else parts.hostname
+            hosts[parts.netloc.rsplit("@", 1)[-1]] = name
     if not hosts:
         return None
     try:
